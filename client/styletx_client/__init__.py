@@ -1,0 +1,1 @@
+"""Typed Python client SDK for the styletx neural style transfer service."""

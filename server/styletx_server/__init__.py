@@ -1,0 +1,1 @@
+"""gRPC server wrapping the styletx engine: streaming Stylize, health, reflection, metrics."""

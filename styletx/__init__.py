@@ -1,0 +1,31 @@
+"""styletx engine: Gatys et al. neural style transfer on Keras VGG16 with scipy's L-BFGS."""
+
+from styletx.errors import (
+    Cancelled,
+    ImageTooLarge,
+    InvalidImage,
+    InvalidOptions,
+    StyletxError,
+    WeightsError,
+    WeightsNotFound,
+)
+from styletx.options import StyleOptions
+from styletx.result import Image, Losses, Progress, Result
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cancelled",
+    "Image",
+    "ImageTooLarge",
+    "InvalidImage",
+    "InvalidOptions",
+    "Losses",
+    "Progress",
+    "Result",
+    "StyleOptions",
+    "StyletxError",
+    "WeightsError",
+    "WeightsNotFound",
+    "__version__",
+]

@@ -1,0 +1,48 @@
+"""Engine exceptions: the one vocabulary the server and CLI map to statuses and exit codes."""
+
+from __future__ import annotations
+
+
+class StyletxError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class InvalidOptions(StyletxError, ValueError):
+    """A `StyleOptions` field (or a stylize argument) is out of range; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class InvalidImage(StyletxError, ValueError):
+    """Image bytes could not be decoded, or the image is unusable (empty, truncated, unknown format)."""
+
+    def __init__(self, message: str, *, field: str = "image") -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class ImageTooLarge(InvalidImage):
+    """The image header declares more pixels than allowed (decompression-bomb guard)."""
+
+    def __init__(self, pixels: int, limit: int, *, field: str = "image") -> None:
+        super().__init__(
+            f"image declares {pixels} pixels, more than the limit of {limit}", field=field
+        )
+        self.pixels = pixels
+        self.limit = limit
+
+
+class WeightsError(StyletxError):
+    """VGG16 weights are missing, unreadable or not the expected network."""
+
+
+class WeightsNotFound(WeightsError):
+    """No weights file could be resolved; the message names the command that fixes it."""
+
+
+class Cancelled(StyletxError):
+    """The caller's `should_stop` asked the optimisation to stop."""

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite (seeded weights, tiny images)."""
