@@ -1,0 +1,61 @@
+"""VGG16 conv base: Caffe-style pre/post-processing and the Keras model with loaded weights."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from styletx.errors import WeightsError
+from styletx.result import Image
+
+log = logging.getLogger(__name__)
+
+#: ImageNet channel means in BGR order, as Caffe (and Keras' VGG16 "caffe" mode) subtract them.
+BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+FloatImage = npt.NDArray[np.float32]
+
+
+def preprocess(image: Image) -> FloatImage:
+    """RGB uint8 -> BGR float32 with the ImageNet mean subtracted (what VGG16 was trained on)."""
+    return image[..., ::-1].astype(np.float32) - BGR_MEAN
+
+
+def deprocess(x: npt.NDArray[Any]) -> Image:
+    """Inverse of `preprocess`: add the BGR means back (the tutorial swapped them), BGR -> RGB."""
+    bgr = np.asarray(x, dtype=np.float32).reshape(*x.shape[-3:-1], 3) + BGR_MEAN
+    return np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
+
+
+def build_vgg16(weights_path: Path) -> Any:
+    """The Keras VGG16 conv base (no classifier head) with weights loaded from `weights_path`."""
+    import keras
+
+    model = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    try:
+        model.load_weights(str(weights_path))
+    except Exception as exc:
+        raise WeightsError(
+            f"could not load VGG16 weights from {weights_path}: {exc}; "
+            "re-create them with `styletx weights fetch --force`"
+        ) from exc
+    model.trainable = False
+    log.info("vgg16 loaded", extra={"weights": str(weights_path)})
+    return model
+
+
+def feature_extractor(vgg: Any, layers: Sequence[str]) -> Any:
+    """A model mapping a batch of preprocessed images to the outputs of `layers` (in order).
+
+    Keras runs only the part of the graph the outputs need, so a shallow layer set is cheaper.
+    """
+    import keras
+
+    return keras.Model(
+        inputs=vgg.inputs, outputs=[vgg.get_layer(name).output for name in layers], name="features"
+    )
