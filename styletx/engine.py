@@ -129,15 +129,7 @@ class Stylizer:
         blend = _blend_weights(options, len(styles))
         height, width = self.output_size(content.shape[0], content.shape[1], options.size)
         rng = np.random.default_rng(options.seed)
-        weights = tf.constant(
-            [
-                options.content_weight,
-                options.style_weight / len(options.style_layers),
-                options.tv_weight,
-                options.tv_power,
-            ],
-            dtype=tf.float32,
-        )
+        weights = _loss_weights(options)
         setup = time.perf_counter() - started
         optimize_started = time.perf_counter()
         x: Vector | None = None
@@ -212,6 +204,24 @@ class Stylizer:
             optimize_seconds=time.perf_counter() - optimize_started,
         )
 
+    def evaluate(
+        self,
+        content: Image,
+        styles: Sequence[Image],
+        image: Image,
+        options: StyleOptions | None = None,
+    ) -> Losses:
+        """Losses of `image` (resized to the output size) for this content, styles and options."""
+        options = options or StyleOptions()
+        _check_inputs(content, styles, options)
+        layer_set = self._layer_set(options)
+        h, w = self.output_size(content.shape[0], content.shape[1], options.size)
+        base = images.resize_to(content, h, w)
+        targets = self._targets(layer_set, base, styles, _blend_weights(options, len(styles)), options)
+        objective = self._objective(layer_set, targets, _loss_weights(options), h, w)
+        terms, _ = objective(vgg.preprocess(images.resize_to(image, h, w)).ravel().astype(np.float64))
+        return _losses(terms)
+
     def _targets(
         self,
         layer_set: _LayerSet,
@@ -268,6 +278,19 @@ def _check_inputs(content: Image, styles: Sequence[Image], options: StyleOptions
             "style_blend_weights",
             f"got {len(options.style_blend_weights)} weights for {len(styles)} style images",
         )
+
+
+def _loss_weights(options: StyleOptions) -> tf.Tensor:
+    """[content, style per layer, tv, tv power] as one tensor, so new values never retrace."""
+    return tf.constant(
+        [
+            options.content_weight,
+            options.style_weight / len(options.style_layers),
+            options.tv_weight,
+            options.tv_power,
+        ],
+        dtype=tf.float32,
+    )
 
 
 def _blend_weights(options: StyleOptions, count: int) -> list[float]:

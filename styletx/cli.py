@@ -1,0 +1,209 @@
+"""`styletx` command line: stylize locally (no server) and manage the VGG16 weights."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from styletx.errors import Cancelled, InvalidImage, InvalidOptions, StyletxError, WeightsError
+from styletx.options import StyleOptions
+
+log = logging.getLogger("styletx.cli")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_WEIGHTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_HELP = {
+    "size": "longest side of the output in pixels (aspect ratio kept)",
+    "content_weight": "weight of the content loss",
+    "style_weight": "total weight of the style loss, shared by the style layers",
+    "tv_weight": "weight of the total-variation loss",
+    "tv_power": "exponent of the total-variation loss",
+    "content_layer": "VGG16 layer of the content loss",
+    "style_layers": "VGG16 layers of the style loss",
+    "max_evaluations": "loss-and-gradient evaluation budget of L-BFGS",
+    "restart_every": "restart L-BFGS every N evaluations (20 = the reference); 0 = never",
+    "init": "initial image",
+    "seed": "seed of the random init (same seed, same bytes on CPU)",
+    "style_blend_weights": "blend weights of the style images, one per style",
+    "style_scale": "scale of the style images relative to the output",
+    "preserve_colors": "keep the content's colours (luminance-only transfer)",
+    "scales": "coarse-to-fine scales (each doubles the size)",
+    "preview_every": "save a preview every N iterations (needs --previews)",
+    "lbfgs_memory": "L-BFGS memory (correction pairs)",
+}
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `StyleOptions` field, named after it, default taken from the dataclass."""
+    hints = typing.get_type_hints(StyleOptions)
+    group = parser.add_argument_group("style options (defaults follow the reference tutorial)")
+    for field in dataclasses.fields(StyleOptions):
+        flag = "--" + field.name.replace("_", "-")
+        hint = hints[field.name]
+        text = f"{_HELP.get(field.name, field.name)} (default: {field.default})"
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif typing.get_origin(hint) is tuple:
+            (item, _) = typing.get_args(hint)
+            group.add_argument(flag, nargs="+", type=item, default=None, help=text)
+        elif typing.get_origin(hint) is typing.Literal:
+            group.add_argument(flag, choices=typing.get_args(hint), default=None, help=text)
+        else:
+            kind = int if field.name == "seed" else hint
+            group.add_argument(flag, type=kind, default=None, help=text)
+
+
+def _options_from(args: argparse.Namespace) -> StyleOptions:
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(StyleOptions):
+        value = getattr(args, field.name)
+        if value is not None:
+            changes[field.name] = tuple(value) if isinstance(value, list) else value
+    return StyleOptions(**changes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="styletx", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("STYLETX_LOG_LEVEL", "WARNING"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("stylize", help="stylize an image locally with the engine")
+    run.add_argument("content", type=Path, help="content image")
+    run.add_argument("styles", type=Path, nargs="+", help="style image(s)")
+    run.add_argument("-o", "--output", type=Path, required=True, help="output image (.png/.jpg/.webp)")
+    run.add_argument("--weights", help="VGG16 weights file (default: $STYLETX_WEIGHTS, the cache)")
+    run.add_argument("--stats-json", type=Path, help="write timings and final losses as JSON")
+    run.add_argument("--side-by-side", type=Path, help="write content | style | result")
+    run.add_argument("--previews", type=Path, help="directory for preview images")
+    run.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality (1-100)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_option_flags(run)
+
+    weights = sub.add_parser("weights", help="fetch or describe the VGG16 weights")
+    wsub = weights.add_subparsers(dest="action", required=True)
+    fetch = wsub.add_parser("fetch", help="download or convert the ImageNet weights into the cache")
+    fetch.add_argument("--force", action="store_true", help="fetch even if the cache is valid")
+    info = wsub.add_parser("info", help="print where the weights come from and their sha256")
+    info.add_argument("--weights", help="describe this file instead of the resolved one")
+    return parser
+
+
+def _format_for(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    return {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix, "png")
+
+
+def _stylize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from styletx import images
+    from styletx.engine import Stylizer
+    from styletx.result import Progress
+
+    options = _options_from(args)
+    content = images.decode_image(args.content, field="content")
+    styles = [images.decode_image(p, field=f"styles[{i}]") for i, p in enumerate(args.styles)]
+    stylizer = Stylizer(args.weights)
+    if args.previews:
+        args.previews.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(
+        total=options.max_evaluations, unit="eval", disable=args.no_progress, file=sys.stderr
+    )
+
+    def on_progress(p: Progress) -> None:
+        bar.update(p.evaluations - bar.n)
+        bar.set_postfix(
+            it=p.iteration,
+            loss=f"{p.losses.total:.4g}",
+            content=f"{p.losses.content:.3g}",
+            style=f"{p.losses.style:.3g}",
+            tv=f"{p.losses.tv:.3g}",
+        )
+        if p.preview is not None and args.previews:
+            (args.previews / f"iter_{p.iteration:05d}.png").write_bytes(
+                images.encode_image(p.preview)
+            )
+
+    try:
+        result = stylizer.stylize(content, styles, options, on_progress=on_progress)
+    finally:
+        bar.close()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    fmt = _format_for(args.output)
+    args.output.write_bytes(images.encode_image(result.image, fmt, quality=args.quality))
+    if args.side_by_side:
+        args.side_by_side.parent.mkdir(parents=True, exist_ok=True)
+        panel = images.side_by_side([content, styles[0], result.image])
+        args.side_by_side.write_bytes(images.encode_image(panel, _format_for(args.side_by_side)))
+    stats = {
+        "evaluations": result.evaluations,
+        "iterations": result.iterations,
+        "seconds": result.total_seconds,
+        "setup_seconds": result.setup_seconds,
+        "optimize_seconds": result.optimize_seconds,
+        "seconds_per_evaluation": result.seconds_per_evaluation,
+        "losses": dataclasses.asdict(result.losses),
+        "width": int(result.image.shape[1]),
+        "height": int(result.image.shape[0]),
+        "options": options.as_dict(),
+        "weights": {"path": str(stylizer.weights.path), "source": stylizer.weights.source},
+    }
+    if args.stats_json:
+        args.stats_json.parent.mkdir(parents=True, exist_ok=True)
+        args.stats_json.write_text(json.dumps(stats, indent=2) + "\n")
+    print(
+        f"wrote {args.output} ({stats['width']}x{stats['height']}) in "
+        f"{result.total_seconds:.1f} s, {result.evaluations} evaluations, "
+        f"loss {result.losses.total:.4g}"
+    )
+    return EXIT_OK
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from styletx import weights
+
+    if args.action == "fetch":
+        found = weights.fetch(force=args.force)
+        print(f"weights ready: {found.path} (source: {found.source})")
+        return EXIT_OK
+    info = weights.describe(Path(args.weights) if args.weights else None)
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `styletx` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        if args.command == "stylize":
+            return _stylize(args)
+        return _weights(args)
+    except (InvalidOptions, InvalidImage) as exc:
+        print(f"styletx: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except WeightsError as exc:
+        print(f"styletx: error: {exc}", file=sys.stderr)
+        return EXIT_WEIGHTS
+    except (KeyboardInterrupt, Cancelled):
+        print("styletx: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except StyletxError as exc:
+        print(f"styletx: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

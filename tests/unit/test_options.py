@@ -1,0 +1,79 @@
+"""StyleOptions: reference defaults and precise validation naming the field."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from styletx.errors import InvalidOptions
+from styletx.options import StyleOptions
+
+
+def test_defaults_follow_the_reference_tutorial() -> None:
+    o = StyleOptions()
+    assert (o.size, o.content_weight, o.style_weight, o.tv_weight, o.tv_power) == (
+        260,
+        0.02,
+        4.5,
+        0.995,
+        1.25,
+    )
+    assert o.content_layer == "block2_conv2"
+    assert o.style_layers == (
+        "block1_conv2",
+        "block2_conv2",
+        "block3_conv3",
+        "block4_conv3",
+        "block5_conv3",
+    )
+    assert (o.max_evaluations, o.restart_every, o.init) == (200, 0, "random")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("size", 0),
+        ("size", 10_000),
+        ("size", 12.5),
+        ("content_weight", -1.0),
+        ("style_weight", math.nan),
+        ("tv_weight", math.inf),
+        ("tv_power", 0.5),
+        ("content_layer", "block9_conv1"),
+        ("style_layers", ()),
+        ("style_layers", ("block1_conv2", "fc1")),
+        ("style_layers", ("block1_conv2", "block1_conv2")),
+        ("max_evaluations", 0),
+        ("restart_every", -1),
+        ("init", "noise"),
+        ("seed", -3),
+        ("style_blend_weights", (1.0, -0.5)),
+        ("style_blend_weights", (0.0, 0.0)),
+        ("style_scale", 0.0),
+        ("scales", 0),
+        ("scales", 5),
+        ("preview_every", -1),
+        ("lbfgs_memory", 0),
+        ("preserve_colors", "yes"),
+    ],
+)
+def test_bad_values_name_the_field(field: str, value: Any) -> None:
+    with pytest.raises(InvalidOptions) as err:
+        StyleOptions(**{field: value})
+    assert err.value.field == field
+    assert field in str(err.value)
+
+
+def test_too_many_scales_for_the_size() -> None:
+    with pytest.raises(InvalidOptions, match="scales"):
+        StyleOptions(size=32, scales=3)
+
+
+def test_replace_validates_and_as_dict_is_plain() -> None:
+    o = StyleOptions().replace(size=64)
+    assert o.size == 64
+    assert isinstance(o.as_dict()["style_layers"], list)
+    with pytest.raises(InvalidOptions):
+        o.replace(size=-1)
