@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from styletx.errors import WeightsError
 from styletx.result import Image
 
 log = logging.getLogger(__name__)
@@ -33,19 +32,12 @@ def deprocess(x: npt.NDArray[Any]) -> Image:
 
 
 def build_vgg16(weights_path: Path) -> Any:
-    """The Keras VGG16 conv base (no classifier head) with weights loaded from `weights_path`."""
-    import keras
+    """The Keras VGG16 conv base (no classifier head) with verified weights from `weights_path`."""
+    from styletx.weights import load_conv_base
 
-    model = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
-    try:
-        model.load_weights(str(weights_path))
-    except Exception as exc:
-        raise WeightsError(
-            f"could not load VGG16 weights from {weights_path}: {exc}; "
-            "re-create them with `styletx weights fetch --force`"
-        ) from exc
+    model = load_conv_base(weights_path)
     model.trainable = False
-    log.info("vgg16 loaded", extra={"weights": str(weights_path)})
+    log.info("vgg16 loaded from %s", weights_path)
     return model
 
 

@@ -1,0 +1,61 @@
+# styletx: `make demo` and `make test` are all a newcomer needs (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export STYLETX_CACHE ?= $(HOME)/.cache/styletx
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: help venv weights proto proto-check lint test test-fast demo bench system-tools clean
+
+help:
+	@echo "make demo    - set up, start the server, stylize the sample images through the client"
+	@echo "make test    - set up and run lint, type checks and every test"
+	@echo "make venv | weights | proto | lint | bench | clean"
+
+$(STAMP): pyproject.toml client/pyproject.toml requirements/lock.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ./client -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Real ImageNet VGG16 weights into $(STYLETX_CACHE) (once; offline-capable, see README).
+weights: venv
+	$(BIN)/styletx weights fetch
+
+proto: venv
+	$(BIN)/python tools/gen_proto.py
+	cd protos && ../$(BIN)/buf lint
+
+proto-check: venv
+	$(BIN)/python tools/gen_proto.py --check
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy styletx server/styletx_server client/styletx_client
+	cd protos && ../$(BIN)/buf lint
+
+# Debian tools some tests use (promtool for alert rules); installed once when running as root.
+system-tools:
+	@bash tools/system_tools.sh
+
+test: venv weights system-tools lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/pytest -m "not slow and not real_weights" $(PYTEST_ARGS)
+
+demo: venv weights
+	bash tools/demo.sh
+
+bench: venv weights
+	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/service_bench.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

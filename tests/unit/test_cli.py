@@ -1,0 +1,128 @@
+"""The `styletx` command line: a real local stylization with the seeded weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from styletx import cli
+from tests.support.weights import tiny_image
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> tuple[Path, Path]:
+    content, style = tmp_path / "content.png", tmp_path / "style.jpg"
+    Image.fromarray(tiny_image(48, 64, seed=1)).save(content)
+    Image.fromarray(tiny_image(40, 40, seed=2)).save(style)
+    return content, style
+
+
+def test_stylize_writes_result_stats_and_side_by_side(
+    tmp_path: Path, inputs: tuple[Path, Path], seeded_weights: Path
+) -> None:
+    out, stats, panel = tmp_path / "out.png", tmp_path / "stats.json", tmp_path / "sbs.png"
+    code = cli.main(
+        [
+            "stylize",
+            str(inputs[0]),
+            str(inputs[1]),
+            "-o",
+            str(out),
+            "--weights",
+            str(seeded_weights),
+            "--size",
+            "32",
+            "--max-evaluations",
+            "6",
+            "--content-weight",
+            "0.5",
+            "--style-weight",
+            "2",
+            "--tv-weight",
+            "1",
+            "--init",
+            "content",
+            "--seed",
+            "3",
+            "--stats-json",
+            str(stats),
+            "--side-by-side",
+            str(panel),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert Image.open(out).size == (32, 24)
+    data = json.loads(stats.read_text())
+    assert data["evaluations"] == 6
+    assert data["seconds_per_evaluation"] == pytest.approx(data["optimize_seconds"] / 6)
+    assert set(data["losses"]) == {"total", "content", "style", "tv"}
+    assert data["options"]["content_weight"] == 0.5
+    assert data["options"]["init"] == "content"
+    width, height = Image.open(panel).size
+    assert width > 3 * 24 and height == 48
+
+
+def test_every_option_has_a_flag() -> None:
+    import dataclasses
+
+    from styletx.options import StyleOptions
+
+    parser = cli.build_parser()
+    text = parser._subparsers._group_actions[0].choices["stylize"].format_help()  # type: ignore[union-attr]
+    for field in dataclasses.fields(StyleOptions):
+        assert "--" + field.name.replace("_", "-") in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--size", "5"], "size"),
+        (["--content-layer", "nope"], "content_layer"),
+        (["--style-weight", "nan"], "style_weight"),
+    ],
+)
+def test_bad_options_exit_2_with_the_field(
+    inputs: tuple[Path, Path],
+    tmp_path: Path,
+    seeded_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    args = ["stylize", str(inputs[0]), str(inputs[1]), "-o", str(tmp_path / "o.png")]
+    code = cli.main([*args, "--weights", str(seeded_weights), *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_image_and_missing_weights_are_clear(
+    tmp_path: Path, inputs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image at all")
+    assert cli.main(["stylize", str(garbage), str(inputs[1]), "-o", str(tmp_path / "o.png")]) == 2
+    assert "content" in capsys.readouterr().err
+    missing = tmp_path / "missing.weights.h5"
+    code = cli.main(
+        ["stylize", *map(str, inputs), "-o", str(tmp_path / "o.png"), "--weights", str(missing)]
+    )
+    assert code == 3
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_same_seed_same_bytes_through_the_cli(
+    tmp_path: Path, inputs: tuple[Path, Path], seeded_weights: Path
+) -> None:
+    outs = []
+    for name in ("a.png", "b.png"):
+        out = tmp_path / name
+        common = ["--weights", str(seeded_weights), "--size", "32", "--max-evaluations", "4"]
+        args = ["stylize", *map(str, inputs), "-o", str(out), *common, "--seed", "9"]
+        assert cli.main([*args, "--no-progress"]) == 0
+        outs.append(np.asarray(Image.open(out)))
+    assert outs[0].tobytes() == outs[1].tobytes()
