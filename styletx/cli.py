@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("stylize", help="stylize an image locally with the engine")
     run.add_argument("content", type=Path, help="content image")
     run.add_argument("styles", type=Path, nargs="+", help="style image(s)")
-    run.add_argument("-o", "--output", type=Path, required=True, help="output image (.png/.jpg/.webp)")
+    run.add_argument(
+        "-o", "--output", type=Path, required=True, help="output image (.png/.jpg/.webp)"
+    )
     run.add_argument("--weights", help="VGG16 weights file (default: $STYLETX_WEIGHTS, the cache)")
     run.add_argument("--stats-json", type=Path, help="write timings and final losses as JSON")
     run.add_argument("--side-by-side", type=Path, help="write content | style | result")
@@ -141,7 +143,9 @@ def _stylize(args: argparse.Namespace) -> int:
     args.output.write_bytes(images.encode_image(result.image, fmt, quality=args.quality))
     if args.side_by_side:
         args.side_by_side.parent.mkdir(parents=True, exist_ok=True)
-        panel = images.side_by_side([content, styles[0], result.image])
+        panel = images.side_by_side(
+            [content, styles[0], result.image], height=int(result.image.shape[0])
+        )
         args.side_by_side.write_bytes(images.encode_image(panel, _format_for(args.side_by_side)))
     stats = {
         "evaluations": result.evaluations,

@@ -96,8 +96,7 @@ class Stylizer:
         """(height, width) of the output: longest side `size`, aspect ratio kept."""
         if height <= 0 or width <= 0:
             raise InvalidImage("image has no pixels")
-        scale = size / max(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
+        return images.fit_longest(height, width, size)
 
     def warmup(self, size: int = 64) -> None:
         """Run a tiny job so the model's kernels are loaded before the first real request."""
@@ -171,7 +170,7 @@ class Stylizer:
                         iteration=iteration,
                         evaluations=_offset + evals,
                         losses=_losses(step_terms),
-                        elapsed_seconds=time.perf_counter() - optimize_started,
+                        elapsed_seconds=time.perf_counter() - started,
                         scale=_scale,
                         preview=preview,
                     )
@@ -194,7 +193,7 @@ class Stylizer:
         h, w = scale_sizes[-1]
         image = vgg.deprocess(x.reshape(h, w, 3))
         if options.preserve_colors:
-            image = _transfer_luminance(image, images.resize_to(content, h, w))
+            image = images.transfer_luminance(image, images.resize_to(content, h, w))
         return Result(
             image=image,
             losses=_losses(terms),
@@ -217,9 +216,13 @@ class Stylizer:
         layer_set = self._layer_set(options)
         h, w = self.output_size(content.shape[0], content.shape[1], options.size)
         base = images.resize_to(content, h, w)
-        targets = self._targets(layer_set, base, styles, _blend_weights(options, len(styles)), options)
+        targets = self._targets(
+            layer_set, base, styles, _blend_weights(options, len(styles)), options
+        )
         objective = self._objective(layer_set, targets, _loss_weights(options), h, w)
-        terms, _ = objective(vgg.preprocess(images.resize_to(image, h, w)).ravel().astype(np.float64))
+        terms, _ = objective(
+            vgg.preprocess(images.resize_to(image, h, w)).ravel().astype(np.float64)
+        )
         return _losses(terms)
 
     def _targets(
@@ -243,7 +246,11 @@ class Stylizer:
             # output's pixel count.
             ratio = (h * w) / (sh * sw)
             layer_grams = [weight * ratio * losses.gram_matrix(f) for f in feats[1:]]
-            grams = layer_grams if grams is None else [a + b for a, b in zip(grams, layer_grams)]
+            grams = (
+                layer_grams
+                if grams is None
+                else [a + b for a, b in zip(grams, layer_grams, strict=True)]
+            )
         assert grams is not None
         return _Targets(content=content_target, grams=tuple(grams))
 
@@ -268,9 +275,9 @@ class Stylizer:
 def _check_inputs(content: Image, styles: Sequence[Image], options: StyleOptions) -> None:
     for name, image in [("content", content), *((f"styles[{i}]", s) for i, s in enumerate(styles))]:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InvalidImage(f"{name} must be an H x W x 3 uint8 RGB array", field=name)
+            raise InvalidImage("must be an H x W x 3 uint8 RGB array", field=name)
         if image.shape[0] < 1 or image.shape[1] < 1:
-            raise InvalidImage(f"{name} has no pixels", field=name)
+            raise InvalidImage("has no pixels", field=name)
     if not styles:
         raise InvalidOptions("styles", "at least one style image is required")
     if options.style_blend_weights and len(options.style_blend_weights) != len(styles):
@@ -330,14 +337,6 @@ def _upsample(x: Vector, previous: tuple[int, int], size: tuple[int, int]) -> Ve
     """Bicubic upsampling of a preprocessed image to `size` for the next, finer scale."""
     image = tf.image.resize(x.reshape(1, *previous, 3), size, method="bicubic")
     return np.asarray(image, dtype=np.float64).ravel()
-
-
-def _transfer_luminance(stylized: Image, content: Image) -> Image:
-    """Keep the content's chroma and the stylized luminance (neural-style's original_colors)."""
-    y = images.rgb_to_yiq(stylized.astype(np.float32))
-    iq = images.rgb_to_yiq(content.astype(np.float32))
-    iq[..., 0] = y[..., 0]
-    return np.clip(np.rint(images.yiq_to_rgb(iq)), 0, 255).astype(np.uint8)
 
 
 def _losses(terms: tuple[float, ...]) -> Losses:

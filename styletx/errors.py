@@ -17,10 +17,10 @@ class InvalidOptions(StyletxError, ValueError):
 
 
 class InvalidImage(StyletxError, ValueError):
-    """Image bytes could not be decoded, or the image is unusable (empty, truncated, unknown format)."""
+    """Image bytes could not be decoded or the image is unusable (empty, truncated, unknown)."""
 
     def __init__(self, message: str, *, field: str = "image") -> None:
-        super().__init__(message)
+        super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
 

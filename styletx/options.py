@@ -1,4 +1,4 @@
-"""`StyleOptions`: every knob of a stylization, with the reference tutorial's defaults, validated."""
+"""`StyleOptions`: every knob of a stylization, with the reference tutorial's defaults."""
 
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ def preprocess(image: Image) -> FloatImage:
 def deprocess(x: npt.NDArray[Any]) -> Image:
     """Inverse of `preprocess`: add the BGR means back (the tutorial swapped them), BGR -> RGB."""
     bgr = np.asarray(x, dtype=np.float32).reshape(*x.shape[-3:-1], 3) + BGR_MEAN
-    return np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
+    rgb: Image = np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
+    return rgb
 
 
 def build_vgg16(weights_path: Path) -> Any:

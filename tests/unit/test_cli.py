@@ -64,7 +64,7 @@ def test_stylize_writes_result_stats_and_side_by_side(
     assert data["options"]["content_weight"] == 0.5
     assert data["options"]["init"] == "content"
     width, height = Image.open(panel).size
-    assert width > 3 * 24 and height == 48
+    assert width > 3 * 32 and height == 24  # panels at the result's height
 
 
 def test_every_option_has_a_flag() -> None:
