@@ -1,0 +1,64 @@
+"""The API definition: buf lint, generated code up to date and importable without the engine."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GENERATED = ROOT / "client" / "styletx_client" / "proto"
+
+
+def _tool(name: str) -> str:
+    found = Path(sys.executable).parent / name
+    return str(found) if found.exists() else (shutil.which(name) or name)
+
+
+def test_generated_code_is_up_to_date() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_proto.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_stale_check_detects_a_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import gen_proto
+    finally:
+        sys.path.pop(0)
+    copy = tmp_path / "proto"
+    shutil.copytree(GENERATED, copy)
+    (copy / "style_transfer_pb2.py").write_text("# edited by hand\n")
+    monkeypatch.setattr(gen_proto, "OUT_DIR", copy)
+    monkeypatch.setattr(sys, "argv", ["gen_proto.py", "--check"])
+    assert gen_proto.main() == 1
+
+
+def test_buf_lint_standard_passes() -> None:
+    proc = subprocess.run(
+        [_tool("buf"), "lint"], cwd=ROOT / "protos", capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_generated_imports_do_not_collide_with_the_engine() -> None:
+    for path in GENERATED.glob("*.py*"):
+        for line in path.read_text().splitlines():
+            if line.startswith(("import ", "from ")):
+                assert "styletx.v1" not in line, f"{path.name}: {line}"
+    code = (
+        "import sys; import styletx_client.proto.style_transfer_pb2_grpc as g; "
+        "assert 'styletx' not in sys.modules, sorted(m for m in sys.modules if 'styletx' in m); "
+        "print(g.StyleTransferServiceStub.__name__)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "StyleTransferServiceStub" in proc.stdout
