@@ -149,6 +149,12 @@ def main() -> int:
     rss = {k: peak_rss(k, args.rss_size, args.weights) for k in ("ours", "reference")}
     report["peak_rss_mib"] = rss
     print(f"engine: {rss['ours']:.0f} MiB, reference: {rss['reference']:.0f} MiB")
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        report["gpu_peak_mib"] = peak
+        print(f"GPU memory peak (this process, all sizes): {peak:.0f} MiB")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

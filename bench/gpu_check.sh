@@ -17,8 +17,3 @@ if not gpus:
 PY
 "$PY" bench/engine_bench.py --sizes 260 512 --evaluations 20 --repeats 3 \
   --final-evaluations 200 --rss-size 512 "$@"
-"$PY" - <<'PY'
-import tensorflow as tf
-info = tf.config.experimental.get_memory_info("GPU:0")
-print(f"GPU memory peak in this probe: {info['peak'] / 2**20:.0f} MiB")
-PY
