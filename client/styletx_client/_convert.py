@@ -1,0 +1,235 @@
+"""Conversions between the SDK's Python types and the generated `styletx.v1` messages."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final, TypeVar, cast
+
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+
+from .events import (
+    EncodedImage,
+    Event,
+    Losses,
+    Progress,
+    Queued,
+    ResolvedOptions,
+    Result,
+    Started,
+)
+from .options import (
+    ImageFormat,
+    ImageInput,
+    InitMethod,
+    Style,
+    StyleInput,
+    Styles,
+    StylizeOptions,
+)
+from .proto import style_transfer_pb2 as pb
+
+FORMAT_TO_PROTO: Final[Mapping[ImageFormat, pb.ImageFormat.ValueType]] = {
+    "png": pb.IMAGE_FORMAT_PNG,
+    "jpeg": pb.IMAGE_FORMAT_JPEG,
+    "webp": pb.IMAGE_FORMAT_WEBP,
+}
+_FORMAT_FROM_PROTO: Final[Mapping[int, ImageFormat]] = {v: k for k, v in FORMAT_TO_PROTO.items()}
+INIT_TO_PROTO: Final[Mapping[InitMethod, pb.InitMethod.ValueType]] = {
+    "random": pb.INIT_METHOD_RANDOM,
+    "content": pb.INIT_METHOD_CONTENT,
+    "style": pb.INIT_METHOD_STYLE,
+}
+_INIT_FROM_PROTO: Final[Mapping[int, InitMethod]] = {v: k for k, v in INIT_TO_PROTO.items()}
+
+# StylizeOptions keys that map one-to-one onto optional scalar fields of pb.StyleOptions.
+_SCALAR_OPTIONS: Final = (
+    "size",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "tv_power",
+    "content_layer",
+    "max_evaluations",
+    "restart_every",
+    "seed",
+    "style_scale",
+    "preserve_colors",
+    "scales",
+)
+_REQUEST_OPTIONS: Final = ("output_format", "quality", "preview_every")
+KNOWN_OPTIONS: Final = frozenset((*_SCALAR_OPTIONS, "style_layers", "init", *_REQUEST_OPTIONS))
+
+
+def read_image(image: ImageInput, role: str) -> bytes:
+    """Encoded bytes of an image given as a path, bytes or a PIL image (encoded losslessly)."""
+    if isinstance(image, bytes):
+        return image
+    if isinstance(image, bytearray | memoryview):
+        return bytes(image)
+    if isinstance(image, str | os.PathLike):
+        return Path(image).read_bytes()
+    if _is_pil_image(image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+    raise TypeError(f"{role} must be a path, bytes or a PIL image, not {type(image).__name__}")
+
+
+def _is_pil_image(value: object) -> bool:
+    """True for a PIL image without importing Pillow: whoever made one has imported it already."""
+    module = sys.modules.get("PIL.Image")
+    image_class = getattr(module, "Image", None)
+    return isinstance(image_class, type) and isinstance(value, image_class)
+
+
+def style_list(styles: Styles) -> list[Style]:
+    """Normalise one style or a sequence of styles (plain images or `Style`) to `Style`s."""
+    # str and bytes are Sequences too, but each is one image; mypy cannot narrow this union.
+    if isinstance(styles, Sequence) and not isinstance(
+        styles, str | bytes | bytearray | memoryview
+    ):
+        items = list(styles)
+    else:
+        items = [cast("StyleInput", styles)]
+    result = [item if isinstance(item, Style) else Style(item) for item in items]
+    if not result:
+        raise ValueError("at least one style image is required")
+    return result
+
+
+def build_request(
+    content: ImageInput, styles: Styles, options: StylizeOptions
+) -> pb.StylizeRequest:
+    """The `StylizeRequest` for these inputs; unknown option names raise TypeError."""
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown stylize option(s): {', '.join(unknown)}")
+    request = pb.StylizeRequest(content_image=read_image(content, "content"))
+    for index, style in enumerate(style_list(styles)):
+        item = request.style_images.add(image=read_image(style.image, f"styles[{index}]"))
+        if style.weight is not None:
+            item.weight = style.weight
+    _fill_style_options(request.options, options)
+    if "output_format" in options:
+        request.output_format = _lookup(FORMAT_TO_PROTO, options["output_format"], "output_format")
+    if "quality" in options:
+        _set(request, "output_quality", options["quality"], "quality")
+    if "preview_every" in options:
+        _set(request, "preview_every", options["preview_every"], "preview_every")
+    return request
+
+
+def _set(target: Message, field: str, value: object, option: str) -> None:
+    """Set a scalar field, naming the option when protobuf rejects the value (type or range)."""
+    try:
+        setattr(target, field, value)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{option}: {error}") from None
+
+
+def _fill_style_options(target: pb.StyleOptions, options: StylizeOptions) -> None:
+    raw: Mapping[str, object] = options
+    for name in _SCALAR_OPTIONS:
+        if name in raw:
+            _set(target, name, raw[name], name)
+    if "style_layers" in options:
+        layers = options["style_layers"]
+        if isinstance(layers, str):
+            raise TypeError("style_layers must be a sequence of layer names, not one string")
+        target.style_layers.extend(layers)
+    if "init" in options:
+        target.init = _lookup(INIT_TO_PROTO, options["init"], "init")
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _lookup(table: Mapping[_K, _V], key: _K, name: str) -> _V:
+    try:
+        return table[key]
+    except KeyError:
+        choices = ", ".join(repr(k) for k in table)
+        raise ValueError(f"{name} must be one of {choices}, not {key!r}") from None
+
+
+def event_from_proto(message: pb.StylizeResponse) -> Event | None:
+    """The typed event of one stream message; None for an event kind this SDK does not know."""
+    kind = message.WhichOneof("event")
+    if kind == "queued":
+        return Queued(position=message.queued.position, request_id=message.queued.request_id)
+    if kind == "started":
+        s = message.started
+        return Started(
+            options=options_from_proto(s.options),
+            width=s.width,
+            height=s.height,
+            queue_time=_seconds(s.queue_time),
+            request_id=s.request_id,
+        )
+    if kind == "progress":
+        p = message.progress
+        return Progress(
+            iteration=p.iteration,
+            evaluations=p.evaluations,
+            max_evaluations=p.max_evaluations,
+            losses=_losses(p.losses),
+            elapsed=_seconds(p.elapsed),
+            scale=p.scale,
+            preview=_image(p.preview) if p.HasField("preview") else None,
+        )
+    if kind == "result":
+        r = message.result
+        return Result(
+            image=_image(r.image),
+            losses=_losses(r.losses),
+            iterations=r.iterations,
+            evaluations=r.evaluations,
+            queue_time=_seconds(r.queue_time),
+            compute_time=_seconds(r.compute_time),
+            request_id=r.request_id,
+        )
+    return None
+
+
+def options_from_proto(options: pb.StyleOptions) -> ResolvedOptions:
+    """`ResolvedOptions` from a `StyleOptions` message; unset fields become None."""
+    has = options.HasField
+    return ResolvedOptions(
+        size=options.size if has("size") else None,
+        content_weight=options.content_weight if has("content_weight") else None,
+        style_weight=options.style_weight if has("style_weight") else None,
+        tv_weight=options.tv_weight if has("tv_weight") else None,
+        tv_power=options.tv_power if has("tv_power") else None,
+        content_layer=options.content_layer if has("content_layer") else None,
+        style_layers=tuple(options.style_layers),
+        max_evaluations=options.max_evaluations if has("max_evaluations") else None,
+        restart_every=options.restart_every if has("restart_every") else None,
+        init=_INIT_FROM_PROTO.get(options.init),
+        seed=options.seed if has("seed") else None,
+        style_scale=options.style_scale if has("style_scale") else None,
+        preserve_colors=options.preserve_colors if has("preserve_colors") else None,
+        scales=options.scales if has("scales") else None,
+    )
+
+
+def _losses(losses: pb.Losses) -> Losses:
+    return Losses(total=losses.total, content=losses.content, style=losses.style, tv=losses.tv)
+
+
+def _image(image: pb.EncodedImage) -> EncodedImage:
+    return EncodedImage(
+        data=image.data,
+        format=_FORMAT_FROM_PROTO.get(image.format, "png"),
+        width=image.width,
+        height=image.height,
+    )
+
+
+def _seconds(duration: duration_pb2.Duration) -> float:
+    return duration.seconds + duration.nanos / 1e9

@@ -1,0 +1,403 @@
+"""`styletx-client`: stylize images and check health from a shell, with a progress bar.
+
+Exit codes: 0 ok, 1 other failure, 2 usage or invalid argument, 3 server unavailable or busy,
+4 deadline exceeded, 5 authentication, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from ._channel import ChannelOption, TlsConfig
+from ._convert import build_request
+from ._progress import ProgressReporter, format_losses
+from ._retry import RetryPolicy
+from ._side_by_side import PILLOW_HINT, compose, pillow_available
+from .client import StyleTransferClient
+from .errors import (
+    AuthenticationError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    ServerBusyError,
+    ServiceError,
+    UnavailableError,
+)
+from .health import ServingStatus
+from .options import ImageFormat, Style, StylizeOptions
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_DEADLINE = 4
+EXIT_AUTH = 5
+EXIT_INTERRUPTED = 130
+
+DEFAULT_SERVER = "localhost:50051"
+_SUFFIX_FORMATS: dict[str, ImageFormat] = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".webp": "webp",
+}
+
+
+class UsageError(Exception):
+    """A problem with the command line or local files the user can fix; exit code 2."""
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"styletx-client: {message}\n")
+
+
+def _comma_list(value: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def _float_list(value: str) -> list[float]:
+    try:
+        return [float(item) for item in _comma_list(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {value!r}"
+        ) from None
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return number
+
+
+def _connection_parser() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection")
+    group.add_argument(
+        "--server",
+        default=os.environ.get("STYLETX_SERVER", DEFAULT_SERVER),
+        help="host:port, dns:///name:port or ip:port,ip:port (round robin); "
+        "env STYLETX_SERVER (default %(default)s)",
+    )
+    group.add_argument(
+        "--token",
+        default=os.environ.get("STYLETX_TOKEN"),
+        help="bearer token for a server started with --auth-token; env STYLETX_TOKEN",
+    )
+    group.add_argument("--tls", action="store_true", help="connect with TLS (system CAs)")
+    group.add_argument(
+        "--ca-cert", type=Path, metavar="PEM", help="CA certificate to trust (implies --tls)"
+    )
+    group.add_argument(
+        "--tls-server-name", metavar="NAME", help="name to verify in the server's certificate"
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="total deadline of the call, retries included (default: none)",
+    )
+    group.add_argument(
+        "--max-attempts",
+        type=int,
+        metavar="N",
+        default=RetryPolicy().max_attempts,
+        help="attempts when the server is unavailable or busy (default %(default)s)",
+    )
+    group.add_argument("-v", "--verbose", action="store_true", help="log retries and more")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `styletx-client` (also used to render --help)."""
+    parser = argparse.ArgumentParser(
+        prog="styletx-client",
+        description="Client of the styletx neural style transfer service.",
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    connection = _connection_parser()
+    _add_stylize(commands, connection)
+    health = commands.add_parser(
+        "health", parents=[connection], help="check the server's gRPC health"
+    )
+    health.add_argument(
+        "--service",
+        default="",
+        help='service name to check ("" = the whole server, or styletx.v1.StyleTransferService)',
+    )
+    health.set_defaults(handler=_health)
+    return parser
+
+
+def _add_stylize(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    connection: argparse.ArgumentParser,
+) -> None:
+    p = commands.add_parser(
+        "stylize",
+        parents=[connection],
+        help="stylize CONTENT after one or more STYLE images",
+        description="Unset options take the server's defaults.",
+    )
+    p.add_argument("content", type=Path, help="content image")
+    p.add_argument("styles", type=Path, nargs="+", metavar="style", help="style image(s)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
+    o = p.add_argument_group("style options (styletx.v1.StyleOptions)")
+    o.add_argument("--size", type=int, metavar="PX", help="longest side of the output in pixels")
+    o.add_argument("--content-weight", type=float, metavar="X", help="weight of the content loss")
+    o.add_argument("--style-weight", type=float, metavar="X", help="total weight of the style loss")
+    o.add_argument(
+        "--tv-weight", type=float, metavar="X", help="weight of the total-variation loss"
+    )
+    o.add_argument(
+        "--tv-power", type=float, metavar="X", help="exponent of the total-variation loss"
+    )
+    o.add_argument("--content-layer", metavar="LAYER", help="VGG16 layer of the content loss")
+    o.add_argument(
+        "--style-layers", type=_comma_list, metavar="L1,L2", help="VGG16 layers of the style loss"
+    )
+    o.add_argument(
+        "--max-evaluations", type=int, metavar="N", help="L-BFGS loss/gradient evaluation budget"
+    )
+    o.add_argument(
+        "--restart-every", type=int, metavar="N", help="restart L-BFGS every N evaluations"
+    )
+    o.add_argument("--init", choices=["random", "content", "style"], help="initial image")
+    o.add_argument("--seed", type=int, metavar="N", help="seed of the random initial image")
+    o.add_argument(
+        "--style-scale", type=float, metavar="X", help="scale of the style images (0.1-4)"
+    )
+    o.add_argument(
+        "--preserve-colors",
+        action=argparse.BooleanOptionalAction,
+        help="keep the content's colours (luminance-only transfer)",
+    )
+    o.add_argument("--scales", type=int, metavar="N", help="coarse-to-fine scales (1-4)")
+    o.add_argument(
+        "--style-weights",
+        type=_float_list,
+        metavar="W1,W2",
+        help="blend weights of the style images, one per STYLE",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--format",
+        choices=["png", "jpeg", "webp"],
+        help="output encoding (default: from the --output extension, else png)",
+    )
+    out.add_argument("--quality", type=int, metavar="Q", help="JPEG/WebP quality 1-100")
+    out.add_argument(
+        "--preview-every",
+        type=int,
+        metavar="N",
+        help="preview every N iterations (with --previews)",
+    )
+    out.add_argument(
+        "--previews", type=Path, metavar="DIR", help="write previews here (every 10 by default)"
+    )
+    out.add_argument(
+        "--side-by-side", type=Path, metavar="PATH", help="also write content|style|result (Pillow)"
+    )
+    out.add_argument(
+        "--request-id", metavar="ID", help="x-request-id to send (default: a random one)"
+    )
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_stylize)
+
+
+def _client(args: argparse.Namespace) -> StyleTransferClient:
+    tls: bool | TlsConfig = bool(args.tls)
+    if args.ca_cert is not None:
+        tls = TlsConfig(root_certificates=_read(args.ca_cert, "CA certificate"))
+    options: list[ChannelOption] = []
+    if args.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", args.tls_server_name))
+    if args.max_attempts < 1:
+        raise UsageError("--max-attempts must be >= 1")
+    try:
+        return StyleTransferClient(
+            args.server,
+            tls=tls,
+            token=args.token,
+            timeout=args.timeout,
+            retry=RetryPolicy(max_attempts=args.max_attempts),
+            options=options,
+        )
+    except ValueError as error:
+        raise UsageError(f"--server {args.server!r}: {error}") from None
+
+
+def _read(path: Path, role: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {role} {str(path)!r}: {error.strerror or error}") from None
+
+
+def _stylize_options(args: argparse.Namespace) -> StylizeOptions:
+    options = StylizeOptions()
+    for name in (
+        "size",
+        "content_weight",
+        "style_weight",
+        "tv_weight",
+        "tv_power",
+        "content_layer",
+        "style_layers",
+        "max_evaluations",
+        "restart_every",
+        "init",
+        "seed",
+        "style_scale",
+        "preserve_colors",
+        "scales",
+        "quality",
+        "preview_every",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            options[name] = value
+    output_format = args.format or _SUFFIX_FORMATS.get(args.output.suffix.lower())
+    if output_format is not None:
+        options["output_format"] = output_format
+    if args.previews is not None and args.preview_every is None:
+        options["preview_every"] = 10
+    if args.preview_every is not None and args.previews is None:
+        raise UsageError("--preview-every needs --previews DIR to write the previews to")
+    return options
+
+
+def _stylize(args: argparse.Namespace) -> int:
+    if args.side_by_side is not None and not pillow_available():
+        raise UsageError(f"--side-by-side needs Pillow, which is not installed: {PILLOW_HINT}")
+    if args.style_weights is not None and len(args.style_weights) != len(args.styles):
+        raise UsageError(
+            f"--style-weights has {len(args.style_weights)} value(s) "
+            f"for {len(args.styles)} style image(s)"
+        )
+    options = _stylize_options(args)
+    content = _read(args.content, "content image")
+    style_bytes = [_read(path, "style image") for path in args.styles]
+    weights = args.style_weights or [None] * len(style_bytes)
+    styles = [Style(data, weight) for data, weight in zip(style_bytes, weights, strict=True)]
+    try:
+        build_request(content, styles, options)  # fail on bad values before connecting
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    reporter = ProgressReporter(sys.stderr, enabled=not args.quiet, previews=args.previews)
+    succeeded = False
+    try:
+        with _client(args) as client:
+            result = client.stylize(
+                content, styles, request_id=args.request_id, on_event=reporter, **options
+            )
+        succeeded = True
+    finally:
+        reporter.close(keep=succeeded)
+    written = [_write(result.save, args.output)]
+    if args.side_by_side is not None:
+        strip = [content, *style_bytes, result.image_bytes]
+        written.append(_write(lambda path: compose(strip, path), args.side_by_side))
+    _err(
+        f"wrote {', '.join(map(str, written))} ({result.width}x{result.height}, "
+        f"{result.evaluations} evaluations, {result.compute_time:.1f}s compute, "
+        f"{format_losses(result.losses)})"
+    )
+    return EXIT_OK
+
+
+def _write(save: Callable[[Path], Path], path: Path) -> Path:
+    try:
+        return save(path)
+    except OSError as error:
+        raise _WriteError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+
+
+class _WriteError(Exception):
+    """The result arrived but could not be written; exit code 1."""
+
+
+def _health(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        status = client.health(args.service, timeout=args.timeout or 10.0)
+    sys.stdout.write(f"{status}\n")
+    if status is ServingStatus.SERVING:
+        return EXIT_OK
+    if status is ServingStatus.SERVICE_UNKNOWN:
+        _err(f"the server does not know the service {args.service!r}")
+        return EXIT_USAGE
+    _err(f"{args.server} is not serving yet (loading weights or draining); try again shortly")
+    return EXIT_UNAVAILABLE
+
+
+def describe(error: ServiceError, server: str) -> tuple[int, str]:
+    """Exit code and a message a shell user can act on, for an SDK error."""
+    rid = f" (request id {error.request_id})" if error.request_id else ""
+    if isinstance(error, InvalidRequestError):
+        lines = [f"the server rejected the request: {error.message}{rid}"]
+        lines += [f"  {v.field}: {v.description}" for v in error.field_violations]
+        return EXIT_USAGE, "\n".join(lines)
+    if isinstance(error, ServerBusyError):
+        wait = (
+            f"retry in {error.retry_after:g}s" if error.retry_after is not None else "retry later"
+        )
+        return EXIT_UNAVAILABLE, (
+            f"the server at {server} is busy (its queue is full); {wait}, "
+            f"raise --max-attempts or add replicas{rid}: {error.message}"
+        )
+    if isinstance(error, UnavailableError):
+        return EXIT_UNAVAILABLE, (
+            f"cannot reach a styletx server at {server}: {error.message}. Is it running and "
+            f"listening there? Set --server or STYLETX_SERVER (and --tls if it uses TLS).{rid}"
+        )
+    if isinstance(error, DeadlineExceededError):
+        return EXIT_DEADLINE, (
+            f"the call did not finish within its deadline{rid}; raise --timeout, "
+            "or lower --size or --max-evaluations"
+        )
+    if isinstance(error, AuthenticationError):
+        return EXIT_AUTH, (
+            f"the server refused the credentials ({error.code.name}: {error.message}); "
+            f"pass --token or set STYLETX_TOKEN{rid}"
+        )
+    return EXIT_FAILURE, f"the call failed: {error}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="styletx-client: %(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except UsageError as error:
+        _err(f"error: {error}")
+        return EXIT_USAGE
+    except ServiceError as error:
+        code, message = describe(error, args.server)
+        _err(f"error: {message}")
+        return code
+    except _WriteError as error:
+        _err(f"error: {error}")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _err("interrupted; the call was cancelled")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

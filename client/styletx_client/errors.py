@@ -1,0 +1,247 @@
+"""SDK exceptions, and `from_rpc_error`: the one place a `grpc.RpcError` becomes one of them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# googleapis-common-protos ships .pyi files but no py.typed marker: typed only where the mypy
+# config sets follow_untyped_imports for google.rpc.*, Any elsewhere (hence both ignore codes).
+import google.rpc.error_details_pb2 as error_details_pb2  # type: ignore[import-untyped,unused-ignore]
+import google.rpc.status_pb2 as status_pb2  # type: ignore[import-untyped,unused-ignore]
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+
+logger = logging.getLogger(__name__)
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+REQUEST_ID_KEY = "x-request-id"
+
+# Every google.rpc detail type a server may attach; unknown types stay packed in an Any.
+_DETAIL_TYPES: dict[str, type[Message]] = {
+    cls.DESCRIPTOR.full_name: cls
+    for cls in (
+        error_details_pb2.BadRequest,
+        error_details_pb2.RetryInfo,
+        error_details_pb2.ErrorInfo,
+        error_details_pb2.DebugInfo,
+        error_details_pb2.QuotaFailure,
+        error_details_pb2.PreconditionFailure,
+        error_details_pb2.RequestInfo,
+        error_details_pb2.ResourceInfo,
+        error_details_pb2.Help,
+        error_details_pb2.LocalizedMessage,
+    )
+}
+
+_Metadata = Sequence[tuple[str, str | bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad request field (`google.rpc.BadRequest.FieldViolation`), e.g. `options.size`."""
+
+    field: str
+    description: str
+
+
+class ServiceError(Exception):
+    """A call failed. Base of every SDK error: carries the gRPC code, message and rich details."""
+
+    default_code = grpc.StatusCode.UNKNOWN
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        details: Sequence[Message] = (),
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code if code is not None else type(self).default_code
+        self.details: tuple[Message, ...] = tuple(details)
+        self.request_id = request_id
+        # Seconds the server asked the caller to wait (google.rpc.RetryInfo), when it said.
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        text = f"{self.code.name}: {self.message}"
+        return f"{text} (request id {self.request_id})" if self.request_id else text
+
+
+class InvalidRequestError(ServiceError):
+    """The server rejected the input (INVALID_ARGUMENT/OUT_OF_RANGE); see `field_violations`."""
+
+    default_code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        details: Sequence[Message] = (),
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        field_violations: Sequence[FieldViolation] = (),
+    ) -> None:
+        super().__init__(
+            message, code=code, details=details, request_id=request_id, retry_after=retry_after
+        )
+        self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
+
+    def __str__(self) -> str:
+        lines = [super().__str__()]
+        lines += [f"  {v.field}: {v.description}" for v in self.field_violations]
+        return "\n".join(lines)
+
+
+class ServerBusyError(ServiceError):
+    """The server's queue is full (RESOURCE_EXHAUSTED); `retry_after` says when to come back."""
+
+    default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class UnavailableError(ServiceError):
+    """The server cannot be reached or is draining (UNAVAILABLE)."""
+
+    default_code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceededError(ServiceError):
+    """The call did not finish before its deadline (DEADLINE_EXCEEDED)."""
+
+    default_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class CancelledError(ServiceError):
+    """The call was cancelled (CANCELLED), by this client or by the server."""
+
+    default_code = grpc.StatusCode.CANCELLED
+
+
+class AuthenticationError(ServiceError):
+    """Missing or rejected credentials (UNAUTHENTICATED or PERMISSION_DENIED)."""
+
+    default_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ServiceError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidRequestError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ServerBusyError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.CANCELLED: CancelledError,
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: AuthenticationError,
+}
+
+
+def from_rpc_error(error: grpc.RpcError, request_id: str | None = None) -> ServiceError:
+    """Convert any `grpc.RpcError` (sync or asyncio) into the matching SDK exception.
+
+    `request_id` is what this client sent as x-request-id; the server's own id, from trailing or
+    initial metadata, wins when present.
+    """
+    code = _code_of(error)
+    message = _message_of(error)
+    trailing = _metadata(error, "trailing_metadata")
+    initial = _metadata(error, "initial_metadata")
+    details = _decode_details(trailing)
+    server_id = _first(trailing, REQUEST_ID_KEY) or _first(initial, REQUEST_ID_KEY)
+    request_id = server_id or request_id
+    retry_after = _retry_after(details)
+    cls = _BY_CODE.get(code, ServiceError)
+    if cls is ServerBusyError and _is_message_size_error(message, details):
+        # gRPC reports an oversized message as RESOURCE_EXHAUSTED; waiting will not fix that.
+        cls = ServiceError
+        message += " (raise max_message_bytes on both client and server, or send smaller images)"
+    if cls is InvalidRequestError:
+        return InvalidRequestError(
+            message,
+            code=code,
+            details=details,
+            request_id=request_id,
+            retry_after=retry_after,
+            field_violations=_violations(details),
+        )
+    return cls(message, code=code, details=details, request_id=request_id, retry_after=retry_after)
+
+
+def _code_of(error: grpc.RpcError) -> grpc.StatusCode:
+    code = getattr(error, "code", None)
+    value = code() if callable(code) else None
+    return value if isinstance(value, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+
+
+def _message_of(error: grpc.RpcError) -> str:
+    details = getattr(error, "details", None)
+    value = details() if callable(details) else None
+    return value if isinstance(value, str) and value else "no details given by the server"
+
+
+def _metadata(error: grpc.RpcError, accessor: str) -> _Metadata:
+    """Read initial/trailing metadata where the error carries it (sync calls and AioRpcError)."""
+    method = getattr(error, accessor, None)
+    try:
+        value = method() if callable(method) else None
+    except Exception:  # a call that never started has no metadata; that is not worth failing for
+        logger.debug("no %s on %r", accessor, error, exc_info=True)
+        return ()
+    return tuple(value) if value else ()
+
+
+def _first(metadata: _Metadata, key: str) -> str | None:
+    for name, value in metadata:
+        if name.lower() == key:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return None
+
+
+def _decode_details(trailing: _Metadata) -> tuple[Message, ...]:
+    """Unpack the google.rpc.Status details that grpcio-status servers put in the trailers."""
+    for name, value in trailing:
+        if name != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            logger.warning("ignoring undecodable %s trailer", STATUS_DETAILS_KEY)
+            return ()
+        return tuple(_unpack(item) for item in status.details)
+    return ()
+
+
+def _unpack(item: any_pb2.Any) -> Message:
+    cls = _DETAIL_TYPES.get(item.TypeName())
+    if cls is None:
+        return item
+    message = cls()
+    item.Unpack(message)
+    return message
+
+
+def _violations(details: Sequence[Message]) -> tuple[FieldViolation, ...]:
+    return tuple(
+        FieldViolation(field=v.field, description=v.description)
+        for detail in details
+        if isinstance(detail, error_details_pb2.BadRequest)
+        for v in detail.field_violations
+    )
+
+
+def _retry_after(details: Sequence[Message]) -> float | None:
+    for detail in details:
+        if isinstance(detail, error_details_pb2.RetryInfo) and detail.HasField("retry_delay"):
+            return max(0.0, float(detail.retry_delay.ToTimedelta().total_seconds()))
+    return None
+
+
+def _is_message_size_error(message: str, details: Sequence[Message]) -> bool:
+    has_retry_info = any(isinstance(d, error_details_pb2.RetryInfo) for d in details)
+    return not has_retry_info and "larger than max" in message

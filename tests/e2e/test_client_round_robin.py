@@ -1,0 +1,37 @@
+"""Client-side round robin over three real `styletx-server` replicas on loopback.
+
+Evidence comes from each replica's own /metrics (styletx_requests_total{method=~Stylize,code=OK}).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from styletx_client import StyleTransferClient
+
+from tests.e2e.test_client_real_server import ServerProcess, launch, needs_server, png, wait_ready
+
+pytestmark = needs_server
+
+CALLS = 9
+
+
+@pytest.mark.slow
+def test_calls_spread_over_all_three_replicas(seeded_weights: Path) -> None:
+    replicas: list[ServerProcess] = [launch(seeded_weights) for _ in range(3)]
+    try:
+        wait_ready(replicas)
+        target = ",".join(r.address for r in replicas)
+        content, style = png(40, 30, 1), png(24, 24, 2)
+        with StyleTransferClient(target, timeout=120) as client:
+            assert client.target.startswith("ipv4:")
+            for _ in range(CALLS):
+                client.stylize(content, style, size=32, max_evaluations=3)
+        counts = [r.stylize_requests("OK") for r in replicas]
+    finally:
+        for replica in replicas:
+            replica.stop()
+    print(f"Stylize calls per replica (from /metrics): {counts}")
+    assert sum(counts) == CALLS, counts
+    assert all(count >= 2 for count in counts), counts
