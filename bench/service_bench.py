@@ -54,7 +54,7 @@ class ServerProcess:
                 sys.executable, "-m", "styletx_server",
                 "--address", "127.0.0.1:0", "--metrics-port", "0", "--weights", str(weights),
                 "--workers", "1", "--max-size", str(max_size),
-                "--max-evaluations", str(max_evaluations), "--log-level", "WARNING",
+                "--max-evaluations", str(max_evaluations),
             ],
             stderr=subprocess.PIPE,
             text=True,

@@ -1,0 +1,61 @@
+"""`styletx-server` / `python -m styletx_server`: run the service until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from styletx_server.config import load_config
+from styletx_server.logs import configure_logging, log_event
+from styletx_server.signals import install_shutdown_handlers
+
+log = logging.getLogger("styletx_server")
+
+#: How often the main thread checks whether the model failed to load.
+_POLL_SECONDS = 0.5
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve; exit 0 after a graceful drain, 1 when the model or the port is unusable."""
+    config = load_config(argv)
+    configure_logging(config.log_level)
+    # Imported after logging is set up: importing the engine loads TensorFlow (slow, chatty).
+    from styletx_server.app import StyletxServer
+
+    server = StyletxServer(config)
+    stop = threading.Event()
+    received: list[int] = []
+
+    def first(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+
+    def again(signum: int) -> None:
+        # Runs between bytecodes of the main thread, possibly inside drain(): only set flags.
+        server.lifecycle.shutting_down.set()
+
+    restore = install_shutdown_handlers(first, again)
+    try:
+        try:
+            server.start()
+        except Exception as exc:
+            log_event(log, "start_failed", level=logging.ERROR, exc_info=exc, error=str(exc))
+            server.stop()
+            return 1
+        while not stop.wait(_POLL_SECONDS):
+            if server.failure is not None:
+                server.stop()
+                return 1
+        log_event(log, "shutdown_signal", signal=signal.Signals(received[0]).name)
+        server.drain()
+        server.stop()
+        return 0
+    finally:
+        restore()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Admission control: a bounded FIFO of jobs in front of N worker threads.
+
+A full queue refuses at once (the caller retries later or elsewhere) instead of letting latency
+grow without bound. Waiting jobs are told their position whenever it changes; a job withdrawn
+while waiting (its caller cancelled or its deadline passed) frees its slot and never starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+#: Weight of the newest job in the running mean of job durations (for retry hints).
+_EWMA_ALPHA = 0.3
+
+
+class Job(Protocol):
+    """What the queue needs from a unit of work."""
+
+    @property
+    def abandoned(self) -> bool:
+        """True when nobody wants the result any more: a waiting job is then skipped."""
+        ...
+
+    def on_position(self, position: int) -> None:
+        """The 1-based position changed (called under the queue lock, so in order)."""
+        ...
+
+    def on_dropped(self) -> None:
+        """Called when the job leaves the queue without running."""
+        ...
+
+    def run(self) -> None:
+        """Do the work, on a worker thread."""
+        ...
+
+
+class QueueFullError(Exception):
+    """The queue holds `capacity` waiting jobs already."""
+
+    def __init__(self, capacity: int, retry_after: float) -> None:
+        super().__init__(f"all {capacity} queue slots are taken")
+        self.capacity = capacity
+        self.retry_after = retry_after
+
+
+class QueueClosedError(Exception):
+    """The queue no longer accepts jobs (the server is draining)."""
+
+
+class AdmissionQueue:
+    """Bounded queue + worker threads; `on_change(waiting, running)` observes every change."""
+
+    def __init__(
+        self,
+        capacity: int,
+        workers: int,
+        *,
+        on_change: Callable[[int, int], None] | None = None,
+        initial_job_seconds: float = 1.0,
+    ) -> None:
+        if capacity < 1 or workers < 1:
+            raise ValueError("capacity and workers must be >= 1")
+        self.capacity = capacity
+        self.workers = workers
+        self._on_change = on_change
+        self._cond = threading.Condition()
+        self._waiting: deque[Job] = deque()
+        self._running = 0
+        self._closed = False
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._mean_job_seconds = initial_job_seconds
+
+    # -- observers -------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        with self._cond:
+            return self._running
+
+    def retry_after(self) -> float:
+        """Seconds until a slot is likely free: the mean job time, at least one second."""
+        with self._cond:
+            return max(1.0, self._mean_job_seconds)
+
+    def _changed(self) -> None:
+        """Must hold the lock: report counts and renumber the waiting jobs."""
+        if self._on_change is not None:
+            self._on_change(len(self._waiting), self._running)
+        self._cond.notify_all()
+
+    def _renumber(self) -> None:
+        for position, job in enumerate(self._waiting, start=1):
+            job.on_position(position)
+
+    # -- producers -------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> int:
+        """Enqueue `job` and return its 1-based position; QueueFullError/QueueClosedError."""
+        with self._cond:
+            if self._closed:
+                raise QueueClosedError("the server is shutting down")
+            if len(self._waiting) >= self.capacity:
+                raise QueueFullError(self.capacity, max(1.0, self._mean_job_seconds))
+            self._waiting.append(job)
+            position = len(self._waiting)
+            job.on_position(position)
+            self._changed()
+            return position
+
+    def withdraw(self, job: Job) -> bool:
+        """Remove a waiting job (it never starts); False when it already left the queue."""
+        with self._cond:
+            try:
+                self._waiting.remove(job)
+            except ValueError:
+                return False
+            self._renumber()
+            self._changed()
+        job.on_dropped()
+        return True
+
+    def close(self) -> None:
+        """Refuse new jobs; waiting and running ones continue."""
+        with self._cond:
+            self._closed = True
+
+    def drop_waiting(self) -> int:
+        """Remove every waiting job (each gets `on_dropped`); returns how many."""
+        with self._cond:
+            dropped = list(self._waiting)
+            self._waiting.clear()
+            self._changed()
+        for job in dropped:
+            job.on_dropped()
+        return len(dropped)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing waits or runs; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._waiting and not self._running, timeout)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker threads (daemons: a stuck job never blocks process exit)."""
+        with self._cond:
+            if self._threads:
+                return
+            self._changed()
+            for index in range(self.workers):
+                thread = threading.Thread(
+                    target=self._work, name=f"styletx-worker-{index}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Close, drop waiting jobs, let running ones end, and join the workers."""
+        self.close()
+        self.drop_waiting()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+
+    def _next(self) -> Job | None:
+        """The next job to run (skipping abandoned ones), or None when stopping."""
+        while True:
+            with self._cond:
+                while not self._waiting and not self._stopping:
+                    self._cond.wait()
+                if not self._waiting:
+                    return None
+                job = self._waiting.popleft()
+                self._renumber()
+                if not job.abandoned:
+                    self._running += 1
+                    self._changed()
+                    return job
+                self._changed()
+            job.on_dropped()
+
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
+            started = time.monotonic()
+            try:
+                job.run()
+            except Exception:  # a job must never kill its worker
+                log.exception("job raised past its own error handling")
+            finally:
+                elapsed = time.monotonic() - started
+                with self._cond:
+                    self._running -= 1
+                    self._mean_job_seconds += _EWMA_ALPHA * (elapsed - self._mean_job_seconds)
+                    self._changed()
+
+
+__all__ = ["AdmissionQueue", "Job", "QueueClosedError", "QueueFullError"]

@@ -1,0 +1,232 @@
+"""Server configuration from flags and `STYLETX_*` environment variables (a flag wins over env)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from styletx.options import MAX_EVALUATIONS, MAX_SIZE, MIN_SIZE
+
+ENV_PREFIX = "STYLETX_"
+MIB = 1024 * 1024
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server needs to start; validated on construction (ValueError)."""
+
+    address: str = "[::]:50051"
+    metrics_port: int = 9090
+    weights: Path | None = None
+    workers: int = 0
+    queue_size: int = 16
+    max_message_bytes: int = 32 * MIB
+    max_pixels: int = 40_000_000
+    default_evaluations: int = 200
+    max_evaluations: int = 1000
+    default_size: int = 260
+    max_size: int = 1024
+    grace_period: float = 30.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    auth_token: str | None = None
+    log_level: str = "INFO"
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+def _validate(c: ServerConfig) -> None:
+    if not c.address or ":" not in c.address:
+        raise ValueError(f"--address must be HOST:PORT, got {c.address!r}")
+    if not 0 <= c.metrics_port <= 65535:
+        raise ValueError(f"--metrics-port must be 0-65535, got {c.metrics_port}")
+    if c.workers < 0:
+        raise ValueError(f"--workers must be >= 0 (0 = auto), got {c.workers}")
+    if c.queue_size < 1:
+        raise ValueError(f"--queue-size must be >= 1, got {c.queue_size}")
+    if c.max_message_bytes < 1024:
+        raise ValueError(f"--max-message-bytes must be >= 1024, got {c.max_message_bytes}")
+    if c.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be >= 1, got {c.max_pixels}")
+    if not 1 <= c.max_evaluations <= MAX_EVALUATIONS:
+        raise ValueError(f"--max-evaluations must be 1-{MAX_EVALUATIONS}, got {c.max_evaluations}")
+    if not 1 <= c.default_evaluations <= c.max_evaluations:
+        raise ValueError(
+            f"--default-evaluations must be 1-{c.max_evaluations} (--max-evaluations), "
+            f"got {c.default_evaluations}"
+        )
+    if not MIN_SIZE <= c.max_size <= MAX_SIZE:
+        raise ValueError(f"--max-size must be {MIN_SIZE}-{MAX_SIZE}, got {c.max_size}")
+    if not MIN_SIZE <= c.default_size <= c.max_size:
+        raise ValueError(
+            f"--default-size must be {MIN_SIZE}-{c.max_size} (--max-size), got {c.default_size}"
+        )
+    if c.grace_period < 0:
+        raise ValueError(f"--grace-period must be >= 0, got {c.grace_period}")
+    if (c.tls_cert is None) != (c.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key must be given together")
+    if c.auth_token is not None and not c.auth_token.strip():
+        raise ValueError("--auth-token must not be blank")
+    if c.log_level.upper() not in _LOG_LEVELS:
+        raise ValueError(f"--log-level must be one of {', '.join(_LOG_LEVELS)}, got {c.log_level}")
+
+
+def env_name(flag: str) -> str:
+    """`--queue-size` -> `STYLETX_QUEUE_SIZE`."""
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _bool_env(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `styletx-server` argument parser; every flag's help names its environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="styletx-server",
+        description="Neural style transfer gRPC server (styletx.v1.StyleTransferService). "
+        "Every flag --foo-bar can also be set with the environment variable STYLETX_FOO_BAR; "
+        "a flag on the command line wins.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = ServerConfig()
+
+    def add(flag: str, help_text: str, **kwargs: object) -> None:
+        parser.add_argument(flag, help=f"{help_text} [env {env_name(flag)}]", **kwargs)  # type: ignore[arg-type]
+
+    add("--address", "gRPC listen address HOST:PORT (port 0 picks a free one)", default=d.address)
+    add(
+        "--metrics-port",
+        "Prometheus /metrics HTTP port; 0 turns metrics off",
+        type=int,
+        default=d.metrics_port,
+    )
+    add(
+        "--weights",
+        "VGG16 .weights.h5 file (default: $STYLETX_WEIGHTS, then the cache)",
+        type=Path,
+        default=None,
+    )
+    add("--workers", "concurrent jobs; 0 = one per GPU, 1 on CPU", type=int, default=d.workers)
+    add(
+        "--queue-size",
+        "jobs that may wait for a worker; more get RESOURCE_EXHAUSTED",
+        type=int,
+        default=d.queue_size,
+    )
+    add(
+        "--max-message-bytes",
+        "largest gRPC message received or sent",
+        type=int,
+        default=d.max_message_bytes,
+    )
+    add(
+        "--max-pixels",
+        "largest input image (width x height), checked before decoding",
+        type=int,
+        default=d.max_pixels,
+    )
+    add(
+        "--default-evaluations",
+        "L-BFGS evaluation budget when a request sets none",
+        type=int,
+        default=d.default_evaluations,
+    )
+    add(
+        "--max-evaluations",
+        "largest evaluation budget a request may ask for",
+        type=int,
+        default=d.max_evaluations,
+    )
+    add(
+        "--default-size",
+        "output size (longest side, px) when a request sets none",
+        type=int,
+        default=d.default_size,
+    )
+    add("--max-size", "largest output size a request may ask for", type=int, default=d.max_size)
+    add(
+        "--grace-period",
+        "seconds in-flight jobs may finish after SIGTERM/SIGINT before they are cancelled",
+        type=float,
+        default=d.grace_period,
+    )
+    add("--tls-cert", "PEM certificate chain; enables TLS with --tls-key", type=Path, default=None)
+    add("--tls-key", "PEM private key; enables TLS with --tls-cert", type=Path, default=None)
+    add(
+        "--auth-token",
+        "require metadata 'authorization: Bearer TOKEN' on API calls (health "
+        "and reflection stay open)",
+        default=None,
+    )
+    add("--log-level", "log level", default=d.log_level, choices=_LOG_LEVELS, type=str.upper)
+    add(
+        "--no-warmup",
+        "skip the warm-up job at start (SERVING sooner, first job slower)",
+        action="store_true",
+        default=False,
+    )
+    return parser
+
+
+def _apply_env(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """Turn `STYLETX_*` variables into parser defaults, so flags still override them."""
+    for action in parser._actions:  # argparse offers no public view of its actions
+        longs = [s for s in action.option_strings if s.startswith("--") and s != "--help"]
+        if not longs or (value := env.get(env_name(longs[0]))) is None:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            try:
+                action.default = _bool_env(value)
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"{env_name(longs[0])}: {exc}")
+        else:
+            # argparse converts string defaults with the action's `type`, like a flag value.
+            action.default = value
+
+
+def load_config(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """Parse `argv` (default sys.argv[1:]) over `env` (default os.environ); exits 2 on bad input."""
+    parser = build_parser()
+    _apply_env(parser, os.environ if env is None else env)
+    args = parser.parse_args(argv)
+    try:
+        return ServerConfig(
+            address=args.address,
+            metrics_port=args.metrics_port,
+            weights=args.weights,
+            workers=args.workers,
+            queue_size=args.queue_size,
+            max_message_bytes=args.max_message_bytes,
+            max_pixels=args.max_pixels,
+            default_evaluations=args.default_evaluations,
+            max_evaluations=args.max_evaluations,
+            default_size=args.default_size,
+            max_size=args.max_size,
+            grace_period=args.grace_period,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            auth_token=args.auth_token,
+            log_level=args.log_level,
+            warmup=not args.no_warmup,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+__all__ = ["ENV_PREFIX", "ServerConfig", "build_parser", "env_name", "load_config"]

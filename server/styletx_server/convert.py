@@ -1,0 +1,287 @@
+"""StylizeRequest -> engine inputs (validated, every violation collected) and engine -> proto."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import duration_pb2
+from styletx_client.proto import style_transfer_pb2 as pb
+
+from styletx import Image, Losses, StyleOptions
+from styletx.errors import InvalidImage, InvalidOptions
+from styletx.images import decode_image
+from styletx.options import MIN_SIZE
+from styletx_server.config import ServerConfig
+from styletx_server.statuses import FieldViolation, request_field
+
+#: proto ImageFormat -> engine encoder name (UNSPECIFIED means PNG, as the proto says).
+FORMATS: dict[int, str] = {
+    pb.IMAGE_FORMAT_UNSPECIFIED: "png",
+    pb.IMAGE_FORMAT_PNG: "png",
+    pb.IMAGE_FORMAT_JPEG: "jpeg",
+    pb.IMAGE_FORMAT_WEBP: "webp",
+}
+_FORMAT_ENUMS: dict[str, pb.ImageFormat.ValueType] = {
+    "png": pb.IMAGE_FORMAT_PNG,
+    "jpeg": pb.IMAGE_FORMAT_JPEG,
+    "webp": pb.IMAGE_FORMAT_WEBP,
+}
+_INITS: dict[int, str] = {
+    pb.INIT_METHOD_RANDOM: "random",
+    pb.INIT_METHOD_CONTENT: "content",
+    pb.INIT_METHOD_STYLE: "style",
+}
+_INIT_ENUMS: dict[str, pb.InitMethod.ValueType] = {
+    "random": pb.INIT_METHOD_RANDOM,
+    "content": pb.INIT_METHOD_CONTENT,
+    "style": pb.INIT_METHOD_STYLE,
+}
+#: Scalar optional fields of pb.StyleOptions that map 1:1 onto StyleOptions fields.
+_SCALAR_OPTIONS = (
+    "size",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "tv_power",
+    "content_layer",
+    "max_evaluations",
+    "restart_every",
+    "seed",
+    "style_scale",
+    "preserve_colors",
+    "scales",
+)
+DEFAULT_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-side bounds and defaults applied to every request."""
+
+    max_pixels: int
+    default_size: int
+    max_size: int
+    default_evaluations: int
+    max_evaluations: int
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> Limits:
+        return cls(
+            max_pixels=config.max_pixels,
+            default_size=config.default_size,
+            max_size=config.max_size,
+            default_evaluations=config.default_evaluations,
+            max_evaluations=config.max_evaluations,
+        )
+
+    def base_options(self) -> StyleOptions:
+        """The engine defaults with this server's default size and budget."""
+        return StyleOptions(size=self.default_size, max_evaluations=self.default_evaluations)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated request: decoded images, resolved options, output encoding."""
+
+    content: Image
+    styles: tuple[Image, ...]
+    options: StyleOptions
+    output_format: str
+    output_quality: int
+
+
+class InvalidRequestError(Exception):
+    """The request breaks one or more rules; `violations` names every bad field."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = violations
+
+
+def resolve_options(
+    request: pb.StylizeRequest, limits: Limits, violations: list[FieldViolation]
+) -> StyleOptions:
+    """Engine options for `request` (server defaults for unset fields); appends violations.
+
+    Each set field is checked on its own against the engine's rules, so one bad field does not
+    hide another; cross-field rules are checked last. A field in violation keeps its default.
+    """
+    base = limits.base_options()
+    given = request.options
+    changes: dict[str, Any] = {}
+
+    def accept(name: str, value: Any, field: str | None = None) -> None:
+        try:
+            base.replace(**{name: value})
+        except InvalidOptions as exc:
+            violations.append(FieldViolation(field or request_field(exc.field), exc.message))
+        else:
+            changes[name] = value
+
+    for name in _SCALAR_OPTIONS:
+        if given.HasField(name):  # type: ignore[arg-type]
+            accept(name, getattr(given, name))
+    if "size" in changes and changes["size"] > limits.max_size:
+        violations.append(
+            FieldViolation(
+                "options.size", f"must be between {MIN_SIZE} and {limits.max_size} on this server"
+            )
+        )
+        del changes["size"]
+    budget = changes.get("max_evaluations")
+    if budget is not None and budget > limits.max_evaluations:
+        violations.append(
+            FieldViolation(
+                "options.max_evaluations",
+                f"must be between 1 and {limits.max_evaluations} on this server",
+            )
+        )
+        del changes["max_evaluations"]
+    if given.style_layers:
+        accept("style_layers", tuple(given.style_layers))
+    if given.init != pb.INIT_METHOD_UNSPECIFIED:
+        if given.init in _INITS:
+            changes["init"] = _INITS[given.init]
+        else:
+            violations.append(FieldViolation("options.init", f"unknown InitMethod {given.init}"))
+    if request.preview_every:
+        accept("preview_every", request.preview_every)
+    weights = _blend_weights(request, violations)
+    if weights:
+        changes["style_blend_weights"] = weights
+    if "seed" not in changes:
+        # Draw the seed here so StartedEvent reports it and the caller can reproduce the job.
+        changes["seed"] = secrets.randbelow(2**32)
+    try:
+        return base.replace(**changes)
+    except InvalidOptions as exc:  # a cross-field rule, e.g. too many scales for the size
+        violations.append(FieldViolation(request_field(exc.field), exc.message))
+        return base
+
+
+def _blend_weights(
+    request: pb.StylizeRequest, violations: list[FieldViolation]
+) -> tuple[float, ...]:
+    """Blend weights of the style images; () when none was given (equal weights)."""
+    if not any(style.HasField("weight") for style in request.style_images):
+        return ()
+    weights: list[float] = []
+    for i, style in enumerate(request.style_images):
+        weight = style.weight if style.HasField("weight") else 1.0
+        if not math.isfinite(weight) or weight < 0:
+            violations.append(
+                FieldViolation(
+                    f"style_images[{i}].weight", f"must be finite and >= 0, got {weight}"
+                )
+            )
+            weight = 1.0
+        weights.append(weight)
+    if sum(weights) <= 0:
+        violations.append(FieldViolation("style_images", "weights must not all be zero"))
+        return ()
+    return tuple(weights)
+
+
+def _output(request: pb.StylizeRequest, violations: list[FieldViolation]) -> tuple[str, int]:
+    fmt = FORMATS.get(request.output_format)
+    if fmt is None:
+        violations.append(
+            FieldViolation("output_format", f"unknown ImageFormat {request.output_format}")
+        )
+        fmt = "png"
+    if request.output_quality > 100:
+        violations.append(
+            FieldViolation("output_quality", f"must be 0-100, got {request.output_quality}")
+        )
+    quality = request.output_quality if 0 < request.output_quality <= 100 else DEFAULT_QUALITY
+    return fmt, quality
+
+
+def _decode(
+    data: bytes, field: str, limits: Limits, violations: list[FieldViolation]
+) -> Image | None:
+    if not data:
+        violations.append(FieldViolation(field, "required: empty image"))
+        return None
+    try:
+        return decode_image(data, max_pixels=limits.max_pixels, field=field)
+    except InvalidImage as exc:
+        violations.append(FieldViolation(exc.field, exc.message))
+        return None
+
+
+def parse_request(request: pb.StylizeRequest, limits: Limits) -> JobSpec:
+    """Validate and decode `request`; raises InvalidRequestError naming every bad field."""
+    violations: list[FieldViolation] = []
+    options = resolve_options(request, limits, violations)
+    fmt, quality = _output(request, violations)
+    if not request.style_images:
+        violations.append(FieldViolation("style_images", "at least one style image is required"))
+    content = _decode(request.content_image, "content_image", limits, violations)
+    styles = [
+        _decode(style.image, f"style_images[{i}].image", limits, violations)
+        for i, style in enumerate(request.style_images)
+    ]
+    if violations:
+        raise InvalidRequestError(violations)
+    assert content is not None  # no violation means every image decoded
+    return JobSpec(
+        content=content,
+        styles=tuple(s for s in styles if s is not None),
+        options=options,
+        output_format=fmt,
+        output_quality=quality,
+    )
+
+
+def options_to_proto(options: StyleOptions) -> pb.StyleOptions:
+    """Resolved options with every field set, for StartedEvent."""
+    return pb.StyleOptions(
+        size=options.size,
+        content_weight=options.content_weight,
+        style_weight=options.style_weight,
+        tv_weight=options.tv_weight,
+        tv_power=options.tv_power,
+        content_layer=options.content_layer,
+        style_layers=list(options.style_layers),
+        max_evaluations=options.max_evaluations,
+        restart_every=options.restart_every,
+        init=_INIT_ENUMS[options.init],
+        seed=options.seed,
+        style_scale=options.style_scale,
+        preserve_colors=options.preserve_colors,
+        scales=options.scales,
+    )
+
+
+def format_to_proto(fmt: str) -> pb.ImageFormat.ValueType:
+    """Engine encoder name -> proto ImageFormat."""
+    return _FORMAT_ENUMS[fmt]
+
+
+def losses_to_proto(losses: Losses) -> pb.Losses:
+    return pb.Losses(total=losses.total, content=losses.content, style=losses.style, tv=losses.tv)
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    """Seconds -> google.protobuf.Duration."""
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(round(max(0.0, seconds) * 1e9))
+    return out
+
+
+__all__ = [
+    "FORMATS",
+    "JobSpec",
+    "Limits",
+    "InvalidRequestError",
+    "duration",
+    "format_to_proto",
+    "losses_to_proto",
+    "options_to_proto",
+    "parse_request",
+    "resolve_options",
+]

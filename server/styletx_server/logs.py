@@ -1,0 +1,80 @@
+"""Structured logs: one JSON object per line on stderr, and the per-request id."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+REQUEST_ID_KEY = "x-request-id"
+#: Attribute of a LogRecord that carries the structured fields of `log_event`.
+_FIELDS_ATTR = "styletx_fields"
+# A caller-supplied id is echoed into logs and metadata: keep it short and printable.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+#: Attributes every LogRecord has; anything else came from a caller's `extra=` and is logged.
+_STANDARD_ATTRS = frozenset(
+    {*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "message", "asctime", "taskName"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON line: time, level, logger, event, then its fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, _FIELDS_ATTR, None)
+        if not isinstance(fields, dict):
+            # Other libraries (the engine) pass structure as `extra=`: keep it too.
+            fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        for key, value in fields.items():
+            # Never let a field overwrite the envelope.
+            out[key if key not in out else f"field_{key}"] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: int | str = logging.INFO, stream: IO[str] | None = None) -> None:
+    """Send every log record (ours, grpc's, TensorFlow's) as JSON lines to `stream` (stderr)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def log_event(
+    logger: logging.Logger,
+    event: str,
+    *,
+    level: int = logging.INFO,
+    exc_info: BaseException | bool = False,
+    **fields: Any,
+) -> None:
+    """Log `event` with structured `fields` (they become top-level JSON keys)."""
+    logger.log(level, event, exc_info=exc_info, extra={_FIELDS_ATTR: fields})
+
+
+def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The caller's `x-request-id` when it is sane, else a fresh random id."""
+    for key, value in metadata or ():
+        if key.lower() == REQUEST_ID_KEY and isinstance(value, str):
+            if _VALID_REQUEST_ID.match(value):
+                return value
+            break
+    return uuid.uuid4().hex
+
+
+__all__ = ["REQUEST_ID_KEY", "JsonFormatter", "configure_logging", "log_event", "request_id_from"]

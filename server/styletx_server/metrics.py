@@ -1,0 +1,179 @@
+"""Prometheus metrics of the server on an injectable registry, and their HTTP endpoint."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+#: Reaching ten minutes: a 1024 px job on CPU takes minutes, a tiny one milliseconds.
+BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+)  # fmt: skip
+#: Pixel counts from a thumbnail to the largest image the server may accept.
+PIXEL_BUCKETS: tuple[float, ...] = (
+    1e3, 4e3, 16e3, 64e3, 256e3, 1e6, 4e6, 16e6, 64e6,
+)  # fmt: skip
+
+
+class GpuMemoryCollector(Collector):
+    """`styletx_gpu_memory_bytes{device}` from TensorFlow, only where a GPU exists."""
+
+    def collect(self) -> Iterator[Metric]:
+        # Never import TensorFlow just to scrape: the engine imports it when it loads.
+        tf = sys.modules.get("tensorflow")
+        if tf is None:
+            return
+        try:
+            gpus = tf.config.list_logical_devices("GPU")
+            if not gpus:
+                return
+            family = GaugeMetricFamily(
+                "styletx_gpu_memory_bytes",
+                "GPU memory TensorFlow currently holds, per device",
+                labels=["device"],
+            )
+            for gpu in gpus:
+                info = tf.config.experimental.get_memory_info(gpu.name)
+                family.add_metric([gpu.name], float(info["current"]))
+        except Exception:  # a scrape must never fail because of a driver hiccup
+            log.debug("GPU memory query failed", exc_info=True)
+            return
+        yield family
+
+
+@dataclass
+class ServerMetrics:
+    """Every metric of the service; `registry` defaults to prometheus_client's global one."""
+
+    requests: Counter
+    request_duration: Histogram
+    queue_wait: Histogram
+    compute_duration: Histogram
+    time_to_first_progress: Histogram
+    jobs_in_flight: Gauge
+    queue_depth: Gauge
+    queue_capacity: Gauge
+    workers: Gauge
+    lbfgs_iterations: Counter
+    lbfgs_evaluations: Counter
+    evaluation_duration: Histogram
+    image_pixels: Histogram
+    registry: CollectorRegistry
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> ServerMetrics:
+        """Build and register every metric on `registry` (plus process_* and GPU collectors)."""
+        reg = REGISTRY if registry is None else registry
+        if reg is not REGISTRY:
+            # The global registry already has the process collector; a fresh one needs its own.
+            ProcessCollector(registry=reg)
+        reg.register(GpuMemoryCollector())
+        b = BUCKETS
+        return cls(
+            requests=Counter(
+                "styletx_requests_total",
+                "gRPC calls by method and final status code",
+                ["method", "code"],
+                registry=reg,
+            ),
+            request_duration=Histogram(
+                "styletx_request_duration_seconds",
+                "End-to-end duration of a call, from arrival to final status",
+                ["method"],
+                buckets=b,
+                registry=reg,
+            ),
+            queue_wait=Histogram(
+                "styletx_queue_wait_seconds",
+                "Time an admitted job waited for a worker",
+                buckets=b,
+                registry=reg,
+            ),
+            compute_duration=Histogram(
+                "styletx_compute_duration_seconds",
+                "Time a worker spent on a job (preparation, optimisation, encoding)",
+                buckets=b,
+                registry=reg,
+            ),
+            time_to_first_progress=Histogram(
+                "styletx_time_to_first_progress_seconds",
+                "Time from a call's arrival to its first progress event",
+                buckets=b,
+                registry=reg,
+            ),
+            jobs_in_flight=Gauge(
+                "styletx_jobs_in_flight", "Jobs a worker is running now", registry=reg
+            ),
+            queue_depth=Gauge(
+                "styletx_queue_depth", "Admitted jobs waiting for a worker", registry=reg
+            ),
+            queue_capacity=Gauge(
+                "styletx_queue_capacity",
+                "Jobs that may wait before calls are refused with RESOURCE_EXHAUSTED",
+                registry=reg,
+            ),
+            workers=Gauge("styletx_workers", "Worker threads running jobs", registry=reg),
+            lbfgs_iterations=Counter(
+                "styletx_lbfgs_iterations_total", "L-BFGS iterations run", registry=reg
+            ),
+            lbfgs_evaluations=Counter(
+                "styletx_lbfgs_evaluations_total",
+                "Loss-and-gradient evaluations run",
+                registry=reg,
+            ),
+            evaluation_duration=Histogram(
+                "styletx_evaluation_duration_seconds",
+                "Duration of one loss-and-gradient evaluation (a job's mean, once per evaluation)",
+                buckets=b,
+                registry=reg,
+            ),
+            image_pixels=Histogram(
+                "styletx_image_pixels",
+                "Pixels of decoded inputs and of outputs",
+                ["role"],
+                buckets=PIXEL_BUCKETS,
+                registry=reg,
+            ),
+            registry=reg,
+        )
+
+
+class MetricsHttpServer:
+    """The `/metrics` endpoint on its own port, in a daemon thread."""
+
+    def __init__(self, registry: CollectorRegistry, port: int, address: str = "0.0.0.0") -> None:
+        self._server: WSGIServer
+        self._thread: threading.Thread
+        self._server, self._thread = start_http_server(port, addr=address, registry=registry)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when 0 asked for a free one)."""
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+__all__ = ["BUCKETS", "GpuMemoryCollector", "MetricsHttpServer", "ServerMetrics"]

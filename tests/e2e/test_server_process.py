@@ -1,0 +1,186 @@
+"""The server as a real process: JSON logs, metrics over HTTP, SIGTERM drain, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+
+from styletx.images import encode_image
+from tests.support.weights import tiny_image
+
+pytestmark = pytest.mark.slow  # each test starts a server process (TensorFlow import included)
+
+START_TIMEOUT = 120.0
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def request(evaluations: int) -> pb.StylizeRequest:
+    return pb.StylizeRequest(
+        content_image=encode_image(tiny_image(48, 64, 1), "png"),
+        style_images=[pb.StyleImage(image=encode_image(tiny_image(40, 40, 2), "png"))],
+        options=pb.StyleOptions(size=48, max_evaluations=evaluations, seed=1),
+    )
+
+
+class ServerProcess:
+    """`python -m styletx_server` with its JSON log lines collected from stderr."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "styletx_server", "--address", "127.0.0.1:0", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        self.events: list[dict[str, Any]] = []
+        self.other_lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                self.events.append(json.loads(line))
+            except json.JSONDecodeError:
+                self.other_lines.append(line)  # TensorFlow's C++ logging bypasses Python's
+
+    def event(self, name: str, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in list(self.events):
+                if event.get("event") == name:
+                    return event
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {name!r} event; log: {self.events} {self.other_lines[-5:]}")
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Any]:
+    started: list[ServerProcess] = []
+
+    def make(*args: str) -> ServerProcess:
+        process = ServerProcess(*args)
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.kill()
+
+
+def health_status(channel: grpc.Channel) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status)
+
+
+def wait_status(channel: grpc.Channel, wanted: int, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if health_status(channel) == wanted:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"health never became {wanted}")
+
+
+def test_sigterm_drains_in_flight_work_and_exits_zero(spawn: Any, seeded_weights: Path) -> None:
+    metrics_port = free_port()
+    server = spawn(
+        "--weights", str(seeded_weights), "--metrics-port", str(metrics_port),
+        "--grace-period", "120",
+    )  # fmt: skip
+    serving = server.event("serving")
+    assert serving["address"] == "127.0.0.1:0" and serving["port"] > 0
+    with grpc.insecure_channel(f"127.0.0.1:{serving['port']}") as channel:
+        wait_status(channel, SERVING)
+        stub = pb_grpc.StyleTransferServiceStub(channel)
+        call = stub.Stylize(request(evaluations=100), timeout=START_TIMEOUT)
+        stream = iter(call)
+        events = [next(stream), next(stream), next(stream)]  # queued, started, first progress
+        assert events[-1].HasField("progress")
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+            text = response.read().decode()
+        assert "styletx_jobs_in_flight 1.0" in text
+        assert "process_resident_memory_bytes" in text
+
+        server.proc.send_signal(signal.SIGTERM)
+        server.event("draining", timeout=30)
+        assert health_status(channel) == NOT_SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.Stylize(request(evaluations=2), timeout=30))
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        rest = list(call)  # the admitted job runs to its end during the grace period
+        assert rest[-1].HasField("result")
+        assert rest[-1].result.evaluations == 100
+    assert server.wait(60) == 0
+    names = [e["event"] for e in server.events]
+    assert names.index("draining") < names.index("drained") < names.index("stopped")
+    finished = [e for e in server.events if e["event"] == "request" and e["code"] == "OK"]
+    assert finished and finished[0]["evaluations"] == 100 and finished[0]["request_id"]
+
+
+def test_jobs_past_the_grace_period_are_cancelled_and_exit_is_zero(
+    spawn: Any, seeded_weights: Path
+) -> None:
+    server = spawn("--weights", str(seeded_weights), "--metrics-port", "0", "--grace-period", "1")
+    port = server.event("serving")["port"]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        wait_status(channel, SERVING)
+        call = pb_grpc.StyleTransferServiceStub(channel).Stylize(
+            request(evaluations=1000), timeout=START_TIMEOUT
+        )
+        stream = iter(call)
+        assert next(stream).HasField("queued")
+        assert next(stream).HasField("started")
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert server.wait(60) == 0
+    assert any(e["event"] == "grace_period_over" for e in server.events)
+
+
+def test_missing_weights_exit_one(spawn: Any, tmp_path: Path) -> None:
+    server = spawn("--weights", str(tmp_path / "absent.weights.h5"), "--metrics-port", "0")
+    assert server.wait(START_TIMEOUT) == 1
+    failed = server.event("model_failed", timeout=1)
+    assert failed["level"] == "error" and failed["error"]

@@ -1,0 +1,78 @@
+"""An engine failure becomes INTERNAL without leaking internals; the worker survives."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from styletx import Progress, Result, StyleOptions
+from styletx.engine import Stylizer
+from tests.integration.conftest import ServerFactory, collect, make_request
+
+SECRET = "/very/secret/path/in/the/traceback"
+
+
+class FailOnce:
+    """The real engine, except that its first job raises from inside the optimisation."""
+
+    def __init__(self, engine: Stylizer, error: Exception) -> None:
+        self.engine = engine
+        self.error: Exception | None = error
+
+    def warmup(self, size: int = 64) -> None:
+        self.engine.warmup(size)
+
+    def stylize(
+        self,
+        content: np.ndarray,
+        styles: Sequence[np.ndarray],
+        options: StyleOptions | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Result:
+        def progress(event: Progress) -> None:
+            if on_progress is not None:
+                on_progress(event)
+            if self.error is not None:
+                error, self.error = self.error, None
+                raise error
+
+        return self.engine.stylize(content, styles, options, progress, should_stop)
+
+
+def test_engine_failure_is_internal_then_the_next_job_succeeds(
+    stylizer: Stylizer,
+    server_factory: ServerFactory,
+    stub_for: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = server_factory(engine=FailOnce(stylizer, RuntimeError(f"boom at {SECRET}")))
+    stub = stub_for(server)
+    with caplog.at_level(logging.ERROR), pytest.raises(grpc.RpcError) as caught:
+        collect(stub, make_request())
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INTERNAL
+    details = error.details() or ""
+    assert SECRET not in details and "boom" not in details
+    assert "internal error" in details
+    # The traceback is in the server log, with the request id the caller was given.
+    failed = [r for r in caplog.records if r.getMessage() == "job_failed"]
+    assert failed and failed[0].exc_info is not None
+    assert SECRET in str(failed[0].exc_info[1])
+    assert collect(stub, make_request())[-1].HasField("result")
+    assert server.admission.running == 0
+
+
+def test_device_out_of_memory_is_resource_exhausted(
+    stylizer: Stylizer, server_factory: ServerFactory, stub_for: Any
+) -> None:
+    stub = stub_for(server_factory(engine=FailOnce(stylizer, MemoryError())))
+    with pytest.raises(grpc.RpcError) as caught:
+        collect(stub, make_request())
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert collect(stub, make_request())[-1].HasField("result")

@@ -1,0 +1,98 @@
+"""Metrics scraped over HTTP and parsed with prometheus_client's parser after known calls."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_server.metrics import BUCKETS
+
+from tests.integration.conftest import EVALUATIONS, SIZE, ServerFactory, collect, make_request
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> list[Sample]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float:
+    found = [s.value for s in samples if s.name == name and s.labels == labels]
+    assert len(found) == 1, f"{name}{labels}: {found}"
+    return float(found[0])
+
+
+def test_metrics_after_one_success_and_one_invalid_call(
+    server_factory: ServerFactory, stub_for: Any
+) -> None:
+    server = server_factory(metrics_port=free_port())
+    assert server.metrics_port is not None
+    stub = stub_for(server)
+    events = collect(stub, make_request())
+    result = events[-1].result
+    with pytest.raises(grpc.RpcError):
+        collect(stub, make_request(options=pb.StyleOptions(size=SIZE, tv_weight=-1.0)))
+
+    samples = scrape(server.metrics_port)
+    assert value(samples, "styletx_requests_total", method="Stylize", code="OK") == 1
+    assert value(samples, "styletx_requests_total", method="Stylize", code="INVALID_ARGUMENT") == 1
+    assert value(samples, "styletx_request_duration_seconds_count", method="Stylize") == 2
+    for histogram in (
+        "styletx_queue_wait_seconds",
+        "styletx_compute_duration_seconds",
+        "styletx_time_to_first_progress_seconds",
+    ):
+        assert value(samples, f"{histogram}_count") == 1
+    assert value(samples, "styletx_compute_duration_seconds_sum") > 0
+    assert value(samples, "styletx_lbfgs_evaluations_total") == EVALUATIONS
+    assert value(samples, "styletx_lbfgs_iterations_total") == result.iterations
+    assert value(samples, "styletx_evaluation_duration_seconds_count") == EVALUATIONS
+    assert value(samples, "styletx_image_pixels_count", role="content") == 1
+    assert value(samples, "styletx_image_pixels_sum", role="content") == 48 * 64
+    assert value(samples, "styletx_image_pixels_sum", role="style") == 40 * 40
+    output_pixels = result.image.width * result.image.height
+    assert value(samples, "styletx_image_pixels_sum", role="output") == output_pixels
+    assert value(samples, "styletx_queue_capacity") == 4
+    assert value(samples, "styletx_workers") == 1
+    assert value(samples, "styletx_jobs_in_flight") == 0
+    assert value(samples, "styletx_queue_depth") == 0
+    assert value(samples, "process_resident_memory_bytes") > 0
+    # Buckets per DESIGN.md: 5 ms up to ten minutes.
+    bounds = {
+        float(s.labels["le"])
+        for s in samples
+        if s.name == "styletx_request_duration_seconds_bucket"
+    }
+    assert bounds == {*BUCKETS, float("inf")}
+    assert max(BUCKETS) == 600
+
+
+def test_gpu_memory_is_absent_without_a_gpu(server_factory: ServerFactory) -> None:
+    import tensorflow as tf
+
+    server = server_factory(metrics_port=free_port())
+    assert server.metrics_port is not None
+    names = {s.name for s in scrape(server.metrics_port)}
+    has_gpu = bool(tf.config.list_logical_devices("GPU"))
+    assert ("styletx_gpu_memory_bytes" in names) == has_gpu
+
+
+def test_registry_is_injected_not_global(server_factory: ServerFactory) -> None:
+    from prometheus_client import REGISTRY
+
+    server = server_factory()
+    assert server.metrics.registry is not REGISTRY
+    assert REGISTRY.get_sample_value("styletx_workers") is None
+    assert server.metrics.registry.get_sample_value("styletx_workers") == 1

@@ -1,0 +1,118 @@
+"""Server configuration: defaults, STYLETX_* variables, flag precedence, validation, --help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from styletx_server.config import ServerConfig, build_parser, env_name, load_config
+
+
+def test_defaults_match_the_contract() -> None:
+    config = load_config([], env={})
+    assert config == ServerConfig()
+    assert config.address == "[::]:50051"
+    assert config.metrics_port == 9090
+    assert config.workers == 0
+    assert config.queue_size == 16
+    assert config.max_message_bytes == 32 * 1024 * 1024
+    assert config.max_pixels == 40_000_000
+    assert (config.default_evaluations, config.max_evaluations) == (200, 1000)
+    assert (config.default_size, config.max_size) == (260, 1024)
+    assert config.grace_period == 30
+    assert config.warmup is True
+    assert config.weights is None and config.auth_token is None
+
+
+def test_environment_variables_set_every_option() -> None:
+    env = {
+        "STYLETX_ADDRESS": "127.0.0.1:6000",
+        "STYLETX_METRICS_PORT": "0",
+        "STYLETX_WEIGHTS": "/w/vgg.weights.h5",
+        "STYLETX_WORKERS": "2",
+        "STYLETX_QUEUE_SIZE": "3",
+        "STYLETX_MAX_MESSAGE_BYTES": "2048",
+        "STYLETX_MAX_PIXELS": "1000",
+        "STYLETX_DEFAULT_EVALUATIONS": "10",
+        "STYLETX_MAX_EVALUATIONS": "20",
+        "STYLETX_DEFAULT_SIZE": "64",
+        "STYLETX_MAX_SIZE": "128",
+        "STYLETX_GRACE_PERIOD": "2.5",
+        "STYLETX_TLS_CERT": "/tls/cert.pem",
+        "STYLETX_TLS_KEY": "/tls/key.pem",
+        "STYLETX_AUTH_TOKEN": "tok",
+        "STYLETX_LOG_LEVEL": "debug",
+        "STYLETX_NO_WARMUP": "true",
+    }
+    config = load_config([], env=env)
+    assert config == ServerConfig(
+        address="127.0.0.1:6000",
+        metrics_port=0,
+        weights=Path("/w/vgg.weights.h5"),
+        workers=2,
+        queue_size=3,
+        max_message_bytes=2048,
+        max_pixels=1000,
+        default_evaluations=10,
+        max_evaluations=20,
+        default_size=64,
+        max_size=128,
+        grace_period=2.5,
+        tls_cert=Path("/tls/cert.pem"),
+        tls_key=Path("/tls/key.pem"),
+        auth_token="tok",
+        log_level="DEBUG",
+        warmup=False,
+    )
+
+
+def test_a_flag_wins_over_the_environment() -> None:
+    env = {"STYLETX_QUEUE_SIZE": "3", "STYLETX_ADDRESS": "0.0.0.0:1"}
+    config = load_config(["--queue-size", "7"], env=env)
+    assert config.queue_size == 7
+    assert config.address == "0.0.0.0:1"
+
+
+def test_false_boolean_environment_keeps_warmup() -> None:
+    assert load_config([], env={"STYLETX_NO_WARMUP": "0"}).warmup is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--queue-size", "0"], {}),
+        (["--workers", "-1"], {}),
+        (["--default-size", "2000"], {}),
+        (["--default-evaluations", "50", "--max-evaluations", "10"], {}),
+        (["--tls-cert", "/c.pem"], {}),
+        (["--metrics-port", "70000"], {}),
+        (["--address", "nocolon"], {}),
+        ([], {"STYLETX_QUEUE_SIZE": "many"}),
+        ([], {"STYLETX_NO_WARMUP": "perhaps"}),
+        (["--log-level", "chatty"], {}),
+    ],
+)
+def test_bad_values_exit_with_usage_error(
+    argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        load_config(argv, env=env)
+    assert caught.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_help_documents_every_flag_and_its_variable() -> None:
+    text = build_parser().format_help()
+    flags = [
+        "--address", "--metrics-port", "--weights", "--workers", "--queue-size",
+        "--max-message-bytes", "--max-pixels", "--default-evaluations", "--max-evaluations",
+        "--default-size", "--max-size", "--grace-period", "--tls-cert", "--tls-key",
+        "--auth-token", "--log-level", "--no-warmup",
+    ]  # fmt: skip
+    for flag in flags:
+        assert flag in text
+        assert env_name(flag) in text.replace("\n", "").replace(" ", "")
+
+
+def test_env_name() -> None:
+    assert env_name("--max-message-bytes") == "STYLETX_MAX_MESSAGE_BYTES"
