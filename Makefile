@@ -54,8 +54,9 @@ demo: venv weights
 	bash tools/demo.sh
 
 bench: venv weights
-	$(BIN)/python bench/engine_bench.py
-	$(BIN)/python bench/service_bench.py
+	mkdir -p out
+	$(BIN)/python bench/engine_bench.py --json out/engine_bench.json
+	$(BIN)/python bench/service_bench.py --json out/service_bench.json
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

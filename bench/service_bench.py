@@ -31,13 +31,13 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 import psutil  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from styletx_client.proto import style_transfer_pb2 as pb  # noqa: E402
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc  # noqa: E402
 
 from styletx import images  # noqa: E402
 from styletx.engine import Stylizer  # noqa: E402
 from styletx.options import StyleOptions  # noqa: E402
 from styletx.weights import resolve_weights  # noqa: E402
+from styletx_client.proto import style_transfer_pb2 as pb  # noqa: E402
+from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"

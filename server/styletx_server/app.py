@@ -10,9 +10,9 @@ from concurrent import futures
 import grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 
 from styletx.engine import Stylizer
+from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.admission import AdmissionQueue
 from styletx_server.auth import BearerAuthInterceptor
 from styletx_server.config import ServerConfig

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import duration_pb2
-from styletx_client.proto import style_transfer_pb2 as pb
 
 from styletx import Image, Losses, StyleOptions
 from styletx.errors import InvalidImage, InvalidOptions
 from styletx.images import decode_image
 from styletx.options import MIN_SIZE
+from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_server.config import ServerConfig
 from styletx_server.statuses import FieldViolation, request_field
 

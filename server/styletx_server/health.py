@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from styletx_client.proto import style_transfer_pb2 as pb
 
 API_SERVICE = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name

@@ -14,12 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from styletx_client.proto import style_transfer_pb2 as pb
-
 from styletx import Progress, Result
 from styletx.engine import Stylizer
 from styletx.errors import Cancelled
 from styletx.images import encode_image
+from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_server.convert import (
     JobSpec,
     duration,

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 
 from styletx.engine import Stylizer
+from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
 from styletx_server.admission import AdmissionQueue, QueueClosedError, QueueFullError
 from styletx_server.convert import InvalidRequestError, Limits, parse_request

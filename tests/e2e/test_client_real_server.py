@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
 from styletx_client import (
     InvalidRequestError,
     Progress,

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from styletx_client import StyleTransferClient
 
+from styletx_client import StyleTransferClient
 from tests.e2e.test_client_real_server import ServerProcess, launch, needs_server, png, wait_ready
 
 pytestmark = needs_server

@@ -12,14 +12,14 @@ import grpc
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
-from styletx_server.app import StyletxServer
-from styletx_server.config import ServerConfig
 
 from styletx import Progress, Result, StyleOptions
 from styletx.engine import Stylizer
 from styletx.images import encode_image
+from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+from styletx_server.app import StyletxServer
+from styletx_server.config import ServerConfig
 from tests.support.weights import tiny_image
 
 #: Small enough for a fast CPU test, large enough for a few L-BFGS iterations.

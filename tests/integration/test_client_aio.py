@@ -7,6 +7,7 @@ import random
 
 import grpc
 import pytest
+
 from styletx_client import (
     AsyncStyleTransferClient,
     Event,
@@ -21,7 +22,6 @@ from styletx_client import (
     Started,
     UnavailableError,
 )
-
 from tests.integration.test_client_fakes import (
     FakeStyleTransfer,
     bad_request,

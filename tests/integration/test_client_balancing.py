@@ -6,13 +6,13 @@ from contextlib import ExitStack
 
 import pytest
 from grpc_health.v1 import health_pb2
+
 from styletx_client import (
     AuthenticationError,
     ServingStatus,
     StyleTransferClient,
     UnavailableError,
 )
-
 from tests.integration.test_client_fakes import (
     FakeServer,
     closed_port_address,

@@ -7,6 +7,7 @@ import random
 
 import grpc
 import pytest
+
 from styletx_client import (
     InvalidRequestError,
     Result,
@@ -15,7 +16,6 @@ from styletx_client import (
     StyleTransferClient,
     UnavailableError,
 )
-
 from tests.integration.test_client_fakes import (
     FakeStyleTransfer,
     closed_port_address,

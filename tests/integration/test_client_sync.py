@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 from PIL import Image
+
 from styletx_client import (
     NO_RETRY,
     AuthenticationError,
@@ -24,7 +25,6 @@ from styletx_client import (
     StyleTransferClient,
 )
 from styletx_client.proto import style_transfer_pb2 as pb
-
 from tests.integration.test_client_fakes import (
     FakeStyleTransfer,
     bad_request,

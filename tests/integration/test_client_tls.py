@@ -8,9 +8,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from styletx_client import NO_RETRY, Result, StyleTransferClient, TlsConfig, UnavailableError
 from styletx_client.cli import main
-
 from tests.integration.test_client_fakes import serve
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
-from styletx_client.proto import style_transfer_pb2 as pb
 
 from styletx.engine import Stylizer
+from styletx_client.proto import style_transfer_pb2 as pb
 from tests.integration.conftest import (
     WAIT,
     GatedStylizer,

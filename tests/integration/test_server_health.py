@@ -14,12 +14,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from prometheus_client import CollectorRegistry
+
+from styletx.engine import Stylizer
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.app import StyletxServer
 from styletx_server.config import ServerConfig
 from styletx_server.health import API_SERVICE
-
-from styletx.engine import Stylizer
 from tests.integration.conftest import (
     WAIT,
     GatedStylizer,

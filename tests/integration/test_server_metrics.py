@@ -10,9 +10,9 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_server.metrics import BUCKETS
-
 from tests.integration.conftest import EVALUATIONS, SIZE, ServerFactory, collect, make_request
 
 

@@ -13,9 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.health import API_SERVICE
-
 from tests.integration.conftest import WAIT, ServerFactory, channel_to, collect, make_request
 
 TOKEN = "s3cret-token"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import assert_type
 
 import grpc
+
 from styletx_client import (
     DEFAULT_MAX_MESSAGE_BYTES,
     NO_RETRY,

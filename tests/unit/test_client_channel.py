@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from styletx_client import DEFAULT_MAX_MESSAGE_BYTES, RetryPolicy, TlsConfig
 from styletx_client._channel import (
     ClientSettings,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
 from styletx_client import (
     EncodedImage,
     Losses,
@@ -27,7 +28,6 @@ from styletx_client._convert import (
     style_list,
 )
 from styletx_client.proto import style_transfer_pb2 as pb
-
 from tests.integration.test_client_fakes import png_bytes, progress, queued, result, started
 
 

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
+
 from styletx_client import (
     AuthenticationError,
     CancelledError,

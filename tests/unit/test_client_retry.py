@@ -6,6 +6,7 @@ import random
 
 import grpc
 import pytest
+
 from styletx_client import (
     DeadlineExceededError,
     InvalidRequestError,

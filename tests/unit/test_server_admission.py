@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
+
 from styletx_server.admission import AdmissionQueue, QueueClosedError, QueueFullError
 
 WAIT = 10.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from styletx_server.config import ServerConfig, build_parser, env_name, load_config
 
 

@@ -6,6 +6,10 @@ import math
 from typing import Any
 
 import pytest
+
+from styletx import StyleOptions
+from styletx.images import encode_image
+from styletx.options import DEFAULT_STYLE_LAYERS
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_server.convert import (
     InvalidRequestError,
@@ -14,10 +18,6 @@ from styletx_server.convert import (
     options_to_proto,
     parse_request,
 )
-
-from styletx import StyleOptions
-from styletx.images import encode_image
-from styletx.options import DEFAULT_STYLE_LAYERS
 from tests.support.weights import tiny_image
 
 LIMITS = Limits(

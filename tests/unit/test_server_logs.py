@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+
 from styletx_server.logs import JsonFormatter, configure_logging, log_event, request_id_from
 
 

@@ -6,6 +6,7 @@ import urllib.request
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+
 from styletx_server.metrics import BUCKETS, MetricsHttpServer, ServerMetrics
 
 EXPECTED = {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
-from styletx_server import statuses
-from styletx_server.statuses import FieldViolation, StopReason
 
 from styletx.errors import ImageTooLarge, InvalidOptions
+from styletx_server import statuses
+from styletx_server.statuses import FieldViolation, StopReason
 
 
 def details(status: grpc.Status) -> status_pb2.Status:
