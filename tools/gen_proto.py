@@ -69,17 +69,19 @@ def generate(dest: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if committed code is stale")
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    out_dir: Path = args.out_dir
     if not args.check:
-        if OUT_DIR.exists():
-            shutil.rmtree(OUT_DIR)
-        generate(OUT_DIR)
-        print(f"generated {OUT_DIR.relative_to(ROOT)}")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        generate(out_dir)
+        print(f"generated {out_dir}")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "proto"
         generate(fresh)
-        cmp = filecmp.dircmp(fresh, OUT_DIR, ignore=["__pycache__"])
+        cmp = filecmp.dircmp(fresh, out_dir, ignore=["__pycache__"])
         stale = cmp.diff_files + cmp.left_only + cmp.right_only
         if stale:
             print(f"generated code is stale ({', '.join(sorted(stale))}): run `make proto`")
