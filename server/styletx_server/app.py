@@ -37,6 +37,24 @@ def auto_workers() -> int:
     return max(1, len(tf.config.list_physical_devices("GPU")))
 
 
+#: Calls still running when a connection reaches its maximum age may take this long to finish.
+CONNECTION_AGE_GRACE_SECONDS = 3600
+
+
+def _connection_age_options(age_seconds: float) -> list[tuple[str, int]]:
+    """gRPC channel arguments that recycle old connections (0 = keep them forever).
+
+    Clients that balance over DNS (headless Service) only see new replicas when they reconnect;
+    a generous grace lets long stylizations on the old connection finish first.
+    """
+    if age_seconds <= 0:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", int(age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_SECONDS * 1000),
+    ]
+
+
 class StyletxServer:
     """The whole service in one object; `start()` binds, the model loads in the background."""
 
@@ -111,6 +129,7 @@ class StyletxServer:
                 ("grpc.max_send_message_length", config.max_message_bytes),
                 # One server per port: a second process must fail to bind, not share the port.
                 ("grpc.so_reuseport", 0),
+                *_connection_age_options(config.max_connection_age),
             ],
         )
         pb_grpc.add_StyleTransferServiceServicer_to_server(self.servicer, server)

@@ -33,6 +33,7 @@ class ServerConfig:
     default_size: int = 260
     max_size: int = 1024
     grace_period: float = 30.0
+    max_connection_age: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_token: str | None = None
@@ -69,6 +70,8 @@ def _validate(c: ServerConfig) -> None:
         raise ValueError(
             f"--default-size must be {MIN_SIZE}-{c.max_size} (--max-size), got {c.default_size}"
         )
+    if c.max_connection_age < 0:
+        raise ValueError(f"--max-connection-age must be >= 0, got {c.max_connection_age}")
     if c.grace_period < 0:
         raise ValueError(f"--grace-period must be >= 0, got {c.grace_period}")
     if (c.tls_cert is None) != (c.tls_key is None):
@@ -164,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=d.grace_period,
     )
+    add(
+        "--max-connection-age",
+        "seconds after which a client connection is asked to reconnect (GOAWAY), so clients "
+        "doing round robin over DNS find new replicas; calls in flight finish; 0 = never",
+        type=float,
+        default=d.max_connection_age,
+    )
     add("--tls-cert", "PEM certificate chain; enables TLS with --tls-key", type=Path, default=None)
     add("--tls-key", "PEM private key; enables TLS with --tls-cert", type=Path, default=None)
     add(
@@ -219,6 +229,7 @@ def load_config(
             default_size=args.default_size,
             max_size=args.max_size,
             grace_period=args.grace_period,
+            max_connection_age=args.max_connection_age,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             auth_token=args.auth_token,
