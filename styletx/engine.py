@@ -8,10 +8,12 @@ once per image shape, so later jobs of the same size reuse it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,9 +81,12 @@ class _LayerSet:
 class Stylizer:
     """The engine: one loaded VGG16, shared by every job (and thread) of the process."""
 
-    def __init__(self, weights: str | Path | None = None) -> None:
+    def __init__(self, weights: str | Path | None = None, *, device: str | None = None) -> None:
         self.weights: ResolvedWeights = resolve_weights(weights)
-        self._vgg = vgg.build_vgg16(self.weights.path)
+        #: TensorFlow device this Stylizer's model and jobs are pinned to (None: TF's choice).
+        self.device = device
+        with self._placement():
+            self._vgg = vgg.build_vgg16(self.weights.path)
         self._layer_sets: dict[tuple[str, ...], _LayerSet] = {}
         self._lock = threading.Lock()
         self._evaluations_total = 0
@@ -90,6 +95,10 @@ class Stylizer:
     def evaluations_total(self) -> int:
         """Loss-and-gradient evaluations run by this Stylizer, all jobs together."""
         return self._evaluations_total
+
+    def _placement(self) -> contextlib.AbstractContextManager[object]:
+        # tf.device is thread-local, so every entry point (run on a worker thread) enters it.
+        return tf.device(self.device) if self.device else contextlib.nullcontext()
 
     @staticmethod
     def output_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -121,6 +130,17 @@ class Stylizer:
         should_stop: StopCallback | None = None,
     ) -> Result:
         """Stylize `content` in the blended style of `styles`; see `StyleOptions` for the knobs."""
+        with self._placement():
+            return self._stylize(content, styles, options, on_progress, should_stop)
+
+    def _stylize(
+        self,
+        content: Image,
+        styles: Sequence[Image],
+        options: StyleOptions | None,
+        on_progress: ProgressCallback | None,
+        should_stop: StopCallback | None,
+    ) -> Result:
         options = options or StyleOptions()
         _check_inputs(content, styles, options)
         started = time.perf_counter()
@@ -211,7 +231,12 @@ class Stylizer:
         options: StyleOptions | None = None,
     ) -> Losses:
         """Losses of `image` (resized to the output size) for this content, styles and options."""
-        options = options or StyleOptions()
+        with self._placement():
+            return self._evaluate(content, styles, image, options or StyleOptions())
+
+    def _evaluate(
+        self, content: Image, styles: Sequence[Image], image: Image, options: StyleOptions
+    ) -> Losses:
         _check_inputs(content, styles, options)
         layer_set = self._layer_set(options)
         h, w = self.output_size(content.shape[0], content.shape[1], options.size)
@@ -270,6 +295,76 @@ class Stylizer:
             )
 
         return objective
+
+
+class StylizerPool:
+    """One `Stylizer` per device (e.g. each GPU), lent to one job at a time.
+
+    Worker threads share the pool as they would share one Stylizer; a job runs on whichever
+    device is free, so N workers over N GPUs keep every GPU busy instead of all using GPU:0.
+    """
+
+    def __init__(self, weights: str | Path | None, devices: Sequence[str]) -> None:
+        if not devices:
+            raise ValueError("a StylizerPool needs at least one device")
+        self.members = [Stylizer(weights, device=d) for d in devices]
+        self.weights = self.members[0].weights
+        self._free: queue.SimpleQueue[Stylizer] = queue.SimpleQueue()
+        for member in self.members:
+            self._free.put(member)
+
+    output_size = staticmethod(Stylizer.output_size)
+
+    @property
+    def evaluations_total(self) -> int:
+        """Evaluations of every member together."""
+        return sum(m.evaluations_total for m in self.members)
+
+    @contextlib.contextmanager
+    def _borrow(self) -> Iterator[Stylizer]:
+        member = self._free.get()
+        try:
+            yield member
+        finally:
+            self._free.put(member)
+
+    def warmup(self, size: int = 64) -> None:
+        """Warm every device up."""
+        for member in self.members:
+            member.warmup(size)
+
+    def stylize(
+        self,
+        content: Image,
+        styles: Sequence[Image],
+        options: StyleOptions | None = None,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCallback | None = None,
+    ) -> Result:
+        """`Stylizer.stylize` on a free device (blocks while every device is busy)."""
+        with self._borrow() as member:
+            return member.stylize(content, styles, options, on_progress, should_stop)
+
+    def evaluate(
+        self,
+        content: Image,
+        styles: Sequence[Image],
+        image: Image,
+        options: StyleOptions | None = None,
+    ) -> Losses:
+        """`Stylizer.evaluate` on a free device."""
+        with self._borrow() as member:
+            return member.evaluate(content, styles, image, options)
+
+
+def load_stylizer(
+    weights: str | Path | None = None, *, workers: int = 1
+) -> Stylizer | StylizerPool:
+    """A Stylizer, or a pool of one per GPU when several GPUs serve several workers."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if workers > 1 and len(gpus) > 1:
+        return StylizerPool(weights, [d.name for d in gpus[:workers]])
+    return Stylizer(weights)
 
 
 def _check_inputs(content: Image, styles: Sequence[Image], options: StyleOptions) -> None:
@@ -341,3 +436,7 @@ def _upsample(x: Vector, previous: tuple[int, int], size: tuple[int, int]) -> Ve
 
 def _losses(terms: tuple[float, ...]) -> Losses:
     return Losses(total=terms[0], content=terms[1], style=terms[2], tv=terms[3])
+
+
+#: What the server runs jobs on: one Stylizer, or one per device.
+Engine = Stylizer | StylizerPool

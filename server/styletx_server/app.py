@@ -11,7 +11,7 @@ import grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from styletx.engine import Stylizer
+from styletx.engine import Engine, load_stylizer
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.admission import AdmissionQueue
 from styletx_server.auth import BearerAuthInterceptor
@@ -62,7 +62,7 @@ class StyletxServer:
         self,
         config: ServerConfig,
         *,
-        stylizer: Stylizer | None = None,
+        stylizer: Engine | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
@@ -102,7 +102,7 @@ class StyletxServer:
         return None if self._metrics_http is None else self._metrics_http.port
 
     @property
-    def stylizer(self) -> Stylizer | None:
+    def stylizer(self) -> Engine | None:
         """The loaded engine, None until ready."""
         return self.lifecycle.stylizer
 
@@ -180,7 +180,9 @@ class StyletxServer:
     def _load(self) -> None:
         started = time.monotonic()
         try:
-            stylizer = self._given_stylizer or Stylizer(self.config.weights)
+            stylizer = self._given_stylizer or load_stylizer(
+                self.config.weights, workers=self.workers
+            )
             if self.config.warmup:
                 stylizer.warmup()
         except Exception as exc:  # the process cannot serve: report, and let main() exit 1

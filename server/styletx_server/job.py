@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from styletx import Progress, Result
-from styletx.engine import Stylizer
+from styletx.engine import Engine, Stylizer
 from styletx.errors import Cancelled
 from styletx.images import encode_image
 from styletx_client.proto import style_transfer_pb2 as pb
@@ -90,7 +90,7 @@ class StylizeJob:
     def __init__(
         self,
         spec: JobSpec,
-        stylizer: Stylizer,
+        stylizer: Engine,
         request_id: str,
         metrics: ServerMetrics,
         *,

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from styletx.engine import Stylizer
+from styletx.engine import Engine
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
@@ -44,7 +44,7 @@ class Lifecycle:
 
     def __init__(self) -> None:
         #: Set by the server once the model is loaded and warm.
-        self.stylizer: Stylizer | None = None
+        self.stylizer: Engine | None = None
         #: New calls are refused with UNAVAILABLE; admitted ones continue.
         self.draining = threading.Event()
         #: Every job still running or waiting must stop now (grace period over).

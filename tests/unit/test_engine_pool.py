@@ -1,0 +1,55 @@
+"""Device placement and the per-device StylizerPool (one model per GPU; CPU devices here)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from styletx.engine import Stylizer, StylizerPool, load_stylizer
+from styletx.options import StyleOptions
+from styletx.result import Progress
+from tests.support.weights import tiny_image
+
+OPTIONS = StyleOptions(size=32, max_evaluations=6, seed=4)
+
+
+def test_stylizer_pins_its_model_to_the_device(seeded_weights: Path) -> None:
+    pinned = Stylizer(seeded_weights, device="/CPU:0")
+    assert all("CPU:0" in v.value.device for v in pinned._vgg.weights)
+    result = pinned.stylize(tiny_image(32, 32), [tiny_image(32, 32, 1)], OPTIONS)
+    assert result.evaluations == 6
+
+
+def test_pool_runs_concurrent_jobs_on_different_members(seeded_weights: Path) -> None:
+    pool = StylizerPool(seeded_weights, ["/CPU:0", "/CPU:0"])
+    first_paused, second_done = threading.Event(), threading.Event()
+    results = {}
+
+    def hold(progress: Progress) -> None:
+        # The first job waits (bounded) until the second finished: both ran at once.
+        first_paused.set()
+        second_done.wait(30)
+
+    def first() -> None:
+        results["first"] = pool.stylize(
+            tiny_image(32, 32), [tiny_image(32, 32, 1)], OPTIONS, on_progress=hold
+        )
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_paused.wait(30)
+    results["second"] = pool.stylize(tiny_image(32, 32), [tiny_image(32, 32, 1)], OPTIONS)
+    second_done.set()
+    thread.join(30)
+    assert second_done.is_set() and not thread.is_alive()
+    # Each member ran one job, and the counters add up.
+    assert [m.evaluations_total for m in pool.members] == [6, 6]
+    assert pool.evaluations_total == 12
+    # Same seed on the same kind of device: same bytes, whichever member ran it.
+    assert np.array_equal(results["first"].image, results["second"].image)
+
+
+def test_load_stylizer_without_several_gpus_is_one_stylizer(seeded_weights: Path) -> None:
+    assert isinstance(load_stylizer(seeded_weights, workers=4), Stylizer)
