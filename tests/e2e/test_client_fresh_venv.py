@@ -13,15 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.e2e.test_client_real_server import (
-    ServerProcess,
-    launch,
-    needs_server,
-    png,
-    wait_ready,
-)
+from tests.support.server_process import ServerProcess, launch, png, wait_ready
 
-pytestmark = [needs_server, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from styletx_client import StyleTransferClient
-from tests.e2e.test_client_real_server import ServerProcess, launch, needs_server, png, wait_ready
-
-pytestmark = needs_server
+from tests.support.server_process import ServerProcess, launch, png, wait_ready
 
 CALLS = 9
 

@@ -22,7 +22,7 @@ from styletx_client import (
     Started,
     UnavailableError,
 )
-from tests.integration.test_client_fakes import (
+from tests.support.fake_server import (
     FakeStyleTransfer,
     bad_request,
     fail,

@@ -13,7 +13,7 @@ from styletx_client import (
     StyleTransferClient,
     UnavailableError,
 )
-from tests.integration.test_client_fakes import (
+from tests.support.fake_server import (
     FakeServer,
     closed_port_address,
     serve,

@@ -16,7 +16,7 @@ from styletx_client import Progress, cli
 from styletx_client._progress import ProgressReporter
 from styletx_client.cli import main
 from styletx_client.proto import style_transfer_pb2 as pb
-from tests.integration.test_client_fakes import (
+from tests.support.fake_server import (
     FakeStyleTransfer,
     bad_request,
     closed_port_address,

@@ -25,7 +25,7 @@ from styletx_client import (
     StyleTransferClient,
 )
 from styletx_client.proto import style_transfer_pb2 as pb
-from tests.integration.test_client_fakes import (
+from tests.support.fake_server import (
     FakeStyleTransfer,
     bad_request,
     fail,

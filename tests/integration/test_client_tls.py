@@ -11,7 +11,7 @@ import pytest
 
 from styletx_client import NO_RETRY, Result, StyleTransferClient, TlsConfig, UnavailableError
 from styletx_client.cli import main
-from tests.integration.test_client_fakes import serve
+from tests.support.fake_server import serve
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 

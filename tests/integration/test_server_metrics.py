@@ -96,3 +96,27 @@ def test_registry_is_injected_not_global(server_factory: ServerFactory) -> None:
     assert server.metrics.registry is not REGISTRY
     assert REGISTRY.get_sample_value("styletx_workers") is None
     assert server.metrics.registry.get_sample_value("styletx_workers") == 1
+
+
+def test_exposition_passes_promtool_check_metrics(
+    server_factory: ServerFactory, stub_for: Any
+) -> None:
+    """Prometheus' own linter (naming, units, help) on a real scrape after a call."""
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (make test installs Debian's prometheus as root)")
+    server = server_factory(metrics_port=free_port())
+    assert server.metrics_port is not None
+    collect(stub_for(server), make_request())
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10
+    ) as response:
+        text = response.read()
+    lint = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, check=False
+    )
+    assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
+    assert b"styletx_requests_total" in text

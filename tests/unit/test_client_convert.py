@@ -28,7 +28,7 @@ from styletx_client._convert import (
     style_list,
 )
 from styletx_client.proto import style_transfer_pb2 as pb
-from tests.integration.test_client_fakes import png_bytes, progress, queued, result, started
+from tests.support.fake_server import png_bytes, progress, queued, result, started
 
 
 def test_read_image_accepts_paths_bytes_and_buffers(tmp_path: Path) -> None:
