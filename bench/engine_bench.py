@@ -90,7 +90,16 @@ def rss_probe(kind: str, size: int, weights: str | None) -> None:
         ours_per_eval(stylizer, size, 5)
     else:
         reference_per_eval(stylizer, size, 5)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(_peak_rss_mib())
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM restarts at exec; ru_maxrss would keep the high-water mark
+    of the parent that forked us (Linux carries it across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_rss(kind: str, size: int, weights: str | None) -> float:

@@ -53,3 +53,16 @@ def test_pool_runs_concurrent_jobs_on_different_members(seeded_weights: Path) ->
 
 def test_load_stylizer_without_several_gpus_is_one_stylizer(seeded_weights: Path) -> None:
     assert isinstance(load_stylizer(seeded_weights, workers=4), Stylizer)
+
+
+def test_stylizer_caps_blas_threads_unless_told_not_to(seeded_weights: Path) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {int(p["num_threads"]) for p in threadpool_info() if p["user_api"] == "blas"}
+
+    threadpool_limits(limits=2, user_api="blas")
+    Stylizer(seeded_weights, blas_threads=None)
+    assert blas_threads() == {2}
+    Stylizer(seeded_weights)
+    assert blas_threads() == {1}
