@@ -114,7 +114,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--weights", help="VGG16 weights (default: resolved like the engine)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 260, 512])
-    parser.add_argument("--evaluations", type=int, default=10, help="per timing run")
+    parser.add_argument("--evaluations", type=int, default=20, help="per timing run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--final-size", type=int, default=260)
     parser.add_argument("--final-evaluations", type=int, default=200)
