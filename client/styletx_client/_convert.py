@@ -46,20 +46,13 @@ INIT_TO_PROTO: Final[Mapping[InitMethod, pb.InitMethod.ValueType]] = {
 }
 _INIT_FROM_PROTO: Final[Mapping[int, InitMethod]] = {v: k for k, v in INIT_TO_PROTO.items()}
 
-# StylizeOptions keys that map one-to-one onto optional scalar fields of pb.StyleOptions.
-_SCALAR_OPTIONS: Final = (
-    "size",
-    "content_weight",
-    "style_weight",
-    "tv_weight",
-    "tv_power",
-    "content_layer",
-    "max_evaluations",
-    "restart_every",
-    "seed",
-    "style_scale",
-    "preserve_colors",
-    "scales",
+#: Optional scalar fields of pb.StyleOptions (named as in StyleOptions), read from the proto
+#: itself so a new option cannot be forgotten here; `style_layers` (repeated) and `init` (enum)
+#: are converted separately.
+_SCALAR_OPTIONS: Final[tuple[str, ...]] = tuple(
+    f.name
+    for f in pb.StyleOptions.DESCRIPTOR.fields
+    if f.has_presence and f.enum_type is None and f.message_type is None
 )
 _REQUEST_OPTIONS: Final = ("output_format", "quality", "preview_every")
 KNOWN_OPTIONS: Final = frozenset((*_SCALAR_OPTIONS, "style_layers", "init", *_REQUEST_OPTIONS))

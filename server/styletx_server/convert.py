@@ -39,21 +39,15 @@ _INIT_ENUMS: dict[str, pb.InitMethod.ValueType] = {
     "content": pb.INIT_METHOD_CONTENT,
     "style": pb.INIT_METHOD_STYLE,
 }
-#: Scalar optional fields of pb.StyleOptions that map 1:1 onto StyleOptions fields.
-_SCALAR_OPTIONS = (
-    "size",
-    "content_weight",
-    "style_weight",
-    "tv_weight",
-    "tv_power",
-    "content_layer",
-    "max_evaluations",
-    "restart_every",
-    "seed",
-    "style_scale",
-    "preserve_colors",
-    "scales",
+#: Optional scalar fields of pb.StyleOptions (named as in StyleOptions), read from the proto
+#: itself so a new option cannot be forgotten here; `style_layers` (repeated) and `init` (enum)
+#: are converted separately.
+_SCALAR_OPTIONS: tuple[str, ...] = tuple(
+    f.name
+    for f in pb.StyleOptions.DESCRIPTOR.fields
+    if f.has_presence and f.enum_type is None and f.message_type is None
 )
+
 DEFAULT_QUALITY = 90
 
 

@@ -174,3 +174,15 @@ def test_zero_styles_is_a_violation() -> None:
 def test_duration_converts_seconds() -> None:
     assert duration(1.25).ToNanoseconds() == 1_250_000_000
     assert duration(-3.0).ToNanoseconds() == 0
+
+
+def test_every_proto_option_maps_onto_an_engine_option() -> None:
+    import dataclasses
+
+    from styletx.options import StyleOptions as EngineOptions
+    from styletx_server.convert import _SCALAR_OPTIONS
+
+    proto_fields = {f.name for f in pb.StyleOptions.DESCRIPTOR.fields}
+    assert proto_fields == {*_SCALAR_OPTIONS, "style_layers", "init"}
+    engine_fields = {f.name for f in dataclasses.fields(EngineOptions)}
+    assert proto_fields <= engine_fields
