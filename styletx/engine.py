@@ -382,6 +382,12 @@ def load_stylizer(
     weights: str | Path | None = None, *, workers: int = 1
 ) -> Stylizer | StylizerPool:
     """A Stylizer, or a pool of one per GPU when several GPUs serve several workers."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        # Allocate GPU memory as jobs need it rather than all of it up front, so the memory
+        # metric means something and a sidecar or profiler can share the card. Only possible
+        # before TensorFlow initialises the GPU (it is a no-op afterwards).
+        with contextlib.suppress(RuntimeError, ValueError):
+            tf.config.experimental.set_memory_growth(gpu, True)
     gpus = tf.config.list_logical_devices("GPU")
     if workers > 1 and len(gpus) > 1:
         return StylizerPool(weights, [d.name for d in gpus[:workers]])
