@@ -25,7 +25,7 @@ from ._channel import (
 )
 from ._convert import build_request, event_from_proto
 from ._retry import AttemptBudget, RetryPolicy
-from .errors import ServiceError, from_rpc_error
+from .errors import from_rpc_error, missing_result
 from .events import Event, Result
 from .options import ImageInput, Styles, StylizeOptions
 from .proto import style_transfer_pb2 as pb
@@ -134,11 +134,7 @@ class AsyncStyleTransferClient:
                 if isinstance(event, Result):
                     result = event
         if result is None:
-            raise ServiceError(
-                "the server ended the stream without a result",
-                code=grpc.StatusCode.INTERNAL,
-                request_id=stream.request_id,
-            )
+            raise missing_result(stream.request_id)
         return result
 
     def stream(

@@ -23,7 +23,7 @@ from ._channel import (
 )
 from ._convert import build_request, event_from_proto
 from ._retry import AttemptBudget, RetryPolicy
-from .errors import ServiceError, from_rpc_error
+from .errors import from_rpc_error, missing_result
 from .events import Event, Result
 from .options import ImageInput, Styles, StylizeOptions
 from .proto import style_transfer_pb2 as pb
@@ -133,11 +133,7 @@ class StyleTransferClient:
                 if isinstance(event, Result):
                     result = event
         if result is None:
-            raise ServiceError(
-                "the server ended the stream without a result",
-                code=grpc.StatusCode.INTERNAL,
-                request_id=it.request_id,
-            )
+            raise missing_result(it.request_id)
         return result
 
     def stream(

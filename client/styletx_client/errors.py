@@ -74,6 +74,15 @@ class ServiceError(Exception):
         return f"{text} (request id {self.request_id})" if self.request_id else text
 
 
+def missing_result(request_id: str | None) -> ServiceError:
+    """The stream ended with OK but no result event: a server bug, reported as INTERNAL."""
+    return ServiceError(
+        "the server ended the stream without a result",
+        code=grpc.StatusCode.INTERNAL,
+        request_id=request_id,
+    )
+
+
 class InvalidRequestError(ServiceError):
     """The server rejected the input (INVALID_ARGUMENT/OUT_OF_RANGE); see `field_violations`."""
 

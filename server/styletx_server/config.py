@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from styletx.options import MAX_EVALUATIONS, MAX_SIZE, MIN_SIZE
@@ -216,26 +216,9 @@ def load_config(
     _apply_env(parser, os.environ if env is None else env)
     args = parser.parse_args(argv)
     try:
-        return ServerConfig(
-            address=args.address,
-            metrics_port=args.metrics_port,
-            weights=args.weights,
-            workers=args.workers,
-            queue_size=args.queue_size,
-            max_message_bytes=args.max_message_bytes,
-            max_pixels=args.max_pixels,
-            default_evaluations=args.default_evaluations,
-            max_evaluations=args.max_evaluations,
-            default_size=args.default_size,
-            max_size=args.max_size,
-            grace_period=args.grace_period,
-            max_connection_age=args.max_connection_age,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            auth_token=args.auth_token,
-            log_level=args.log_level,
-            warmup=not args.no_warmup,
-        )
+        # Every flag's dest is the field's name, except --no-warmup (the negation of `warmup`).
+        values = {f.name: getattr(args, f.name) for f in fields(ServerConfig) if f.name != "warmup"}
+        return ServerConfig(**values, warmup=not args.no_warmup)
     except ValueError as exc:
         parser.error(str(exc))
 
