@@ -20,26 +20,6 @@ log = logging.getLogger("styletx.cli")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_WEIGHTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
-_HELP = {
-    "size": "longest side of the output in pixels (aspect ratio kept)",
-    "content_weight": "weight of the content loss",
-    "style_weight": "total weight of the style loss, shared by the style layers",
-    "tv_weight": "weight of the total-variation loss",
-    "tv_power": "exponent of the total-variation loss",
-    "content_layer": "VGG16 layer of the content loss",
-    "style_layers": "VGG16 layers of the style loss",
-    "max_evaluations": "loss-and-gradient evaluation budget of L-BFGS",
-    "restart_every": "restart L-BFGS every N evaluations (20 = the reference); 0 = never",
-    "init": "initial image",
-    "seed": "seed of the random init (same seed, same bytes on CPU)",
-    "style_blend_weights": "blend weights of the style images, one per style",
-    "style_scale": "scale of the style images relative to the output",
-    "preserve_colors": "keep the content's colours (luminance-only transfer)",
-    "scales": "coarse-to-fine scales (each doubles the size)",
-    "preview_every": "save a preview every N iterations (needs --previews)",
-    "lbfgs_memory": "L-BFGS memory (correction pairs)",
-}
-
 
 def _add_option_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per `StyleOptions` field, named after it, default taken from the dataclass."""
@@ -48,17 +28,16 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(StyleOptions):
         flag = "--" + field.name.replace("_", "-")
         hint = hints[field.name]
-        text = f"{_HELP.get(field.name, field.name)} (default: {field.default})"
-        if hint is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif typing.get_origin(hint) is tuple:
+        text = f"{field.metadata['help']} (default: {field.default})"
+        if typing.get_origin(hint) is tuple:
             (item, _) = typing.get_args(hint)
             group.add_argument(flag, nargs="+", type=item, default=None, help=text)
         elif typing.get_origin(hint) is typing.Literal:
             group.add_argument(flag, choices=typing.get_args(hint), default=None, help=text)
         else:
-            kind = int if field.name == "seed" else hint
-            group.add_argument(flag, type=kind, default=None, help=text)
+            # `int | None` (an optional value) takes the non-None type.
+            kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+            group.add_argument(flag, type=kinds[0], default=None, help=text)
 
 
 def _options_from(args: argparse.Namespace) -> StyleOptions:
@@ -67,7 +46,7 @@ def _options_from(args: argparse.Namespace) -> StyleOptions:
         value = getattr(args, field.name)
         if value is not None:
             changes[field.name] = tuple(value) if isinstance(value, list) else value
-    return StyleOptions(**changes)
+    return StyleOptions.from_preset(**changes)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -152,6 +152,12 @@ class Stylizer:
         options = options or StyleOptions()
         _check_inputs(content, styles, options)
         started = time.perf_counter()
+        colors = content
+        if options.preserve_colors == "luminance":
+            # Gatys et al. (2016): optimise luminance only, against the style's luminance matched
+            # to the content's mean and spread; the content's colours are added back at the end.
+            content = images.to_luminance(content)
+            styles = [images.match_luminance(style, content) for style in styles]
         layer_set = self._layer_set(options)
         blend = _blend_weights(options, len(styles))
         height, width = self.output_size(content.shape[0], content.shape[1], options.size)
@@ -220,8 +226,8 @@ class Stylizer:
         assert x is not None
         h, w = scale_sizes[-1]
         image = vgg.deprocess(x.reshape(h, w, 3))
-        if options.preserve_colors:
-            image = images.transfer_luminance(image, images.resize_to(content, h, w))
+        if options.preserve_colors != "off":
+            image = images.transfer_luminance(image, images.resize_to(colors, h, w))
         return Result(
             image=image,
             losses=_losses(terms),

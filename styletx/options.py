@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from styletx.errors import InvalidOptions
 
 InitMethod = Literal["random", "content", "style"]
 INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
+ColorPreservation = Literal["off", "swap", "luminance"]
+COLOR_PRESERVATIONS: tuple[str, ...] = get_args(ColorPreservation)
+Preset = Literal["reference", "fast", "high"]
+PRESETS: tuple[str, ...] = get_args(Preset)
 
 #: Convolution layers of the Keras VGG16 conv base, in network order.
 VGG16_LAYERS: tuple[str, ...] = (
@@ -43,42 +47,88 @@ MIN_SIZE = 16
 MAX_EVALUATIONS = 100_000
 
 
+def _help(text: str) -> dict[str, str]:
+    """Field metadata carrying the option's help text: the one place its description is written."""
+    return {"help": text}
+
+
 @dataclass(frozen=True)
 class StyleOptions:
-    """Every option of one stylization; the defaults reproduce the reference tutorial."""
+    """Every option of one stylization; the defaults reproduce the reference tutorial.
 
-    #: Longest side of the output in pixels; the aspect ratio of the content image is kept.
-    size: int = 260
-    content_weight: float = 0.02
-    #: Total style weight, shared equally by the style layers (4.5 / 5 each by default).
-    style_weight: float = 4.5
-    tv_weight: float = 0.995
-    tv_power: float = 1.25
-    content_layer: str = "block2_conv2"
-    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
-    #: Loss-and-gradient evaluations of the one L-BFGS run (the reference's 10 x 20 = 200).
-    max_evaluations: int = 200
-    #: Restart L-BFGS (discarding its history) every N evaluations; 20 reproduces the
-    #: reference's schedule, 0 (default) runs one uninterrupted L-BFGS.
-    restart_every: int = 0
-    init: InitMethod = "random"
-    #: Seed of the random init; the same seed gives the same bytes on CPU. None = fresh entropy.
-    seed: int | None = None
-    #: Blend weights of the style images (normalised to sum 1); empty = equal weights.
-    style_blend_weights: tuple[float, ...] = ()
-    #: Style images are resized to `style_scale` times the output size before feature extraction.
-    style_scale: float = 1.0
-    #: Keep the content image's colours: transfer luminance only (neural-style's -original_colors).
-    preserve_colors: bool = False
-    #: Coarse-to-fine: optimise at size / 2**(scales-1) first, then upsample and refine.
-    scales: int = 1
-    #: Attach a preview image to every N-th progress event; 0 = never.
-    preview_every: int = 0
-    #: L-BFGS memory (number of correction pairs kept), scipy's `m`.
-    lbfgs_memory: int = 10
+    Each field's `metadata["help"]` is its description, shown by the CLIs' --help.
+    """
+
+    size: int = field(
+        default=260, metadata=_help("longest side of the output in pixels (aspect ratio kept)")
+    )
+    content_weight: float = field(default=0.02, metadata=_help("weight of the content loss"))
+    style_weight: float = field(
+        default=4.5, metadata=_help("total weight of the style loss, shared by the style layers")
+    )
+    tv_weight: float = field(default=0.995, metadata=_help("weight of the total-variation loss"))
+    tv_power: float = field(
+        default=1.25, metadata=_help("exponent of the total-variation loss (>= 1)")
+    )
+    content_layer: str = field(
+        default="block2_conv2", metadata=_help("VGG16 layer of the content loss")
+    )
+    style_layers: tuple[str, ...] = field(
+        default=DEFAULT_STYLE_LAYERS, metadata=_help("VGG16 layers of the style loss")
+    )
+    max_evaluations: int = field(
+        default=200,
+        metadata=_help("loss-and-gradient evaluation budget of L-BFGS, all scales together"),
+    )
+    restart_every: int = field(
+        default=0,
+        metadata=_help(
+            "restart L-BFGS every N evaluations (20 = the reference's schedule); 0 = never"
+        ),
+    )
+    init: InitMethod = field(default="random", metadata=_help("initial image"))
+    seed: int | None = field(
+        default=None, metadata=_help("seed of the random init (same seed, same bytes on CPU)")
+    )
+    style_blend_weights: tuple[float, ...] = field(
+        default=(),
+        metadata=_help("blend weights of the style images, one per style (normalised to sum 1)"),
+    )
+    style_scale: float = field(
+        default=1.0,
+        metadata=_help("style images' longest side as a multiple of the output's longest side"),
+    )
+    preserve_colors: ColorPreservation = field(
+        default="off",
+        metadata=_help(
+            "keep the content's colours: 'swap' recolours the result (neural-style's "
+            "-original_colors), 'luminance' transfers luminance only (Gatys et al. 2016)"
+        ),
+    )
+    scales: int = field(
+        default=1,
+        metadata=_help("coarse-to-fine scales, each doubling the size of the previous one"),
+    )
+    preview_every: int = field(
+        default=0, metadata=_help("attach a preview image to every N-th progress event; 0 = never")
+    )
+    lbfgs_memory: int = field(
+        default=10, metadata=_help("L-BFGS memory (correction pairs kept, scipy's m)")
+    )
+    preset: Preset = field(
+        default="reference",
+        metadata=_help("named option set the other options were resolved from (see presets)"),
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @classmethod
+    def from_preset(cls, preset: str = "reference", **overrides: Any) -> StyleOptions:
+        """The options of `preset` (see `styletx.presets`), with `overrides` on top."""
+        from styletx.presets import preset_values
+
+        return cls(**{**preset_values(preset), **overrides, "preset": preset})
 
     def replace(self, **changes: Any) -> StyleOptions:
         """Return a copy with `changes` applied (and validated)."""
@@ -147,8 +197,13 @@ def _validate(o: StyleOptions) -> None:
     _finite_non_negative("style_scale", o.style_scale)
     if not 0.1 <= o.style_scale <= 4.0:
         raise InvalidOptions("style_scale", f"must be between 0.1 and 4, got {o.style_scale}")
-    if not isinstance(o.preserve_colors, bool):
-        raise InvalidOptions("preserve_colors", "must be a boolean")
+    if o.preserve_colors not in COLOR_PRESERVATIONS:
+        raise InvalidOptions(
+            "preserve_colors",
+            f"must be one of {', '.join(COLOR_PRESERVATIONS)}, got {o.preserve_colors!r}",
+        )
+    if o.preset not in PRESETS:
+        raise InvalidOptions("preset", f"must be one of {', '.join(PRESETS)}, got {o.preset!r}")
     _int_in("scales", o.scales, 1, 4)
     if o.size >> (o.scales - 1) < MIN_SIZE:
         raise InvalidOptions(
@@ -159,9 +214,13 @@ def _validate(o: StyleOptions) -> None:
 
 
 __all__ = [
+    "COLOR_PRESERVATIONS",
+    "ColorPreservation",
     "DEFAULT_STYLE_LAYERS",
     "INIT_METHODS",
     "InitMethod",
+    "PRESETS",
+    "Preset",
     "StyleOptions",
     "VGG16_LAYERS",
 ]

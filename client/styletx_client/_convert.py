@@ -7,11 +7,12 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final, TypeVar, cast
+from typing import Final, cast
 
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
+from ._schema import OPTION_NAMES, enum_number, read_options, write_options
 from .events import (
     EncodedImage,
     Event,
@@ -25,7 +26,6 @@ from .events import (
 from .options import (
     ImageFormat,
     ImageInput,
-    InitMethod,
     Style,
     StyleInput,
     Styles,
@@ -39,23 +39,8 @@ FORMAT_TO_PROTO: Final[Mapping[ImageFormat, pb.ImageFormat.ValueType]] = {
     "webp": pb.IMAGE_FORMAT_WEBP,
 }
 _FORMAT_FROM_PROTO: Final[Mapping[int, ImageFormat]] = {v: k for k, v in FORMAT_TO_PROTO.items()}
-INIT_TO_PROTO: Final[Mapping[InitMethod, pb.InitMethod.ValueType]] = {
-    "random": pb.INIT_METHOD_RANDOM,
-    "content": pb.INIT_METHOD_CONTENT,
-    "style": pb.INIT_METHOD_STYLE,
-}
-_INIT_FROM_PROTO: Final[Mapping[int, InitMethod]] = {v: k for k, v in INIT_TO_PROTO.items()}
-
-#: Optional scalar fields of pb.StyleOptions (named as in StyleOptions), read from the proto
-#: itself so a new option cannot be forgotten here; `style_layers` (repeated) and `init` (enum)
-#: are converted separately.
-_SCALAR_OPTIONS: Final[tuple[str, ...]] = tuple(
-    f.name
-    for f in pb.StyleOptions.DESCRIPTOR.fields
-    if f.has_presence and f.enum_type is None and f.message_type is None
-)
 _REQUEST_OPTIONS: Final = ("output_format", "quality", "preview_every")
-KNOWN_OPTIONS: Final = frozenset((*_SCALAR_OPTIONS, "style_layers", "init", *_REQUEST_OPTIONS))
+KNOWN_OPTIONS: Final = frozenset((*OPTION_NAMES, *_REQUEST_OPTIONS))
 
 
 def read_image(image: ImageInput, role: str) -> bytes:
@@ -107,9 +92,11 @@ def build_request(
         item = request.style_images.add(image=read_image(style.image, f"styles[{index}]"))
         if style.weight is not None:
             item.weight = style.weight
-    _fill_style_options(request.options, options)
+    write_options(request.options, options)
     if "output_format" in options:
-        request.output_format = _lookup(FORMAT_TO_PROTO, options["output_format"], "output_format")
+        request.output_format = pb.ImageFormat.ValueType(
+            enum_number(pb.ImageFormat.DESCRIPTOR, options["output_format"], "output_format")
+        )
     if "quality" in options:
         _set(request, "output_quality", options["quality"], "quality")
     if "preview_every" in options:
@@ -123,32 +110,6 @@ def _set(target: Message, field: str, value: object, option: str) -> None:
         setattr(target, field, value)
     except (TypeError, ValueError) as error:
         raise type(error)(f"{option}: {error}") from None
-
-
-def _fill_style_options(target: pb.StyleOptions, options: StylizeOptions) -> None:
-    raw: Mapping[str, object] = options
-    for name in _SCALAR_OPTIONS:
-        if name in raw:
-            _set(target, name, raw[name], name)
-    if "style_layers" in options:
-        layers = options["style_layers"]
-        if isinstance(layers, str):
-            raise TypeError("style_layers must be a sequence of layer names, not one string")
-        target.style_layers.extend(layers)
-    if "init" in options:
-        target.init = _lookup(INIT_TO_PROTO, options["init"], "init")
-
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-def _lookup(table: Mapping[_K, _V], key: _K, name: str) -> _V:
-    try:
-        return table[key]
-    except KeyError:
-        choices = ", ".join(repr(k) for k in table)
-        raise ValueError(f"{name} must be one of {choices}, not {key!r}") from None
 
 
 def event_from_proto(message: pb.StylizeResponse) -> Event | None:
@@ -192,23 +153,8 @@ def event_from_proto(message: pb.StylizeResponse) -> Event | None:
 
 def options_from_proto(options: pb.StyleOptions) -> ResolvedOptions:
     """`ResolvedOptions` from a `StyleOptions` message; unset fields become None."""
-    has = options.HasField
-    return ResolvedOptions(
-        size=options.size if has("size") else None,
-        content_weight=options.content_weight if has("content_weight") else None,
-        style_weight=options.style_weight if has("style_weight") else None,
-        tv_weight=options.tv_weight if has("tv_weight") else None,
-        tv_power=options.tv_power if has("tv_power") else None,
-        content_layer=options.content_layer if has("content_layer") else None,
-        style_layers=tuple(options.style_layers),
-        max_evaluations=options.max_evaluations if has("max_evaluations") else None,
-        restart_every=options.restart_every if has("restart_every") else None,
-        init=_INIT_FROM_PROTO.get(options.init),
-        seed=options.seed if has("seed") else None,
-        style_scale=options.style_scale if has("style_scale") else None,
-        preserve_colors=options.preserve_colors if has("preserve_colors") else None,
-        scales=options.scales if has("scales") else None,
-    )
+    known = set(ResolvedOptions.__dataclass_fields__)
+    return ResolvedOptions(**{k: v for k, v in read_options(options).items() if k in known})
 
 
 def _losses(losses: pb.Losses) -> Losses:

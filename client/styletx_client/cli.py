@@ -180,10 +180,12 @@ def _add_stylize(
     )
     o.add_argument(
         "--preserve-colors",
-        action=argparse.BooleanOptionalAction,
-        help="keep the content's colours (luminance-only transfer)",
+        choices=["swap", "luminance", "off"],
+        help="keep the content's colours: post-hoc swap or luminance-only transfer",
     )
     o.add_argument("--scales", type=int, metavar="N", help="coarse-to-fine scales (1-4)")
+    o.add_argument("--preset", choices=["reference", "fast", "high"], help="named option set")
+    o.add_argument("--lbfgs-memory", type=int, metavar="N", help="L-BFGS memory (1-100)")
     o.add_argument(
         "--style-weights",
         type=_float_list,
@@ -262,6 +264,8 @@ def _stylize_options(args: argparse.Namespace) -> StylizeOptions:
         "style_scale",
         "preserve_colors",
         "scales",
+        "preset",
+        "lbfgs_memory",
         "quality",
         "preview_every",
     ):

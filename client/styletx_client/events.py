@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
-from .options import ImageFormat, InitMethod
+from .options import ColorPreservation, ImageFormat, InitMethod, Preset
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +53,10 @@ class ResolvedOptions:
     init: InitMethod | None = None
     seed: int | None = None
     style_scale: float | None = None
-    preserve_colors: bool | None = None
+    preserve_colors: ColorPreservation | None = None
     scales: int | None = None
+    preset: Preset | None = None
+    lbfgs_memory: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

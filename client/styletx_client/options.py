@@ -9,6 +9,8 @@ from typing import IO, Literal, Protocol, TypeAlias, TypedDict
 
 ImageFormat: TypeAlias = Literal["png", "jpeg", "webp"]
 InitMethod: TypeAlias = Literal["random", "content", "style"]
+ColorPreservation: TypeAlias = Literal["swap", "luminance", "off"]
+Preset: TypeAlias = Literal["reference", "fast", "high"]
 
 
 class PILImageLike(Protocol):
@@ -51,8 +53,10 @@ class StylizeOptions(TypedDict, total=False):
     init: InitMethod
     seed: int
     style_scale: float
-    preserve_colors: bool
+    preserve_colors: ColorPreservation
     scales: int
+    preset: Preset
+    lbfgs_memory: int
     output_format: ImageFormat
     quality: int
     preview_every: int

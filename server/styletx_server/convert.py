@@ -13,6 +13,8 @@ from styletx import Image, Losses, StyleOptions
 from styletx.errors import InvalidImage, InvalidOptions
 from styletx.images import decode_image
 from styletx.options import MIN_SIZE
+from styletx.presets import preset_values
+from styletx_client._schema import OPTION_NAMES, read_options, write_options
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_server.config import ServerConfig
 from styletx_server.statuses import FieldViolation, request_field
@@ -29,25 +31,6 @@ _FORMAT_ENUMS: dict[str, pb.ImageFormat.ValueType] = {
     "jpeg": pb.IMAGE_FORMAT_JPEG,
     "webp": pb.IMAGE_FORMAT_WEBP,
 }
-_INITS: dict[int, str] = {
-    pb.INIT_METHOD_RANDOM: "random",
-    pb.INIT_METHOD_CONTENT: "content",
-    pb.INIT_METHOD_STYLE: "style",
-}
-_INIT_ENUMS: dict[str, pb.InitMethod.ValueType] = {
-    "random": pb.INIT_METHOD_RANDOM,
-    "content": pb.INIT_METHOD_CONTENT,
-    "style": pb.INIT_METHOD_STYLE,
-}
-#: Optional scalar fields of pb.StyleOptions (named as in StyleOptions), read from the proto
-#: itself so a new option cannot be forgotten here; `style_layers` (repeated) and `init` (enum)
-#: are converted separately.
-_SCALAR_OPTIONS: tuple[str, ...] = tuple(
-    f.name
-    for f in pb.StyleOptions.DESCRIPTOR.fields
-    if f.has_presence and f.enum_type is None and f.message_type is None
-)
-
 DEFAULT_QUALITY = 90
 
 
@@ -60,6 +43,7 @@ class Limits:
     max_size: int
     default_evaluations: int
     max_evaluations: int
+    default_preset: str = "reference"
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Limits:
@@ -98,49 +82,32 @@ class InvalidRequestError(Exception):
 def resolve_options(
     request: pb.StylizeRequest, limits: Limits, violations: list[FieldViolation]
 ) -> StyleOptions:
-    """Engine options for `request` (server defaults for unset fields); appends violations.
+    """Engine options for `request`; appends violations.
 
-    Each set field is checked on its own against the engine's rules, so one bad field does not
-    hide another; cross-field rules are checked last. A field in violation keeps its default.
+    Precedence, lowest first: the engine's defaults, this server's defaults, the preset's
+    values, the request's own fields. Each set field is checked on its own against the engine's
+    rules, so one bad field does not hide another; cross-field rules are checked last. A field in
+    violation keeps its default.
     """
-    base = limits.base_options()
-    given = request.options
+    given = read_options(request.options)
+    preset = given.pop("preset", limits.default_preset)
+    try:
+        base = limits.base_options().replace(**preset_values(preset), preset=preset)
+    except InvalidOptions as exc:  # an unknown enum number
+        violations.append(FieldViolation(request_field(exc.field), exc.message))
+        base = limits.base_options()
     changes: dict[str, Any] = {}
 
-    def accept(name: str, value: Any, field: str | None = None) -> None:
+    def accept(name: str, value: Any) -> None:
         try:
             base.replace(**{name: value})
         except InvalidOptions as exc:
-            violations.append(FieldViolation(field or request_field(exc.field), exc.message))
+            violations.append(FieldViolation(request_field(exc.field), exc.message))
         else:
             changes[name] = value
 
-    for name in _SCALAR_OPTIONS:
-        if given.HasField(name):  # type: ignore[arg-type]
-            accept(name, getattr(given, name))
-    if "size" in changes and changes["size"] > limits.max_size:
-        violations.append(
-            FieldViolation(
-                "options.size", f"must be between {MIN_SIZE} and {limits.max_size} on this server"
-            )
-        )
-        del changes["size"]
-    budget = changes.get("max_evaluations")
-    if budget is not None and budget > limits.max_evaluations:
-        violations.append(
-            FieldViolation(
-                "options.max_evaluations",
-                f"must be between 1 and {limits.max_evaluations} on this server",
-            )
-        )
-        del changes["max_evaluations"]
-    if given.style_layers:
-        accept("style_layers", tuple(given.style_layers))
-    if given.init != pb.INIT_METHOD_UNSPECIFIED:
-        if given.init in _INITS:
-            changes["init"] = _INITS[given.init]
-        else:
-            violations.append(FieldViolation("options.init", f"unknown InitMethod {given.init}"))
+    for name, value in given.items():
+        accept(name, value)
     if request.preview_every:
         accept("preview_every", request.preview_every)
     weights = _blend_weights(request, violations)
@@ -150,10 +117,24 @@ def resolve_options(
         # Draw the seed here so StartedEvent reports it and the caller can reproduce the job.
         changes["seed"] = secrets.randbelow(2**32)
     try:
-        return base.replace(**changes)
+        resolved = base.replace(**changes)
     except InvalidOptions as exc:  # a cross-field rule, e.g. too many scales for the size
         violations.append(FieldViolation(request_field(exc.field), exc.message))
         return base
+    if resolved.size > limits.max_size:
+        violations.append(
+            FieldViolation(
+                "options.size", f"must be between {MIN_SIZE} and {limits.max_size} on this server"
+            )
+        )
+    if resolved.max_evaluations > limits.max_evaluations:
+        violations.append(
+            FieldViolation(
+                "options.max_evaluations",
+                f"must be between 1 and {limits.max_evaluations} on this server",
+            )
+        )
+    return resolved
 
 
 def _blend_weights(
@@ -232,23 +213,10 @@ def parse_request(request: pb.StylizeRequest, limits: Limits) -> JobSpec:
 
 
 def options_to_proto(options: StyleOptions) -> pb.StyleOptions:
-    """Resolved options with every field set, for StartedEvent."""
-    return pb.StyleOptions(
-        size=options.size,
-        content_weight=options.content_weight,
-        style_weight=options.style_weight,
-        tv_weight=options.tv_weight,
-        tv_power=options.tv_power,
-        content_layer=options.content_layer,
-        style_layers=list(options.style_layers),
-        max_evaluations=options.max_evaluations,
-        restart_every=options.restart_every,
-        init=_INIT_ENUMS[options.init],
-        seed=options.seed,
-        style_scale=options.style_scale,
-        preserve_colors=options.preserve_colors,
-        scales=options.scales,
-    )
+    """Resolved options with every API field set, for StartedEvent."""
+    message = pb.StyleOptions()
+    write_options(message, {name: getattr(options, name) for name in OPTION_NAMES})
+    return message
 
 
 def format_to_proto(fmt: str) -> pb.ImageFormat.ValueType:

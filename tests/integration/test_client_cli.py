@@ -82,7 +82,7 @@ def test_every_flag_reaches_the_request(images: tuple[Path, Path], tmp_path: Pat
                 "--tv-weight", "0.25", "--tv-power", "1.5", "--content-layer", "block3_conv3",
                 "--style-layers", "block1_conv2,block3_conv3", "--max-evaluations", "7",
                 "--restart-every", "20", "--init", "content", "--seed", "11",
-                "--style-scale", "0.5", "--preserve-colors", "--scales", "2",
+                "--style-scale", "0.5", "--preserve-colors", "swap", "--scales", "2",
                 "--style-weights", "1,3", "--quality", "70", "--request-id", "cli-req",
             ]
         )  # fmt: skip
@@ -101,7 +101,7 @@ def test_every_flag_reaches_the_request(images: tuple[Path, Path], tmp_path: Pat
     assert (o.max_evaluations, o.restart_every, o.seed, o.scales) == (7, 20, 11, 2)
     assert o.init == pb.INIT_METHOD_CONTENT
     assert o.style_scale == 0.5
-    assert o.preserve_colors is True
+    assert o.preserve_colors == pb.COLOR_PRESERVATION_SWAP
     assert [s.weight for s in call.request.style_images] == [1.0, 3.0]
     assert call.request.content_image == content.read_bytes()
     assert call.request.output_format == pb.IMAGE_FORMAT_JPEG  # from the .jpg suffix
@@ -123,12 +123,11 @@ def test_every_style_option_of_the_proto_has_a_flag() -> None:
 
 def test_unset_flags_leave_server_defaults(images: tuple[Path, Path], tmp_path: Path) -> None:
     with serve() as fake:
-        assert run(fake.address, images, tmp_path / "o.png", "-q", "--no-preserve-colors") == 0
+        assert run(fake.address, images, tmp_path / "o.png", "-q", "--preserve-colors", "off") == 0
     request = fake.servicer.calls[0].request
     assert not request.options.HasField("size")
     assert not request.options.HasField("max_evaluations")
-    assert request.options.HasField("preserve_colors")
-    assert request.options.preserve_colors is False
+    assert request.options.preserve_colors == pb.COLOR_PRESERVATION_OFF
     assert request.output_format == pb.IMAGE_FORMAT_PNG
 
 

@@ -63,7 +63,8 @@ def test_started_reports_every_resolved_option(stub: pb_grpc.StyleTransferServic
     assert tuple(options.style_layers) == DEFAULT_STYLE_LAYERS
     assert options.init == pb.INIT_METHOD_RANDOM
     assert options.HasField("seed")
-    assert options.HasField("preserve_colors") and options.HasField("scales")
+    assert options.preserve_colors == pb.COLOR_PRESERVATION_OFF and options.HasField("scales")
+    assert options.preset == pb.PRESET_REFERENCE and options.HasField("lbfgs_memory")
 
 
 def test_result_image_decodes_to_reported_size(stub: pb_grpc.StyleTransferServiceStub) -> None:

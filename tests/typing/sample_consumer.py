@@ -108,7 +108,7 @@ def sync_usage(out: Path) -> None:
             restart_every=0,
             seed=7,
             style_scale=1.0,
-            preserve_colors=False,
+            preserve_colors="off",
             scales=1,
             quality=90,
             preview_every=0,

@@ -88,7 +88,7 @@ def test_build_request_sets_images_weights_and_every_option() -> None:
             "init": "style",
             "seed": 9,
             "style_scale": 0.8,
-            "preserve_colors": True,
+            "preserve_colors": "swap",
             "scales": 2,
             "output_format": "webp",
             "quality": 70,
@@ -112,7 +112,7 @@ def test_build_request_sets_images_weights_and_every_option() -> None:
     assert (o.max_evaluations, o.restart_every, o.seed, o.scales) == (7, 20, 9, 2)
     assert o.init == pb.INIT_METHOD_STYLE
     assert o.style_scale == pytest.approx(0.8)
-    assert o.preserve_colors is True
+    assert o.preserve_colors == pb.COLOR_PRESERVATION_SWAP
     assert request.output_format == pb.IMAGE_FORMAT_WEBP
     assert request.output_quality == 70
     assert request.preview_every == 3
@@ -125,16 +125,17 @@ def test_every_proto_style_option_is_a_known_option() -> None:
 
 def test_unset_options_stay_unset_so_the_server_default_applies() -> None:
     request = build_request(b"c", b"s", {})
-    for name in ("size", "content_weight", "max_evaluations", "seed", "preserve_colors"):
+    for name in ("size", "content_weight", "max_evaluations", "seed"):
         assert not request.options.HasField(name)
     assert request.options.init == pb.INIT_METHOD_UNSPECIFIED
+    assert request.options.preserve_colors == pb.COLOR_PRESERVATION_UNSPECIFIED
     assert request.output_format == pb.IMAGE_FORMAT_UNSPECIFIED
 
 
 def test_zero_and_false_options_are_sent_explicitly() -> None:
-    request = build_request(b"c", b"s", {"restart_every": 0, "preserve_colors": False})
+    request = build_request(b"c", b"s", {"restart_every": 0, "preserve_colors": "off"})
     assert request.options.HasField("restart_every")
-    assert request.options.HasField("preserve_colors")
+    assert request.options.preserve_colors == pb.COLOR_PRESERVATION_OFF
 
 
 def test_unknown_option_names_raise_type_error() -> None:
@@ -221,8 +222,10 @@ def test_options_from_proto_maps_every_field() -> None:
         init=pb.INIT_METHOD_RANDOM,
         seed=8,
         style_scale=9.0,
-        preserve_colors=True,
+        preserve_colors=pb.COLOR_PRESERVATION_SWAP,
         scales=2,
+        preset=pb.PRESET_FAST,
+        lbfgs_memory=5,
     )
     assert options_from_proto(options) == ResolvedOptions(
         size=1,
@@ -237,8 +240,10 @@ def test_options_from_proto_maps_every_field() -> None:
         init="random",
         seed=8,
         style_scale=9.0,
-        preserve_colors=True,
+        preserve_colors="swap",
         scales=2,
+        preset="fast",
+        lbfgs_memory=5,
     )
     resolved_fields = {f.name for f in dataclasses.fields(ResolvedOptions)}
     assert resolved_fields == {f.name for f in pb.StyleOptions.DESCRIPTOR.fields}

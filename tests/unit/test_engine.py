@@ -135,7 +135,7 @@ def test_style_blend_weights_change_the_result(stylizer: Stylizer) -> None:
 def test_preserve_colors_keeps_the_content_chroma(stylizer: Stylizer) -> None:
     content = tiny_image(32, 32, seed=21)
     result = stylizer.stylize(
-        content, [tiny_image(32, 32, seed=22)], FAST.replace(preserve_colors=True)
+        content, [tiny_image(32, 32, seed=22)], FAST.replace(preserve_colors="swap")
     )
     out_iq = images.rgb_to_yiq(result.image.astype(np.float32))[..., 1:]
     content_iq = images.rgb_to_yiq(content.astype(np.float32))[..., 1:]

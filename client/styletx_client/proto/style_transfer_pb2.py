@@ -25,37 +25,41 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstyletx/v1/style_transfer.proto\x12\nstyletx.v1\x1a\x1egoogle/protobuf/duration.proto\"\xdf\x01\n\x0eStylizeRequest\x12\x15\n\rcontent_image\x18\x01 \x01(\x0c\x12,\n\x0cstyle_images\x18\x02 \x03(\x0b\x32\x16.styletx.v1.StyleImage\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.styletx.v1.StyleOptions\x12.\n\routput_format\x18\x04 \x01(\x0e\x32\x17.styletx.v1.ImageFormat\x12\x16\n\x0eoutput_quality\x18\x05 \x01(\r\x12\x15\n\rpreview_every\x18\x06 \x01(\r\";\n\nStyleImage\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x13\n\x06weight\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_weight\"\xb2\x04\n\x0cStyleOptions\x12\x11\n\x04size\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0e\x63ontent_weight\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cstyle_weight\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\ttv_weight\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x15\n\x08tv_power\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1a\n\rcontent_layer\x18\x06 \x01(\tH\x05\x88\x01\x01\x12\x14\n\x0cstyle_layers\x18\x07 \x03(\t\x12\x1c\n\x0fmax_evaluations\x18\x08 \x01(\rH\x06\x88\x01\x01\x12\x1a\n\rrestart_every\x18\t \x01(\rH\x07\x88\x01\x01\x12$\n\x04init\x18\n \x01(\x0e\x32\x16.styletx.v1.InitMethod\x12\x11\n\x04seed\x18\x0b \x01(\rH\x08\x88\x01\x01\x12\x18\n\x0bstyle_scale\x18\x0c \x01(\x01H\t\x88\x01\x01\x12\x1c\n\x0fpreserve_colors\x18\r \x01(\x08H\n\x88\x01\x01\x12\x13\n\x06scales\x18\x0e \x01(\rH\x0b\x88\x01\x01\x42\x07\n\x05_sizeB\x11\n\x0f_content_weightB\x0f\n\r_style_weightB\x0c\n\n_tv_weightB\x0b\n\t_tv_powerB\x10\n\x0e_content_layerB\x12\n\x10_max_evaluationsB\x10\n\x0e_restart_everyB\x07\n\x05_seedB\x0e\n\x0c_style_scaleB\x12\n\x10_preserve_colorsB\t\n\x07_scales\"\xcc\x01\n\x0fStylizeResponse\x12)\n\x06queued\x18\x01 \x01(\x0b\x32\x17.styletx.v1.QueuedEventH\x00\x12+\n\x07started\x18\x02 \x01(\x0b\x32\x18.styletx.v1.StartedEventH\x00\x12-\n\x08progress\x18\x03 \x01(\x0b\x32\x19.styletx.v1.ProgressEventH\x00\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x17.styletx.v1.ResultEventH\x00\x42\x07\n\x05\x65vent\"3\n\x0bQueuedEvent\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x9b\x01\n\x0cStartedEvent\x12)\n\x07options\x18\x01 \x01(\x0b\x32\x18.styletx.v1.StyleOptions\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12-\n\nqueue_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"C\n\x06Losses\x12\r\n\x05total\x18\x01 \x01(\x01\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x01\x12\r\n\x05style\x18\x03 \x01(\x01\x12\n\n\x02tv\x18\x04 \x01(\x01\"d\n\x0c\x45ncodedImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\'\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x17.styletx.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"\xda\x01\n\rProgressEvent\x12\x11\n\titeration\x18\x01 \x01(\r\x12\x13\n\x0b\x65valuations\x18\x02 \x01(\r\x12\x17\n\x0fmax_evaluations\x18\x03 \x01(\r\x12\"\n\x06losses\x18\x04 \x01(\x0b\x32\x12.styletx.v1.Losses\x12*\n\x07\x65lapsed\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x07preview\x18\x06 \x01(\x0b\x32\x18.styletx.v1.EncodedImage\x12\r\n\x05scale\x18\x07 \x01(\r\"\xf7\x01\n\x0bResultEvent\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.styletx.v1.EncodedImage\x12\"\n\x06losses\x18\x02 \x01(\x0b\x32\x12.styletx.v1.Losses\x12\x12\n\niterations\x18\x03 \x01(\r\x12\x13\n\x0b\x65valuations\x18\x04 \x01(\r\x12-\n\nqueue_time\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0c\x63ompute_time\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x07 \x01(\t*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*q\n\nInitMethod\x12\x1b\n\x17INIT_METHOD_UNSPECIFIED\x10\x00\x12\x16\n\x12INIT_METHOD_RANDOM\x10\x01\x12\x17\n\x13INIT_METHOD_CONTENT\x10\x02\x12\x15\n\x11INIT_METHOD_STYLE\x10\x03\x32\\\n\x14StyleTransferService\x12\x44\n\x07Stylize\x12\x1a.styletx.v1.StylizeRequest\x1a\x1b.styletx.v1.StylizeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstyletx/v1/style_transfer.proto\x12\nstyletx.v1\x1a\x1egoogle/protobuf/duration.proto\"\xf4\x01\n\x0eStylizeRequest\x12\x15\n\rcontent_image\x18\x01 \x01(\x0c\x12,\n\x0cstyle_images\x18\x02 \x03(\x0b\x32\x16.styletx.v1.StyleImage\x12)\n\x07options\x18\x03 \x01(\x0b\x32\x18.styletx.v1.StyleOptions\x12.\n\routput_format\x18\x04 \x01(\x0e\x32\x17.styletx.v1.ImageFormat\x12\x16\n\x0eoutput_quality\x18\x05 \x01(\r\x12\x15\n\rpreview_every\x18\x06 \x01(\r\x12\x13\n\x0brequest_key\x18\x07 \x01(\t\";\n\nStyleImage\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x13\n\x06weight\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_weight\"\x88\x05\n\x0cStyleOptions\x12\x11\n\x04size\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0e\x63ontent_weight\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0cstyle_weight\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\ttv_weight\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x15\n\x08tv_power\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1a\n\rcontent_layer\x18\x06 \x01(\tH\x05\x88\x01\x01\x12\x14\n\x0cstyle_layers\x18\x07 \x03(\t\x12\x1c\n\x0fmax_evaluations\x18\x08 \x01(\rH\x06\x88\x01\x01\x12\x1a\n\rrestart_every\x18\t \x01(\rH\x07\x88\x01\x01\x12$\n\x04init\x18\n \x01(\x0e\x32\x16.styletx.v1.InitMethod\x12\x11\n\x04seed\x18\x0b \x01(\rH\x08\x88\x01\x01\x12\x18\n\x0bstyle_scale\x18\x0c \x01(\x01H\t\x88\x01\x01\x12\x36\n\x0fpreserve_colors\x18\r \x01(\x0e\x32\x1d.styletx.v1.ColorPreservation\x12\x13\n\x06scales\x18\x0e \x01(\rH\n\x88\x01\x01\x12\"\n\x06preset\x18\x0f \x01(\x0e\x32\x12.styletx.v1.Preset\x12\x19\n\x0clbfgs_memory\x18\x10 \x01(\rH\x0b\x88\x01\x01\x42\x07\n\x05_sizeB\x11\n\x0f_content_weightB\x0f\n\r_style_weightB\x0c\n\n_tv_weightB\x0b\n\t_tv_powerB\x10\n\x0e_content_layerB\x12\n\x10_max_evaluationsB\x10\n\x0e_restart_everyB\x07\n\x05_seedB\x0e\n\x0c_style_scaleB\t\n\x07_scalesB\x0f\n\r_lbfgs_memory\"\xcc\x01\n\x0fStylizeResponse\x12)\n\x06queued\x18\x01 \x01(\x0b\x32\x17.styletx.v1.QueuedEventH\x00\x12+\n\x07started\x18\x02 \x01(\x0b\x32\x18.styletx.v1.StartedEventH\x00\x12-\n\x08progress\x18\x03 \x01(\x0b\x32\x19.styletx.v1.ProgressEventH\x00\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x17.styletx.v1.ResultEventH\x00\x42\x07\n\x05\x65vent\"3\n\x0bQueuedEvent\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xcf\x01\n\x0cStartedEvent\x12)\n\x07options\x18\x01 \x01(\x0b\x32\x18.styletx.v1.StyleOptions\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12-\n\nqueue_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x11\n\tprecision\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\"C\n\x06Losses\x12\r\n\x05total\x18\x01 \x01(\x01\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x01\x12\r\n\x05style\x18\x03 \x01(\x01\x12\n\n\x02tv\x18\x04 \x01(\x01\"d\n\x0c\x45ncodedImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\'\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x17.styletx.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"\xda\x01\n\rProgressEvent\x12\x11\n\titeration\x18\x01 \x01(\r\x12\x13\n\x0b\x65valuations\x18\x02 \x01(\r\x12\x17\n\x0fmax_evaluations\x18\x03 \x01(\r\x12\"\n\x06losses\x18\x04 \x01(\x0b\x32\x12.styletx.v1.Losses\x12*\n\x07\x65lapsed\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x07preview\x18\x06 \x01(\x0b\x32\x18.styletx.v1.EncodedImage\x12\r\n\x05scale\x18\x07 \x01(\r\"\xf7\x01\n\x0bResultEvent\x12\'\n\x05image\x18\x01 \x01(\x0b\x32\x18.styletx.v1.EncodedImage\x12\"\n\x06losses\x18\x02 \x01(\x0b\x32\x12.styletx.v1.Losses\x12\x12\n\niterations\x18\x03 \x01(\r\x12\x13\n\x0b\x65valuations\x18\x04 \x01(\r\x12-\n\nqueue_time\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0c\x63ompute_time\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x07 \x01(\t*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*\x92\x01\n\x11\x43olorPreservation\x12\"\n\x1e\x43OLOR_PRESERVATION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OLOR_PRESERVATION_SWAP\x10\x01\x12 \n\x1c\x43OLOR_PRESERVATION_LUMINANCE\x10\x02\x12\x1a\n\x16\x43OLOR_PRESERVATION_OFF\x10\x03*X\n\x06Preset\x12\x16\n\x12PRESET_UNSPECIFIED\x10\x00\x12\x14\n\x10PRESET_REFERENCE\x10\x01\x12\x0f\n\x0bPRESET_FAST\x10\x02\x12\x0f\n\x0bPRESET_HIGH\x10\x03*q\n\nInitMethod\x12\x1b\n\x17INIT_METHOD_UNSPECIFIED\x10\x00\x12\x16\n\x12INIT_METHOD_RANDOM\x10\x01\x12\x17\n\x13INIT_METHOD_CONTENT\x10\x02\x12\x15\n\x11INIT_METHOD_STYLE\x10\x03\x32\\\n\x14StyleTransferService\x12\x44\n\x07Stylize\x12\x1a.styletx.v1.StylizeRequest\x1a\x1b.styletx.v1.StylizeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'style_transfer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEFORMAT']._serialized_start=1991
-  _globals['_IMAGEFORMAT']._serialized_end=2102
-  _globals['_INITMETHOD']._serialized_start=2104
-  _globals['_INITMETHOD']._serialized_end=2217
+  _globals['_IMAGEFORMAT']._serialized_start=2150
+  _globals['_IMAGEFORMAT']._serialized_end=2261
+  _globals['_COLORPRESERVATION']._serialized_start=2264
+  _globals['_COLORPRESERVATION']._serialized_end=2410
+  _globals['_PRESET']._serialized_start=2412
+  _globals['_PRESET']._serialized_end=2500
+  _globals['_INITMETHOD']._serialized_start=2502
+  _globals['_INITMETHOD']._serialized_end=2615
   _globals['_STYLIZEREQUEST']._serialized_start=80
-  _globals['_STYLIZEREQUEST']._serialized_end=303
-  _globals['_STYLEIMAGE']._serialized_start=305
-  _globals['_STYLEIMAGE']._serialized_end=364
-  _globals['_STYLEOPTIONS']._serialized_start=367
-  _globals['_STYLEOPTIONS']._serialized_end=929
-  _globals['_STYLIZERESPONSE']._serialized_start=932
-  _globals['_STYLIZERESPONSE']._serialized_end=1136
-  _globals['_QUEUEDEVENT']._serialized_start=1138
-  _globals['_QUEUEDEVENT']._serialized_end=1189
-  _globals['_STARTEDEVENT']._serialized_start=1192
-  _globals['_STARTEDEVENT']._serialized_end=1347
-  _globals['_LOSSES']._serialized_start=1349
-  _globals['_LOSSES']._serialized_end=1416
-  _globals['_ENCODEDIMAGE']._serialized_start=1418
-  _globals['_ENCODEDIMAGE']._serialized_end=1518
-  _globals['_PROGRESSEVENT']._serialized_start=1521
-  _globals['_PROGRESSEVENT']._serialized_end=1739
-  _globals['_RESULTEVENT']._serialized_start=1742
-  _globals['_RESULTEVENT']._serialized_end=1989
-  _globals['_STYLETRANSFERSERVICE']._serialized_start=2219
-  _globals['_STYLETRANSFERSERVICE']._serialized_end=2311
+  _globals['_STYLIZEREQUEST']._serialized_end=324
+  _globals['_STYLEIMAGE']._serialized_start=326
+  _globals['_STYLEIMAGE']._serialized_end=385
+  _globals['_STYLEOPTIONS']._serialized_start=388
+  _globals['_STYLEOPTIONS']._serialized_end=1036
+  _globals['_STYLIZERESPONSE']._serialized_start=1039
+  _globals['_STYLIZERESPONSE']._serialized_end=1243
+  _globals['_QUEUEDEVENT']._serialized_start=1245
+  _globals['_QUEUEDEVENT']._serialized_end=1296
+  _globals['_STARTEDEVENT']._serialized_start=1299
+  _globals['_STARTEDEVENT']._serialized_end=1506
+  _globals['_LOSSES']._serialized_start=1508
+  _globals['_LOSSES']._serialized_end=1575
+  _globals['_ENCODEDIMAGE']._serialized_start=1577
+  _globals['_ENCODEDIMAGE']._serialized_end=1677
+  _globals['_PROGRESSEVENT']._serialized_start=1680
+  _globals['_PROGRESSEVENT']._serialized_end=1898
+  _globals['_RESULTEVENT']._serialized_start=1901
+  _globals['_RESULTEVENT']._serialized_end=2148
+  _globals['_STYLETRANSFERSERVICE']._serialized_start=2617
+  _globals['_STYLETRANSFERSERVICE']._serialized_end=2709
 # @@protoc_insertion_point(module_scope)

@@ -7,8 +7,10 @@ A caller sends one content image and one or more style images; the server answer
 of events: zero or more `queued` updates while the job waits for a worker, one `started`, one
 `progress` per L-BFGS iteration, and finally one `result`. A stream that fails ends with a gRPC
 status instead of a result (INVALID_ARGUMENT with google.rpc.BadRequest field violations for bad
-input, RESOURCE_EXHAUSTED with google.rpc.RetryInfo when the queue is full, UNAVAILABLE while the
-server drains, DEADLINE_EXCEEDED or CANCELLED when the caller gives up, INTERNAL otherwise).
+input or a job beyond the server's limits, RESOURCE_EXHAUSTED with google.rpc.RetryInfo when the
+server is busy, RESOURCE_EXHAUSTED without RetryInfo when the job ran out of memory, UNAVAILABLE
+while the server drains, DEADLINE_EXCEEDED or CANCELLED when the caller gives up, INTERNAL
+otherwise). Every error carries a google.rpc.ErrorInfo whose `reason` names the cause.
 """
 
 from collections import abc as _abc
@@ -56,6 +58,72 @@ IMAGE_FORMAT_WEBP: ImageFormat.ValueType  # 3
 """WebP, quality from `StylizeRequest.output_quality`."""
 Global___ImageFormat: _TypeAlias = ImageFormat  # noqa: Y015
 
+class _ColorPreservation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ColorPreservationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ColorPreservation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COLOR_PRESERVATION_UNSPECIFIED: _ColorPreservation.ValueType  # 0
+    """Not set: the server default (off, unless the preset says otherwise)."""
+    COLOR_PRESERVATION_SWAP: _ColorPreservation.ValueType  # 1
+    """Post-hoc colour swap (neural-style's -original_colors): stylize fully, then give the result
+    the content's chrominance (YIQ I and Q) under its own luminance. Value 1 keeps the wire
+    meaning of the former `bool preserve_colors = true`.
+    """
+    COLOR_PRESERVATION_LUMINANCE: _ColorPreservation.ValueType  # 2
+    """Luminance-only transfer (Gatys et al., 2016): optimise the luminance alone, against the
+    style's luminance matched to the content's mean and spread, then add the content's colours.
+    """
+    COLOR_PRESERVATION_OFF: _ColorPreservation.ValueType  # 3
+    """Colours follow the style images (the reference method)."""
+
+class ColorPreservation(_ColorPreservation, metaclass=_ColorPreservationEnumTypeWrapper):
+    """How the content image's colours are kept (values 1 and 2 are the two methods users know)."""
+
+COLOR_PRESERVATION_UNSPECIFIED: ColorPreservation.ValueType  # 0
+"""Not set: the server default (off, unless the preset says otherwise)."""
+COLOR_PRESERVATION_SWAP: ColorPreservation.ValueType  # 1
+"""Post-hoc colour swap (neural-style's -original_colors): stylize fully, then give the result
+the content's chrominance (YIQ I and Q) under its own luminance. Value 1 keeps the wire
+meaning of the former `bool preserve_colors = true`.
+"""
+COLOR_PRESERVATION_LUMINANCE: ColorPreservation.ValueType  # 2
+"""Luminance-only transfer (Gatys et al., 2016): optimise the luminance alone, against the
+style's luminance matched to the content's mean and spread, then add the content's colours.
+"""
+COLOR_PRESERVATION_OFF: ColorPreservation.ValueType  # 3
+"""Colours follow the style images (the reference method)."""
+Global___ColorPreservation: _TypeAlias = ColorPreservation  # noqa: Y015
+
+class _Preset:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PresetEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Preset.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRESET_UNSPECIFIED: _Preset.ValueType  # 0
+    """Not set: the server's default preset (`reference` unless the operator chose another)."""
+    PRESET_REFERENCE: _Preset.ValueType  # 1
+    """The reference tutorial's settings: random init, one scale, 200 evaluations."""
+    PRESET_FAST: _Preset.ValueType  # 2
+    """A good image in a fraction of the reference's time (see the README for its settings)."""
+    PRESET_HIGH: _Preset.ValueType  # 3
+    """A lower final loss than the reference's, for more time."""
+
+class Preset(_Preset, metaclass=_PresetEnumTypeWrapper):
+    """A named set of options chosen from measurements; explicit option fields override it."""
+
+PRESET_UNSPECIFIED: Preset.ValueType  # 0
+"""Not set: the server's default preset (`reference` unless the operator chose another)."""
+PRESET_REFERENCE: Preset.ValueType  # 1
+"""The reference tutorial's settings: random init, one scale, 200 evaluations."""
+PRESET_FAST: Preset.ValueType  # 2
+"""A good image in a fraction of the reference's time (see the README for its settings)."""
+PRESET_HIGH: Preset.ValueType  # 3
+"""A lower final loss than the reference's, for more time."""
+Global___Preset: _TypeAlias = Preset  # noqa: Y015
+
 class _InitMethod:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -96,6 +164,7 @@ class StylizeRequest(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
     OUTPUT_QUALITY_FIELD_NUMBER: _builtins.int
     PREVIEW_EVERY_FIELD_NUMBER: _builtins.int
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
     content_image: _builtins.bytes
     """Encoded content image: PNG, JPEG, WebP, GIF (first frame), BMP or TIFF. Required."""
     output_format: Global___ImageFormat.ValueType
@@ -104,6 +173,12 @@ class StylizeRequest(_message.Message):
     """Quality (1-100) for JPEG and WebP output; 0 means the encoder default (90)."""
     preview_every: _builtins.int
     """Attach a preview image to every N-th progress event; 0 (default) sends no previews."""
+    request_key: _builtins.str
+    """Idempotency key chosen by the caller (1-128 characters of [A-Za-z0-9._~:-]), e.g. a UUID.
+    While a job with this key runs, or for a while after it finished on the same replica, a call
+    with the same key attaches to that job instead of starting another: it receives the current
+    state and the rest of the stream, or the stored result at once. Empty: no idempotency.
+    """
     @_builtins.property
     def style_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___StyleImage]:
         """Style images, at least one. Several images are blended by their weights."""
@@ -121,10 +196,11 @@ class StylizeRequest(_message.Message):
         output_format: Global___ImageFormat.ValueType = ...,
         output_quality: _builtins.int = ...,
         preview_every: _builtins.int = ...,
+        request_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_image", b"content_image", "options", b"options", "output_format", b"output_format", "output_quality", b"output_quality", "preview_every", b"preview_every", "style_images", b"style_images"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_image", b"content_image", "options", b"options", "output_format", b"output_format", "output_quality", b"output_quality", "preview_every", b"preview_every", "request_key", b"request_key", "style_images", b"style_images"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -182,6 +258,8 @@ class StyleOptions(_message.Message):
     STYLE_SCALE_FIELD_NUMBER: _builtins.int
     PRESERVE_COLORS_FIELD_NUMBER: _builtins.int
     SCALES_FIELD_NUMBER: _builtins.int
+    PRESET_FIELD_NUMBER: _builtins.int
+    LBFGS_MEMORY_FIELD_NUMBER: _builtins.int
     size: _builtins.int
     """Longest side of the output in pixels; the content image's aspect ratio is kept."""
     content_weight: _builtins.float
@@ -204,10 +282,14 @@ class StyleOptions(_message.Message):
     """Seed of the random initial image; the same seed gives the same result on the same device."""
     style_scale: _builtins.float
     """Scale of the style images relative to the output size (0.1-4)."""
-    preserve_colors: _builtins.bool
-    """Keep the content image's colours and transfer only luminance."""
+    preserve_colors: Global___ColorPreservation.ValueType
+    """Keep the content image's colours: a post-hoc swap or luminance-only transfer."""
     scales: _builtins.int
     """Number of coarse-to-fine scales (1-4); each doubles the size of the previous one."""
+    preset: Global___Preset.ValueType
+    """Named option set applied before the explicit fields above (which override it)."""
+    lbfgs_memory: _builtins.int
+    """L-BFGS memory: correction pairs kept (scipy's m, 1-100)."""
     @_builtins.property
     def style_layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """VGG16 layers whose Gram matrices the style loss compares; empty means the default five."""
@@ -227,21 +309,23 @@ class StyleOptions(_message.Message):
         init: Global___InitMethod.ValueType = ...,
         seed: _builtins.int | None = ...,
         style_scale: _builtins.float | None = ...,
-        preserve_colors: _builtins.bool | None = ...,
+        preserve_colors: Global___ColorPreservation.ValueType = ...,
         scales: _builtins.int | None = ...,
+        preset: Global___Preset.ValueType = ...,
+        lbfgs_memory: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_content_layer", b"_content_layer", "_content_weight", b"_content_weight", "_max_evaluations", b"_max_evaluations", "_preserve_colors", b"_preserve_colors", "_restart_every", b"_restart_every", "_scales", b"_scales", "_seed", b"_seed", "_size", b"_size", "_style_scale", b"_style_scale", "_style_weight", b"_style_weight", "_tv_power", b"_tv_power", "_tv_weight", b"_tv_weight", "content_layer", b"content_layer", "content_weight", b"content_weight", "max_evaluations", b"max_evaluations", "preserve_colors", b"preserve_colors", "restart_every", b"restart_every", "scales", b"scales", "seed", b"seed", "size", b"size", "style_scale", b"style_scale", "style_weight", b"style_weight", "tv_power", b"tv_power", "tv_weight", b"tv_weight"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_content_layer", b"_content_layer", "_content_weight", b"_content_weight", "_lbfgs_memory", b"_lbfgs_memory", "_max_evaluations", b"_max_evaluations", "_restart_every", b"_restart_every", "_scales", b"_scales", "_seed", b"_seed", "_size", b"_size", "_style_scale", b"_style_scale", "_style_weight", b"_style_weight", "_tv_power", b"_tv_power", "_tv_weight", b"_tv_weight", "content_layer", b"content_layer", "content_weight", b"content_weight", "lbfgs_memory", b"lbfgs_memory", "max_evaluations", b"max_evaluations", "restart_every", b"restart_every", "scales", b"scales", "seed", b"seed", "size", b"size", "style_scale", b"style_scale", "style_weight", b"style_weight", "tv_power", b"tv_power", "tv_weight", b"tv_weight"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content_layer", b"_content_layer", "_content_weight", b"_content_weight", "_max_evaluations", b"_max_evaluations", "_preserve_colors", b"_preserve_colors", "_restart_every", b"_restart_every", "_scales", b"_scales", "_seed", b"_seed", "_size", b"_size", "_style_scale", b"_style_scale", "_style_weight", b"_style_weight", "_tv_power", b"_tv_power", "_tv_weight", b"_tv_weight", "content_layer", b"content_layer", "content_weight", b"content_weight", "init", b"init", "max_evaluations", b"max_evaluations", "preserve_colors", b"preserve_colors", "restart_every", b"restart_every", "scales", b"scales", "seed", b"seed", "size", b"size", "style_layers", b"style_layers", "style_scale", b"style_scale", "style_weight", b"style_weight", "tv_power", b"tv_power", "tv_weight", b"tv_weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content_layer", b"_content_layer", "_content_weight", b"_content_weight", "_lbfgs_memory", b"_lbfgs_memory", "_max_evaluations", b"_max_evaluations", "_restart_every", b"_restart_every", "_scales", b"_scales", "_seed", b"_seed", "_size", b"_size", "_style_scale", b"_style_scale", "_style_weight", b"_style_weight", "_tv_power", b"_tv_power", "_tv_weight", b"_tv_weight", "content_layer", b"content_layer", "content_weight", b"content_weight", "init", b"init", "lbfgs_memory", b"lbfgs_memory", "max_evaluations", b"max_evaluations", "preserve_colors", b"preserve_colors", "preset", b"preset", "restart_every", b"restart_every", "scales", b"scales", "seed", b"seed", "size", b"size", "style_layers", b"style_layers", "style_scale", b"style_scale", "style_weight", b"style_weight", "tv_power", b"tv_power", "tv_weight", b"tv_weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__content_layer: _TypeAlias = _typing.Literal["content_layer"]  # noqa: Y015
     _WhichOneofArgType__content_layer: _TypeAlias = _typing.Literal["_content_layer", b"_content_layer"]  # noqa: Y015
     _WhichOneofReturnType__content_weight: _TypeAlias = _typing.Literal["content_weight"]  # noqa: Y015
     _WhichOneofArgType__content_weight: _TypeAlias = _typing.Literal["_content_weight", b"_content_weight"]  # noqa: Y015
+    _WhichOneofReturnType__lbfgs_memory: _TypeAlias = _typing.Literal["lbfgs_memory"]  # noqa: Y015
+    _WhichOneofArgType__lbfgs_memory: _TypeAlias = _typing.Literal["_lbfgs_memory", b"_lbfgs_memory"]  # noqa: Y015
     _WhichOneofReturnType__max_evaluations: _TypeAlias = _typing.Literal["max_evaluations"]  # noqa: Y015
     _WhichOneofArgType__max_evaluations: _TypeAlias = _typing.Literal["_max_evaluations", b"_max_evaluations"]  # noqa: Y015
-    _WhichOneofReturnType__preserve_colors: _TypeAlias = _typing.Literal["preserve_colors"]  # noqa: Y015
-    _WhichOneofArgType__preserve_colors: _TypeAlias = _typing.Literal["_preserve_colors", b"_preserve_colors"]  # noqa: Y015
     _WhichOneofReturnType__restart_every: _TypeAlias = _typing.Literal["restart_every"]  # noqa: Y015
     _WhichOneofArgType__restart_every: _TypeAlias = _typing.Literal["_restart_every", b"_restart_every"]  # noqa: Y015
     _WhichOneofReturnType__scales: _TypeAlias = _typing.Literal["scales"]  # noqa: Y015
@@ -263,9 +347,9 @@ class StyleOptions(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__content_weight) -> _WhichOneofReturnType__content_weight | None: ...
     @_typing.overload
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_evaluations) -> _WhichOneofReturnType__max_evaluations | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lbfgs_memory) -> _WhichOneofReturnType__lbfgs_memory | None: ...
     @_typing.overload
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__preserve_colors) -> _WhichOneofReturnType__preserve_colors | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_evaluations) -> _WhichOneofReturnType__max_evaluations | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__restart_every) -> _WhichOneofReturnType__restart_every | None: ...
     @_typing.overload
@@ -366,12 +450,21 @@ class StartedEvent(_message.Message):
     HEIGHT_FIELD_NUMBER: _builtins.int
     QUEUE_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    PRECISION_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
     width: _builtins.int
     """Width of the output image in pixels."""
     height: _builtins.int
     """Height of the output image in pixels."""
     request_id: _builtins.str
     """Server-side identifier of the request."""
+    backend: _builtins.str
+    """Keras backend computing the job: "tensorflow", "jax" or "torch"."""
+    precision: _builtins.str
+    """Numeric precision of the VGG16 activations: "float32", "mixed_bfloat16" or "mixed_float16"."""
+    device: _builtins.str
+    """Device the job runs on, e.g. "CPU:0" or "GPU:1"."""
     @_builtins.property
     def options(self) -> Global___StyleOptions:
         """Options as resolved by the server: every field set, defaults filled in."""
@@ -388,10 +481,13 @@ class StartedEvent(_message.Message):
         height: _builtins.int = ...,
         queue_time: _duration_pb2.Duration | None = ...,
         request_id: _builtins.str = ...,
+        backend: _builtins.str = ...,
+        precision: _builtins.str = ...,
+        device: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "queue_time", b"queue_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "options", b"options", "queue_time", b"queue_time", "request_id", b"request_id", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "device", b"device", "height", b"height", "options", b"options", "precision", b"precision", "queue_time", b"queue_time", "request_id", b"request_id", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

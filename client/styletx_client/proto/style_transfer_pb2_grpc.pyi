@@ -7,8 +7,10 @@ A caller sends one content image and one or more style images; the server answer
 of events: zero or more `queued` updates while the job waits for a worker, one `started`, one
 `progress` per L-BFGS iteration, and finally one `result`. A stream that fails ends with a gRPC
 status instead of a result (INVALID_ARGUMENT with google.rpc.BadRequest field violations for bad
-input, RESOURCE_EXHAUSTED with google.rpc.RetryInfo when the queue is full, UNAVAILABLE while the
-server drains, DEADLINE_EXCEEDED or CANCELLED when the caller gives up, INTERNAL otherwise).
+input or a job beyond the server's limits, RESOURCE_EXHAUSTED with google.rpc.RetryInfo when the
+server is busy, RESOURCE_EXHAUSTED without RetryInfo when the job ran out of memory, UNAVAILABLE
+while the server drains, DEADLINE_EXCEEDED or CANCELLED when the caller gives up, INTERNAL
+otherwise). Every error carries a google.rpc.ErrorInfo whose `reason` names the cause.
 """
 
 from collections import abc as _abc
