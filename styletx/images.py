@@ -29,6 +29,7 @@ from PIL import (
 from PIL import Image as PILImage
 
 from styletx.errors import ImageTooLarge, InvalidImage, InvalidOptions
+from styletx.geometry import fit_longest
 from styletx.result import Image
 
 __all__ = [
@@ -137,19 +138,6 @@ def encode_image(image: Image, fmt: str = "png", *, quality: int = 90) -> bytes:
     else:
         picture.save(out, "WEBP", quality=quality)
     return out.getvalue()
-
-
-def fit_longest(height: int, width: int, size: int) -> tuple[int, int]:
-    """(height, width) scaled so the longest side is `size`, aspect ratio kept, each side >= 1."""
-    if height < 1 or width < 1 or size < 1:
-        raise ValueError(f"sides must be positive, got {height}x{width} -> {size}")
-    longest = max(height, width)
-
-    def scale(side: int) -> int:
-        # Integer round-half-up of side * size / longest: exact and the same on every platform.
-        return max(1, (2 * side * size + longest) // (2 * longest))
-
-    return scale(height), scale(width)
 
 
 def resize_longest(image: Image, size: int) -> Image:

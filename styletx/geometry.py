@@ -1,0 +1,68 @@
+"""Pixel sizes a job works at, computed from image dimensions alone (no pixels, no TensorFlow).
+
+The engine sizes its work with these functions and the server checks its limits with the same
+ones from the images' header dimensions, before it decodes anything.
+"""
+
+from __future__ import annotations
+
+from styletx.errors import InvalidOptions
+
+#: Shortest side VGG16 can take: the deepest style layer (block5_conv3) sits after four 2x2
+#: poolings, so a side under 16 px leaves it no pixel at all.
+MIN_SIDE = 16
+
+
+def fit_longest(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) scaled so the longest side is `size`, aspect ratio kept, each side >= 1."""
+    if height < 1 or width < 1 or size < 1:
+        raise ValueError(f"sides must be positive, got {height}x{width} -> {size}")
+    longest = max(height, width)
+
+    def scale(side: int) -> int:
+        # Integer round-half-up of side * size / longest: exact and the same on every platform.
+        return max(1, (2 * side * size + longest) // (2 * longest))
+
+    return scale(height), scale(width)
+
+
+def output_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of the output for a `height` x `width` content image at `size`.
+
+    Raises InvalidOptions (field `size`) when the shorter side would fall under `MIN_SIDE`.
+    """
+    out_h, out_w = fit_longest(height, width, size)
+    if min(out_h, out_w) < MIN_SIDE:
+        raise InvalidOptions(
+            "size",
+            f"a {width}x{height} content image at size {size} gives a {out_w}x{out_h} output; "
+            f"its shorter side must be at least {MIN_SIDE} px for VGG16: raise size or crop "
+            "the image to a less elongated shape",
+        )
+    return out_h, out_w
+
+
+def style_size(
+    style_height: int, style_width: int, output: tuple[int, int], style_scale: float
+) -> tuple[int, int]:
+    """(height, width) a style image is resized to: its longest side is `style_scale` times the
+    output's longest side, its own aspect ratio kept (neural-style's -style_scale)."""
+    longest = max(1, round(style_scale * max(output)))
+    return fit_longest(style_height, style_width, longest)
+
+
+def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
+    """Sizes of the coarse-to-fine pyramid, coarsest first, each half the next.
+
+    Levels whose shorter side would fall under `MIN_SIDE` are left out (an elongated image gets
+    fewer scales rather than an error); the full size is always the last level.
+    """
+    levels = []
+    for k in range(scales - 1, 0, -1):
+        h, w = max(1, round(height / 2**k)), max(1, round(width / 2**k))
+        if min(h, w) >= MIN_SIDE:
+            levels.append((h, w))
+    return [*levels, (height, width)]
+
+
+__all__ = ["MIN_SIDE", "fit_longest", "output_size", "scale_sizes", "style_size"]

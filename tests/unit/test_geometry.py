@@ -1,0 +1,42 @@
+"""Job geometry from dimensions alone: output size, style size, the scale pyramid."""
+
+from __future__ import annotations
+
+import pytest
+
+from styletx.errors import InvalidOptions
+from styletx.geometry import MIN_SIDE, fit_longest, output_size, scale_sizes, style_size
+
+
+def test_fit_longest_keeps_the_aspect_ratio() -> None:
+    assert fit_longest(300, 400, 200) == (150, 200)
+    assert fit_longest(400, 300, 200) == (200, 150)
+    assert fit_longest(1, 1000, 10) == (1, 10)
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(15, 128, 128), (100, 1000, 64)])
+def test_an_output_under_the_vgg16_minimum_is_refused_naming_size(
+    height: int, width: int, size: int
+) -> None:
+    with pytest.raises(InvalidOptions) as err:
+        output_size(height, width, size)
+    assert err.value.field == "size"
+    assert str(MIN_SIDE) in err.value.message
+
+
+def test_an_output_at_the_minimum_is_accepted() -> None:
+    assert output_size(16, 128, 128) == (16, 128)
+
+
+def test_style_size_scales_the_style_own_longest_side() -> None:
+    # A portrait style for a landscape output keeps its portrait shape.
+    assert style_size(400, 200, (100, 200), 1.0) == (200, 100)
+    assert style_size(400, 200, (100, 200), 0.5) == (100, 50)
+    assert style_size(8, 8, (1024, 1024), 4.0) == (4096, 4096)
+
+
+def test_scale_sizes_halve_and_skip_levels_under_the_minimum() -> None:
+    assert scale_sizes(256, 256, 3) == [(64, 64), (128, 128), (256, 256)]
+    # 40 px high: the half (20) is fine, the quarter (10) is left out.
+    assert scale_sizes(40, 256, 3) == [(20, 128), (40, 256)]
+    assert scale_sizes(16, 256, 2) == [(16, 256)]
