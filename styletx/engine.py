@@ -169,6 +169,7 @@ class Stylizer:
         iterations = evaluations = 0
         terms: tuple[float, ...] = ()
         scale_sizes = _scale_sizes(height, width, options.scales)
+        timings: list[float] = []
         budgets = _split_budget(options.max_evaluations, len(scale_sizes))
         for scale_index, ((h, w), budget) in enumerate(zip(scale_sizes, budgets, strict=True)):
             prep_started = time.perf_counter()
@@ -178,7 +179,7 @@ class Stylizer:
                 x0 = _initial_image(options, base, styles, rng).ravel().astype(np.float64)
             else:
                 x0 = _upsample(x, scale_sizes[scale_index - 1], (h, w))
-            objective = self._objective(layer_set, targets, weights, h, w)
+            objective = self._objective(layer_set, targets, weights, h, w, timings)
             prep = time.perf_counter() - prep_started
             setup += prep
             optimize_started += prep
@@ -194,6 +195,8 @@ class Stylizer:
                 _scale: int = scale_index,
                 _offset: int = evaluations,
             ) -> None:
+                durations = tuple(timings)
+                timings.clear()
                 if on_progress is None:
                     return
                 preview = None
@@ -207,6 +210,7 @@ class Stylizer:
                         elapsed_seconds=time.perf_counter() - started,
                         scale=_scale,
                         preview=preview,
+                        evaluation_seconds=durations,
                     )
                 )
 
@@ -294,19 +298,29 @@ class Stylizer:
         return _Targets(content=content_target, grams=tuple(grams))
 
     def _objective(
-        self, layer_set: _LayerSet, targets: _Targets, weights: tf.Tensor, h: int, w: int
+        self,
+        layer_set: _LayerSet,
+        targets: _Targets,
+        weights: tf.Tensor,
+        h: int,
+        w: int,
+        timings: list[float] | None = None,
     ) -> Callable[[Vector], tuple[tuple[float, ...], Vector]]:
+        """The L-BFGS objective at h x w; appends each evaluation's wall time to `timings`."""
+        durations: list[float] = [] if timings is None else timings
+
         def objective(x: Vector) -> tuple[tuple[float, ...], Vector]:
+            began = time.perf_counter()
             image = tf.constant(x.reshape(h, w, 3), dtype=tf.float32)
             total, content, style, tv, grad = layer_set.loss_and_grad(
                 image, targets.content, targets.grams, weights
             )
+            terms = (float(total), float(content), float(style), float(tv))
+            gradient = grad.numpy().astype(np.float64).ravel()
             with self._lock:
                 self._evaluations_total += 1
-            return (
-                (float(total), float(content), float(style), float(tv)),
-                grad.numpy().astype(np.float64).ravel(),
-            )
+            durations.append(time.perf_counter() - began)
+            return terms, gradient
 
         return objective
 

@@ -33,6 +33,8 @@ class Progress:
     scale: int = 0
     #: Current image (RGB uint8) when the options asked for a preview at this iteration.
     preview: Image | None = None
+    #: Wall time of each loss-and-gradient evaluation since the previous progress event.
+    evaluation_seconds: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

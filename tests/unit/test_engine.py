@@ -199,3 +199,17 @@ def test_compiled_function_is_reused_across_jobs_of_the_same_shape(stylizer: Sty
     )
     assert layer_set.loss_and_grad.experimental_get_tracing_count() == traced
     assert isinstance(layer_set.loss_and_grad, tf.types.experimental.GenericFunction)
+
+
+def test_progress_reports_the_duration_of_every_evaluation(stylizer: Stylizer) -> None:
+    events: list[Progress] = []
+    result = stylizer.stylize(
+        tiny_image(32, 32, seed=1),
+        [tiny_image(32, 32, seed=2)],
+        FAST.replace(max_evaluations=6),
+        on_progress=events.append,
+    )
+    timed = [s for p in events for s in p.evaluation_seconds]
+    # Evaluations after the last accepted iteration have no progress event to ride on.
+    assert 0 < len(timed) <= result.evaluations
+    assert all(s > 0 for s in timed)
