@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from styletx.errors import Cancelled, InvalidImage, InvalidOptions, StyletxError, WeightsError
+from styletx.images import DEFAULT_QUALITY
 from styletx.options import StyleOptions
 
 log = logging.getLogger("styletx.cli")
@@ -31,13 +32,19 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         text = f"{field.metadata['help']} (default: {field.default})"
         if typing.get_origin(hint) is tuple:
             (item, _) = typing.get_args(hint)
-            group.add_argument(flag, nargs="+", type=item, default=None, help=text)
-        elif typing.get_origin(hint) is typing.Literal:
-            group.add_argument(flag, choices=typing.get_args(hint), default=None, help=text)
+            group.add_argument(flag, nargs="+", default=None, help=text, **_value_kind(item))
         else:
-            # `int | None` (an optional value) takes the non-None type.
-            kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-            group.add_argument(flag, type=kinds[0], default=None, help=text)
+            group.add_argument(flag, default=None, help=text, **_value_kind(hint))
+
+
+def _value_kind(hint: Any) -> dict[str, Any]:
+    """argparse `type`/`metavar` for a field type. Choices are listed in the metavar but checked
+    by `StyleOptions` itself, so a bad value fails with the engine's message naming the field."""
+    if typing.get_origin(hint) is typing.Literal:
+        return {"type": str, "metavar": "{" + ",".join(typing.get_args(hint)) + "}"}
+    # `int | None` (an optional value) takes the non-None type.
+    kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    return {"type": kinds[0]}
 
 
 def _options_from(args: argparse.Namespace) -> StyleOptions:
@@ -64,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stats-json", type=Path, help="write timings and final losses as JSON")
     run.add_argument("--side-by-side", type=Path, help="write content | style | result")
     run.add_argument("--previews", type=Path, help="directory for preview images")
-    run.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality (1-100)")
+    run.add_argument(
+        "--quality", type=int, default=DEFAULT_QUALITY, help="JPEG/WebP quality (1-100)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_option_flags(run)
 
@@ -75,11 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     info = wsub.add_parser("info", help="print where the weights come from and their sha256")
     info.add_argument("--weights", help="describe this file instead of the resolved one")
     return parser
-
-
-def _format_for(path: Path) -> str:
-    suffix = path.suffix.lower().lstrip(".")
-    return {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix, "png")
 
 
 def _stylize(args: argparse.Namespace) -> int:
@@ -118,14 +122,16 @@ def _stylize(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    fmt = _format_for(args.output)
+    fmt = images.format_for_path(args.output)
     args.output.write_bytes(images.encode_image(result.image, fmt, quality=args.quality))
     if args.side_by_side:
         args.side_by_side.parent.mkdir(parents=True, exist_ok=True)
         panel = images.side_by_side(
             [content, styles[0], result.image], height=int(result.image.shape[0])
         )
-        args.side_by_side.write_bytes(images.encode_image(panel, _format_for(args.side_by_side)))
+        args.side_by_side.write_bytes(
+            images.encode_image(panel, images.format_for_path(args.side_by_side))
+        )
     stats = {
         "evaluations": result.evaluations,
         "iterations": result.iterations,

@@ -34,11 +34,13 @@ from styletx.result import Image
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_QUALITY",
     "FORMATS",
     "INPUT_FORMATS",
     "decode_image",
     "encode_image",
     "fit_longest",
+    "format_for_path",
     "image_dimensions",
     "match_luminance",
     "resize_longest",
@@ -56,6 +58,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 40_000_000
 #: Formats `encode_image` writes.
 FORMATS: tuple[str, ...] = ("png", "jpeg", "webp")
+#: JPEG/WebP quality when the caller gives none.
+DEFAULT_QUALITY = 90
+#: File extensions spelled differently from their format's name.
+_EXTENSION_ALIASES = {"jpg": "jpeg"}
 #: Formats `decode_image` reads; anything else is refused before a parser sees it.
 INPUT_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "gif", "bmp", "tiff")
 
@@ -124,7 +130,7 @@ def image_dimensions(data: bytes) -> tuple[int, int]:
         return image.size
 
 
-def encode_image(image: Image, fmt: str = "png", *, quality: int = 90) -> bytes:
+def encode_image(image: Image, fmt: str = "png", *, quality: int = DEFAULT_QUALITY) -> bytes:
     """Encode an RGB uint8 image as PNG, JPEG or WebP; `quality` (1..100) is for the lossy ones."""
     name = _normalise_format(fmt)
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
@@ -138,6 +144,13 @@ def encode_image(image: Image, fmt: str = "png", *, quality: int = 90) -> bytes:
     else:
         picture.save(out, "WEBP", quality=quality)
     return out.getvalue()
+
+
+def format_for_path(path: str | os.PathLike[str]) -> str:
+    """The encoder format a file name asks for (`x.jpg` -> jpeg); png for anything unknown."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    name = _EXTENSION_ALIASES.get(suffix, suffix)
+    return name if name in FORMATS else "png"
 
 
 def resize_longest(image: Image, size: int) -> Image:

@@ -17,7 +17,7 @@ Preset = Literal["reference", "fast", "high"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 
 #: Convolution layers of the Keras VGG16 conv base, in network order.
-VGG16_LAYERS: tuple[str, ...] = (
+LayerName = Literal[
     "block1_conv1",
     "block1_conv2",
     "block2_conv1",
@@ -31,9 +31,10 @@ VGG16_LAYERS: tuple[str, ...] = (
     "block5_conv1",
     "block5_conv2",
     "block5_conv3",
-)
+]
+VGG16_LAYERS: tuple[str, ...] = get_args(LayerName)
 
-DEFAULT_STYLE_LAYERS: tuple[str, ...] = (
+DEFAULT_STYLE_LAYERS: tuple[LayerName, ...] = (
     "block1_conv2",
     "block2_conv2",
     "block3_conv3",
@@ -70,10 +71,10 @@ class StyleOptions:
     tv_power: float = field(
         default=1.25, metadata=_help("exponent of the total-variation loss (>= 1)")
     )
-    content_layer: str = field(
+    content_layer: LayerName = field(
         default="block2_conv2", metadata=_help("VGG16 layer of the content loss")
     )
-    style_layers: tuple[str, ...] = field(
+    style_layers: tuple[LayerName, ...] = field(
         default=DEFAULT_STYLE_LAYERS, metadata=_help("VGG16 layers of the style loss")
     )
     max_evaluations: int = field(
@@ -219,6 +220,7 @@ __all__ = [
     "DEFAULT_STYLE_LAYERS",
     "INIT_METHODS",
     "InitMethod",
+    "LayerName",
     "PRESETS",
     "Preset",
     "StyleOptions",

@@ -7,12 +7,12 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final, cast
+from typing import Final, cast, get_args
 
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
-from ._schema import OPTION_NAMES, enum_number, read_options, write_options
+from ._schema import OPTION_NAMES, enum_choice, enum_number, read_options, write_options
 from .events import (
     EncodedImage,
     Event,
@@ -33,12 +33,25 @@ from .options import (
 )
 from .proto import style_transfer_pb2 as pb
 
-FORMAT_TO_PROTO: Final[Mapping[ImageFormat, pb.ImageFormat.ValueType]] = {
-    "png": pb.IMAGE_FORMAT_PNG,
-    "jpeg": pb.IMAGE_FORMAT_JPEG,
-    "webp": pb.IMAGE_FORMAT_WEBP,
-}
-_FORMAT_FROM_PROTO: Final[Mapping[int, ImageFormat]] = {v: k for k, v in FORMAT_TO_PROTO.items()}
+IMAGE_FORMATS: Final[tuple[ImageFormat, ...]] = get_args(ImageFormat)
+#: File extensions spelled differently from their format's name.
+_EXTENSION_OF: Final[Mapping[str, str]] = {"jpeg": "jpg"}
+
+
+def format_for_path(path: str | os.PathLike[str]) -> ImageFormat | None:
+    """The output format a file name asks for (`x.jpg` -> jpeg), None for an unknown suffix."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    for fmt in IMAGE_FORMATS:
+        if suffix in (fmt, _EXTENSION_OF.get(fmt)):
+            return fmt
+    return None
+
+
+def extension_for(fmt: ImageFormat) -> str:
+    """The usual file extension of a format (jpeg -> jpg)."""
+    return _EXTENSION_OF.get(fmt, fmt)
+
+
 _REQUEST_OPTIONS: Final = ("output_format", "quality", "preview_every")
 KNOWN_OPTIONS: Final = frozenset((*OPTION_NAMES, *_REQUEST_OPTIONS))
 
@@ -125,6 +138,9 @@ def event_from_proto(message: pb.StylizeResponse) -> Event | None:
             height=s.height,
             queue_time=_seconds(s.queue_time),
             request_id=s.request_id,
+            backend=s.backend,
+            precision=s.precision,
+            device=s.device,
         )
     if kind == "progress":
         p = message.progress
@@ -164,10 +180,16 @@ def _losses(losses: pb.Losses) -> Losses:
 def _image(image: pb.EncodedImage) -> EncodedImage:
     return EncodedImage(
         data=image.data,
-        format=_FORMAT_FROM_PROTO.get(image.format, "png"),
+        format=_image_format(image.format),
         width=image.width,
         height=image.height,
     )
+
+
+def _image_format(number: int) -> ImageFormat:
+    """The format of an encoded image (png when unset or unknown to this SDK)."""
+    name = enum_choice(pb.ImageFormat.DESCRIPTOR, number)
+    return next((fmt for fmt in IMAGE_FORMATS if fmt == name), "png")
 
 
 def _seconds(duration: duration_pb2.Duration) -> float:

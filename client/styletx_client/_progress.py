@@ -7,9 +7,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from ._convert import extension_for
 from .events import Event, Losses, Progress, Queued, Result, Started
-
-_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
 def format_losses(losses: Losses) -> str:
@@ -53,7 +52,7 @@ class ProgressReporter:
         scale = f" scale {event.scale + 1}" if event.scale else ""
         self._bar.set_postfix_str(f"iter {event.iteration}{scale} {format_losses(event.losses)}")
         if self._previews is not None and event.preview is not None:
-            name = f"preview_{event.iteration:04d}.{_EXTENSIONS[event.preview.format]}"
+            name = f"preview_{event.iteration:04d}.{extension_for(event.preview.format)}"
             self.preview_paths.append(event.preview.save(self._previews / name))
 
     def _advance(self, evaluations: int, total: float | None) -> None:

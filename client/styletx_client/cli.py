@@ -12,12 +12,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
 
 from . import __version__
 from ._channel import ChannelOption, TlsConfig
-from ._convert import build_request
+from ._convert import IMAGE_FORMATS, build_request, format_for_path
 from ._progress import ProgressReporter, format_losses
 from ._retry import RetryPolicy
+from ._schema import OPTION_FIELDS, OPTION_NAMES, enum_choices
 from ._side_by_side import PILLOW_HINT, compose, pillow_available
 from .client import StyleTransferClient
 from .errors import (
@@ -29,7 +33,8 @@ from .errors import (
     UnavailableError,
 )
 from .health import ServingStatus
-from .options import ImageFormat, Style, StylizeOptions
+from .options import Style, StylizeOptions
+from .proto.style_options import OPTION_HELP
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -40,11 +45,15 @@ EXIT_AUTH = 5
 EXIT_INTERRUPTED = 130
 
 DEFAULT_SERVER = "localhost:50051"
-_SUFFIX_FORMATS: dict[str, ImageFormat] = {
-    ".png": "png",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".webp": "webp",
+#: Python types of the proto's scalar field types, for option flags.
+_FLAG_TYPES: dict[int, type] = {
+    FieldDescriptor.TYPE_DOUBLE: float,
+    FieldDescriptor.TYPE_FLOAT: float,
+    FieldDescriptor.TYPE_INT32: int,
+    FieldDescriptor.TYPE_INT64: int,
+    FieldDescriptor.TYPE_UINT32: int,
+    FieldDescriptor.TYPE_UINT64: int,
+    FieldDescriptor.TYPE_STRING: str,
 }
 
 
@@ -153,39 +162,8 @@ def _add_stylize(
     p.add_argument("content", type=Path, help="content image")
     p.add_argument("styles", type=Path, nargs="+", metavar="style", help="style image(s)")
     p.add_argument("-o", "--output", type=Path, required=True, help="where to write the result")
-    o = p.add_argument_group("style options (styletx.v1.StyleOptions)")
-    o.add_argument("--size", type=int, metavar="PX", help="longest side of the output in pixels")
-    o.add_argument("--content-weight", type=float, metavar="X", help="weight of the content loss")
-    o.add_argument("--style-weight", type=float, metavar="X", help="total weight of the style loss")
-    o.add_argument(
-        "--tv-weight", type=float, metavar="X", help="weight of the total-variation loss"
-    )
-    o.add_argument(
-        "--tv-power", type=float, metavar="X", help="exponent of the total-variation loss"
-    )
-    o.add_argument("--content-layer", metavar="LAYER", help="VGG16 layer of the content loss")
-    o.add_argument(
-        "--style-layers", type=_comma_list, metavar="L1,L2", help="VGG16 layers of the style loss"
-    )
-    o.add_argument(
-        "--max-evaluations", type=int, metavar="N", help="L-BFGS loss/gradient evaluation budget"
-    )
-    o.add_argument(
-        "--restart-every", type=int, metavar="N", help="restart L-BFGS every N evaluations"
-    )
-    o.add_argument("--init", choices=["random", "content", "style"], help="initial image")
-    o.add_argument("--seed", type=int, metavar="N", help="seed of the random initial image")
-    o.add_argument(
-        "--style-scale", type=float, metavar="X", help="scale of the style images (0.1-4)"
-    )
-    o.add_argument(
-        "--preserve-colors",
-        choices=["swap", "luminance", "off"],
-        help="keep the content's colours: post-hoc swap or luminance-only transfer",
-    )
-    o.add_argument("--scales", type=int, metavar="N", help="coarse-to-fine scales (1-4)")
-    o.add_argument("--preset", choices=["reference", "fast", "high"], help="named option set")
-    o.add_argument("--lbfgs-memory", type=int, metavar="N", help="L-BFGS memory (1-100)")
+    _add_option_flags(p.add_argument_group("style options (styletx.v1.StyleOptions)"))
+    o = p.add_argument_group("style blending")
     o.add_argument(
         "--style-weights",
         type=_float_list,
@@ -195,7 +173,7 @@ def _add_stylize(
     out = p.add_argument_group("output")
     out.add_argument(
         "--format",
-        choices=["png", "jpeg", "webp"],
+        choices=IMAGE_FORMATS,
         help="output encoding (default: from the --output extension, else png)",
     )
     out.add_argument("--quality", type=int, metavar="Q", help="JPEG/WebP quality 1-100")
@@ -247,32 +225,35 @@ def _read(path: Path, role: str) -> bytes:
         raise UsageError(f"cannot read {role} {str(path)!r}: {error.strerror or error}") from None
 
 
+def _option_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_option_flags(group: argparse._ArgumentGroup) -> None:
+    """One flag per field of the proto's StyleOptions: type, choices and help from the proto."""
+    for field in OPTION_FIELDS:
+        kwargs: dict[str, Any] = {"help": OPTION_HELP[field.name], "dest": field.name}
+        if field.enum_type is not None:
+            kwargs["choices"] = list(enum_choices(field.enum_type))
+        elif field.is_repeated:
+            kwargs.update(type=_comma_list, metavar="A,B")
+        elif field.type == FieldDescriptor.TYPE_BOOL:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kind = _FLAG_TYPES[field.type]
+            kwargs.update(type=kind, metavar=kind.__name__.upper())
+        group.add_argument(_option_flag(field.name), **kwargs)
+
+
 def _stylize_options(args: argparse.Namespace) -> StylizeOptions:
     options = StylizeOptions()
-    for name in (
-        "size",
-        "content_weight",
-        "style_weight",
-        "tv_weight",
-        "tv_power",
-        "content_layer",
-        "style_layers",
-        "max_evaluations",
-        "restart_every",
-        "init",
-        "seed",
-        "style_scale",
-        "preserve_colors",
-        "scales",
-        "preset",
-        "lbfgs_memory",
-        "quality",
-        "preview_every",
-    ):
+    given: dict[str, Any] = {}
+    for name in (*OPTION_NAMES, "quality", "preview_every"):
         value = getattr(args, name)
         if value is not None:
-            options[name] = value
-    output_format = args.format or _SUFFIX_FORMATS.get(args.output.suffix.lower())
+            given[name] = value
+    options.update(given)  # type: ignore[typeddict-item]  # names and types come from the proto
+    output_format = args.format or format_for_path(args.output)
     if output_format is not None:
         options["output_format"] = output_format
     if args.previews is not None and args.preview_every is None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
-from .options import ColorPreservation, ImageFormat, InitMethod, Preset
+from .options import ImageFormat
+from .proto.style_options import ResolvedOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,28 +39,6 @@ class EncodedImage:
 
 
 @dataclass(frozen=True, slots=True)
-class ResolvedOptions:
-    """Options as the server resolved them (defaults filled in), as reported by `Started`."""
-
-    size: int | None = None
-    content_weight: float | None = None
-    style_weight: float | None = None
-    tv_weight: float | None = None
-    tv_power: float | None = None
-    content_layer: str | None = None
-    style_layers: tuple[str, ...] = ()
-    max_evaluations: int | None = None
-    restart_every: int | None = None
-    init: InitMethod | None = None
-    seed: int | None = None
-    style_scale: float | None = None
-    preserve_colors: ColorPreservation | None = None
-    scales: int | None = None
-    preset: Preset | None = None
-    lbfgs_memory: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Queued:
     """The job waits for a worker; `position` 1 means it starts when the next worker frees up."""
 
@@ -76,6 +55,12 @@ class Started:
     height: int
     queue_time: float
     request_id: str
+    backend: str = ""
+    """Keras backend computing the job ("tensorflow", "jax", ...); empty if not reported."""
+    precision: str = ""
+    """Numeric precision of the activations ("float32", "mixed_bfloat16", ...)."""
+    device: str = ""
+    """Device the job runs on, e.g. "GPU:0"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,3 +111,15 @@ class Result:
 
 
 Event: TypeAlias = Queued | Started | Progress | Result
+
+
+__all__ = [
+    "EncodedImage",
+    "Event",
+    "Losses",
+    "Progress",
+    "Queued",
+    "ResolvedOptions",
+    "Result",
+    "Started",
+]

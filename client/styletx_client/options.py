@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Literal, Protocol, TypeAlias, TypedDict
+from typing import IO, Protocol, TypeAlias
 
-ImageFormat: TypeAlias = Literal["png", "jpeg", "webp"]
-InitMethod: TypeAlias = Literal["random", "content", "style"]
-ColorPreservation: TypeAlias = Literal["swap", "luminance", "off"]
-Preset: TypeAlias = Literal["reference", "fast", "high"]
+from .proto.style_options import (
+    ColorPreservation,
+    ImageFormat,
+    InitMethod,
+    Preset,
+    StyleOptionArgs,
+)
 
 
 class PILImageLike(Protocol):
@@ -35,28 +38,31 @@ StyleInput: TypeAlias = ImageInput | Style
 Styles: TypeAlias = StyleInput | Sequence[StyleInput]
 
 
-class StylizeOptions(TypedDict, total=False):
+class StylizeOptions(StyleOptionArgs, total=False):
     """Optional keyword arguments of `stylize`/`stream`; an omitted key takes the server default.
 
-    Names follow `styletx.v1.StyleOptions`, plus the output encoding and the preview cadence.
+    The stylization options are `styletx.v1.StyleOptions`' fields (generated from the proto, see
+    `StyleOptionArgs`); these three add the output encoding and the preview cadence.
     """
 
-    size: int
-    content_weight: float
-    style_weight: float
-    tv_weight: float
-    tv_power: float
-    content_layer: str
-    style_layers: Sequence[str]
-    max_evaluations: int
-    restart_every: int
-    init: InitMethod
-    seed: int
-    style_scale: float
-    preserve_colors: ColorPreservation
-    scales: int
-    preset: Preset
-    lbfgs_memory: int
     output_format: ImageFormat
+    """Encoding of the result and the previews (default png)."""
     quality: int
+    """JPEG/WebP quality 1-100 (the request's `output_quality`)."""
     preview_every: int
+    """Attach a preview image to every N-th progress event."""
+
+
+__all__ = [
+    "ColorPreservation",
+    "ImageFormat",
+    "ImageInput",
+    "InitMethod",
+    "PILImageLike",
+    "Preset",
+    "Style",
+    "StyleInput",
+    "StyleOptionArgs",
+    "Styles",
+    "StylizeOptions",
+]

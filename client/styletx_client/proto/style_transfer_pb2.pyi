@@ -281,7 +281,9 @@ class StyleOptions(_message.Message):
     seed: _builtins.int
     """Seed of the random initial image; the same seed gives the same result on the same device."""
     style_scale: _builtins.float
-    """Scale of the style images relative to the output size (0.1-4)."""
+    """Longest side of each style image as a multiple of the output's longest side (0.1-4); the
+    style keeps its own aspect ratio (neural-style's -style_scale).
+    """
     preserve_colors: Global___ColorPreservation.ValueType
     """Keep the content image's colours: a post-hoc swap or luminance-only transfer."""
     scales: _builtins.int

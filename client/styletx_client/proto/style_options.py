@@ -1,0 +1,151 @@
+"""Generated from protos/styletx/v1/style_transfer.proto by `make proto`: do not edit.
+
+Python types and help texts of the API's stylization options (styletx.v1.StyleOptions)
+and enums, derived from the proto's fields and comments so an option is declared once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal, TypeAlias, TypedDict
+
+ImageFormat: TypeAlias = Literal["png", "jpeg", "webp"]
+"""Encoding of an image the server returns."""
+
+ColorPreservation: TypeAlias = Literal["swap", "luminance", "off"]
+"""How the content image's colours are kept (values 1 and 2 are the two methods users know)."""
+
+Preset: TypeAlias = Literal["reference", "fast", "high"]
+"""A named set of options chosen from measurements; explicit option fields override it."""
+
+InitMethod: TypeAlias = Literal["random", "content", "style"]
+"""How the optimised image is initialised."""
+
+
+class StyleOptionArgs(TypedDict, total=False):
+    """Stylization options as keyword arguments; an omitted key takes the server's
+    default (styletx.v1.StyleOptions)."""
+
+    size: int
+    """Longest side of the output in pixels; the content image's aspect ratio is kept."""
+
+    content_weight: float
+    """Weight of the content loss (finite, >= 0)."""
+
+    style_weight: float
+    """Total weight of the style loss, shared equally by the style layers (finite, >= 0)."""
+
+    tv_weight: float
+    """Weight of the total-variation (smoothness) loss (finite, >= 0)."""
+
+    tv_power: float
+    """Exponent of the total-variation loss (finite, >= 1)."""
+
+    content_layer: str
+    """VGG16 layer whose features the content loss compares, e.g. \"block2_conv2\"."""
+
+    style_layers: Sequence[str]
+    """VGG16 layers whose Gram matrices the style loss compares; empty means the default five."""
+
+    max_evaluations: int
+    """Budget of loss-and-gradient evaluations of the L-BFGS optimisation."""
+
+    restart_every: int
+    """Restart L-BFGS every N evaluations (20 reproduces the reference); 0 never restarts."""
+
+    init: InitMethod
+    """Initial image."""
+
+    seed: int
+    """Seed of the random initial image; the same seed gives the same result on the same device."""
+
+    style_scale: float
+    """Longest side of each style image as a multiple of the output's longest side (0.1-4); the style keeps its own aspect ratio (neural-style's -style_scale)."""
+
+    preserve_colors: ColorPreservation
+    """Keep the content image's colours: a post-hoc swap or luminance-only transfer."""
+
+    scales: int
+    """Number of coarse-to-fine scales (1-4); each doubles the size of the previous one."""
+
+    preset: Preset
+    """Named option set applied before the explicit fields above (which override it)."""
+
+    lbfgs_memory: int
+    """L-BFGS memory: correction pairs kept (scipy's m, 1-100)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedOptions:
+    """Options as the server resolved them (preset and defaults filled in), as the
+    Started event reports them; a field this server did not report is None."""
+
+    size: int | None = None
+    """Longest side of the output in pixels; the content image's aspect ratio is kept."""
+
+    content_weight: float | None = None
+    """Weight of the content loss (finite, >= 0)."""
+
+    style_weight: float | None = None
+    """Total weight of the style loss, shared equally by the style layers (finite, >= 0)."""
+
+    tv_weight: float | None = None
+    """Weight of the total-variation (smoothness) loss (finite, >= 0)."""
+
+    tv_power: float | None = None
+    """Exponent of the total-variation loss (finite, >= 1)."""
+
+    content_layer: str | None = None
+    """VGG16 layer whose features the content loss compares, e.g. \"block2_conv2\"."""
+
+    style_layers: tuple[str, ...] = ()
+    """VGG16 layers whose Gram matrices the style loss compares; empty means the default five."""
+
+    max_evaluations: int | None = None
+    """Budget of loss-and-gradient evaluations of the L-BFGS optimisation."""
+
+    restart_every: int | None = None
+    """Restart L-BFGS every N evaluations (20 reproduces the reference); 0 never restarts."""
+
+    init: InitMethod | None = None
+    """Initial image."""
+
+    seed: int | None = None
+    """Seed of the random initial image; the same seed gives the same result on the same device."""
+
+    style_scale: float | None = None
+    """Longest side of each style image as a multiple of the output's longest side (0.1-4); the style keeps its own aspect ratio (neural-style's -style_scale)."""
+
+    preserve_colors: ColorPreservation | None = None
+    """Keep the content image's colours: a post-hoc swap or luminance-only transfer."""
+
+    scales: int | None = None
+    """Number of coarse-to-fine scales (1-4); each doubles the size of the previous one."""
+
+    preset: Preset | None = None
+    """Named option set applied before the explicit fields above (which override it)."""
+
+    lbfgs_memory: int | None = None
+    """L-BFGS memory: correction pairs kept (scipy's m, 1-100)."""
+
+
+#: One-line help of every option, from its proto comment (for CLIs).
+OPTION_HELP: Final[dict[str, str]] = {
+    "size": "Longest side of the output in pixels; the content image's aspect ratio is kept.",
+    "content_weight": 'Weight of the content loss (finite, >= 0).',
+    "style_weight": 'Total weight of the style loss, shared equally by the style layers (finite, >= 0).',
+    "tv_weight": 'Weight of the total-variation (smoothness) loss (finite, >= 0).',
+    "tv_power": 'Exponent of the total-variation loss (finite, >= 1).',
+    "content_layer": 'VGG16 layer whose features the content loss compares, e.g. "block2_conv2".',
+    "style_layers": 'VGG16 layers whose Gram matrices the style loss compares; empty means the default five.',
+    "max_evaluations": 'Budget of loss-and-gradient evaluations of the L-BFGS optimisation.',
+    "restart_every": 'Restart L-BFGS every N evaluations (20 reproduces the reference); 0 never restarts.',
+    "init": 'Initial image.',
+    "seed": 'Seed of the random initial image; the same seed gives the same result on the same device.',
+    "style_scale": "Longest side of each style image as a multiple of the output's longest side (0.1-4); the style keeps its own aspect ratio (neural-style's -style_scale).",
+    "preserve_colors": "Keep the content image's colours: a post-hoc swap or luminance-only transfer.",
+    "scales": 'Number of coarse-to-fine scales (1-4); each doubles the size of the previous one.',
+    "preset": 'Named option set applied before the explicit fields above (which override it).',
+    "lbfgs_memory": "L-BFGS memory: correction pairs kept (scipy's m, 1-100).",
+}
