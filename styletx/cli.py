@@ -30,8 +30,10 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         hint = hints[field.name]
         text = f"{field.metadata['help']} (default: {field.default})"
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
+        if typing.get_origin(item) is typing.Literal and not _value_kind(item):
+            text += f"; one of {', '.join(typing.get_args(item))}"
         if typing.get_origin(hint) is tuple:
-            (item, _) = typing.get_args(hint)
             group.add_argument(flag, nargs="+", default=None, help=text, **_value_kind(item))
         else:
             group.add_argument(flag, default=None, help=text, **_value_kind(hint))
@@ -41,7 +43,9 @@ def _value_kind(hint: Any) -> dict[str, Any]:
     """argparse `type`/`metavar` for a field type. Choices are listed in the metavar but checked
     by `StyleOptions` itself, so a bad value fails with the engine's message naming the field."""
     if typing.get_origin(hint) is typing.Literal:
-        return {"type": str, "metavar": "{" + ",".join(typing.get_args(hint)) + "}"}
+        choices = ",".join(typing.get_args(hint))
+        # A long list (13 VGG16 layers) goes to the help text instead of every usage line.
+        return {"type": str, "metavar": "{" + choices + "}"} if len(choices) < 40 else {}
     # `int | None` (an optional value) takes the non-None type.
     kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
     return {"type": kinds[0]}
