@@ -20,6 +20,7 @@ from styletx_client import (
     DeadlineExceededError,
     FieldViolation,
     InvalidRequestError,
+    OutOfMemoryError,
     ServerBusyError,
     ServiceError,
     UnavailableError,
@@ -72,7 +73,8 @@ def status_trailer(code: grpc.StatusCode, *details: Message) -> tuple[str, bytes
     [
         (grpc.StatusCode.INVALID_ARGUMENT, InvalidRequestError),
         (grpc.StatusCode.OUT_OF_RANGE, InvalidRequestError),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, ServerBusyError),
+        # The API's contract: RESOURCE_EXHAUSTED without RetryInfo is an out-of-memory job.
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, OutOfMemoryError),
         (grpc.StatusCode.UNAVAILABLE, UnavailableError),
         (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceededError),
         (grpc.StatusCode.CANCELLED, CancelledError),
