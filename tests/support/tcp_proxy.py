@@ -7,9 +7,10 @@ a long-lived stream: the call fails with UNAVAILABLE while the server keeps runn
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 
 class TcpProxy:
@@ -61,17 +62,17 @@ class TcpProxy:
     def _drop(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.discard(sock)
-        try:
+        with suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         sock.close()
 
     def cut(self) -> None:
-        """Reset every open connection (new ones are still accepted)."""
+        """Reset every open connection with a TCP RST (new ones are still accepted)."""
         with self._lock:
             sockets = list(self._sockets)
         for sock in sockets:
+            with suppress(OSError):  # linger 0: close() sends RST, as a dropped connection does
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self._drop(sock)
 
     def close(self) -> None:
