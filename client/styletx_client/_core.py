@@ -164,7 +164,10 @@ class StylizeCall(Generic[T]):
 
     def next_attempt(self) -> Attempt[T]:
         """Start an attempt: count it against the deadline, pick its endpoint."""
-        timeout = self._budget.start_attempt()
+        try:
+            timeout = self._budget.start_attempt()
+        except ServiceError as error:
+            raise self._final(error) from None
         endpoint = self._core.router.pick(self.request_key, avoid=self._avoid, prefer=self._home)
         return Attempt(self, endpoint, timeout)
 
@@ -181,8 +184,14 @@ class StylizeCall(Generic[T]):
         if self._delivered.result:
             self._core.throttle.succeeded()
 
+    def _final(self, error: ServiceError) -> ServiceError:
+        """`error`, labelled with this call's key so that the caller can re-attach later."""
+        error.request_key = self.request_key or None
+        return error
+
     def _fail(self, attempt: Attempt[T], error: ServiceError) -> float:
         """The wait before the next attempt, or raise `error` when it is final."""
+        self._final(error)
         address = attempt.endpoint.address
         leaving = error.domain == ERROR_DOMAIN and error.reason in LEAVING_REASONS
         if isinstance(error, UnavailableError) and (leaving or not attempt.received):

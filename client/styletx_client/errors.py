@@ -97,6 +97,9 @@ class ServiceError(Exception):
         # google.rpc.ErrorInfo: why it failed (`Reason.*` when `domain` is ERROR_DOMAIN).
         self.reason = reason
         self.domain = domain
+        # The failed call's idempotency key, set by the client: calling again with it (and the
+        # same request) attaches to the job if the server still holds it.
+        self.request_key: str | None = None
 
     def __str__(self) -> str:
         text = f"{self.code.name}: {self.message}"
