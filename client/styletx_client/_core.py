@@ -180,6 +180,9 @@ class StylizeCall(Generic[T]):
         self._budget.progressed()
         return event
 
+    def _release(self, endpoint: Endpoint[T]) -> list[T]:
+        return self._core.router.release(endpoint)
+
     def _succeed(self) -> None:
         if self._delivered.result:
             self._core.throttle.succeeded()
@@ -254,4 +257,4 @@ class Attempt(Generic[T]):
         if self._released:
             return []
         self._released = True
-        return self._call._core.router.release(self.endpoint)
+        return self._call._release(self.endpoint)

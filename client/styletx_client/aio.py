@@ -184,22 +184,24 @@ class AsyncStyleTransferClient:
         while True:
             await self._resolve()
             attempt = call.next_attempt()
-            rpc = attempt.connection.stub.Stylize(
-                call.request, timeout=attempt.timeout, metadata=call.metadata
-            )
             try:
-                async for message in rpc:
-                    event = attempt.receive(message)
-                    if event is not None:
-                        yield event
+                rpc = attempt.connection.stub.Stylize(
+                    call.request, timeout=attempt.timeout, metadata=call.metadata
+                )
+                try:
+                    async for message in rpc:
+                        event = attempt.receive(message)
+                        if event is not None:
+                            yield event
+                finally:
+                    # A no-op once the call ended; cancels it when the caller stops early.
+                    rpc.cancel()
             except grpc.RpcError as error:
                 delay = attempt.fail(error)
             else:
                 attempt.succeed()
                 return
             finally:
-                # A no-op once the call ended; cancels it when the caller stops early.
-                rpc.cancel()
                 await _close(attempt.release())
             await self._sleep(delay)
 

@@ -193,22 +193,24 @@ class StyleTransferClient:
         while True:
             self._resolve()
             attempt = call.next_attempt()
-            rpc = attempt.connection.stub.Stylize(
-                call.request, timeout=attempt.timeout, metadata=call.metadata
-            )
             try:
-                for message in rpc:
-                    event = attempt.receive(message)
-                    if event is not None:
-                        yield event
+                rpc = attempt.connection.stub.Stylize(
+                    call.request, timeout=attempt.timeout, metadata=call.metadata
+                )
+                try:
+                    for message in rpc:
+                        event = attempt.receive(message)
+                        if event is not None:
+                            yield event
+                finally:
+                    # A no-op once the call ended; cancels it when the caller stops early.
+                    rpc.cancel()  # type: ignore[no-untyped-call,unused-ignore]
             except grpc.RpcError as error:
                 delay = attempt.fail(error)
             else:
                 attempt.succeed()
                 return
             finally:
-                # A no-op once the call ended; cancels it when the caller stops early.
-                rpc.cancel()  # type: ignore[no-untyped-call,unused-ignore]
                 _close(attempt.release())
             self._sleep(delay)
 
