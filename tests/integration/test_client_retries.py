@@ -149,7 +149,8 @@ def test_total_deadline_spans_attempts() -> None:
         pytest.raises(ServerBusyError),
     ):
         client.stylize(b"c", b"s")
-    # Unjittered (LowerBound) waits of 4 s at t=0 and t=4; a third wait would end at t=12, past the 10 s deadline.
+    # Unjittered (LowerBound) waits of 4 s at t=0 and t=4; a third wait would end at t=12,
+    # past the 10 s deadline.
     assert sleeps.calls == [4.0, 4.0]
     assert len(fake.calls) == 3
     remaining = [c.time_remaining for c in fake.calls]
