@@ -126,7 +126,8 @@ def _connection_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         default=RetryPolicy().max_attempts,
-        help="attempts when the server is unavailable or busy (default %(default)s)",
+        help="attempts in a row when the server is unavailable or busy, or a broken stream "
+        "re-attaches (default %(default)s)",
     )
     group.add_argument("-v", "--verbose", action="store_true", help="log retries and more")
     return parent
