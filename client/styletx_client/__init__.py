@@ -7,16 +7,20 @@ with StyleTransferClient("localhost:50051") as client:
 """
 
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, ChannelOption, TlsConfig
-from ._retry import NO_RETRY, RetryPolicy
+from ._retry import NO_RETRY, RETRY_INFO_JITTER, RetryPolicy, RetryThrottling
 from ._version import __version__
 from .aio import AsyncEventStream, AsyncStyleTransferClient
 from .client import EventStream, StyleTransferClient
 from .errors import (
+    ERROR_DOMAIN,
     AuthenticationError,
     CancelledError,
     DeadlineExceededError,
     FieldViolation,
     InvalidRequestError,
+    OutOfMemoryError,
+    Reason,
+    RequestKeyReusedError,
     ServerBusyError,
     ServiceError,
     UnavailableError,
@@ -46,7 +50,9 @@ from .options import (
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "ERROR_DOMAIN",
     "NO_RETRY",
+    "RETRY_INFO_JITTER",
     "SERVICE_NAME",
     "AsyncEventStream",
     "AsyncStyleTransferClient",
@@ -63,12 +69,16 @@ __all__ = [
     "InitMethod",
     "InvalidRequestError",
     "Losses",
+    "OutOfMemoryError",
     "PILImageLike",
     "Progress",
     "Queued",
+    "Reason",
+    "RequestKeyReusedError",
     "ResolvedOptions",
     "Result",
     "RetryPolicy",
+    "RetryThrottling",
     "ServerBusyError",
     "ServiceError",
     "ServingStatus",

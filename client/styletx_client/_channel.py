@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from ._retry import RetryPolicy
+from ._routing import ChannelSpec, TargetPlan, plan_target
 from ._version import __version__
 
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -69,8 +70,9 @@ def channel_options(
 ) -> list[ChannelOption]:
     """gRPC channel arguments: message limits, user agent, load balancing, then caller's extras.
 
-    `lb_policy` None means round_robin for multi-address and `dns:` targets (so requests spread
-    over replicas behind a headless Service) and gRPC's default pick_first otherwise.
+    `lb_policy` None means round_robin for a multi-address or `dns:` target given to one channel
+    (the SDK routes those itself, one channel per address, unless told a policy or it meets a
+    `dns://server/` target it cannot resolve) and gRPC's default pick_first otherwise.
     """
     options: list[ChannelOption] = [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -86,11 +88,24 @@ def channel_options(
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    """PEM material for a TLS channel; all None means the system's root certificates."""
+    """PEM material for a TLS channel; all None means the system's root certificates.
+
+    `root_certificates` are the CAs that verify the server (None: the system's). For mutual TLS
+    (a server started with a client CA), `private_key` and `certificate_chain` are this client's
+    key and certificate chain, given together.
+    """
 
     root_certificates: bytes | None = None
     private_key: bytes | None = None
     certificate_chain: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise ValueError("mutual TLS needs both private_key and certificate_chain (or neither)")
+        for name in ("root_certificates", "private_key", "certificate_chain"):
+            value = getattr(self, name)
+            if value is not None and b"-----BEGIN " not in value:
+                raise ValueError(f"{name} is not PEM data (no -----BEGIN line)")
 
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
@@ -126,14 +141,30 @@ def call_metadata(token: str | None, request_id: str) -> tuple[tuple[str, str], 
 
 @dataclass(frozen=True, slots=True)
 class ClientSettings:
-    """Everything a client needs besides its channel object; built once by `make_settings`."""
+    """Everything a client needs besides its channel objects; built once by `make_settings`."""
 
     target: str
-    options: list[ChannelOption]
+    plan: TargetPlan
+    lb_policy: str | None
+    max_message_bytes: int
+    extra_options: tuple[ChannelOption, ...]
     credentials: grpc.ChannelCredentials | None
     token: str | None
     timeout: float | None
     retry: RetryPolicy
+
+    def options_for(self, spec: ChannelSpec) -> list[ChannelOption]:
+        """Channel arguments of one channel: the SDK's, the :authority of a resolved DNS name
+        (so TLS verifies the name, not the pod IP), then the caller's extras."""
+        extra = list(self.extra_options)
+        if spec.authority is not None and "grpc.default_authority" not in dict(extra):
+            extra.insert(0, ("grpc.default_authority", spec.authority))
+        return channel_options(
+            spec.target,
+            lb_policy=self.lb_policy,
+            max_message_bytes=self.max_message_bytes,
+            extra=extra,
+        )
 
 
 def make_settings(
@@ -156,9 +187,10 @@ def make_settings(
     normalized = normalize_target(target)
     return ClientSettings(
         target=normalized,
-        options=channel_options(
-            normalized, lb_policy=lb_policy, max_message_bytes=max_message_bytes, extra=options
-        ),
+        plan=plan_target(normalized, lb_policy=lb_policy),
+        lb_policy=lb_policy,
+        max_message_bytes=max_message_bytes,
+        extra_options=tuple(options),
         credentials=resolve_credentials(credentials, tls),
         token=token,
         timeout=timeout,

@@ -1,13 +1,16 @@
-"""The asyncio client on `grpc.aio`: the same surface as `StyleTransferClient`, awaitable."""
+"""The asyncio client on `grpc.aio`: the same surface as `StyleTransferClient`, awaitable.
+
+Only the grpc.aio transport loop lives here; every decision is `_core`'s, shared with `client.py`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, Unpack
 
@@ -15,32 +18,53 @@ import grpc
 import grpc.aio
 
 from . import health as _health
-from ._channel import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    ChannelOption,
-    ClientSettings,
-    TlsConfig,
-    call_metadata,
-    make_settings,
-)
-from ._convert import build_request, event_from_proto
-from ._retry import AttemptBudget, RetryPolicy
-from .errors import from_rpc_error, missing_result
+from ._channel import DEFAULT_MAX_MESSAGE_BYTES, ChannelOption, TlsConfig, make_settings
+from ._core import ClientCore, StylizeCall
+from ._retry import RetryPolicy
+from ._routing import resolve_quietly
+from .errors import missing_result
 from .events import Event, Result
 from .options import ImageInput, Styles, StylizeOptions
-from .proto import style_transfer_pb2 as pb
 from .proto import style_transfer_pb2_grpc as pb_grpc
 
-logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True, slots=True)
+class _Connection:
+    """One grpc.aio channel and the stubs on it."""
+
+    channel: grpc.aio.Channel
+    stub: pb_grpc.StyleTransferServiceAsyncStub
+    health: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
+
+
+def _connect(
+    target: str, options: list[ChannelOption], credentials: grpc.ChannelCredentials | None
+) -> _Connection:
+    if credentials is None:
+        channel = grpc.aio.insecure_channel(target, options=options)
+    else:
+        channel = grpc.aio.secure_channel(target, credentials, options=options)
+    health: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        _health.CHECK_METHOD, request_serializer=None, response_deserializer=None
+    )
+    return _Connection(channel, pb_grpc.StyleTransferServiceStub(channel), health)
+
+
+async def _close(connections: Iterable[_Connection], grace: float | None = None) -> None:
+    await asyncio.gather(*(connection.channel.close(grace) for connection in connections))
 
 
 class AsyncEventStream(AsyncIterator[Event]):
     """Events of one `Stylize` call; `aclose()` (or leaving `async with`) cancels the RPC."""
 
-    def __init__(self, events: AsyncGenerator[Event, None], request_id: str) -> None:
+    def __init__(
+        self, events: AsyncGenerator[Event, None], request_id: str, request_key: str
+    ) -> None:
         self._events = events
         self.request_id = request_id
         """The x-request-id sent with the call, which the server logs and echoes."""
+        self.request_key = request_key
+        """The call's idempotency key ("" when none); see `EventStream.request_key`."""
 
     async def __anext__(self) -> Event:
         return await anext(self._events)
@@ -83,7 +107,7 @@ class AsyncStyleTransferClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self._settings: ClientSettings = make_settings(
+        settings = make_settings(
             target,
             credentials=credentials,
             tls=tls,
@@ -95,24 +119,14 @@ class AsyncStyleTransferClient:
             options=options,
         )
         self._sleep = sleep
-        self._clock = clock
-        self._rng = rng or random.Random()
-        settings = self._settings
-        if settings.credentials is None:
-            self._channel = grpc.aio.insecure_channel(settings.target, options=settings.options)
-        else:
-            self._channel = grpc.aio.secure_channel(
-                settings.target, settings.credentials, options=settings.options
-            )
-        self._stub = pb_grpc.StyleTransferServiceStub(self._channel)
-        self._health_check = self._channel.unary_unary(
-            _health.CHECK_METHOD, request_serializer=None, response_deserializer=None
+        self._core: ClientCore[_Connection] = ClientCore(
+            settings, _connect, clock=clock, rng=rng or random.Random()
         )
 
     @property
     def target(self) -> str:
-        """The gRPC target the channel connects to (after normalisation)."""
-        return self._settings.target
+        """The gRPC target the client connects to (after normalisation)."""
+        return self._core.settings.target
 
     async def stylize(
         self,
@@ -121,12 +135,20 @@ class AsyncStyleTransferClient:
         *,
         timeout: float | None = None,
         request_id: str | None = None,
+        request_key: str | None = None,
         on_event: Callable[[Event], None] | None = None,
         **options: Unpack[StylizeOptions],
     ) -> Result:
         """Stylize `content` after `styles` and return the result; `on_event` sees every event."""
         result: Result | None = None
-        stream = self.stream(content, styles, timeout=timeout, request_id=request_id, **options)
+        stream = self.stream(
+            content,
+            styles,
+            timeout=timeout,
+            request_id=request_id,
+            request_key=request_key,
+            **options,
+        )
         async with stream:
             async for event in stream:
                 if on_event is not None:
@@ -144,66 +166,76 @@ class AsyncStyleTransferClient:
         *,
         timeout: float | None = None,
         request_id: str | None = None,
+        request_key: str | None = None,
         **options: Unpack[StylizeOptions],
     ) -> AsyncEventStream:
         """Start a call and return its events (see `StyleTransferClient.stream`)."""
-        request = build_request(content, styles, options)
-        request_id = request_id or uuid.uuid4().hex
-        budget = AttemptBudget(
-            self._settings.retry,
-            timeout if timeout is not None else self._settings.timeout,
-            self._clock,
-            self._rng,
-            request_id,
+        call = self._core.start(
+            content,
+            styles,
+            options,
+            timeout=timeout,
+            request_id=request_id,
+            request_key=request_key,
         )
-        return AsyncEventStream(self._run(request, request_id, budget), request_id)
+        return AsyncEventStream(self._run(call), call.request_id, call.request_key)
 
-    async def _run(
-        self, request: pb.StylizeRequest, request_id: str, budget: AttemptBudget
-    ) -> AsyncGenerator[Event, None]:
-        metadata = call_metadata(self._settings.token, request_id)
+    async def _run(self, call: StylizeCall[_Connection]) -> AsyncGenerator[Event, None]:
         while True:
-            call = self._stub.Stylize(request, timeout=budget.start_attempt(), metadata=metadata)
-            received = False
+            await self._resolve()
+            attempt = call.next_attempt()
             try:
-                async for message in call:
-                    received = True
-                    event = event_from_proto(message)
-                    if event is not None:
-                        yield event
+                rpc = attempt.connection.stub.Stylize(
+                    call.request, timeout=attempt.timeout, metadata=call.metadata
+                )
+                try:
+                    async for message in rpc:
+                        event = attempt.receive(message)
+                        if event is not None:
+                            yield event
+                finally:
+                    # A no-op once the call ended; cancels it when the caller stops early.
+                    rpc.cancel()
+            except grpc.RpcError as error:
+                delay = attempt.fail(error)
+            else:
+                attempt.succeed()
                 return
-            except grpc.RpcError as rpc_error:
-                error = from_rpc_error(rpc_error, request_id)
             finally:
-                # A no-op once the call ended; cancels it when the caller stops early.
-                call.cancel()
-            # Once an event arrived the server has begun work: retrying could run the job twice.
-            delay = None if received else budget.retry_delay(error)
-            if delay is None:
-                raise error from None
-            logger.info("retrying in %.2fs after %s (attempt %d)", delay, error, budget.attempt)
+                await _close(attempt.release())
             await self._sleep(delay)
+
+    async def _resolve(self) -> None:
+        """Resolve a `dns:` target when the router says it is time (getaddrinfo in a thread)."""
+        name = self._core.router.resolution_due()
+        if name is None:
+            return
+        addresses = None
+        try:
+            addresses = await asyncio.to_thread(resolve_quietly, name)
+        finally:
+            await _close(self._core.router.resolved(addresses))
 
     async def health(self, service: str = "", *, timeout: float = 10.0) -> _health.ServingStatus:
         """The server's grpc.health.v1 status ("" is the whole server; see SERVICE_NAME)."""
         request_id = uuid.uuid4().hex
+        await self._resolve()
+        endpoint = self._core.router.pick("")
         try:
-            data = await self._health_check(
+            data = await endpoint.connection.health(
                 _health.encode_request(service),
                 timeout=timeout,
-                metadata=call_metadata(self._settings.token, request_id),
+                metadata=self._core.metadata(request_id),
             )
-        except grpc.RpcError as rpc_error:
-            error = from_rpc_error(rpc_error, request_id)
-            status = _health.status_for_error(error.code)
-            if status is None:
-                raise error from None
-            return status
+        except grpc.RpcError as error:
+            return _health.status_from_error(error, request_id)
+        finally:
+            await _close(self._core.router.release(endpoint))
         return _health.decode_response(bytes(data))
 
     async def close(self, grace: float | None = None) -> None:
-        """Close the channel; calls still running are cancelled (after `grace` seconds if given)."""
-        await self._channel.close(grace)
+        """Close the channels; running calls are cancelled (after `grace` seconds if given)."""
+        await _close(self._core.router.close(), grace)
 
     async def __aenter__(self) -> Self:
         return self

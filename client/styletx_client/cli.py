@@ -1,7 +1,8 @@
 """`styletx-client`: stylize images and check health from a shell, with a progress bar.
 
 Exit codes: 0 ok, 1 other failure, 2 usage or invalid argument, 3 server unavailable or busy,
-4 deadline exceeded, 5 authentication, 130 interrupted.
+4 deadline exceeded, 5 authentication, 6 the server ran out of memory for the job (retrying will
+not help: ask for less work), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from . import __version__
 from ._channel import ChannelOption, TlsConfig
 from ._convert import IMAGE_FORMATS, build_request, format_for_path
+from ._core import new_request_key
 from ._progress import ProgressReporter, format_losses
 from ._retry import RetryPolicy
 from ._schema import OPTION_FIELDS, OPTION_NAMES, enum_choices
@@ -28,6 +30,8 @@ from .errors import (
     AuthenticationError,
     DeadlineExceededError,
     InvalidRequestError,
+    OutOfMemoryError,
+    RequestKeyReusedError,
     ServerBusyError,
     ServiceError,
     UnavailableError,
@@ -42,6 +46,7 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_DEADLINE = 4
 EXIT_AUTH = 5
+EXIT_OUT_OF_MEMORY = 6
 EXIT_INTERRUPTED = 130
 
 DEFAULT_SERVER = "localhost:50051"
@@ -110,6 +115,16 @@ def _connection_parser() -> argparse.ArgumentParser:
         "--tls-server-name", metavar="NAME", help="name to verify in the server's certificate"
     )
     group.add_argument(
+        "--client-cert",
+        type=Path,
+        metavar="PEM",
+        help="this client's certificate chain, for a server that requires mutual TLS "
+        "(with --client-key; implies --tls)",
+    )
+    group.add_argument(
+        "--client-key", type=Path, metavar="PEM", help="private key of --client-cert"
+    )
+    group.add_argument(
         "--timeout",
         type=_positive_float,
         metavar="SECONDS",
@@ -120,7 +135,8 @@ def _connection_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         default=RetryPolicy().max_attempts,
-        help="attempts when the server is unavailable or busy (default %(default)s)",
+        help="attempts in a row when the server is unavailable or busy, or a broken stream "
+        "re-attaches (default %(default)s)",
     )
     group.add_argument("-v", "--verbose", action="store_true", help="log retries and more")
     return parent
@@ -192,14 +208,18 @@ def _add_stylize(
     out.add_argument(
         "--request-id", metavar="ID", help="x-request-id to send (default: a random one)"
     )
+    out.add_argument(
+        "--request-key",
+        metavar="KEY",
+        help="idempotency key (default: a random UUID). Re-running with the key of a call that "
+        "failed or was killed attaches to its job, running or recently finished",
+    )
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_stylize)
 
 
 def _client(args: argparse.Namespace) -> StyleTransferClient:
-    tls: bool | TlsConfig = bool(args.tls)
-    if args.ca_cert is not None:
-        tls = TlsConfig(root_certificates=_read(args.ca_cert, "CA certificate"))
+    tls = _tls(args)
     options: list[ChannelOption] = []
     if args.tls_server_name:
         options.append(("grpc.ssl_target_name_override", args.tls_server_name))
@@ -216,6 +236,24 @@ def _client(args: argparse.Namespace) -> StyleTransferClient:
         )
     except ValueError as error:
         raise UsageError(f"--server {args.server!r}: {error}") from None
+
+
+def _tls(args: argparse.Namespace) -> bool | TlsConfig:
+    """TLS settings from --tls, --ca-cert, --client-cert and --client-key."""
+    if (args.client_cert is None) != (args.client_key is None):
+        raise UsageError("--client-cert and --client-key go together (mutual TLS)")
+    if args.ca_cert is None and args.client_cert is None:
+        return bool(args.tls)
+    try:
+        return TlsConfig(
+            root_certificates=_read(args.ca_cert, "CA certificate") if args.ca_cert else None,
+            certificate_chain=_read(args.client_cert, "client certificate")
+            if args.client_cert
+            else None,
+            private_key=_read(args.client_key, "client key") if args.client_key else None,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def _read(path: Path, role: str) -> bytes:
@@ -282,10 +320,17 @@ def _stylize(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     reporter = ProgressReporter(sys.stderr, enabled=not args.quiet, previews=args.previews)
     succeeded = False
+    # Chosen here rather than by the SDK so that a failure can tell the user how to re-attach.
+    request_key = args.request_key if args.request_key is not None else new_request_key()
     try:
         with _client(args) as client:
             result = client.stylize(
-                content, styles, request_id=args.request_id, on_event=reporter, **options
+                content,
+                styles,
+                request_id=args.request_id,
+                request_key=request_key,
+                on_event=reporter,
+                **options,
             )
         succeeded = True
     finally:
@@ -329,6 +374,21 @@ def _health(args: argparse.Namespace) -> int:
 def describe(error: ServiceError, server: str) -> tuple[int, str]:
     """Exit code and a message a shell user can act on, for an SDK error."""
     rid = f" (request id {error.request_id})" if error.request_id else ""
+    resume = (
+        f" The job may still run: re-run with --request-key {error.request_key} to attach to it."
+        if error.request_key
+        else ""
+    )
+    if isinstance(error, OutOfMemoryError):
+        return EXIT_OUT_OF_MEMORY, (
+            f"the server ran out of memory for this job{rid}: {error.message}. Retrying will not "
+            "help: lower --size, --style-scale or --scales, or send fewer or smaller style images"
+        )
+    if isinstance(error, RequestKeyReusedError):
+        return EXIT_USAGE, (
+            f"the request key {error.request_key or ''} already belongs to a different request"
+            f"{rid}; send this one with a new --request-key (or none)"
+        )
     if isinstance(error, InvalidRequestError):
         lines = [f"the server rejected the request: {error.message}{rid}"]
         lines += [f"  {v.field}: {v.description}" for v in error.field_violations]
@@ -341,15 +401,21 @@ def describe(error: ServiceError, server: str) -> tuple[int, str]:
             f"the server at {server} is busy (its queue is full); {wait}, "
             f"raise --max-attempts or add replicas{rid}: {error.message}"
         )
+    if isinstance(error, UnavailableError) and _is_tls_failure(error.message):
+        return EXIT_UNAVAILABLE, (
+            f"the TLS handshake with {server} failed: {error.message}. Check --ca-cert, "
+            f"--tls-server-name, and --client-cert/--client-key if the server requires them.{rid}"
+        )
     if isinstance(error, UnavailableError):
         return EXIT_UNAVAILABLE, (
             f"cannot reach a styletx server at {server}: {error.message}. Is it running and "
-            f"listening there? Set --server or STYLETX_SERVER (and --tls if it uses TLS).{rid}"
+            "listening there? Set --server or STYLETX_SERVER (and --tls or --ca-cert if it uses "
+            f"TLS, --client-cert and --client-key if it requires mutual TLS).{rid}{resume}"
         )
     if isinstance(error, DeadlineExceededError):
         return EXIT_DEADLINE, (
             f"the call did not finish within its deadline{rid}; raise --timeout, "
-            "or lower --size or --max-evaluations"
+            f"or lower --size or --max-evaluations.{resume}"
         )
     if isinstance(error, AuthenticationError):
         return EXIT_AUTH, (
@@ -357,6 +423,11 @@ def describe(error: ServiceError, server: str) -> tuple[int, str]:
             f"pass --token or set STYLETX_TOKEN{rid}"
         )
     return EXIT_FAILURE, f"the call failed: {error}"
+
+
+def _is_tls_failure(message: str) -> bool:
+    lowered = message.lower()
+    return any(word in lowered for word in ("handshake", "ssl", "certificate", "tls"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,44 +1,70 @@
-"""The synchronous client: `StyleTransferClient` and the `EventStream` its `stream` returns."""
+"""The synchronous client: `StyleTransferClient` and the `EventStream` its `stream` returns.
+
+Only the grpc transport loop lives here; every decision is `_core`'s, shared with `aio.py`.
+"""
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, Unpack
 
 import grpc
 
 from . import health as _health
-from ._channel import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    ChannelOption,
-    ClientSettings,
-    TlsConfig,
-    call_metadata,
-    make_settings,
-)
-from ._convert import build_request, event_from_proto
-from ._retry import AttemptBudget, RetryPolicy
-from .errors import from_rpc_error, missing_result
+from ._channel import DEFAULT_MAX_MESSAGE_BYTES, ChannelOption, TlsConfig, make_settings
+from ._core import ClientCore, StylizeCall
+from ._retry import RetryPolicy
+from ._routing import resolve_quietly
+from .errors import missing_result
 from .events import Event, Result
 from .options import ImageInput, Styles, StylizeOptions
-from .proto import style_transfer_pb2 as pb
 from .proto import style_transfer_pb2_grpc as pb_grpc
 
-logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True, slots=True)
+class _Connection:
+    """One channel and the stubs on it."""
+
+    channel: grpc.Channel
+    stub: pb_grpc.StyleTransferServiceStub
+    health: grpc.UnaryUnaryMultiCallable[bytes, bytes]
+
+
+def _connect(
+    target: str, options: list[ChannelOption], credentials: grpc.ChannelCredentials | None
+) -> _Connection:
+    if credentials is None:
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        channel = grpc.secure_channel(target, credentials, options=options)
+    health: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        _health.CHECK_METHOD, request_serializer=None, response_deserializer=None
+    )
+    return _Connection(channel, pb_grpc.StyleTransferServiceStub(channel), health)
+
+
+def _close(connections: Iterable[_Connection]) -> None:
+    for connection in connections:
+        connection.channel.close()
 
 
 class EventStream(Iterator[Event]):
     """Events of one `Stylize` call. Closing it (or leaving its `with` block) cancels the RPC."""
 
-    def __init__(self, events: Generator[Event, None, None], request_id: str) -> None:
+    def __init__(
+        self, events: Generator[Event, None, None], request_id: str, request_key: str
+    ) -> None:
         self._events = events
         self.request_id = request_id
         """The x-request-id sent with the call, which the server logs and echoes."""
+        self.request_key = request_key
+        """The call's idempotency key ("" when none): a call with the same key and request
+        attaches to the job while the server holds it (running, or finished recently)."""
 
     def __next__(self) -> Event:
         return next(self._events)
@@ -63,8 +89,10 @@ class StyleTransferClient:
     """Client of the styletx `StyleTransferService`; use it as a context manager.
 
     `target` is `host:port`, a gRPC URI (`dns:///styletx:50051`) or a comma-separated list of IP
-    addresses; the last two balance calls round robin. `timeout` is the default total deadline of
-    a call, retries included. The client is thread-safe; share one per process.
+    addresses; the last two spread calls over every address, each request key always to the same
+    one (rendezvous hashing), unless `lb_policy` names a gRPC policy. `timeout` is the default
+    total deadline of a call, retries and re-attaches included. The client is thread-safe; share
+    one per process.
     """
 
     def __init__(
@@ -83,7 +111,7 @@ class StyleTransferClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self._settings: ClientSettings = make_settings(
+        settings = make_settings(
             target,
             credentials=credentials,
             tls=tls,
@@ -95,24 +123,14 @@ class StyleTransferClient:
             options=options,
         )
         self._sleep = sleep
-        self._clock = clock
-        self._rng = rng or random.Random()
-        settings = self._settings
-        if settings.credentials is None:
-            self._channel = grpc.insecure_channel(settings.target, options=settings.options)
-        else:
-            self._channel = grpc.secure_channel(
-                settings.target, settings.credentials, options=settings.options
-            )
-        self._stub = pb_grpc.StyleTransferServiceStub(self._channel)
-        self._health_check = self._channel.unary_unary(
-            _health.CHECK_METHOD, request_serializer=None, response_deserializer=None
+        self._core: ClientCore[_Connection] = ClientCore(
+            settings, _connect, clock=clock, rng=rng or random.Random()
         )
 
     @property
     def target(self) -> str:
-        """The gRPC target the channel connects to (after normalisation)."""
-        return self._settings.target
+        """The gRPC target the client connects to (after normalisation)."""
+        return self._core.settings.target
 
     def stylize(
         self,
@@ -121,12 +139,20 @@ class StyleTransferClient:
         *,
         timeout: float | None = None,
         request_id: str | None = None,
+        request_key: str | None = None,
         on_event: Callable[[Event], None] | None = None,
         **options: Unpack[StylizeOptions],
     ) -> Result:
         """Stylize `content` after `styles` and return the result; `on_event` sees every event."""
         result: Result | None = None
-        with self.stream(content, styles, timeout=timeout, request_id=request_id, **options) as it:
+        with self.stream(
+            content,
+            styles,
+            timeout=timeout,
+            request_id=request_id,
+            request_key=request_key,
+            **options,
+        ) as it:
             for event in it:
                 if on_event is not None:
                     on_event(event)
@@ -143,70 +169,85 @@ class StyleTransferClient:
         *,
         timeout: float | None = None,
         request_id: str | None = None,
+        request_key: str | None = None,
         **options: Unpack[StylizeOptions],
     ) -> EventStream:
         """Start a call and return its events: Queued..., Started, Progress..., Result.
 
         Inputs are read and validated now (TypeError/ValueError/OSError); the call starts on the
-        first `next()`. Retryable failures before the first event are retried transparently.
+        first `next()`. A busy or unreachable server is retried before the first event; a stream
+        broken mid-way re-attaches to its job by `request_key` (default: a fresh UUID4; "" sends
+        none and turns re-attaching off), and no event is delivered twice.
         """
-        request = build_request(content, styles, options)
-        request_id = request_id or uuid.uuid4().hex
-        budget = AttemptBudget(
-            self._settings.retry,
-            timeout if timeout is not None else self._settings.timeout,
-            self._clock,
-            self._rng,
-            request_id,
+        call = self._core.start(
+            content,
+            styles,
+            options,
+            timeout=timeout,
+            request_id=request_id,
+            request_key=request_key,
         )
-        return EventStream(self._run(request, request_id, budget), request_id)
+        return EventStream(self._run(call), call.request_id, call.request_key)
 
-    def _run(
-        self, request: pb.StylizeRequest, request_id: str, budget: AttemptBudget
-    ) -> Generator[Event, None, None]:
-        metadata = call_metadata(self._settings.token, request_id)
+    def _run(self, call: StylizeCall[_Connection]) -> Generator[Event, None, None]:
         while True:
-            call = self._stub.Stylize(request, timeout=budget.start_attempt(), metadata=metadata)
-            received = False
+            self._resolve()
+            attempt = call.next_attempt()
             try:
-                for message in call:
-                    received = True
-                    event = event_from_proto(message)
-                    if event is not None:
-                        yield event
+                rpc = attempt.connection.stub.Stylize(
+                    call.request, timeout=attempt.timeout, metadata=call.metadata
+                )
+                try:
+                    for message in rpc:
+                        event = attempt.receive(message)
+                        if event is not None:
+                            yield event
+                finally:
+                    # A no-op once the call ended; cancels it when the caller stops early.
+                    rpc.cancel()  # type: ignore[no-untyped-call,unused-ignore]
+            except grpc.RpcError as error:
+                delay = attempt.fail(error)
+            else:
+                attempt.succeed()
                 return
-            except grpc.RpcError as rpc_error:
-                error = from_rpc_error(rpc_error, request_id)
             finally:
-                # A no-op once the call ended; cancels it when the caller stops early.
-                call.cancel()  # type: ignore[no-untyped-call,unused-ignore]
-            # Once an event arrived the server has begun work: retrying could run the job twice.
-            delay = None if received else budget.retry_delay(error)
-            if delay is None:
-                raise error from None
-            logger.info("retrying in %.2fs after %s (attempt %d)", delay, error, budget.attempt)
+                _close(attempt.release())
             self._sleep(delay)
 
-    def health(self, service: str = "", *, timeout: float = 10.0) -> _health.ServingStatus:
-        """The server's grpc.health.v1 status ("" is the whole server; see SERVICE_NAME)."""
-        request_id = uuid.uuid4().hex
+    def _resolve(self) -> None:
+        """Resolve a `dns:` target when the router says it is time (blocking getaddrinfo)."""
+        name = self._core.router.resolution_due()
+        if name is None:
+            return
+        addresses = None
         try:
-            data = self._health_check(
+            addresses = resolve_quietly(name)
+        finally:
+            _close(self._core.router.resolved(addresses))
+
+    def health(self, service: str = "", *, timeout: float = 10.0) -> _health.ServingStatus:
+        """The server's grpc.health.v1 status ("" is the whole server; see SERVICE_NAME).
+
+        Behind several addresses, one of them answers (round robin).
+        """
+        request_id = uuid.uuid4().hex
+        self._resolve()
+        endpoint = self._core.router.pick("")
+        try:
+            data = endpoint.connection.health(
                 _health.encode_request(service),
                 timeout=timeout,
-                metadata=call_metadata(self._settings.token, request_id),
+                metadata=self._core.metadata(request_id),
             )
-        except grpc.RpcError as rpc_error:
-            error = from_rpc_error(rpc_error, request_id)
-            status = _health.status_for_error(error.code)
-            if status is None:
-                raise error from None
-            return status
+        except grpc.RpcError as error:
+            return _health.status_from_error(error, request_id)
+        finally:
+            _close(self._core.router.release(endpoint))
         return _health.decode_response(bytes(data))
 
     def close(self) -> None:
-        """Close the channel, cancelling every call still running on it."""
-        self._channel.close()
+        """Close the channels, cancelling every call still running on them."""
+        _close(self._core.router.close())
 
     def __enter__(self) -> Self:
         return self

@@ -18,6 +18,30 @@ logger = logging.getLogger(__name__)
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 REQUEST_ID_KEY = "x-request-id"
+ERROR_DOMAIN = "styletx.v1"
+"""The `google.rpc.ErrorInfo.domain` of the styletx server; its `reason`s are listed below."""
+
+
+class Reason:
+    """`ErrorInfo.reason` values the styletx server sends (domain `styletx.v1`)."""
+
+    QUEUE_FULL = "QUEUE_FULL"
+    OVER_BUDGET = "OVER_BUDGET"
+    TOO_MANY_CALLS = "TOO_MANY_CALLS"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    INVALID_INPUT = "INVALID_INPUT"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    KEY_REUSED = "KEY_REUSED"
+    DRAINING = "DRAINING"
+    LOADING = "LOADING"
+    SHUTDOWN = "SHUTDOWN"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    INTERNAL = "INTERNAL"
+
+
+BUSY_REASONS = frozenset({Reason.QUEUE_FULL, Reason.OVER_BUDGET, Reason.TOO_MANY_CALLS})
+LEAVING_REASONS = frozenset({Reason.DRAINING, Reason.SHUTDOWN})
+"""The replica is going away on purpose: go to another one (and do not count it as a failure)."""
 
 # Every google.rpc detail type a server may attach; unknown types stay packed in an Any.
 _DETAIL_TYPES: dict[str, type[Message]] = {
@@ -60,6 +84,8 @@ class ServiceError(Exception):
         details: Sequence[Message] = (),
         request_id: str | None = None,
         retry_after: float | None = None,
+        reason: str | None = None,
+        domain: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -68,6 +94,12 @@ class ServiceError(Exception):
         self.request_id = request_id
         # Seconds the server asked the caller to wait (google.rpc.RetryInfo), when it said.
         self.retry_after = retry_after
+        # google.rpc.ErrorInfo: why it failed (`Reason.*` when `domain` is ERROR_DOMAIN).
+        self.reason = reason
+        self.domain = domain
+        # The failed call's idempotency key, set by the client: calling again with it (and the
+        # same request) attaches to the job if the server still holds it.
+        self.request_key: str | None = None
 
     def __str__(self) -> str:
         text = f"{self.code.name}: {self.message}"
@@ -96,10 +128,18 @@ class InvalidRequestError(ServiceError):
         details: Sequence[Message] = (),
         request_id: str | None = None,
         retry_after: float | None = None,
+        reason: str | None = None,
+        domain: str | None = None,
         field_violations: Sequence[FieldViolation] = (),
     ) -> None:
         super().__init__(
-            message, code=code, details=details, request_id=request_id, retry_after=retry_after
+            message,
+            code=code,
+            details=details,
+            request_id=request_id,
+            retry_after=retry_after,
+            reason=reason,
+            domain=domain,
         )
         self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
 
@@ -109,8 +149,24 @@ class InvalidRequestError(ServiceError):
         return "\n".join(lines)
 
 
+class RequestKeyReusedError(InvalidRequestError):
+    """The request key is already bound to a different request on the server (KEY_REUSED).
+
+    Retrying cannot help: send this request under a new key, or the original one under this key.
+    """
+
+
 class ServerBusyError(ServiceError):
-    """The server's queue is full (RESOURCE_EXHAUSTED); `retry_after` says when to come back."""
+    """The server is busy (RESOURCE_EXHAUSTED with RetryInfo: queue full, pixel budget spent, too
+    many calls); `retry_after` says when to come back. Retried by the SDK."""
+
+    default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class OutOfMemoryError(ServiceError):
+    """The job ran out of device or host memory (RESOURCE_EXHAUSTED without RetryInfo, or reason
+    OUT_OF_MEMORY). Never retried: the same request would fail again; ask for less work (a
+    smaller size, style_scale or fewer scales or styles)."""
 
     default_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -165,21 +221,42 @@ def from_rpc_error(error: grpc.RpcError, request_id: str | None = None) -> Servi
     server_id = _first(trailing, REQUEST_ID_KEY) or _first(initial, REQUEST_ID_KEY)
     request_id = server_id or request_id
     retry_after = _retry_after(details)
-    cls = _BY_CODE.get(code, ServiceError)
-    if cls is ServerBusyError and _is_message_size_error(message, details):
-        # gRPC reports an oversized message as RESOURCE_EXHAUSTED; waiting will not fix that.
-        cls = ServiceError
+    domain, reason = _error_info(details)
+    cls = _class_for(code, reason if domain == ERROR_DOMAIN else None, message, retry_after)
+    if cls is ServiceError and code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         message += " (raise max_message_bytes on both client and server, or send smaller images)"
-    if cls is InvalidRequestError:
-        return InvalidRequestError(
-            message,
-            code=code,
-            details=details,
-            request_id=request_id,
-            retry_after=retry_after,
-            field_violations=_violations(details),
-        )
-    return cls(message, code=code, details=details, request_id=request_id, retry_after=retry_after)
+    mapped = cls(
+        message,
+        code=code,
+        details=details,
+        request_id=request_id,
+        retry_after=retry_after,
+        reason=reason,
+        domain=domain,
+    )
+    if isinstance(mapped, InvalidRequestError):
+        mapped.field_violations = _violations(details)
+    return mapped
+
+
+def _class_for(
+    code: grpc.StatusCode, reason: str | None, message: str, retry_after: float | None
+) -> type[ServiceError]:
+    """The exception class: the styletx reason where it names one, else the status code."""
+    if reason == Reason.OUT_OF_MEMORY:
+        return OutOfMemoryError
+    if reason == Reason.KEY_REUSED:
+        return RequestKeyReusedError
+    cls = _BY_CODE.get(code, ServiceError)
+    if cls is not ServerBusyError or reason in BUSY_REASONS or retry_after is not None:
+        return cls
+    if _is_message_size_error(message):
+        # gRPC reports an oversized message as RESOURCE_EXHAUSTED; waiting will not fix that.
+        return ServiceError
+    if _is_concurrency_limit(message):
+        return ServerBusyError
+    # The API's contract: RESOURCE_EXHAUSTED without RetryInfo means the job ran out of memory.
+    return OutOfMemoryError
 
 
 def _code_of(error: grpc.RpcError) -> grpc.StatusCode:
@@ -251,6 +328,19 @@ def _retry_after(details: Sequence[Message]) -> float | None:
     return None
 
 
-def _is_message_size_error(message: str, details: Sequence[Message]) -> bool:
-    has_retry_info = any(isinstance(d, error_details_pb2.RetryInfo) for d in details)
-    return not has_retry_info and "larger than max" in message
+def _error_info(details: Sequence[Message]) -> tuple[str | None, str | None]:
+    """(domain, reason) of the ErrorInfo detail, preferring the styletx domain's."""
+    infos = [d for d in details if isinstance(d, error_details_pb2.ErrorInfo)]
+    infos.sort(key=lambda info: info.domain != ERROR_DOMAIN)
+    if not infos:
+        return None, None
+    return infos[0].domain or None, infos[0].reason or None
+
+
+def _is_message_size_error(message: str) -> bool:
+    return "larger than max" in message
+
+
+def _is_concurrency_limit(message: str) -> bool:
+    """grpcio's own refusal when a server's maximum_concurrent_rpcs is reached."""
+    return "Concurrent RPC limit exceeded" in message

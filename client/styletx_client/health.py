@@ -7,6 +7,8 @@ import enum
 import grpc
 from grpc_health.v1 import health_pb2
 
+from .errors import from_rpc_error
+
 CHECK_METHOD = "/grpc.health.v1.Health/Check"
 SERVICE_NAME = "styletx.v1.StyleTransferService"
 """The name the server registers for the style transfer service ("" is the whole server)."""
@@ -44,3 +46,12 @@ def decode_response(data: bytes) -> ServingStatus:
 def status_for_error(code: grpc.StatusCode) -> ServingStatus | None:
     """NOT_FOUND is how a health server says it does not know the service; other errors raise."""
     return ServingStatus.SERVICE_UNKNOWN if code == grpc.StatusCode.NOT_FOUND else None
+
+
+def status_from_error(error: grpc.RpcError, request_id: str) -> ServingStatus:
+    """SERVICE_UNKNOWN for NOT_FOUND; any other failure raises its SDK exception."""
+    mapped = from_rpc_error(error, request_id)
+    status = status_for_error(mapped.code)
+    if status is None:
+        raise mapped from None
+    return status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import grpc
@@ -17,9 +18,12 @@ from styletx_client._progress import ProgressReporter
 from styletx_client.cli import main
 from styletx_client.proto import style_transfer_pb2 as pb
 from tests.support.fake_server import (
+    Break,
+    FakeJobs,
     FakeStyleTransfer,
     bad_request,
     closed_port_address,
+    error_info,
     fail,
     png_bytes,
     progress,
@@ -354,3 +358,54 @@ def test_ctrl_c_cancels_the_call_and_exits_130(
         assert fake.calls[0].cancelled.wait(10)
     assert "interrupted" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_request_key_is_sent_and_a_random_one_by_default(
+    images: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with serve() as fake:
+        assert run(fake.address, images, tmp_path / "a.png", "-q", "--request-key", "k-1") == 0
+        assert run(fake.address, images, tmp_path / "b.png", "-q") == 0
+    keys = [c.request.request_key for c in fake.servicer.calls]
+    assert keys[0] == "k-1"
+    assert uuid.UUID(keys[1]).version == 4
+
+
+def test_out_of_memory_exits_6_without_retrying(
+    images: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeStyleTransfer(
+        fail(grpc.StatusCode.RESOURCE_EXHAUSTED, "out of memory", error_info("OUT_OF_MEMORY"))
+    )
+    with serve(fake) as server:
+        assert run(server.address, images, tmp_path / "o.png", "-q") == cli.EXIT_OUT_OF_MEMORY == 6
+    err = capsys.readouterr().err
+    assert "ran out of memory" in err and "--size" in err and "will not help" in err
+    assert len(fake.calls) == 1
+    assert "6 the server ran out of memory" in " ".join((cli.__doc__ or "").split())
+
+
+def test_a_reused_key_exits_2_and_says_so(
+    images: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeStyleTransfer(
+        fail(grpc.StatusCode.ALREADY_EXISTS, "key bound elsewhere", error_info("KEY_REUSED"))
+    )
+    with serve(fake) as server:
+        code = run(server.address, images, tmp_path / "o.png", "-q", "--request-key", "k-9")
+    assert code == 2
+    assert "request key k-9 already belongs to a different request" in capsys.readouterr().err
+
+
+def test_a_broken_job_names_the_key_to_re_attach_with(
+    images: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = FakeJobs(breaks=[Break(after=4)])
+    output = tmp_path / "o.png"
+    with serve(jobs) as server:
+        args = ("-q", "--max-attempts", "1", "--request-key", "k-2")
+        assert run(server.address, images, output, *args) == 3
+        assert "re-run with --request-key k-2 to attach" in capsys.readouterr().err
+        assert run(server.address, images, output, "-q", "--request-key", "k-2") == 0
+    assert jobs.computations == 1
+    assert output.exists()

@@ -44,12 +44,21 @@ class Sleeps:
         return self.now
 
 
-def client_for(address: str, sleeps: Sleeps, **kwargs: object) -> StyleTransferClient:
+class LowerBound(random.Random):
+    """uniform(a, b) returns a: RetryInfo delays unjittered, backoffs zero."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def client_for(
+    address: str, sleeps: Sleeps, rng: random.Random | None = None, **kwargs: object
+) -> StyleTransferClient:
     return StyleTransferClient(
         address,
         sleep=sleeps.sleep,
         clock=sleeps.clock,
-        rng=random.Random(3),
+        rng=rng or random.Random(3),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -81,11 +90,13 @@ def test_queue_full_waits_as_long_as_retry_info_says() -> None:
     )
     with serve(fake) as server, client_for(server.address, sleeps) as client:
         client.stylize(b"c", b"s")
-    assert sleeps.calls == [2.5]
+    # At least the server's delay, jittered by up to half again.
+    assert len(sleeps.calls) == 1
+    assert 2.5 <= sleeps.calls[0] <= 3.75
     assert len(fake.calls) == 2
 
 
-def test_no_retry_once_an_event_has_arrived() -> None:
+def test_without_a_request_key_no_retry_once_an_event_has_arrived() -> None:
     sleeps = Sleeps()
     fake = FakeStyleTransfer(
         fail(grpc.StatusCode.UNAVAILABLE, "worker lost", before=[started(), progress(1, 1)]),
@@ -96,7 +107,7 @@ def test_no_retry_once_an_event_has_arrived() -> None:
         client_for(server.address, sleeps) as client,
         pytest.raises(UnavailableError, match="worker lost"),
     ):
-        client.stylize(b"c", b"s")
+        client.stylize(b"c", b"s", request_key="")
     assert len(fake.calls) == 1
     assert sleeps.calls == []
 
@@ -124,7 +135,8 @@ def test_attempts_are_bounded_and_the_last_error_is_raised() -> None:
     ):
         client.stylize(b"c", b"s")
     assert len(fake.calls) == 3
-    assert sleeps.calls == [1.0, 1.0]
+    assert len(sleeps.calls) == 2
+    assert all(1.0 <= s <= 1.5 for s in sleeps.calls)
     assert info.value.__suppress_context__ is True
 
 
@@ -133,11 +145,12 @@ def test_total_deadline_spans_attempts() -> None:
     fake = FakeStyleTransfer(fail(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", retry_info(4)))
     with (
         serve(fake) as server,
-        client_for(server.address, sleeps, timeout=10.0) as client,
+        client_for(server.address, sleeps, LowerBound(), timeout=10.0) as client,
         pytest.raises(ServerBusyError),
     ):
         client.stylize(b"c", b"s")
-    # Waits of 4 s at t=0 and t=4; a third wait would end at t=12, past the 10 s deadline.
+    # Unjittered (LowerBound) waits of 4 s at t=0 and t=4; a third wait would end at t=12,
+    # past the 10 s deadline.
     assert sleeps.calls == [4.0, 4.0]
     assert len(fake.calls) == 3
     remaining = [c.time_remaining for c in fake.calls]

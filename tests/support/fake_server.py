@@ -1,7 +1,11 @@
-"""A scripted in-process fake of StyleTransferService for the client SDK tests (no tests here).
+"""In-process fakes of StyleTransferService for the client SDK tests (no tests here).
 
-Each call to the fake runs the next script (the last one repeats), so a test can say "UNAVAILABLE,
-then success" or "two events, then INVALID_ARGUMENT with field violations".
+`FakeStyleTransfer` runs the next script per call (the last one repeats), so a test can say
+"UNAVAILABLE, then success" or "two events, then INVALID_ARGUMENT with field violations".
+`FakeJobs` emulates the server's job registry keyed by `request_key`: a known key attaches to its
+job (current state, then the rest; or the stored result at once), the same key with another
+payload is refused with KEY_REUSED, and scripted `Break`s end a stream mid-way while the job
+lives on, so re-attaching can be tested against a counter of computations.
 """
 
 from __future__ import annotations
@@ -136,6 +140,35 @@ def bad_request(*violations: tuple[str, str]) -> error_details_pb2.BadRequest:
     )
 
 
+ERROR_DOMAIN = "styletx.v1"
+
+
+def error_info(reason: str, domain: str = ERROR_DOMAIN) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(reason=reason, domain=domain)
+
+
+def abort(
+    context: grpc.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    *details: Message,
+    request_id: str | None = None,
+) -> None:
+    """End the call with `code` and google.rpc details in the trailers (raises)."""
+    packed = []
+    for detail in details:
+        item = any_pb2.Any()
+        item.Pack(detail)
+        packed.append(item)
+    status = status_pb2.Status(code=code.value[0], message=message, details=packed)
+    trailing: list[tuple[str, str | bytes]] = [
+        ("grpc-status-details-bin", status.SerializeToString())
+    ]
+    if request_id is not None:
+        trailing.append(("x-request-id", request_id))
+    context.abort_with_status(_Status(code, message, trailing))
+
+
 def fail(
     code: grpc.StatusCode,
     message: str,
@@ -149,18 +182,7 @@ def fail(
         request: pb.StylizeRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StylizeResponse]:
         yield from before
-        packed = []
-        for detail in details:
-            item = any_pb2.Any()
-            item.Pack(detail)
-            packed.append(item)
-        status = status_pb2.Status(code=code.value[0], message=message, details=packed)
-        trailing: list[tuple[str, str | bytes]] = [
-            ("grpc-status-details-bin", status.SerializeToString())
-        ]
-        if request_id is not None:
-            trailing.append(("x-request-id", request_id))
-        context.abort_with_status(_Status(code, message, trailing))
+        abort(context, code, message, *details, request_id=request_id)
 
     return run
 
@@ -227,10 +249,144 @@ class FakeStyleTransfer(pb_grpc.StyleTransferServiceServicer):
             record.ended.set()
 
 
+def long_events(iterations: int = 6) -> list[pb.StylizeResponse]:
+    """A successful stream with many progress events: queued, started, `iterations`, result."""
+    steps = [progress(i, 2 * i, 2 * iterations) for i in range(1, iterations + 1)]
+    return [queued(1), started(max_evaluations=2 * iterations), *steps, result()]
+
+
+@dataclass
+class Break:
+    """End a job's stream once the job has produced `after` events; the job lives on.
+
+    `code` None holds the stream open, producing nothing, until the client goes away (so a test
+    can cut the connection); otherwise the call ends with `code` and an ErrorInfo of `reason`.
+    """
+
+    after: int
+    code: grpc.StatusCode | None = grpc.StatusCode.UNAVAILABLE
+    reason: str | None = None
+    reached: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class FakeJob:
+    """One job of `FakeJobs`: the request it computes and the events produced so far."""
+
+    key: str
+    payload: bytes
+    produced: list[pb.StylizeResponse] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.produced) and self.produced[-1].HasField("result")
+
+    def current_state(self) -> list[pb.StylizeResponse]:
+        """What an attaching call gets first: the stored result, or the latest of each kind."""
+        if self.done:
+            return [self.produced[-1]]
+        latest: dict[str, pb.StylizeResponse] = {}
+        for message in self.produced:
+            latest[message.WhichOneof("event") or ""] = message
+        if "started" in latest:
+            return [latest[k] for k in ("started", "progress") if k in latest]
+        return [latest[k] for k in ("queued",) if k in latest]
+
+
+def _payload(request: pb.StylizeRequest) -> bytes:
+    copy = pb.StylizeRequest()
+    copy.CopyFrom(request)
+    copy.request_key = ""
+    return bytes(copy.SerializeToString(deterministic=True))
+
+
+class FakeJobs(pb_grpc.StyleTransferServiceServicer):
+    """A servicer with the server's job registry keyed by request key (see the module doc)."""
+
+    def __init__(
+        self,
+        events: Sequence[pb.StylizeResponse] | None = None,
+        *,
+        breaks: Sequence[Break] = (),
+        name: str = "fake",
+    ) -> None:
+        self.events = list(events) if events is not None else long_events()
+        self.breaks = list(breaks)
+        self.name = name
+        self.jobs: dict[str, FakeJob] = {}
+        self.computations = 0
+        """Jobs started: what a real server's evaluation counter would show."""
+        self.calls: list[CallRecord] = []
+        self.attached = 0
+        self._lock = threading.Lock()
+
+    def Stylize(  # noqa: N802 (generated name)
+        self, request: pb.StylizeRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.StylizeResponse]:
+        record = CallRecord(
+            request=request,
+            metadata={k: v for k, v in context.invocation_metadata() if isinstance(v, str)},
+            time_remaining=None,
+        )
+        with self._lock:
+            self.calls.append(record)
+            job = self.jobs.get(request.request_key) if request.request_key else None
+            if job is not None and job.payload != _payload(request):
+                job = None
+                reused = True
+            else:
+                reused = False
+            if job is None and not reused:
+                self.computations += 1
+                job = FakeJob(request.request_key, _payload(request))
+                if request.request_key:
+                    self.jobs[request.request_key] = job
+            elif job is not None:
+                self.attached += 1
+        if reused or job is None:
+            abort(
+                context,
+                grpc.StatusCode.ALREADY_EXISTS,
+                "request_key is bound to a different request",
+                error_info("KEY_REUSED"),
+            )
+            return
+        try:
+            yield from job.current_state()
+            while not job.done:
+                pending = self._break_due(job)
+                if pending is not None:
+                    pending.reached.set()
+                    self._break(pending, context)
+                    return
+                message = self.events[len(job.produced)]
+                with self._lock:
+                    job.produced.append(message)
+                yield message
+        finally:
+            record.ended.set()
+
+    def _break_due(self, job: FakeJob) -> Break | None:
+        with self._lock:
+            for pending in self.breaks:
+                if len(job.produced) >= pending.after:
+                    self.breaks.remove(pending)
+                    return pending
+        return None
+
+    def _break(self, pending: Break, context: grpc.ServicerContext) -> None:
+        if pending.code is None:
+            while context.is_active():
+                time.sleep(0.01)
+            return
+        details = [error_info(pending.reason)] if pending.reason else []
+        abort(context, pending.code, f"stream broken by the test ({pending.reason})", *details)
+
+
 @dataclass
 class FakeServer:
     address: str
-    servicer: FakeStyleTransfer
+    servicer: FakeStyleTransfer | FakeJobs
     health: health.HealthServicer
     server: grpc.Server
 
@@ -268,11 +424,12 @@ class RequireToken(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
 @contextmanager
 def serve(
-    servicer: FakeStyleTransfer | None = None,
+    servicer: FakeStyleTransfer | FakeJobs | None = None,
     *,
     credentials: grpc.ServerCredentials | None = None,
     token: str | None = None,
     host: str = "127.0.0.1",
+    port: int = 0,
 ) -> Iterator[FakeServer]:
     """Run the fake on a free loopback port; yields its address and parts."""
     servicer = servicer or FakeStyleTransfer()
@@ -291,9 +448,9 @@ def serve(
     health_servicer.set("styletx.v1.StyleTransferService", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if credentials is None:
-        port = server.add_insecure_port(f"{host}:0")
+        port = server.add_insecure_port(f"{host}:{port}")
     else:
-        port = server.add_secure_port(f"{host}:0", credentials)
+        port = server.add_secure_port(f"{host}:{port}", credentials)
     server.start()
     try:
         yield FakeServer(f"{host}:{port}", servicer, health_servicer, server)

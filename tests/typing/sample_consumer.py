@@ -15,7 +15,9 @@ import grpc
 
 from styletx_client import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    ERROR_DOMAIN,
     NO_RETRY,
+    RETRY_INFO_JITTER,
     SERVICE_NAME,
     AsyncEventStream,
     AsyncStyleTransferClient,
@@ -28,11 +30,15 @@ from styletx_client import (
     FieldViolation,
     InvalidRequestError,
     Losses,
+    OutOfMemoryError,
     Progress,
     Queued,
+    Reason,
+    RequestKeyReusedError,
     ResolvedOptions,
     Result,
     RetryPolicy,
+    RetryThrottling,
     ServerBusyError,
     ServiceError,
     ServingStatus,
@@ -69,8 +75,20 @@ def describe(event: Event) -> str:
 
 
 def sync_usage(out: Path) -> None:
-    tls = TlsConfig(root_certificates=b"-----BEGIN CERTIFICATE-----")
-    retry = RetryPolicy(max_attempts=3, initial_backoff=0.1, max_backoff=2.0, multiplier=2.0)
+    tls = TlsConfig(
+        root_certificates=b"-----BEGIN CERTIFICATE-----",
+        certificate_chain=b"-----BEGIN CERTIFICATE-----",  # mutual TLS: this client's identity
+        private_key=b"-----BEGIN PRIVATE KEY-----",
+    )
+    retry = RetryPolicy(
+        max_attempts=3,
+        initial_backoff=0.1,
+        max_backoff=2.0,
+        multiplier=2.0,
+        throttling=RetryThrottling(max_tokens=20.0, token_ratio=0.2),
+    )
+    low, high = RETRY_INFO_JITTER
+    print(low * high, RetryPolicy(throttling=None))
     with StyleTransferClient(
         "dns:///styletx-headless:50051",
         tls=tls,
@@ -97,6 +115,7 @@ def sync_usage(out: Path) -> None:
             [Style("style.jpg", 0.7), Style(b"\x89PNG...", 0.3)],
             timeout=120.0,
             request_id="req-1",
+            request_key="order-42",
             on_event=lambda event: None,
             content_weight=0.02,
             style_weight=4.5,
@@ -126,6 +145,8 @@ def sync_usage(out: Path) -> None:
         stream = client.stream(b"content-bytes", "style.png", size=128)
         assert_type(stream, EventStream)
         request_id: str = stream.request_id
+        request_key: str = stream.request_key
+        print(request_key)
         with stream:
             for event in stream:
                 print(request_id, describe(event))
@@ -140,9 +161,15 @@ def sync_usage(out: Path) -> None:
         except InvalidRequestError as error:
             violations: tuple[FieldViolation, ...] = error.field_violations
             print([(v.field, v.description) for v in violations])
+        except RequestKeyReusedError as error:
+            stale: str | None = error.request_key
+            print(stale)
         except ServerBusyError as error:
             wait: float | None = error.retry_after
             print(wait)
+        except OutOfMemoryError as error:
+            reason: str | None = error.reason
+            print(reason == Reason.OUT_OF_MEMORY, error.domain == ERROR_DOMAIN)
         except (UnavailableError, DeadlineExceededError, CancelledError) as error:
             print(error.code.name)
         except AuthenticationError as error:
@@ -178,8 +205,12 @@ async def async_usage(out: Path) -> None:
         )
         assert_type(result, Result)
         result.save(out)
-        stream = client.stream(b"content", [b"style-a", b"style-b"], timeout=30.0, seed=1)
+        stream = client.stream(
+            b"content", [b"style-a", b"style-b"], timeout=30.0, seed=1, request_key=""
+        )
         assert_type(stream, AsyncEventStream)
+        key: str = stream.request_key
+        print(key)
         async with stream:
             async for event in stream:
                 print(stream.request_id, describe(event))

@@ -15,6 +15,7 @@ from styletx_client._channel import (
     normalize_target,
     resolve_credentials,
 )
+from styletx_client._routing import ChannelSpec
 
 
 @pytest.mark.parametrize(
@@ -146,3 +147,28 @@ def test_make_settings_normalizes_and_defaults_the_retry_policy() -> None:
 def test_make_settings_rejects_bad_values(overrides: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         make(**overrides)
+
+
+def test_channels_of_a_resolved_dns_name_send_the_name_as_authority() -> None:
+    settings = make_settings(
+        "dns:///styletx.test:50051",
+        credentials=None,
+        tls=False,
+        token=None,
+        timeout=None,
+        retry=None,
+        lb_policy=None,
+        max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES,
+        options=(),
+    )
+    options = dict(settings.options_for(ChannelSpec("ipv4:10.0.0.1:50051", "styletx.test:50051")))
+    assert options["grpc.default_authority"] == "styletx.test:50051"
+    assert "grpc.lb_policy_name" not in options  # one address per channel: pick_first
+    plain = dict(settings.options_for(ChannelSpec("ipv4:10.0.0.1:50051")))
+    assert "grpc.default_authority" not in plain
+
+
+def test_a_callers_authority_wins() -> None:
+    settings = make(options=[("grpc.default_authority", "mine:1")])
+    options = settings.options_for(ChannelSpec("ipv4:10.0.0.1:1", "styletx.test:1"))
+    assert [v for k, v in options if k == "grpc.default_authority"] == ["mine:1"]

@@ -20,6 +20,8 @@ from styletx_client import (
     DeadlineExceededError,
     FieldViolation,
     InvalidRequestError,
+    OutOfMemoryError,
+    RequestKeyReusedError,
     ServerBusyError,
     ServiceError,
     UnavailableError,
@@ -72,7 +74,8 @@ def status_trailer(code: grpc.StatusCode, *details: Message) -> tuple[str, bytes
     [
         (grpc.StatusCode.INVALID_ARGUMENT, InvalidRequestError),
         (grpc.StatusCode.OUT_OF_RANGE, InvalidRequestError),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, ServerBusyError),
+        # The API's contract: RESOURCE_EXHAUSTED without RetryInfo is an out-of-memory job.
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, OutOfMemoryError),
         (grpc.StatusCode.UNAVAILABLE, UnavailableError),
         (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceededError),
         (grpc.StatusCode.CANCELLED, CancelledError),
@@ -201,3 +204,71 @@ def test_retry_info_delay_from_a_timedelta_round_trips() -> None:
     error = from_rpc_error(FakeRpcError(grpc.StatusCode.UNAVAILABLE, trailing=[trailer]))
     assert isinstance(error, UnavailableError)
     assert error.retry_after == pytest.approx(1.5)
+
+
+def error_info(reason: str, domain: str = "styletx.v1") -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(reason=reason, domain=domain)
+
+
+def retry_info(seconds: int = 1) -> error_details_pb2.RetryInfo:
+    return error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds))
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "expected"),
+    [
+        # The styletx reason decides where it names its own class...
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, [error_info("OUT_OF_MEMORY")], OutOfMemoryError),
+        (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            [error_info("OUT_OF_MEMORY"), retry_info()],
+            OutOfMemoryError,
+        ),
+        (grpc.StatusCode.ALREADY_EXISTS, [error_info("KEY_REUSED")], RequestKeyReusedError),
+        (grpc.StatusCode.INVALID_ARGUMENT, [error_info("KEY_REUSED")], RequestKeyReusedError),
+        # ...and tells busy from out-of-memory when RetryInfo is missing.
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, [error_info("QUEUE_FULL")], ServerBusyError),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, [error_info("OVER_BUDGET")], ServerBusyError),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, [error_info("TOO_MANY_CALLS")], ServerBusyError),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, [retry_info()], ServerBusyError),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, [], OutOfMemoryError),
+        # Another domain's reasons are exposed but do not change the class.
+        (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            [error_info("OUT_OF_MEMORY", "example.com"), retry_info()],
+            ServerBusyError,
+        ),
+        (grpc.StatusCode.UNAVAILABLE, [error_info("DRAINING")], UnavailableError),
+        (grpc.StatusCode.INVALID_ARGUMENT, [error_info("LIMIT_EXCEEDED")], InvalidRequestError),
+    ],
+)
+def test_error_info_reason_picks_the_exception(
+    code: grpc.StatusCode, details: list[Message], expected: type[ServiceError]
+) -> None:
+    trailer = status_trailer(code, *details)
+    error = from_rpc_error(FakeRpcError(code, "m", trailing=[trailer]))
+    assert type(error) is expected
+    info = next((d for d in details if isinstance(d, error_details_pb2.ErrorInfo)), None)
+    assert error.reason == (info.reason if info else None)
+    assert error.domain == (info.domain if info else None)
+
+
+def test_grpcs_own_concurrency_limit_is_busy_not_out_of_memory() -> None:
+    error = from_rpc_error(
+        FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+    )
+    assert type(error) is ServerBusyError
+
+
+def test_key_reused_keeps_its_field_violations() -> None:
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field="request_key", description="reused")
+        ]
+    )
+    trailer = status_trailer(grpc.StatusCode.ALREADY_EXISTS, error_info("KEY_REUSED"), bad)
+    error = from_rpc_error(FakeRpcError(grpc.StatusCode.ALREADY_EXISTS, trailing=[trailer]))
+    assert isinstance(error, RequestKeyReusedError)
+    assert isinstance(error, InvalidRequestError)
+    assert error.field_violations == (FieldViolation("request_key", "reused"),)
+    assert error.code == grpc.StatusCode.ALREADY_EXISTS

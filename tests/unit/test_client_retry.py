@@ -25,6 +25,13 @@ class UpperBound(random.Random):
         return b
 
 
+class LowerBound(random.Random):
+    """An rng whose uniform(a, b) returns a."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -97,10 +104,26 @@ def test_non_retryable_error_is_final_at_once() -> None:
     assert b.retry_delay(InvalidRequestError("bad")) is None
 
 
-def test_server_retry_info_overrides_the_backoff() -> None:
+def test_server_retry_info_overrides_the_backoff_jittered_up_to_half_again() -> None:
     b = budget(RetryPolicy(initial_backoff=0.1, max_backoff=0.2), None)
     b.start_attempt()
-    assert b.retry_delay(ServerBusyError("full", retry_after=3.0)) == 3.0
+    assert b.retry_delay(ServerBusyError("full", retry_after=3.0)) == pytest.approx(4.5)
+    low = AttemptBudget(RetryPolicy(), None, FakeClock(), LowerBound(), "rid")
+    low.start_attempt()
+    assert low.retry_delay(ServerBusyError("full", retry_after=3.0)) == pytest.approx(3.0)
+
+
+def test_retry_info_delays_are_spread_never_below_the_servers() -> None:
+    rng = random.Random(5)
+    delays = []
+    for _ in range(200):
+        b = AttemptBudget(RetryPolicy(), None, FakeClock(), rng, "rid")
+        b.start_attempt()
+        delay = b.retry_delay(ServerBusyError("full", retry_after=2.0))
+        assert delay is not None
+        delays.append(delay)
+    assert all(2.0 <= d <= 3.0 for d in delays)
+    assert max(delays) - min(delays) > 0.8  # callers refused together do not return together
 
 
 def test_each_attempt_gets_the_time_left_of_one_total_deadline() -> None:
@@ -116,7 +139,8 @@ def test_no_retry_when_waiting_would_pass_the_deadline() -> None:
     b = budget(RetryPolicy(), 5.0, clock)
     b.start_attempt()
     clock.now += 3.0
-    assert b.retry_delay(ServerBusyError("full", retry_after=1.0)) == 1.0
+    # RetryInfo 1 s, jittered to 1.5 s by UpperBound: ends at t=4.5, inside the 5 s deadline.
+    assert b.retry_delay(ServerBusyError("full", retry_after=1.0)) == pytest.approx(1.5)
     assert b.retry_delay(ServerBusyError("full", retry_after=2.5)) is None
 
 

@@ -1,0 +1,260 @@
+"""What the sync and asyncio clients share: request building, routing, event conversion, and the
+retry and re-attach decisions of a Stylize call.
+
+`StyleTransferClient` (grpc) and `AsyncStyleTransferClient` (grpc.aio) keep only their transport
+loops, the way googleapis clients share a core and differ in transport:
+
+    call = core.start(...)
+    while True:
+        attempt = call.next_attempt()          # deadline left, endpoint for the request key
+        open attempt.connection's Stylize stream
+        for each message: event = attempt.receive(message); deliver it unless None
+        on grpc.RpcError: delay = attempt.fail(error)  # raises the SDK error when final
+        always: attempt.release() and close the connections it returns
+        on a clean end: attempt.succeed(); stop
+        sleep(delay)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import grpc
+
+from ._channel import ChannelOption, ClientSettings, call_metadata
+from ._convert import build_request, event_from_proto
+from ._retry import AttemptBudget, Clock, RetryThrottle, is_retryable
+from ._routing import ChannelSpec, Endpoint, Router
+from .errors import (
+    ERROR_DOMAIN,
+    LEAVING_REASONS,
+    ServiceError,
+    UnavailableError,
+    from_rpc_error,
+)
+from .events import Event, Progress, Queued, Result, Started
+from .options import ImageInput, Styles, StylizeOptions
+from .proto import style_transfer_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Connect = Callable[[str, list[ChannelOption], grpc.ChannelCredentials | None], T]
+"""A transport's way to open one channel (and its stubs): target, channel arguments, creds."""
+
+
+def new_request_key() -> str:
+    """A fresh idempotency key: one random UUID4 per logical call."""
+    return str(uuid.uuid4())
+
+
+class ClientCore(Generic[T]):
+    """State one client shares across its calls: settings, routing, the retry budget."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        connect: Connect[T],
+        *,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._rng = rng
+        self.throttle = RetryThrottle(settings.retry.throttling)
+
+        def open_channel(spec: ChannelSpec) -> T:
+            return connect(spec.target, settings.options_for(spec), settings.credentials)
+
+        self.router: Router[T] = Router(settings.plan, open_channel, clock)
+
+    def start(
+        self,
+        content: ImageInput,
+        styles: Styles,
+        options: StylizeOptions,
+        *,
+        timeout: float | None,
+        request_id: str | None,
+        request_key: str | None,
+    ) -> StylizeCall[T]:
+        """A new logical call; inputs are read and validated now (TypeError/ValueError/OSError).
+
+        `request_key` None draws a fresh key; "" sends none (no idempotency, no re-attach).
+        """
+        request = build_request(content, styles, options)
+        key = new_request_key() if request_key is None else request_key
+        if not isinstance(key, str):
+            raise TypeError(f"request_key must be a str, not {type(key).__name__}")
+        request.request_key = key
+        request_id = request_id or uuid.uuid4().hex
+        budget = AttemptBudget(
+            self.settings.retry,
+            timeout if timeout is not None else self.settings.timeout,
+            self._clock,
+            self._rng,
+            request_id,
+        )
+        return StylizeCall(self, request, request_id, budget)
+
+    def metadata(self, request_id: str) -> tuple[tuple[str, str], ...]:
+        return call_metadata(self.settings.token, request_id)
+
+
+class _Delivered:
+    """What the caller has seen, so a re-attached stream repeats none of it.
+
+    A re-attach receives the job's current state and then the rest: a second Started, Queued
+    after Started, and progress at or before the last iteration delivered are dropped.
+    """
+
+    def __init__(self) -> None:
+        self.started = False
+        self.result = False
+        self.last_iteration = 0
+
+    def admit(self, event: Event) -> bool:
+        if self.result:
+            return False
+        if isinstance(event, Queued):
+            return not self.started
+        if isinstance(event, Started):
+            first = not self.started
+            self.started = True
+            return first
+        if isinstance(event, Progress):
+            if event.iteration <= self.last_iteration:
+                return False
+            self.last_iteration = event.iteration
+            return True
+        assert isinstance(event, Result)
+        self.result = True
+        return True
+
+
+class StylizeCall(Generic[T]):
+    """One logical Stylize call across its attempts: retries, re-attaches, routing feedback."""
+
+    def __init__(
+        self,
+        core: ClientCore[T],
+        request: pb.StylizeRequest,
+        request_id: str,
+        budget: AttemptBudget,
+    ) -> None:
+        self._core = core
+        self.request = request
+        self.request_id = request_id
+        """The x-request-id of every attempt, which the server logs."""
+        self.metadata = core.metadata(request_id)
+        self._budget = budget
+        self._delivered = _Delivered()
+        self._home: str | None = None  # the replica that streamed this job: re-attach there
+        self._avoid: set[str] = set()  # replicas that refused this call or are leaving
+
+    @property
+    def request_key(self) -> str:
+        """The idempotency key sent in the request ("" when none)."""
+        return self.request.request_key
+
+    def next_attempt(self) -> Attempt[T]:
+        """Start an attempt: count it against the deadline, pick its endpoint."""
+        try:
+            timeout = self._budget.start_attempt()
+        except ServiceError as error:
+            raise self._final(error) from None
+        endpoint = self._core.router.pick(self.request_key, avoid=self._avoid, prefer=self._home)
+        return Attempt(self, endpoint, timeout)
+
+    def _receive(self, attempt: Attempt[T], message: pb.StylizeResponse) -> Event | None:
+        attempt.received = True
+        self._home = attempt.endpoint.address
+        event = event_from_proto(message)
+        if event is None or not self._delivered.admit(event):
+            return None
+        self._budget.progressed()
+        return event
+
+    def _release(self, endpoint: Endpoint[T]) -> list[T]:
+        return self._core.router.release(endpoint)
+
+    def _succeed(self) -> None:
+        if self._delivered.result:
+            self._core.throttle.succeeded()
+
+    def _final(self, error: ServiceError) -> ServiceError:
+        """`error`, labelled with this call's key so that the caller can re-attach later."""
+        error.request_key = self.request_key or None
+        return error
+
+    def _fail(self, attempt: Attempt[T], error: ServiceError) -> float:
+        """The wait before the next attempt, or raise `error` when it is final."""
+        self._final(error)
+        address = attempt.endpoint.address
+        leaving = error.domain == ERROR_DOMAIN and error.reason in LEAVING_REASONS
+        if isinstance(error, UnavailableError) and (leaving or not attempt.received):
+            # The replica refused the connection, or said it is going away: use the next one.
+            self._avoid.add(address)
+            self._core.router.mark_down(address)
+        if attempt.received and not (self.request_key and isinstance(error, UnavailableError)):
+            # Broken mid-way without a key (a retry would start the job over), or a final status.
+            raise error from None
+        if not is_retryable(error):
+            raise error from None
+        # A replica leaving on purpose is a rollout, not trouble: it does not spend the budget.
+        if not leaving and not self._core.throttle.failed():
+            logger.warning("retry budget spent; not retrying %s", error)
+            raise error from None
+        delay = self._budget.retry_delay(error)
+        if delay is None:
+            raise error from None
+        action = "re-attaching to" if self._delivered.started or attempt.received else "retrying"
+        logger.info(
+            "%s request %s in %.2fs after %s (attempt %d)",
+            action,
+            self.request_key or self.request_id,
+            delay,
+            error,
+            self._budget.attempt,
+        )
+        return delay
+
+
+class Attempt(Generic[T]):
+    """One RPC of a logical call, on one endpoint."""
+
+    def __init__(self, call: StylizeCall[T], endpoint: Endpoint[T], timeout: float | None):
+        self._call = call
+        self.endpoint = endpoint
+        self.timeout = timeout
+        """The gRPC timeout of this attempt: what is left of the call's deadline (None: none)."""
+        self.received = False
+        self._released = False
+
+    @property
+    def connection(self) -> T:
+        return self.endpoint.connection
+
+    def receive(self, message: pb.StylizeResponse) -> Event | None:
+        """The event to deliver for `message`, or None (unknown kind, or already delivered)."""
+        return self._call._receive(self, message)
+
+    def fail(self, error: grpc.RpcError) -> float:
+        """Seconds to wait before the next attempt; raises the SDK error when it is final."""
+        return self._call._fail(self, from_rpc_error(error, self._call.request_id))
+
+    def succeed(self) -> None:
+        """The stream ended with OK."""
+        self._call._succeed()
+
+    def release(self) -> list[T]:
+        """End the attempt's hold on its endpoint; returns connections the transport must close."""
+        if self._released:
+            return []
+        self._released = True
+        return self._call._release(self.endpoint)

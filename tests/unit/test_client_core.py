@@ -1,0 +1,193 @@
+"""The shared core's decisions, without a network: keys, event de-duplication, retry, re-attach
+and routing feedback. Both transports drive exactly these objects."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+
+from styletx_client import (
+    InvalidRequestError,
+    OutOfMemoryError,
+    Reason,
+    RetryPolicy,
+    RetryThrottling,
+    ServiceError,
+    UnavailableError,
+)
+from styletx_client._channel import make_settings
+from styletx_client._core import Attempt, ClientCore, StylizeCall
+from styletx_client._routing import rendezvous_rank
+from styletx_client.proto import style_transfer_pb2 as pb
+from tests.support.fake_server import error_info, progress, queued, result, retry_info, started
+from tests.unit.test_client_errors import FakeRpcError, status_trailer
+
+ADDRESSES = ["10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"]
+
+
+def core(target: str = "127.0.0.1:1", **retry: object) -> ClientCore[str]:
+    settings = make_settings(
+        target,
+        credentials=None,
+        tls=False,
+        token="tok",
+        timeout=None,
+        retry=RetryPolicy(**retry),  # type: ignore[arg-type]
+        lb_policy=None,
+        max_message_bytes=1024,
+        options=(),
+    )
+
+    def connect(target: str, options: object, credentials: object) -> str:
+        return target
+
+    return ClientCore(settings, connect, clock=lambda: 0.0, rng=random.Random(0))
+
+
+def call(client: ClientCore[str], key: str | None = "k") -> StylizeCall[str]:
+    return client.start(b"c", b"s", {"size": 64}, timeout=None, request_id="rid", request_key=key)
+
+
+def rpc_error(code: grpc.StatusCode, *details: Message) -> FakeRpcError:
+    return FakeRpcError(code, "x", trailing=[status_trailer(code, *details)] if details else [])
+
+
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+UNAVAILABLE = rpc_error(grpc.StatusCode.UNAVAILABLE)
+DRAINING = rpc_error(grpc.StatusCode.UNAVAILABLE, error_info(Reason.DRAINING))
+
+
+def feed(attempt: Attempt[str], *messages: pb.StylizeResponse) -> list[object]:
+    return [e for e in (attempt.receive(m) for m in messages) if e is not None]
+
+
+def test_a_call_carries_a_fresh_uuid4_key_unless_given_one() -> None:
+    client = core()
+    first, second = call(client, None), call(client, None)
+    assert uuid.UUID(first.request_key).version == 4
+    assert first.request_key != second.request_key
+    assert first.request.request_key == first.request_key
+    assert call(client, "mine").request.request_key == "mine"
+    assert call(client, "").request.request_key == ""
+    assert first.request.options.size == 64
+    assert dict(first.metadata) == {"x-request-id": "rid", "authorization": "Bearer tok"}
+
+
+def test_a_key_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(TypeError, match="request_key"):
+        call(core(), 42)  # type: ignore[arg-type]
+
+
+def test_a_reattached_stream_delivers_nothing_twice() -> None:
+    c = call(core())
+    first = c.next_attempt()
+    seen = feed(first, queued(2), queued(1), started(), progress(1, 2), progress(2, 4))
+    assert first.fail(UNAVAILABLE) >= 0
+    first.release()
+    # The job's current state (Started, latest progress), then the rest.
+    again = c.next_attempt()
+    seen += feed(again, queued(1), started(), progress(2, 4), progress(3, 6), result())
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds == ["Queued", "Queued", "Started", "Progress", "Progress", "Progress", "Result"]
+    assert [getattr(e, "iteration", None) for e in seen][3:6] == [1, 2, 3]
+
+
+def test_before_the_first_event_busy_and_unavailable_are_retried() -> None:
+    c = call(core())
+    busy = rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, retry_info(2), error_info("QUEUE_FULL"))
+    assert 2.0 <= c.next_attempt().fail(busy) <= 3.0
+    assert c.next_attempt().fail(UNAVAILABLE) >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (rpc_error(grpc.StatusCode.INVALID_ARGUMENT), InvalidRequestError),
+        (rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED), OutOfMemoryError),
+        (
+            rpc_error(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, retry_info(1), error_info("OUT_OF_MEMORY")
+            ),
+            OutOfMemoryError,
+        ),
+        (rpc_error(grpc.StatusCode.INTERNAL), ServiceError),
+    ],
+)
+def test_final_errors_are_raised_at_once(error: FakeRpcError, expected: type[Exception]) -> None:
+    with pytest.raises(expected):
+        call(core()).next_attempt().fail(error)
+
+
+def test_mid_stream_only_unavailable_with_a_key_re_attaches() -> None:
+    keyed = call(core())
+    attempt = keyed.next_attempt()
+    feed(attempt, started())
+    assert attempt.fail(UNAVAILABLE) >= 0
+    internal = call(core()).next_attempt()
+    feed(internal, started())
+    with pytest.raises(ServiceError):
+        internal.fail(rpc_error(grpc.StatusCode.INTERNAL))
+    keyless = call(core(), "").next_attempt()
+    feed(keyless, started())
+    with pytest.raises(UnavailableError):
+        keyless.fail(UNAVAILABLE)
+
+
+def test_re_attach_returns_to_the_replica_that_streamed_the_job() -> None:
+    client = core("ipv4:" + ",".join(ADDRESSES))
+    c = call(client, "k")
+    home = rendezvous_rank("k", ADDRESSES)[0]
+    attempt = c.next_attempt()
+    assert attempt.endpoint.address == home
+    feed(attempt, started())
+    attempt.fail(UNAVAILABLE)  # a broken connection: the job is still there
+    attempt.release()
+    assert c.next_attempt().endpoint.address == home
+
+
+def test_a_refused_connection_or_a_draining_replica_moves_the_call_to_the_next_by_rank() -> None:
+    client = core("ipv4:" + ",".join(ADDRESSES))
+    ranked = rendezvous_rank("k", ADDRESSES)
+    c = call(client, "k")
+    refused = c.next_attempt()
+    refused.fail(UNAVAILABLE)  # nothing received: the replica is unreachable
+    refused.release()
+    draining = c.next_attempt()
+    assert draining.endpoint.address == ranked[1]
+    feed(draining, started())
+    draining.fail(DRAINING)  # mid-stream, but the replica says it is leaving
+    draining.release()
+    assert c.next_attempt().endpoint.address == ranked[2]
+    # Other calls with the same key skip the failed replicas for a while, too.
+    assert call(client, "k").next_attempt().endpoint.address == ranked[2]
+
+
+def test_the_retry_budget_is_shared_and_spared_by_draining_replicas() -> None:
+    client = core(max_attempts=100, throttling=RetryThrottling(max_tokens=4, token_ratio=1))
+    c = call(client)
+    for _ in range(5):
+        assert c.next_attempt().fail(DRAINING) >= 0  # a rollout costs no tokens
+    assert client.throttle.tokens == 4
+    assert c.next_attempt().fail(UNAVAILABLE) >= 0  # 4 -> 3
+    with pytest.raises(UnavailableError):
+        call(client).next_attempt().fail(UNAVAILABLE)  # 3 -> 2: at half, no more retries
+    done = call(client).next_attempt()
+    feed(done, started(), result())
+    done.succeed()
+    assert client.throttle.tokens == 3  # a completed call gives token_ratio back
+
+
+def test_max_attempts_counts_failures_in_a_row_and_progress_starts_a_new_series() -> None:
+    c = call(core(max_attempts=2, throttling=None))
+    assert c.next_attempt().fail(UNAVAILABLE) >= 0  # 1 in a row
+    progressing = c.next_attempt()  # 2 in a row, but it delivers iteration 1: back to 1
+    feed(progressing, progress(1, 1))
+    assert progressing.fail(UNAVAILABLE) >= 0
+    repeating = c.next_attempt()  # 2 in a row: only a repeat of iteration 1, no progress
+    assert feed(repeating, progress(1, 1)) == []
+    with pytest.raises(UnavailableError):
+        repeating.fail(UNAVAILABLE)
