@@ -80,6 +80,8 @@ class AdmissionQueue:
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._running_jobs: list[Job] = []
+        #: Position last told to each waiting job (by id), so only changes are reported.
+        self._told: dict[int, int] = {}
         self._running = 0
         self._closed = False
         self._stopping = False
@@ -120,8 +122,13 @@ class AdmissionQueue:
         self._cond.notify_all()
 
     def _renumber(self) -> None:
+        """Tell each waiting job its position if it changed (jobs that left are forgotten)."""
+        told = self._told
+        self._told = {}
         for position, job in enumerate(self._waiting, start=1):
-            job.on_position(position)
+            self._told[id(job)] = position
+            if told.get(id(job)) != position:
+                job.on_position(position)
 
     # -- producers -------------------------------------------------------------------------
 
@@ -134,7 +141,7 @@ class AdmissionQueue:
                 raise QueueFullError(self.capacity, max(1.0, self._mean_job_seconds))
             self._waiting.append(job)
             position = len(self._waiting)
-            job.on_position(position)
+            self._renumber()
             self._changed()
             return position
 
@@ -165,6 +172,7 @@ class AdmissionQueue:
         with self._cond:
             dropped = list(self._waiting)
             self._waiting.clear()
+            self._told.clear()
             self._changed()
         for job in dropped:
             job.on_dropped()
