@@ -21,12 +21,12 @@ from styletx_server.job import StylizeJob
 from styletx_server.mailbox import Final
 
 #: What the API allows in `request_key` (see the proto): printable, URL- and metadata-safe.
-_KEY = re.compile(r"^[A-Za-z0-9._~:-]{1,128}$")
+_KEY = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
 
 
 def valid_key(key: str) -> bool:
     """True when `key` is 1-128 characters of [A-Za-z0-9._~:-]."""
-    return bool(_KEY.match(key))
+    return _KEY.fullmatch(key) is not None
 
 
 def request_digest(request: pb.StylizeRequest) -> bytes:

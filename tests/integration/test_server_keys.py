@@ -141,9 +141,7 @@ def test_the_same_key_with_another_request_is_refused(
 
 
 @pytest.mark.parametrize("bad", ["has space", "x" * 129, "slash/key", "ключ"])
-def test_malformed_keys_are_invalid(
-    server_factory: ServerFactory, stub_for: Any, bad: str
-) -> None:
+def test_malformed_keys_are_invalid(server_factory: ServerFactory, stub_for: Any, bad: str) -> None:
     stub = stub_for(server_factory())
     with pytest.raises(grpc.RpcError) as caught:
         collect(stub, make_request(request_key=bad))

@@ -188,9 +188,7 @@ def _mtls_channel(port: int, pki: Pki, cert: Path | None, key: Path | None) -> g
 def test_mutual_tls_requires_a_client_certificate_from_the_ca(
     server_factory: ServerFactory, pki: Pki
 ) -> None:
-    server = server_factory(
-        tls_cert=pki.server_cert, tls_key=pki.server_key, tls_client_ca=pki.ca
-    )
+    server = server_factory(tls_cert=pki.server_cert, tls_key=pki.server_key, tls_client_ca=pki.ca)
     with _mtls_channel(server.port, pki, pki.client_cert, pki.client_key) as channel:
         events = collect(pb_grpc.StyleTransferServiceStub(channel), make_request())
         assert events[-1].HasField("result")
@@ -203,9 +201,7 @@ def test_mutual_tls_requires_a_client_certificate_from_the_ca(
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # the handshake failed
 
 
-def test_mutual_tls_and_the_bearer_token_together(
-    server_factory: ServerFactory, pki: Pki
-) -> None:
+def test_mutual_tls_and_the_bearer_token_together(server_factory: ServerFactory, pki: Pki) -> None:
     server = server_factory(
         tls_cert=pki.server_cert, tls_key=pki.server_key, tls_client_ca=pki.ca, auth_token=TOKEN
     )
