@@ -1,4 +1,4 @@
-"""Failures -> gRPC statuses with google.rpc rich details (ErrorInfo always), mapped in one place."""
+"""Failures -> gRPC statuses with rich details (ErrorInfo always), mapped in one place."""
 
 from __future__ import annotations
 
