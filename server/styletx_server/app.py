@@ -34,7 +34,7 @@ from styletx_server.health import API_SERVICE, HEALTH_SERVICE, HealthState
 from styletx_server.intake import IntakeLimits
 from styletx_server.job import StylizeJob, engine_identity
 from styletx_server.jobs import JobRegistry
-from styletx_server.logs import log_event
+from styletx_server.logs import log_event, request_id_from
 from styletx_server.metrics import MetricsHttpServer, ServerMetrics
 from styletx_server.servicer import Lifecycle, ServicerParts, StyleTransferServicer
 from styletx_server.statuses import StopReason
@@ -378,12 +378,19 @@ class StyletxServer:
         """Block until `stop()` completed; False on timeout."""
         return self._stopped.wait(timeout)
 
-    def _count_rejected(self, method: str, user_agent: str) -> None:
+    def _count_rejected(self, method: str, metadata: Any) -> None:
         code = grpc.StatusCode.UNAUTHENTICATED
         reason = statuses.reason_label(code, statuses.Reason.UNAUTHENTICATED)
         self.metrics.requests.labels(method=method, code=code.name, reason=reason).inc()
+        user_agent = next((str(v) for k, v in metadata or () if k == "user-agent"), "")
         log_event(
-            log, "request", method=method, code=code.name, reason=reason, user_agent=user_agent
+            log,
+            "request",
+            request_id=request_id_from(metadata),
+            method=method,
+            code=code.name,
+            reason=reason,
+            user_agent=user_agent,
         )
 
 

@@ -64,7 +64,7 @@ def token_matches(metadata: Any, token: str) -> bool:
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Requires metadata `authorization: Bearer <token>` on every method but the open ones."""
 
-    def __init__(self, token: str, on_reject: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, token: str, on_reject: Callable[[str, Any], None] | None = None) -> None:
         self._token = token
         self._on_reject = on_reject
 
@@ -82,16 +82,8 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         if handler is None:
             return None  # unknown method: UNIMPLEMENTED
         if self._on_reject is not None:
-            self._on_reject(method.rsplit("/", 1)[-1], _peer_hint(handler_call_details))
+            self._on_reject(method.rsplit("/", 1)[-1], handler_call_details.invocation_metadata)
         return _deny(handler)
-
-
-def _peer_hint(details: grpc.HandlerCallDetails) -> str:
-    """The caller's user agent, for the refusal's log line (the peer is not known here)."""
-    for key, value in details.invocation_metadata or ():
-        if key == "user-agent":
-            return str(value)
-    return ""
 
 
 __all__ = [

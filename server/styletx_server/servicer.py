@@ -15,7 +15,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -433,7 +432,5 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
 def _size(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[0]}"
 
-
-RejectHook = Callable[[str, str], None]
 
 __all__ = ["METHOD", "Lifecycle", "ServicerParts", "StyleTransferServicer"]
