@@ -1,8 +1,10 @@
 """Admission control: a bounded FIFO of jobs in front of N worker threads.
 
 A full queue refuses at once (the caller retries later or elsewhere) instead of letting latency
-grow without bound. Waiting jobs are told their position whenever it changes; a job withdrawn
-while waiting (its caller cancelled or its deadline passed) frees its slot and never starts.
+grow without bound. A job takes its slot before its images are decoded and becomes runnable once
+they are (`mark_ready`); workers take the first runnable job. Waiting jobs are told their position
+whenever it changes; a job withdrawn while waiting (nobody wants it any more) frees its slot and
+never starts. `plan_drain` picks the waiting jobs that cannot finish within a drain's grace period.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ class Job(Protocol):
     @property
     def abandoned(self) -> bool:
         """True when nobody wants the result any more: a waiting job is then skipped."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """True once the job can run (its images are decoded)."""
         ...
 
     def on_position(self, position: int) -> None:
@@ -72,6 +79,9 @@ class AdmissionQueue:
         self._on_change = on_change
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
+        self._running_jobs: list[Job] = []
+        #: Position last told to each waiting job (by id), so only changes are reported.
+        self._told: dict[int, int] = {}
         self._running = 0
         self._closed = False
         self._stopping = False
@@ -90,6 +100,16 @@ class AdmissionQueue:
         with self._cond:
             return self._running
 
+    def waiting_jobs(self) -> list[Job]:
+        """The waiting jobs in queue order (a snapshot)."""
+        with self._cond:
+            return list(self._waiting)
+
+    def running_jobs(self) -> list[Job]:
+        """The jobs the workers run now (a snapshot)."""
+        with self._cond:
+            return list(self._running_jobs)
+
     def retry_after(self) -> float:
         """Seconds until a slot is likely free: the mean job time, at least one second."""
         with self._cond:
@@ -102,8 +122,13 @@ class AdmissionQueue:
         self._cond.notify_all()
 
     def _renumber(self) -> None:
+        """Tell each waiting job its position if it changed (jobs that left are forgotten)."""
+        told = self._told
+        self._told = {}
         for position, job in enumerate(self._waiting, start=1):
-            job.on_position(position)
+            self._told[id(job)] = position
+            if told.get(id(job)) != position:
+                job.on_position(position)
 
     # -- producers -------------------------------------------------------------------------
 
@@ -116,7 +141,7 @@ class AdmissionQueue:
                 raise QueueFullError(self.capacity, max(1.0, self._mean_job_seconds))
             self._waiting.append(job)
             position = len(self._waiting)
-            job.on_position(position)
+            self._renumber()
             self._changed()
             return position
 
@@ -132,6 +157,11 @@ class AdmissionQueue:
         job.on_dropped()
         return True
 
+    def mark_ready(self) -> None:
+        """A waiting job became runnable: wake the workers."""
+        with self._cond:
+            self._cond.notify_all()
+
     def close(self) -> None:
         """Refuse new jobs; waiting and running ones continue."""
         with self._cond:
@@ -142,6 +172,7 @@ class AdmissionQueue:
         with self._cond:
             dropped = list(self._waiting)
             self._waiting.clear()
+            self._told.clear()
             self._changed()
         for job in dropped:
             job.on_dropped()
@@ -179,22 +210,37 @@ class AdmissionQueue:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(remaining)
 
+    def _take(self) -> tuple[Job | None, list[Job]]:
+        """Under the lock: the first runnable job (or None) and the abandoned ones removed."""
+        abandoned = [job for job in self._waiting if job.abandoned]
+        for job in abandoned:
+            self._waiting.remove(job)
+        chosen = next((job for job in self._waiting if job.ready), None)
+        if chosen is not None:
+            self._waiting.remove(chosen)
+        if chosen is not None or abandoned:
+            self._renumber()
+        return chosen, abandoned
+
     def _next(self) -> Job | None:
-        """The next job to run (skipping abandoned ones), or None when stopping."""
+        """The next runnable job (dropping abandoned ones), or None when stopping."""
         while True:
             with self._cond:
-                while not self._waiting and not self._stopping:
+                job, abandoned = self._take()
+                while job is None and not abandoned and not self._stopping:
                     self._cond.wait()
-                if not self._waiting:
-                    return None
-                job = self._waiting.popleft()
-                self._renumber()
-                if not job.abandoned:
+                    job, abandoned = self._take()
+                if job is not None:
                     self._running += 1
+                    self._running_jobs.append(job)
+                if job is not None or abandoned:
                     self._changed()
-                    return job
-                self._changed()
-            job.on_dropped()
+            for gone in abandoned:
+                gone.on_dropped()
+            if job is not None:
+                return job
+            if not abandoned and self._stopping:
+                return None
 
     def _work(self) -> None:
         while (job := self._next()) is not None:
@@ -207,8 +253,69 @@ class AdmissionQueue:
                 elapsed = time.monotonic() - started
                 with self._cond:
                     self._running -= 1
+                    self._running_jobs.remove(job)
                     self._mean_job_seconds += _EWMA_ALPHA * (elapsed - self._mean_job_seconds)
                     self._changed()
 
 
-__all__ = ["AdmissionQueue", "Job", "QueueClosedError", "QueueFullError"]
+def plan_drain(
+    grace: float,
+    workers: int,
+    running_remaining: list[float],
+    waiting: list[tuple[Job, float]],
+) -> list[Job]:
+    """The waiting jobs to refuse now because they cannot finish within `grace` seconds.
+
+    Simulates the workers: each is free after its running job's estimated remaining time; waiting
+    jobs (in queue order, with their estimated durations) go to the worker free first. A job whose
+    estimated end is past the grace period is refused at once (its caller retries elsewhere now
+    rather than being cancelled at the end of the grace), and takes no worker time.
+    """
+    free_at = [*running_remaining, *([0.0] * max(0, workers - len(running_remaining)))]
+    refused: list[Job] = []
+    for job, seconds in waiting:
+        start = min(free_at)
+        end = start + seconds
+        if end > grace:
+            refused.append(job)
+            continue
+        free_at[free_at.index(start)] = end
+    return refused
+
+
+class Throughput:
+    """Running estimate of seconds per evaluation per output pixel (EWMA), to predict job times."""
+
+    #: A CPU-like start (2 cores, 260 px: ~0.24 s per evaluation); replaced by measurements.
+    INITIAL_SECONDS_PER_PIXEL = 4e-6
+
+    def __init__(self, initial: float = INITIAL_SECONDS_PER_PIXEL, alpha: float = 0.2) -> None:
+        self._rate = initial
+        self._alpha = alpha
+        self._lock = threading.Lock()
+
+    @property
+    def seconds_per_pixel(self) -> float:
+        with self._lock:
+            return self._rate
+
+    def observe(self, seconds: float, pixels: int) -> None:
+        """One evaluation of `seconds` on an output of `pixels`."""
+        if pixels <= 0 or seconds < 0:
+            return
+        with self._lock:
+            self._rate += self._alpha * (seconds / pixels - self._rate)
+
+    def estimate(self, evaluations: int, pixels: int) -> float:
+        """Predicted seconds of `evaluations` evaluations at `pixels` output pixels."""
+        return evaluations * pixels * self.seconds_per_pixel
+
+
+__all__ = [
+    "AdmissionQueue",
+    "Job",
+    "QueueClosedError",
+    "QueueFullError",
+    "Throughput",
+    "plan_drain",
+]

@@ -1,11 +1,21 @@
-"""`StyletxServer`: assembles gRPC server, servicer, admission queue, health, metrics and model."""
+"""`StyletxServer`: assembles the grpc.aio server, servicer, queue, budget, registry and model.
+
+gRPC runs on one asyncio event loop in a background thread (shared by every server of the
+process); this class is its synchronous face for `__main__` and the tests. The engine runs on
+worker threads (one per device), decoding on a small thread pool: the loop never blocks, so health
+checks and reflection answer at once whatever the Stylize traffic.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from concurrent import futures
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from typing import Any, TypeVar
 
 import grpc
 from grpc_reflection.v1alpha import reflection
@@ -13,21 +23,29 @@ from prometheus_client import CollectorRegistry
 
 from styletx.engine import Engine, load_stylizer
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
-from styletx_server.admission import AdmissionQueue
+from styletx_server import statuses
+from styletx_server.admission import AdmissionQueue, Throughput, plan_drain
 from styletx_server.auth import BearerAuthInterceptor
+from styletx_server.budget import PixelBudget
 from styletx_server.config import ServerConfig
 from styletx_server.convert import Limits
+from styletx_server.devices import require_gpu
 from styletx_server.health import API_SERVICE, HEALTH_SERVICE, HealthState
-from styletx_server.logs import log_event
+from styletx_server.intake import IntakeLimits
+from styletx_server.job import StylizeJob, engine_identity
+from styletx_server.jobs import JobRegistry
+from styletx_server.logs import log_event, request_id_from
 from styletx_server.metrics import MetricsHttpServer, ServerMetrics
-from styletx_server.servicer import Lifecycle, StyleTransferServicer
+from styletx_server.servicer import Lifecycle, ServicerParts, StyleTransferServicer
+from styletx_server.statuses import StopReason
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-#: Handler threads beyond the admitted calls: refusals, health checks, reflection streams.
-EXTRA_HANDLER_THREADS = 8
 #: How long final statuses may take to reach callers once the jobs have stopped.
 _STOP_GRACE_SECONDS = 5.0
+#: Calls still running when a connection reaches its maximum age may take this long to finish.
+CONNECTION_AGE_GRACE_SECONDS = 3600
 
 
 def auto_workers() -> int:
@@ -35,10 +53,6 @@ def auto_workers() -> int:
     import tensorflow as tf
 
     return max(1, len(tf.config.list_physical_devices("GPU")))
-
-
-#: Calls still running when a connection reaches its maximum age may take this long to finish.
-CONNECTION_AGE_GRACE_SECONDS = 3600
 
 
 def _connection_age_options(age_seconds: float) -> list[tuple[str, int]]:
@@ -55,6 +69,29 @@ def _connection_age_options(age_seconds: float) -> list[tuple[str, int]]:
     ]
 
 
+def _version() -> str:
+    try:
+        return metadata.version("styletx")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class _LoopThread:
+    """The process's asyncio event loop for gRPC, in a daemon thread (started on first use)."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="styletx-aio", daemon=True).start()
+                cls._loop = loop
+            return cls._loop
+
+
 class StyletxServer:
     """The whole service in one object; `start()` binds, the model loads in the background."""
 
@@ -62,7 +99,7 @@ class StyletxServer:
         self,
         config: ServerConfig,
         *,
-        stylizer: Engine | None = None,
+        stylizer: Engine | Any | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
@@ -73,11 +110,35 @@ class StyletxServer:
         self.admission = AdmissionQueue(
             config.queue_size, self.workers, on_change=self._on_queue_change
         )
+        self.budget = PixelBudget(config.max_inflight_pixels, self.metrics.inflight_pixels.set)
+        self.jobs = JobRegistry(
+            result_ttl=config.result_ttl,
+            max_results=config.max_stored_results,
+            max_result_bytes=config.max_stored_result_bytes,
+            on_change=self._on_store_change,
+        )
+        self.throughput = Throughput()
+        self._loop = _LoopThread.get()
+        self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self.servicer = StyleTransferServicer(
-            Limits.from_config(config), self.admission, self.metrics, self.lifecycle
+            ServicerParts(
+                limits=Limits.from_config(config),
+                intake=IntakeLimits.from_config(config),
+                admission=self.admission,
+                budget=self.budget,
+                registry=self.jobs,
+                metrics=self.metrics,
+                lifecycle=self.lifecycle,
+                throughput=self.throughput,
+                decode_pool=self._decode_pool,
+                max_calls=config.max_calls,
+                linger=config.linger,
+            ),
+            self._loop,
         )
         self._given_stylizer = stylizer
-        self._grpc: grpc.Server | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._grpc_stopping: asyncio.Future[None] | None = None
         self._metrics_http: MetricsHttpServer | None = None
         self._port: int | None = None
         self._ready = threading.Event()
@@ -86,6 +147,11 @@ class StyletxServer:
         self.failure: BaseException | None = None
         self.metrics.queue_capacity.set(config.queue_size)
         self.metrics.workers.set(self.workers)
+        self.metrics.inflight_pixels_limit.set(config.max_inflight_pixels)
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run `coro` on the gRPC loop and wait for its result (never call from the loop)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     # -- properties ------------------------------------------------------------------------
 
@@ -102,27 +168,39 @@ class StyletxServer:
         return None if self._metrics_http is None else self._metrics_http.port
 
     @property
-    def stylizer(self) -> Engine | None:
+    def stylizer(self) -> Any:
         """The loaded engine, None until ready."""
         return self.lifecycle.stylizer
 
     def _on_queue_change(self, waiting: int, running: int) -> None:
         self.metrics.queue_depth.set(waiting)
         self.metrics.jobs_in_flight.set(running)
+        self.metrics.busyness.set((waiting + running) / self.workers)
+
+    def _on_store_change(self, results: int, size: int) -> None:
+        self.metrics.stored_results.set(results)
+        self.metrics.stored_result_bytes.set(size)
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _build_grpc(self) -> grpc.Server:
+    def _credentials(self) -> grpc.ServerCredentials | None:
         config = self.config
-        interceptors: list[grpc.ServerInterceptor] = []  # type: ignore[type-arg]
+        if config.tls_cert is None or config.tls_key is None:
+            return None
+        pairs = [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+        if config.tls_client_ca is None:
+            return grpc.ssl_server_credentials(pairs)
+        # Mutual TLS: the handshake fails for a client without a certificate from this CA.
+        return grpc.ssl_server_credentials(
+            pairs, root_certificates=config.tls_client_ca.read_bytes(), require_client_auth=True
+        )
+
+    async def _start_grpc(self) -> int:
+        config = self.config
+        interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
         if config.auth_token:
             interceptors.append(BearerAuthInterceptor(config.auth_token, self._count_rejected))
-        server = grpc.server(
-            # Every admitted call holds a handler thread while it waits and while it runs.
-            futures.ThreadPoolExecutor(
-                max_workers=config.queue_size + self.workers + EXTRA_HANDLER_THREADS,
-                thread_name_prefix="grpc-handler",
-            ),
+        server = grpc.aio.server(
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -134,44 +212,52 @@ class StyletxServer:
         )
         pb_grpc.add_StyleTransferServiceServicer_to_server(self.servicer, server)
         self.health.add_to_server(server)
+        await self.health.not_serving()
         reflection.enable_server_reflection(
             (API_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
         )
-        return server
-
-    def _bind(self, server: grpc.Server) -> int:
-        config = self.config
-        if config.tls_cert is not None and config.tls_key is not None:
-            credentials = grpc.ssl_server_credentials(
-                [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
-            )
-            port = server.add_secure_port(config.address, credentials)
-        else:
+        credentials = self._credentials()
+        if credentials is None:
             port = server.add_insecure_port(config.address)
+        else:
+            port = server.add_secure_port(config.address, credentials)
         if not port:
             raise RuntimeError(f"could not bind {config.address}")
+        await server.start()
+        self._grpc = server
         return port
 
     def start(self) -> int:
-        """Bind and serve (health NOT_SERVING until the model is loaded and warm); returns port."""
+        """Bind and serve (health NOT_SERVING until the model is loaded and warm); returns port.
+
+        With --require-gpu, raises NoGpuError first when no GPU is visible.
+        """
         if self._grpc is not None:
             return self.port
-        server = self._build_grpc()
-        self._port = self._bind(server)
+        if self.config.require_gpu:
+            try:
+                gpus = require_gpu()
+            except RuntimeError as exc:
+                log_event(log, "no_gpu", level=logging.ERROR, error=str(exc))
+                raise
+            log_event(log, "gpus", devices=gpus)
+        self._port = self._run(self._start_grpc())
         self.admission.start()
         if self.config.metrics_port:
             self._metrics_http = MetricsHttpServer(self.metrics.registry, self.config.metrics_port)
-        server.start()
-        self._grpc = server
+        config = self.config
         log_event(
             log,
             "serving",
-            address=self.config.address,
+            address=config.address,
             port=self._port,
-            tls=self.config.tls_cert is not None,
-            auth=self.config.auth_token is not None,
+            tls=config.tls_cert is not None,
+            mtls=config.tls_client_ca is not None,
+            auth=config.auth_token is not None,
             workers=self.workers,
-            queue_size=self.config.queue_size,
+            queue_size=config.queue_size,
+            max_calls=config.max_calls,
+            max_inflight_pixels=config.max_inflight_pixels,
             metrics_port=self.metrics_port,
         )
         threading.Thread(target=self._load, name="styletx-loader", daemon=True).start()
@@ -190,8 +276,13 @@ class StyletxServer:
             log_event(log, "model_failed", level=logging.ERROR, exc_info=exc, error=str(exc))
             self._ready.set()
             return
+        backend, precision, _ = engine_identity(stylizer)
+        self.metrics.build_info.labels(
+            version=_version(), backend=backend, precision=precision
+        ).set(1)
         self.lifecycle.stylizer = stylizer
-        self.health.serving()
+        if not self.lifecycle.draining.is_set():
+            self._run(self.health.serving())
         log_event(log, "ready", load_seconds=round(time.monotonic() - started, 3))
         self._ready.set()
 
@@ -200,25 +291,44 @@ class StyletxServer:
         return self._ready.wait(timeout) and self.failure is None
 
     def cancel_jobs(self) -> None:
-        """Stop every waiting and running job now (within one evaluation)."""
+        """Stop every waiting and running job now (within one evaluation): UNAVAILABLE, SHUTDOWN."""
         self.lifecycle.shutting_down.set()
+        self.servicer.stop_jobs(StopReason.SHUTDOWN)
         self.admission.drop_waiting()
 
-    def drain(self, grace: float | None = None) -> bool:
-        """Refuse new calls, report NOT_SERVING, let admitted jobs finish for `grace` seconds,
-        then cancel the rest. True when everything finished within the grace period."""
-        grace = self.config.grace_period if grace is None else grace
+    def _late_jobs(self, grace: float) -> list[StylizeJob]:
+        """Waiting jobs that cannot finish within `grace` seconds (see `plan_drain`)."""
+        running = [j for j in self.admission.running_jobs() if isinstance(j, StylizeJob)]
+        waiting = [j for j in self.admission.waiting_jobs() if isinstance(j, StylizeJob)]
+        refused = plan_drain(
+            grace,
+            self.workers,
+            [job.remaining_seconds() for job in running],
+            [(job, job.estimated_seconds()) for job in waiting],
+        )
+        return [job for job in waiting if job in refused]
+
+    async def _drain(self, grace: float) -> bool:
         self.lifecycle.draining.set()
-        self.health.drain()
+        await self.health.drain()
         self.admission.close()
+        late = self._late_jobs(grace)
+        # Told at once, so their callers retry elsewhere now, not when the grace period ends.
+        self.servicer.stop_jobs(StopReason.DRAINING, late)
         log_event(
             log,
             "draining",
             grace_seconds=grace,
             running=self.admission.running,
             waiting=self.admission.waiting,
+            refused=len(late),
         )
-        if self.admission.wait_idle(grace):
+        if self._grpc is not None and self._grpc_stopping is None:
+            # GOAWAY to every connection now; calls in flight go on (they end with their jobs).
+            self._grpc_stopping = asyncio.ensure_future(
+                self._grpc.stop(grace + _STOP_GRACE_SECONDS)
+            )
+        if await asyncio.to_thread(self.admission.wait_idle, grace):
             log_event(log, "drained")
             return True
         log_event(
@@ -229,26 +339,38 @@ class StyletxServer:
             waiting=self.admission.waiting,
         )
         self.cancel_jobs()
-        self.admission.wait_idle(_STOP_GRACE_SECONDS)
+        await asyncio.to_thread(self.admission.wait_idle, _STOP_GRACE_SECONDS)
         return False
+
+    def drain(self, grace: float | None = None) -> bool:
+        """Refuse new calls, report NOT_SERVING, refuse queued jobs that cannot finish in time,
+        send GOAWAY, let running jobs finish for `grace` seconds, then cancel the rest.
+        True when everything finished within the grace period."""
+        grace = self.config.grace_period if grace is None else grace
+        return self._run(self._drain(grace))
+
+    async def _stop(self) -> None:
+        self.lifecycle.draining.set()
+        await self.health.drain()
+        self.admission.close()
+        self.cancel_jobs()
+        if self._grpc is not None:
+            # Let handlers of just-cancelled jobs send their final status.
+            await asyncio.to_thread(self.admission.wait_idle, _STOP_GRACE_SECONDS)
+            await self._grpc.stop(_STOP_GRACE_SECONDS)
+            if self._grpc_stopping is not None:
+                await self._grpc_stopping
 
     def stop(self) -> None:
         """Stop everything now (jobs cancelled); idempotent."""
         with self._stop_lock:
             if self._stopped.is_set():
                 return
-            self.lifecycle.draining.set()
-            self.health.drain()
-            self.admission.close()
-            self.cancel_jobs()
-            if self._grpc is not None:
-                # Let handlers of just-cancelled jobs send their final status.
-                self.admission.wait_idle(_STOP_GRACE_SECONDS)
-                self._grpc.stop(_STOP_GRACE_SECONDS).wait()
+            self._run(self._stop())
             self.admission.stop(timeout=_STOP_GRACE_SECONDS)
+            self._decode_pool.shutdown(wait=False, cancel_futures=True)
             if self._metrics_http is not None:
                 self._metrics_http.close()
-            self.health.close()
             self._stopped.set()
             log_event(log, "stopped")
 
@@ -256,8 +378,20 @@ class StyletxServer:
         """Block until `stop()` completed; False on timeout."""
         return self._stopped.wait(timeout)
 
-    def _count_rejected(self, method: str) -> None:
-        self.metrics.requests.labels(method=method, code=grpc.StatusCode.UNAUTHENTICATED.name).inc()
+    def _count_rejected(self, method: str, metadata: Any) -> None:
+        code = grpc.StatusCode.UNAUTHENTICATED
+        reason = statuses.reason_label(code, statuses.Reason.UNAUTHENTICATED)
+        self.metrics.requests.labels(method=method, code=code.name, reason=reason).inc()
+        user_agent = next((str(v) for k, v in metadata or () if k == "user-agent"), "")
+        log_event(
+            log,
+            "request",
+            request_id=request_id_from(metadata),
+            method=method,
+            code=code.name,
+            reason=reason,
+            user_agent=user_agent,
+        )
 
 
-__all__ = ["EXTRA_HANDLER_THREADS", "StyletxServer", "auto_workers"]
+__all__ = ["CONNECTION_AGE_GRACE_SECONDS", "StyletxServer", "auto_workers"]

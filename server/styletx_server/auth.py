@@ -1,9 +1,14 @@
-"""Bearer-token authentication for the API; health and reflection stay open so probes work."""
+"""Bearer-token authentication for the API; health and reflection stay open so probes work.
+
+An asyncio interceptor: a refusal costs no thread and never reaches the servicer. The `Bearer`
+scheme is matched case-insensitively (RFC 7235); a call with several `authorization` entries is
+refused, so no proxy or client quirk can smuggle a second credential past the check.
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -17,6 +22,7 @@ OPEN_PREFIXES: tuple[str, ...] = (
     "/grpc.reflection.v1.ServerReflection/",
 )
 AUTHORIZATION_KEY = "authorization"
+SCHEME = "bearer"
 
 if TYPE_CHECKING:  # grpc's classes are generic only in its type stubs
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -24,9 +30,10 @@ if TYPE_CHECKING:  # grpc's classes are generic only in its type stubs
 
 def _deny(handler: Handler) -> Handler:
     """A handler of the same shape as `handler` that fails with UNAUTHENTICATED."""
+    status = statuses.unauthenticated()
 
-    def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort_with_status(statuses.unauthenticated())
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(status.code, status.details, status.trailing_metadata)
 
     kwargs = {
         "request_deserializer": handler.request_deserializer,
@@ -41,37 +48,47 @@ def _deny(handler: Handler) -> Handler:
     return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
 
 
-class BearerAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+def token_matches(metadata: Any, token: str) -> bool:
+    """True when `metadata` holds exactly one `authorization: Bearer <token>` (any case)."""
+    values = [value for key, value in metadata or () if key.lower() == AUTHORIZATION_KEY]
+    if len(values) != 1:
+        return False
+    value = values[0]
+    given = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    scheme, _, credentials = given.strip().partition(" ")
+    # Constant time: the comparison must not reveal how much of a guess was right.
+    same = hmac.compare_digest(credentials.strip().encode(), token.encode())
+    return scheme.lower() == SCHEME and same
+
+
+class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Requires metadata `authorization: Bearer <token>` on every method but the open ones."""
 
-    def __init__(self, token: str, on_reject: Callable[[str], None] | None = None) -> None:
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, token: str, on_reject: Callable[[str, Any], None] | None = None) -> None:
+        self._token = token
         self._on_reject = on_reject
 
-    def _authorized(self, metadata: Any) -> bool:
-        for key, value in metadata or ():
-            if key.lower() == AUTHORIZATION_KEY:
-                given = value.encode() if isinstance(value, str) else bytes(value)
-                # Constant time: the comparison must not reveal how much of a guess was right.
-                return hmac.compare_digest(given, self._expected)
-        return False
-
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
+    ) -> Handler:
         method = handler_call_details.method
-        if method.startswith(OPEN_PREFIXES) or self._authorized(
-            handler_call_details.invocation_metadata
+        if method.startswith(OPEN_PREFIXES) or token_matches(
+            handler_call_details.invocation_metadata, self._token
         ):
-            return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
-            return None
+            return None  # unknown method: UNIMPLEMENTED
         if self._on_reject is not None:
-            self._on_reject(method.rsplit("/", 1)[-1])
+            self._on_reject(method.rsplit("/", 1)[-1], handler_call_details.invocation_metadata)
         return _deny(handler)
 
 
-__all__ = ["AUTHORIZATION_KEY", "OPEN_PREFIXES", "BearerAuthInterceptor"]
+__all__ = [
+    "AUTHORIZATION_KEY",
+    "OPEN_PREFIXES",
+    "BearerAuthInterceptor",
+    "token_matches",
+]

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from styletx.options import MAX_EVALUATIONS, MAX_SIZE, MIN_SIZE
 
+#: The engine's most coarse-to-fine scales (StyleOptions.scales).
+MAX_SCALES = 4
+
 ENV_PREFIX = "STYLETX_"
 MIB = 1024 * 1024
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -28,17 +31,30 @@ class ServerConfig:
     queue_size: int = 16
     max_message_bytes: int = 32 * MIB
     max_pixels: int = 40_000_000
+    max_request_pixels: int = 64_000_000
+    max_inflight_pixels: int = 128_000_000
+    max_styles: int = 8
+    max_calls: int = 64
+    decode_threads: int = 2
     default_evaluations: int = 200
     max_evaluations: int = 1000
     default_size: int = 260
     max_size: int = 1024
+    max_style_size: int = 1024
+    max_scales: int = 4
+    linger: float = 30.0
+    result_ttl: float = 600.0
+    max_stored_results: int = 64
+    max_stored_result_bytes: int = 256 * MIB
     grace_period: float = 30.0
     max_connection_age: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     auth_token: str | None = None
     log_level: str = "INFO"
     warmup: bool = True
+    require_gpu: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -57,6 +73,29 @@ def _validate(c: ServerConfig) -> None:
         raise ValueError(f"--max-message-bytes must be >= 1024, got {c.max_message_bytes}")
     if c.max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {c.max_pixels}")
+    if c.max_request_pixels < 1:
+        raise ValueError(f"--max-request-pixels must be >= 1, got {c.max_request_pixels}")
+    if c.max_inflight_pixels < c.max_request_pixels:
+        # Otherwise a request within every limit could never be admitted.
+        raise ValueError(
+            f"--max-inflight-pixels ({c.max_inflight_pixels}) must be >= --max-request-pixels "
+            f"({c.max_request_pixels})"
+        )
+    if c.max_styles < 1:
+        raise ValueError(f"--max-styles must be >= 1, got {c.max_styles}")
+    if c.max_calls < 1:
+        raise ValueError(f"--max-calls must be >= 1, got {c.max_calls}")
+    if c.decode_threads < 1:
+        raise ValueError(f"--decode-threads must be >= 1, got {c.decode_threads}")
+    if not MIN_SIZE <= c.max_style_size <= MAX_SIZE:
+        raise ValueError(f"--max-style-size must be {MIN_SIZE}-{MAX_SIZE}, got {c.max_style_size}")
+    if not 1 <= c.max_scales <= MAX_SCALES:
+        raise ValueError(f"--max-scales must be 1-{MAX_SCALES}, got {c.max_scales}")
+    for name in ("linger", "result_ttl"):
+        if getattr(c, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(c, name)}")
+    if c.max_stored_results < 0 or c.max_stored_result_bytes < 0:
+        raise ValueError("--max-stored-results and --max-stored-result-bytes must be >= 0")
     if not 1 <= c.max_evaluations <= MAX_EVALUATIONS:
         raise ValueError(f"--max-evaluations must be 1-{MAX_EVALUATIONS}, got {c.max_evaluations}")
     if not 1 <= c.default_evaluations <= c.max_evaluations:
@@ -76,6 +115,8 @@ def _validate(c: ServerConfig) -> None:
         raise ValueError(f"--grace-period must be >= 0, got {c.grace_period}")
     if (c.tls_cert is None) != (c.tls_key is None):
         raise ValueError("--tls-cert and --tls-key must be given together")
+    if c.tls_client_ca is not None and c.tls_cert is None:
+        raise ValueError("--tls-client-ca needs TLS: give --tls-cert and --tls-key too")
     if c.auth_token is not None and not c.auth_token.strip():
         raise ValueError("--auth-token must not be blank")
     if c.log_level.upper() not in _LOG_LEVELS:
@@ -143,6 +184,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.max_pixels,
     )
     add(
+        "--max-request-pixels",
+        "largest sum of the content's and style images' pixels in one request (header sizes, "
+        "checked before decoding)",
+        type=int,
+        default=d.max_request_pixels,
+    )
+    add(
+        "--max-inflight-pixels",
+        "budget of input pixels (header sizes) of every call being decoded, queued or running; "
+        "a call beyond it gets RESOURCE_EXHAUSTED (OVER_BUDGET) before any decoding",
+        type=int,
+        default=d.max_inflight_pixels,
+    )
+    add("--max-styles", "most style images per request", type=int, default=d.max_styles)
+    add(
+        "--max-calls",
+        "most concurrent Stylize calls (streams, attached ones included); more get "
+        "RESOURCE_EXHAUSTED (TOO_MANY_CALLS)",
+        type=int,
+        default=d.max_calls,
+    )
+    add(
+        "--decode-threads",
+        "threads decoding admitted images (off the event loop)",
+        type=int,
+        default=d.decode_threads,
+    )
+    add(
         "--default-evaluations",
         "L-BFGS evaluation budget when a request sets none",
         type=int,
@@ -162,8 +231,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--max-size", "largest output size a request may ask for", type=int, default=d.max_size)
     add(
+        "--max-style-size",
+        "largest style pass (longest side, px = size x style_scale) a request may cause",
+        type=int,
+        default=d.max_style_size,
+    )
+    add("--max-scales", "most coarse-to-fine scales", type=int, default=d.max_scales)
+    add(
+        "--linger",
+        "seconds a job with a request_key keeps running after its last caller left, so a "
+        "reconnecting caller can re-attach (jobs without a key stop at once)",
+        type=float,
+        default=d.linger,
+    )
+    add(
+        "--result-ttl",
+        "seconds the result of a job with a request_key is kept for callers re-attaching",
+        type=float,
+        default=d.result_ttl,
+    )
+    add(
+        "--max-stored-results",
+        "most results kept for re-attaching callers (oldest dropped first)",
+        type=int,
+        default=d.max_stored_results,
+    )
+    add(
+        "--max-stored-result-bytes",
+        "most bytes of results kept for re-attaching callers (oldest dropped first)",
+        type=int,
+        default=d.max_stored_result_bytes,
+    )
+    add(
         "--grace-period",
-        "seconds in-flight jobs may finish after SIGTERM/SIGINT before they are cancelled",
+        "seconds running jobs may finish after SIGTERM/SIGINT before they are cancelled; queued "
+        "jobs that cannot finish within it are refused at once (UNAVAILABLE, DRAINING)",
         type=float,
         default=d.grace_period,
     )
@@ -177,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tls-cert", "PEM certificate chain; enables TLS with --tls-key", type=Path, default=None)
     add("--tls-key", "PEM private key; enables TLS with --tls-cert", type=Path, default=None)
     add(
+        "--tls-client-ca",
+        "PEM CA bundle: require client certificates signed by it (mutual TLS; needs --tls-cert)",
+        type=Path,
+        default=None,
+    )
+    add(
         "--auth-token",
         "require metadata 'authorization: Bearer TOKEN' on API calls (health "
         "and reflection stay open)",
@@ -186,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--no-warmup",
         "skip the warm-up job at start (SERVING sooner, first job slower)",
+        action="store_true",
+        default=False,
+    )
+    add(
+        "--require-gpu",
+        "exit 1 at start when no usable GPU is visible (for the GPU image)",
         action="store_true",
         default=False,
     )

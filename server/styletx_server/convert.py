@@ -1,4 +1,7 @@
-"""StylizeRequest -> engine inputs (validated, every violation collected) and engine -> proto."""
+"""StylizeRequest options -> engine options (every violation collected) and engine -> proto.
+
+Images, limits and decoding are `intake.py`'s.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,8 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 
-from styletx import Image, Losses, StyleOptions
-from styletx.errors import InvalidImage, InvalidOptions
-from styletx.images import decode_image
+from styletx import Losses, StyleOptions
+from styletx.errors import InvalidOptions
 from styletx.options import MIN_SIZE
 from styletx.presets import preset_values
 from styletx_client._schema import OPTION_NAMES, read_options, write_options
@@ -31,7 +33,6 @@ _FORMAT_ENUMS: dict[str, pb.ImageFormat.ValueType] = {
     "jpeg": pb.IMAGE_FORMAT_JPEG,
     "webp": pb.IMAGE_FORMAT_WEBP,
 }
-DEFAULT_QUALITY = 90
 
 
 @dataclass(frozen=True)
@@ -58,25 +59,6 @@ class Limits:
     def base_options(self) -> StyleOptions:
         """The engine defaults with this server's default size and budget."""
         return StyleOptions(size=self.default_size, max_evaluations=self.default_evaluations)
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """A validated request: decoded images, resolved options, output encoding."""
-
-    content: Image
-    styles: tuple[Image, ...]
-    options: StyleOptions
-    output_format: str
-    output_quality: int
-
-
-class InvalidRequestError(Exception):
-    """The request breaks one or more rules; `violations` names every bad field."""
-
-    def __init__(self, violations: list[FieldViolation]) -> None:
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
-        self.violations = violations
 
 
 def resolve_options(
@@ -160,58 +142,6 @@ def _blend_weights(
     return tuple(weights)
 
 
-def _output(request: pb.StylizeRequest, violations: list[FieldViolation]) -> tuple[str, int]:
-    fmt = FORMATS.get(request.output_format)
-    if fmt is None:
-        violations.append(
-            FieldViolation("output_format", f"unknown ImageFormat {request.output_format}")
-        )
-        fmt = "png"
-    if request.output_quality > 100:
-        violations.append(
-            FieldViolation("output_quality", f"must be 0-100, got {request.output_quality}")
-        )
-    quality = request.output_quality if 0 < request.output_quality <= 100 else DEFAULT_QUALITY
-    return fmt, quality
-
-
-def _decode(
-    data: bytes, field: str, limits: Limits, violations: list[FieldViolation]
-) -> Image | None:
-    if not data:
-        violations.append(FieldViolation(field, "required: empty image"))
-        return None
-    try:
-        return decode_image(data, max_pixels=limits.max_pixels, field=field)
-    except InvalidImage as exc:
-        violations.append(FieldViolation(exc.field, exc.message))
-        return None
-
-
-def parse_request(request: pb.StylizeRequest, limits: Limits) -> JobSpec:
-    """Validate and decode `request`; raises InvalidRequestError naming every bad field."""
-    violations: list[FieldViolation] = []
-    options = resolve_options(request, limits, violations)
-    fmt, quality = _output(request, violations)
-    if not request.style_images:
-        violations.append(FieldViolation("style_images", "at least one style image is required"))
-    content = _decode(request.content_image, "content_image", limits, violations)
-    styles = [
-        _decode(style.image, f"style_images[{i}].image", limits, violations)
-        for i, style in enumerate(request.style_images)
-    ]
-    if violations:
-        raise InvalidRequestError(violations)
-    assert content is not None  # no violation means every image decoded
-    return JobSpec(
-        content=content,
-        styles=tuple(s for s in styles if s is not None),
-        options=options,
-        output_format=fmt,
-        output_quality=quality,
-    )
-
-
 def options_to_proto(options: StyleOptions) -> pb.StyleOptions:
     """Resolved options with every API field set, for StartedEvent."""
     message = pb.StyleOptions()
@@ -237,13 +167,10 @@ def duration(seconds: float) -> duration_pb2.Duration:
 
 __all__ = [
     "FORMATS",
-    "JobSpec",
     "Limits",
-    "InvalidRequestError",
     "duration",
     "format_to_proto",
     "losses_to_proto",
     "options_to_proto",
-    "parse_request",
     "resolve_options",
 ]

@@ -1,10 +1,13 @@
-"""`grpc.health.v1` status of the server ("" and the API service move together)."""
+"""`grpc.health.v1` status of the server ("" and the API service move together).
+
+The asyncio servicer answers on the event loop, which Stylize calls never block, so probes never
+wait behind stylizations; a Watch stream costs no thread.
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import grpc
+from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from styletx_client.proto import style_transfer_pb2 as pb
@@ -19,39 +22,30 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class HealthState:
-    """Starts NOT_SERVING; SERVING once the model is ready; NOT_SERVING for good once draining."""
+    """NOT_SERVING until `serving()`; NOT_SERVING for good once draining. Use on the loop."""
 
     def __init__(self) -> None:
-        # Non-blocking Watch: a watcher does not pin one of the server's handler threads.
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
-        self.servicer = health.HealthServicer(
-            experimental_non_blocking=True, experimental_thread_pool=self._pool
-        )
-        self._set(_NOT_SERVING)
+        self.servicer = health_aio.HealthServicer()
 
-    def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+    async def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for service in SERVICES:
-            self.servicer.set(service, status)
+            await self.servicer.set(service, status)
 
-    def serving(self) -> None:
+    async def not_serving(self) -> None:
+        """Not able to serve (yet): the model is loading, or it failed to load."""
+        await self._set(_NOT_SERVING)
+
+    async def serving(self) -> None:
         """The model is loaded and warm: accept work."""
-        self._set(_SERVING)
+        await self._set(_SERVING)
 
-    def not_serving(self) -> None:
-        """Temporarily unable to serve (e.g. the model failed to load)."""
-        self._set(_NOT_SERVING)
-
-    def drain(self) -> None:
+    async def drain(self) -> None:
         """NOT_SERVING permanently: later `serving()` calls are ignored."""
-        self.servicer.enter_graceful_shutdown()
+        await self.servicer.enter_graceful_shutdown()
 
-    def add_to_server(self, server: grpc.Server) -> None:
+    def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register the Health service on `server`."""
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
-
-    def close(self) -> None:
-        """Release the watcher thread pool."""
-        self._pool.shutdown(wait=False)
 
 
 __all__ = ["API_SERVICE", "HEALTH_SERVICE", "SERVICES", "HealthState"]

@@ -1,77 +1,38 @@
-"""One admitted Stylize call as a queue job: runs the engine on a worker, streams events back.
+"""One unit of work that streams subscribe to: runs the engine on a worker, fans events out.
 
-The worker never touches the RPC: it puts ready-to-send messages (or the outcome) on the job's
-own queue, and the call's handler thread sends them. `should_stop` is polled by the engine before
-every evaluation, so cancellation, deadlines and shutdown stop the job within one evaluation.
+The worker never touches an RPC: it publishes events to the job, which keeps the current state
+(queue position, started, latest progress, final outcome) and copies each event into every
+subscriber's coalescing mailbox. A subscriber that joins late gets the current state first. The
+engine polls `should_stop` before every evaluation, so a stop takes effect within one evaluation.
+Every path out of a job (result, failure, stop, drop) goes through `_complete`, once: it releases
+the pixel reservation and reports the job done, so nothing leaks whatever raises where.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from styletx import Progress, Result
-from styletx.engine import Engine, Stylizer
+from styletx import Progress
 from styletx.errors import Cancelled
+from styletx.geometry import output_size
 from styletx.images import encode_image
 from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_server.convert import (
-    JobSpec,
-    duration,
-    format_to_proto,
-    losses_to_proto,
-    options_to_proto,
-)
+from styletx_server import statuses
+from styletx_server.admission import Throughput
+from styletx_server.budget import Reservation
+from styletx_server.convert import duration, format_to_proto, losses_to_proto, options_to_proto
+from styletx_server.intake import Inspection, JobSpec
+from styletx_server.logs import log_event
+from styletx_server.mailbox import Final, Mailbox
 from styletx_server.metrics import ServerMetrics
-from styletx_server.statuses import StopReason
+from styletx_server.statuses import ErrorStatus, StopReason
 
 log = logging.getLogger(__name__)
-
-#: A call cancelled this close to its deadline counts as having hit the deadline (the server's
-#: clock read the deadline slightly after the client's).
-_DEADLINE_SLACK_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class Send:
-    """A message for the caller (queued/started/progress)."""
-
-    response: pb.StylizeResponse
-
-
-@dataclass(frozen=True)
-class Finished:
-    """The job succeeded; `response` carries the result event."""
-
-    response: pb.StylizeResponse
-    result: Result
-
-
-@dataclass(frozen=True)
-class Stopped:
-    """The job stopped early (or never started) for `reason`."""
-
-    reason: StopReason
-    started: bool
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The engine or the encoder raised `error`."""
-
-    error: Exception
-
-
-@dataclass(frozen=True)
-class Wake:
-    """Nothing to send: the call's state changed (e.g. it was cancelled)."""
-
-
-JobEvent = Send | Finished | Stopped | Failed | Wake
 
 
 @dataclass
@@ -84,153 +45,276 @@ class JobTimes:
     compute_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class JobStats:
+    """What the request log says about a finished job."""
+
+    output_size: str
+    iterations: int
+    evaluations: int
+
+
+def engine_identity(engine: Any) -> tuple[str, str, str]:
+    """(backend, precision, device) the engine reports; today's engine predates the attributes."""
+    backend = str(getattr(engine, "backend", None) or "tensorflow")
+    precision = str(getattr(engine, "precision", None) or "float32")
+    device = str(getattr(engine, "device", None) or "")
+    return backend, precision, device
+
+
 class StylizeJob:
-    """Implements admission.Job for one Stylize call."""
+    """Implements admission.Job; created by the first call of a request, attached to by others."""
 
     def __init__(
         self,
-        spec: JobSpec,
-        stylizer: Engine,
-        request_id: str,
-        metrics: ServerMetrics,
         *,
-        deadline: float | None,
-        shutting_down: Callable[[], bool],
+        request_id: str,
+        key: str | None,
+        digest: bytes | None,
+        inspection: Inspection,
+        reservation: Reservation,
+        engine: Any,
+        metrics: ServerMetrics,
+        throughput: Throughput,
+        shutting_down: Callable[[], bool] = lambda: False,
+        on_done: Callable[[StylizeJob, Final], None],
     ) -> None:
-        self.spec = spec
         self.request_id = request_id
-        self.events: queue.Queue[JobEvent] = queue.Queue()
+        self.key = key
+        self.digest = digest
+        self.inspection = inspection
         self.times = JobTimes()
-        self.result: Result | None = None
-        self._stylizer = stylizer
-        self._metrics = metrics
-        self._deadline = deadline
+        self.stats: JobStats | None = None
+        self.spec: JobSpec | None = None
+        #: ("WxH" of the content, ["WxH" of each style]) once decoded, for the request log.
+        self.input_sizes: tuple[str, list[str]] | None = None
         self._shutting_down = shutting_down
-        self._cancelled = threading.Event()
-        self._last_position = 0
+        self._reservation = reservation
+        self._engine = engine
+        self._metrics = metrics
+        self._throughput = throughput
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._subscribers: list[Mailbox] = []
+        self._queued: pb.StylizeResponse | None = None
+        self._started: pb.StylizeResponse | None = None
+        self._progress: pb.StylizeResponse | None = None
+        self._final: Final | None = None
+        self._stop: StopReason | None = None
+        self._evaluations = 0
         # Progress counters already added to the metrics (progress is cumulative per job).
         self._counted_iterations = 0
         self._counted_evaluations = 0
+        #: Timer that cancels a keyed job nobody watches any more (owned by the servicer).
+        self.linger: Any = None
 
-    # -- state seen by the queue, the engine and the handler ---------------------------------
+    # -- subscribers -------------------------------------------------------------------------
 
-    def cancel(self) -> None:
-        """The call ended (cancelled by the caller, deadline, or done): stop working for it."""
-        self._cancelled.set()
-        self.events.put(Wake())
+    def subscribe(self, mailbox: Mailbox) -> None:
+        """Add a stream: it first gets the current state (or the outcome), then what follows."""
+        with self._lock:
+            if self._final is not None:
+                mailbox.put(self._final)
+                return
+            if self._started is None:
+                if self._queued is not None:
+                    mailbox.put(self._queued)
+            else:
+                mailbox.put(self._started)
+                if self._progress is not None:
+                    mailbox.put(self._progress)
+            self._subscribers.append(mailbox)
 
+    def unsubscribe(self, mailbox: Mailbox) -> int:
+        """Remove a stream; returns how many are left."""
+        with self._lock:
+            if mailbox in self._subscribers:
+                self._subscribers.remove(mailbox)
+            return len(self._subscribers)
+
+    @property
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def _publish(self, response: pb.StylizeResponse) -> None:
+        with self._lock:
+            if self._final is not None:
+                return
+            kind = response.WhichOneof("event")
+            if kind == "queued":
+                self._queued = response
+            elif kind == "started":
+                self._started = response
+            elif kind == "progress":
+                self._progress = response
+            for mailbox in self._subscribers:
+                mailbox.put(response)
+
+    def _complete(self, final: Final) -> bool:
+        """End the job with `final` (first call wins): tell every stream, release everything."""
+        with self._lock:
+            if self._final is not None:
+                return False
+            self._final = final
+            subscribers, self._subscribers = self._subscribers, []
+            for mailbox in subscribers:
+                mailbox.put(final)
+        self.spec = None  # the decoded images are no longer needed
+        self._reservation.release()
+        try:
+            self._on_done(self, final)
+        except Exception as exc:  # bookkeeping must not keep the job from ending
+            log_event(log, "job_done_hook_failed", level=logging.ERROR, exc_info=exc)
+        return True
+
+    @property
+    def final(self) -> Final | None:
+        with self._lock:
+            return self._final
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def stop(self, reason: StopReason) -> None:
+        """Ask the job to stop (the first reason wins); the engine sees it within one evaluation."""
+        with self._lock:
+            if self._stop is None:
+                self._stop = reason
+
+    @property
     def stop_reason(self) -> StopReason | None:
-        """Why the job must stop now, or None to carry on."""
-        if self._deadline is not None:
-            late = time.monotonic() - self._deadline
-            if late >= 0 or (self._cancelled.is_set() and late >= -_DEADLINE_SLACK_SECONDS):
-                return StopReason.DEADLINE_EXCEEDED
-        if self._cancelled.is_set():
-            return StopReason.CLIENT_CANCELLED
-        if self._shutting_down():
+        """Why the job must stop, or None to carry on (a hurried shutdown stops every job)."""
+        if self._stop is None and self._shutting_down():
             return StopReason.SHUTDOWN
-        return None
+        return self._stop
 
     def should_stop(self) -> bool:
         """The engine's cancellation hook, polled before every evaluation."""
-        return self.stop_reason() is not None
+        return self.stop_reason is not None
+
+    def fail(self, status: ErrorStatus) -> bool:
+        """End the job with an error status (before it ran: decode failure, drain refusal)."""
+        return self._complete(Final(status=status))
+
+    # -- admission.Job ---------------------------------------------------------------------------
 
     @property
     def abandoned(self) -> bool:
-        return self.should_stop()
+        return self.stop_reason is not None or self._final is not None
 
-    def seconds_to_deadline(self) -> float | None:
-        return None if self._deadline is None else self._deadline - time.monotonic()
+    @property
+    def ready(self) -> bool:
+        return self.spec is not None
 
-    # -- queue callbacks -----------------------------------------------------------------------
+    def set_spec(self, spec: JobSpec) -> None:
+        """The decoded request: the job can run."""
+        self.spec = spec
 
     def on_position(self, position: int) -> None:
-        if position != self._last_position:
-            self._last_position = position
-            self.events.put(Send(self._queued(position)))
-
-    def _queued(self, position: int) -> pb.StylizeResponse:
-        return pb.StylizeResponse(
-            queued=pb.QueuedEvent(position=position, request_id=self.request_id)
+        self._publish(
+            pb.StylizeResponse(queued=pb.QueuedEvent(position=position, request_id=self.request_id))
         )
 
     def on_dropped(self) -> None:
-        self.events.put(Stopped(self.stop_reason() or StopReason.SHUTDOWN, started=False))
+        self._complete(Final(status=statuses.for_stop(self.stop_reason or StopReason.SHUTDOWN)))
 
-    # -- the work, on a worker thread ---------------------------------------------------------
+    # -- estimates (drain planning) ---------------------------------------------------------------
+
+    def estimated_seconds(self) -> float:
+        """Predicted duration of the whole job from the server's measured throughput."""
+        options = self.inspection.options
+        return self._throughput.estimate(options.max_evaluations, self.inspection.output_pixels)
+
+    def remaining_seconds(self) -> float:
+        """Predicted time left of a running job, from its own pace when it has one."""
+        started = self.times.started
+        evaluations = self._evaluations
+        total = self.inspection.options.max_evaluations
+        if started is None or evaluations <= 0:
+            return self.estimated_seconds()
+        elapsed = time.monotonic() - started
+        return elapsed / evaluations * max(0, total - evaluations)
+
+    # -- the work, on a worker thread -----------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # anything at all: the streams still end, with INTERNAL
+            self._finish_compute()
+            status = statuses.for_exception(exc, self.request_id)
+            if status.reason is statuses.Reason.INTERNAL:
+                log_event(
+                    log,
+                    "job_failed",
+                    level=logging.ERROR,
+                    exc_info=exc,
+                    request_id=self.request_id,
+                    code=status.code.name,
+                )
+            self._complete(Final(status=status))
+
+    def _run(self) -> None:
+        spec = self.spec
+        if spec is None or self.stop_reason is not None:
+            self._complete(Final(status=statuses.for_stop(self.stop_reason or StopReason.SHUTDOWN)))
+            return
         times = self.times
         times.started = time.monotonic()
         times.queue_seconds = times.started - times.admitted
         self._metrics.queue_wait.observe(times.queue_seconds)
-        spec = self.spec
-        height, width = Stylizer.output_size(
-            spec.content.shape[0], spec.content.shape[1], spec.options.size
-        )
-        self.events.put(
-            Send(
-                pb.StylizeResponse(
-                    started=pb.StartedEvent(
-                        options=options_to_proto(spec.options),
-                        width=width,
-                        height=height,
-                        queue_time=duration(times.queue_seconds),
-                        request_id=self.request_id,
-                    )
+        height, width = output_size(spec.content.shape[0], spec.content.shape[1], spec.options.size)
+        backend, precision, device = engine_identity(self._engine)
+        self._publish(
+            pb.StylizeResponse(
+                started=pb.StartedEvent(
+                    options=options_to_proto(spec.options),
+                    width=width,
+                    height=height,
+                    queue_time=duration(times.queue_seconds),
+                    request_id=self.request_id,
+                    backend=backend,
+                    precision=precision,
+                    device=device,
                 )
             )
         )
         try:
-            result = self._stylizer.stylize(
+            result = self._engine.stylize(
                 spec.content,
                 spec.styles,
                 spec.options,
                 on_progress=self._on_progress,
                 should_stop=self.should_stop,
             )
-            data = encode_image(result.image, spec.output_format, quality=spec.output_quality)
         except Cancelled:
             self._finish_compute()
-            self.events.put(Stopped(self.stop_reason() or StopReason.SHUTDOWN, started=True))
+            self._complete(Final(status=statuses.for_stop(self.stop_reason or StopReason.SHUTDOWN)))
             return
-        except Exception as exc:  # mapped to a status by the handler; the worker lives on
-            self._finish_compute()
-            self.events.put(Failed(exc))
-            return
+        data = encode_image(result.image, spec.output_format, quality=spec.output_quality)
         self._finish_compute()
-        self.result = result
         self._count(result.iterations, result.evaluations)
-        if result.evaluations:
-            per_evaluation = result.optimize_seconds / result.evaluations
-            for _ in range(result.evaluations):
-                self._metrics.evaluation_duration.observe(per_evaluation)
         out_h, out_w = result.image.shape[:2]
         self._metrics.image_pixels.labels(role="output").observe(out_h * out_w)
-        self.events.put(
-            Finished(
-                pb.StylizeResponse(
-                    result=pb.ResultEvent(
-                        image=pb.EncodedImage(
-                            data=data,
-                            format=format_to_proto(spec.output_format),
-                            width=out_w,
-                            height=out_h,
-                        ),
-                        losses=losses_to_proto(result.losses),
-                        iterations=result.iterations,
-                        evaluations=result.evaluations,
-                        queue_time=duration(times.queue_seconds),
-                        compute_time=duration(times.compute_seconds),
-                        request_id=self.request_id,
-                    )
+        self.stats = JobStats(f"{out_w}x{out_h}", result.iterations, result.evaluations)
+        response = pb.StylizeResponse(
+            result=pb.ResultEvent(
+                image=pb.EncodedImage(
+                    data=data, format=format_to_proto(spec.output_format), width=out_w, height=out_h
                 ),
-                result,
+                losses=losses_to_proto(result.losses),
+                iterations=result.iterations,
+                evaluations=result.evaluations,
+                queue_time=duration(times.queue_seconds),
+                compute_time=duration(times.compute_seconds),
+                request_id=self.request_id,
             )
         )
+        self._complete(Final(response=response))
 
     def _finish_compute(self) -> None:
-        assert self.times.started is not None
+        if self.times.started is None or self.times.compute_seconds:
+            return
         self.times.compute_seconds = time.monotonic() - self.times.started
         self._metrics.compute_duration.observe(self.times.compute_seconds)
 
@@ -241,11 +325,18 @@ class StylizeJob:
         self._counted_evaluations = max(self._counted_evaluations, evaluations)
 
     def _on_progress(self, progress: Progress) -> None:
+        spec = self.spec
+        assert spec is not None
+        self._evaluations = progress.evaluations
         self._count(progress.iteration, progress.evaluations)
+        pixels = self.inspection.output_pixels
+        for seconds in progress.evaluation_seconds:
+            self._metrics.evaluation_duration.observe(seconds)
+            self._throughput.observe(seconds, pixels)
         event = pb.ProgressEvent(
             iteration=progress.iteration,
             evaluations=progress.evaluations,
-            max_evaluations=self.spec.options.max_evaluations,
+            max_evaluations=spec.options.max_evaluations,
             losses=losses_to_proto(progress.losses),
             elapsed=duration(progress.elapsed_seconds),
             scale=progress.scale,
@@ -255,14 +346,14 @@ class StylizeJob:
             event.preview.CopyFrom(
                 pb.EncodedImage(
                     data=encode_image(
-                        progress.preview, self.spec.output_format, quality=self.spec.output_quality
+                        progress.preview, spec.output_format, quality=spec.output_quality
                     ),
-                    format=format_to_proto(self.spec.output_format),
+                    format=format_to_proto(spec.output_format),
                     width=w,
                     height=h,
                 )
             )
-        self.events.put(Send(pb.StylizeResponse(progress=event)))
+        self._publish(pb.StylizeResponse(progress=event))
 
 
-__all__ = ["Failed", "Finished", "JobEvent", "JobTimes", "Send", "Stopped", "StylizeJob", "Wake"]
+__all__ = ["JobStats", "JobTimes", "StylizeJob", "engine_identity"]

@@ -15,7 +15,7 @@ REQUEST_ID_KEY = "x-request-id"
 #: Attribute of a LogRecord that carries the structured fields of `log_event`.
 _FIELDS_ATTR = "styletx_fields"
 # A caller-supplied id is echoed into logs and metadata: keep it short and printable.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 #: Attributes every LogRecord has; anything else came from a caller's `extra=` and is logged.
 _STANDARD_ATTRS = frozenset(
     {*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "message", "asctime", "taskName"}
@@ -71,7 +71,7 @@ def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     """The caller's `x-request-id` when it is sane, else a fresh random id."""
     for key, value in metadata or ():
         if key.lower() == REQUEST_ID_KEY and isinstance(value, str):
-            if _VALID_REQUEST_ID.match(value):
+            if _VALID_REQUEST_ID.fullmatch(value):
                 return value
             break
     return uuid.uuid4().hex

@@ -65,6 +65,13 @@ class ServerMetrics:
 
     requests: Counter
     request_duration: Histogram
+    calls_in_flight: Gauge
+    busyness: Gauge
+    inflight_pixels: Gauge
+    inflight_pixels_limit: Gauge
+    stored_results: Gauge
+    stored_result_bytes: Gauge
+    build_info: Gauge
     queue_wait: Histogram
     compute_duration: Histogram
     time_to_first_progress: Histogram
@@ -90,8 +97,46 @@ class ServerMetrics:
         return cls(
             requests=Counter(
                 "styletx_requests_total",
-                "gRPC calls by method and final status code",
-                ["method", "code"],
+                "gRPC calls by method, final status code and reason (the ErrorInfo reason "
+                "lower-cased, or ok, cancelled, deadline_exceeded)",
+                ["method", "code", "reason"],
+                registry=reg,
+            ),
+            calls_in_flight=Gauge(
+                "styletx_calls_in_flight",
+                "Stylize calls open now (streams attached to a job included)",
+                registry=reg,
+            ),
+            busyness=Gauge(
+                "styletx_busyness_ratio",
+                "(running + queued jobs) / workers: 1 means every worker is busy and nothing "
+                "waits; the autoscaler's signal",
+                registry=reg,
+            ),
+            inflight_pixels=Gauge(
+                "styletx_inflight_pixels",
+                "Input pixels (header sizes) reserved by calls being decoded, queued or running",
+                registry=reg,
+            ),
+            inflight_pixels_limit=Gauge(
+                "styletx_inflight_pixels_limit",
+                "The in-flight pixel budget (--max-inflight-pixels)",
+                registry=reg,
+            ),
+            stored_results=Gauge(
+                "styletx_stored_results",
+                "Results of keyed jobs kept for callers that re-attach",
+                registry=reg,
+            ),
+            stored_result_bytes=Gauge(
+                "styletx_stored_result_bytes",
+                "Bytes of the results kept for callers that re-attach",
+                registry=reg,
+            ),
+            build_info=Gauge(
+                "styletx_build_info",
+                "Always 1; the labels say the server's version, engine backend and precision",
+                ["version", "backend", "precision"],
                 registry=reg,
             ),
             request_duration=Histogram(
@@ -141,7 +186,7 @@ class ServerMetrics:
             ),
             evaluation_duration=Histogram(
                 "styletx_evaluation_duration_seconds",
-                "Duration of one loss-and-gradient evaluation (a job's mean, once per evaluation)",
+                "Duration of each loss-and-gradient evaluation",
                 buckets=b,
                 registry=reg,
             ),

@@ -1,42 +1,46 @@
-"""The StyleTransferService implementation: validate, admit, relay the job's events, record.
+"""The asyncio Stylize servicer: admission before work, jobs that streams subscribe to.
 
-Concurrency model: grpcio's synchronous server. Each call keeps one handler thread while it waits
-in the queue and while it runs, relaying events a worker thread puts on the job's queue. The
-engine is blocking, CPU/GPU-bound code driven through callbacks from the thread that runs it, so
-threads hand over work with plain blocking queues; grpc.aio would only add an event-loop bridge
-(call_soon_threadsafe for every progress event) without saving anything, because the number of
-live Stylize calls is already bounded by admission (queue size + workers) and the handler pool is
-sized for exactly that (see app.py).
+Each call is a coroutine on the event loop: it costs no thread, however slowly its caller reads.
+Order of work (DESIGN.md): too many calls -> loading -> request key (attach to a running job or a
+stored result) -> draining -> option and header checks against the server's limits (no decoding)
+-> pixel-budget reservation -> queue slot -> decode on a decode thread -> run on a worker thread.
+Every refusal before the queue costs microseconds and no image memory. Whatever raises, the stream
+ends with a status (INTERNAL naming only the request id) and the job releases what it held.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import queue
 import threading
 import time
-from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from styletx.engine import Engine
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
-from styletx_server.admission import AdmissionQueue, QueueClosedError, QueueFullError
-from styletx_server.convert import InvalidRequestError, Limits, parse_request
-from styletx_server.job import Failed, Finished, Send, Stopped, StylizeJob
+from styletx_server.admission import AdmissionQueue, QueueClosedError, QueueFullError, Throughput
+from styletx_server.budget import OverBudgetError, PixelBudget
+from styletx_server.convert import Limits
+from styletx_server.intake import IntakeLimits, InvalidRequestError, decode, inspect
+from styletx_server.job import StylizeJob
+from styletx_server.jobs import JobRegistry, StoredResult, request_digest, valid_key
 from styletx_server.logs import REQUEST_ID_KEY, log_event, request_id_from
+from styletx_server.mailbox import Final, Mailbox
 from styletx_server.metrics import ServerMetrics
+from styletx_server.statuses import ErrorStatus, FieldViolation, Reason, StopReason
 
 log = logging.getLogger(__name__)
 
 METHOD = "Stylize"
-#: How often a waiting handler re-checks its call when no event arrives (a safety net: the
-#: RPC-termination callback normally wakes it at once).
-_POLL_SECONDS = 0.25
+_KEY_RULE = "must be 1-128 characters of [A-Za-z0-9._~:-]"
+#: A call that ends this close to its deadline ended because of it (clocks differ slightly).
+_DEADLINE_SLACK_SECONDS = 0.05
 
 
 class Lifecycle:
@@ -44,189 +48,389 @@ class Lifecycle:
 
     def __init__(self) -> None:
         #: Set by the server once the model is loaded and warm.
-        self.stylizer: Engine | None = None
-        #: New calls are refused with UNAVAILABLE; admitted ones continue.
+        self.stylizer: Any = None
+        #: New jobs are refused with UNAVAILABLE (DRAINING); admitted ones continue.
         self.draining = threading.Event()
         #: Every job still running or waiting must stop now (grace period over).
         self.shutting_down = threading.Event()
 
 
 @dataclass
-class _Outcome:
+class _Call:
     """What the request log line and the metrics say about one call."""
 
     request_id: str
     peer: str
     code: grpc.StatusCode | None = None
+    reason: Reason | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServicerParts:
+    """Everything the servicer works with (built and owned by the server)."""
+
+    limits: Limits
+    intake: IntakeLimits
+    admission: AdmissionQueue
+    budget: PixelBudget
+    registry: JobRegistry
+    metrics: ServerMetrics
+    lifecycle: Lifecycle
+    throughput: Throughput
+    decode_pool: Executor
+    max_calls: int
+    linger: float
+
+
+def _ended_by_caller(context: Any) -> StopReason:
+    """Why a call ended on the caller's side: its deadline, or a cancellation."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS:
+        return StopReason.DEADLINE_EXCEEDED
+    return StopReason.CLIENT_CANCELLED
+
+
+_CODES = {
+    StopReason.DEADLINE_EXCEEDED: (grpc.StatusCode.DEADLINE_EXCEEDED, Reason.DEADLINE_EXCEEDED),
+    StopReason.CLIENT_CANCELLED: (grpc.StatusCode.CANCELLED, Reason.CANCELLED),
+}
+
+
+class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
+    """styletx.v1.StyleTransferService on grpc.aio."""
+
+    def __init__(self, parts: ServicerParts, loop: asyncio.AbstractEventLoop) -> None:
+        self._p = parts
+        self._loop = loop
+        self._active = 0
+        self._live: set[StylizeJob] = set()
+        self._live_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- the RPC -------------------------------------------------------------------------------
+
+    async def Stylize(  # type: ignore[override]  # noqa: N802 (the gRPC method name)
+        self, request: pb.StylizeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        arrived = time.monotonic()
+        request_id = request_id_from(context.invocation_metadata())
+        call = _Call(request_id=request_id, peer=context.peer())
+        counted = False
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            if self._active >= self._p.max_calls:
+                self._end(
+                    context,
+                    call,
+                    statuses.resource_exhausted(
+                        f"server busy: {self._p.max_calls} calls open; retry later",
+                        self._p.admission.retry_after(),
+                        Reason.TOO_MANY_CALLS,
+                    ),
+                )
+                return
+            counted = True
+            self._active += 1
+            self._p.metrics.calls_in_flight.set(self._active)
+            await self._stylize(request, context, call, arrived)
+        except asyncio.CancelledError:
+            if call.code is None:
+                call.code, call.reason = _CODES[_ended_by_caller(context)]
+            raise
+        except Exception as exc:
+            if context.done():  # the call is over: nobody to tell, nothing went wrong here
+                call.code, call.reason = _CODES[_ended_by_caller(context)]
+            else:
+                log_event(
+                    log,
+                    "call_failed",
+                    level=logging.ERROR,
+                    exc_info=exc,
+                    request_id=request_id,
+                )
+                self._end(context, call, statuses.internal(request_id))
+        finally:
+            if counted:
+                self._active -= 1
+                self._p.metrics.calls_in_flight.set(self._active)
+            self._record(call, arrived)
+
+    def _end(self, context: Any, call: _Call, status: ErrorStatus) -> None:
+        """Finish the call with `status` (the handler then returns)."""
+        call.code, call.reason = status.code, status.reason
+        context.set_code(status.code)
+        context.set_details(status.details)
+        context.set_trailing_metadata(status.trailing_metadata)
+
+    async def _stylize(
+        self,
+        request: pb.StylizeRequest,
+        context: Any,
+        call: _Call,
+        arrived: float,
+    ) -> None:
+        p = self._p
+        engine = p.lifecycle.stylizer
+        if engine is None:
+            self._end(context, call, statuses.loading())
+            return
+        key = request.request_key or None
+        digest = None
+        if key is not None:
+            call.fields["request_key"] = key
+            if not valid_key(key):
+                self._end(
+                    context,
+                    call,
+                    statuses.invalid_argument(
+                        [
+                            FieldViolation(
+                                "request_key", "must be 1-128 characters of [A-Za-z0-9._~:-]"
+                            )
+                        ]
+                    ),
+                )
+                return
+            # Hashing a large request takes milliseconds: not on the loop.
+            digest = await asyncio.to_thread(request_digest, request)
+            found = p.registry.lookup(key)
+            if found is not None:
+                if found.digest != digest:
+                    self._end(context, call, statuses.key_reused(key))
+                    return
+                if isinstance(found, StoredResult):
+                    call.fields["attached"] = "stored"
+                    await self._deliver(found.final, context, call)
+                    return
+                call.fields["attached"] = "running"
+                await self._follow(found, context, call, arrived)
+                return
+        if p.lifecycle.draining.is_set():
+            self._end(context, call, statuses.draining())
+            return
+        try:
+            inspection = inspect(request, p.limits, p.intake)
+        except InvalidRequestError as exc:
+            call.fields["violations"] = [v.field for v in exc.violations]
+            self._end(
+                context, call, statuses.invalid_argument(exc.violations, exc.reason, exc.metadata)
+            )
+            return
+        try:
+            reservation = p.budget.reserve(inspection.pixels)
+        except OverBudgetError as exc:
+            self._end(
+                context,
+                call,
+                statuses.resource_exhausted(
+                    f"server busy: {exc.wanted} pixels do not fit in the in-flight pixel budget "
+                    f"({exc.available} of {exc.limit} free); retry later",
+                    p.admission.retry_after(),
+                    Reason.OVER_BUDGET,
+                ),
+            )
+            return
+        job = StylizeJob(
+            request_id=call.request_id,
+            key=key,
+            digest=digest,
+            inspection=inspection,
+            reservation=reservation,
+            engine=engine,
+            metrics=p.metrics,
+            throughput=p.throughput,
+            shutting_down=p.lifecycle.shutting_down.is_set,
+            on_done=self._job_done,
+        )
+        try:
+            p.admission.submit(job)
+        except QueueFullError as exc:
+            reservation.release()
+            self._end(
+                context,
+                call,
+                statuses.resource_exhausted(
+                    f"server busy: all {exc.capacity} queue slots taken; retry later",
+                    exc.retry_after,
+                    Reason.QUEUE_FULL,
+                ),
+            )
+            return
+        except QueueClosedError:
+            reservation.release()
+            self._end(context, call, statuses.draining())
+            return
+        with self._live_lock:
+            self._live.add(job)
+        if key is not None:
+            p.registry.add(job)
+        task = asyncio.ensure_future(self._decode(job, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await self._follow(job, context, call, arrived)
+
+    # -- decoding (after admission) ---------------------------------------------------------------
+
+    async def _decode(self, job: StylizeJob, request: pb.StylizeRequest) -> None:
+        """Decode on a decode thread, then make the job runnable; a failure ends the job."""
+        p = self._p
+        status: ErrorStatus | None = None
+        try:
+            spec = await self._loop.run_in_executor(
+                p.decode_pool, decode, request, job.inspection, p.intake.max_pixels
+            )
+            if job.final is None:
+                pixels = p.metrics.image_pixels
+                pixels.labels(role="content").observe(spec.content.shape[0] * spec.content.shape[1])
+                for style in spec.styles:
+                    pixels.labels(role="style").observe(style.shape[0] * style.shape[1])
+                job.input_sizes = (
+                    _size(spec.content.shape),
+                    [_size(style.shape) for style in spec.styles],
+                )
+        except InvalidRequestError as exc:
+            status = statuses.invalid_argument(exc.violations, exc.reason, exc.metadata)
+        except Exception as exc:
+            status = statuses.for_exception(exc, job.request_id)
+            if status.reason is Reason.INTERNAL:
+                log_event(
+                    log,
+                    "decode_failed",
+                    level=logging.ERROR,
+                    exc_info=exc,
+                    request_id=job.request_id,
+                )
+        if status is not None:
+            job.fail(status)
+            p.admission.withdraw(job)
+            return
+        if job.abandoned:  # stopped while decoding: leave the queue (on_dropped ends it)
+            p.admission.withdraw(job)
+            return
+        job.set_spec(spec)
+        p.admission.mark_ready()
+
+    # -- streaming a job to one caller ------------------------------------------------------------
+
+    async def _deliver(self, final: Final, context: Any, call: _Call) -> None:
+        if final.response is not None:
+            await context.write(final.response)
+            call.code, call.reason = grpc.StatusCode.OK, None
+        else:
+            assert final.status is not None
+            self._end(context, call, final.status)
+
+    async def _follow(self, job: StylizeJob, context: Any, call: _Call, arrived: float) -> None:
+        """Subscribe to `job` and relay its events until its final one (or the caller leaves)."""
+        mailbox = Mailbox(self._loop)
+        job.subscribe(mailbox)
+        if job.linger is not None:  # someone came back in time: keep the job
+            job.linger.cancel()
+            job.linger = None
+        first_progress = True
+        try:
+            while True:
+                item = await mailbox.get()
+                if isinstance(item, Final):
+                    self._job_fields(job, call)
+                    await self._deliver(item, context, call)
+                    return
+                if first_progress and item.HasField("progress"):
+                    first_progress = False
+                    self._p.metrics.time_to_first_progress.observe(time.monotonic() - arrived)
+                await context.write(item)
+        except asyncio.CancelledError:
+            reason = _ended_by_caller(context)
+            call.code, call.reason = _CODES[reason]
+            self._job_fields(job, call)
+            self._leave(job, mailbox, reason)
+            raise
+        except BaseException:
+            self._leave(job, mailbox, _ended_by_caller(context))
+            raise
+        finally:
+            if mailbox.coalesced:
+                call.fields["coalesced_events"] = mailbox.coalesced
+            job.unsubscribe(mailbox)
+
+    def _leave(self, job: StylizeJob, mailbox: Mailbox, reason: StopReason) -> None:
+        """The caller left: a job nobody watches lingers if it has a key, else stops now."""
+        if job.unsubscribe(mailbox) > 0 or job.final is not None:
+            return
+        if job.key is not None and self._p.linger > 0:
+            if job.linger is None:
+                job.linger = self._loop.call_later(self._p.linger, self._linger_over, job)
+            return
+        job.stop(reason)
+        self._p.admission.withdraw(job)
+
+    def _linger_over(self, job: StylizeJob) -> None:
+        job.linger = None
+        if job.subscribers == 0 and job.final is None:
+            log_event(log, "job_abandoned", request_id=job.request_id, request_key=job.key)
+            job.stop(StopReason.CLIENT_CANCELLED)
+            self._p.admission.withdraw(job)
+
+    def _job_done(self, job: StylizeJob, final: Final) -> None:
+        """Called once per job, from whichever thread ended it."""
+        self._p.registry.finish(job, final)
+        with self._live_lock:
+            self._live.discard(job)
+        handle = job.linger
+        if handle is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(handle.cancel)
+
+    # -- server-wide operations -------------------------------------------------------------
+
+    def live_jobs(self) -> list[StylizeJob]:
+        with self._live_lock:
+            return list(self._live)
+
+    def stop_jobs(self, reason: StopReason, jobs: list[StylizeJob] | None = None) -> None:
+        """Stop `jobs` (default: all) for `reason`: waiting ones leave the queue now, running
+        ones stop within one evaluation; their callers get the matching status."""
+        for job in self.live_jobs() if jobs is None else jobs:
+            job.stop(reason)
+            self._p.admission.withdraw(job)
+
+    # -- records -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _job_fields(job: StylizeJob, call: _Call) -> None:
+        call.fields["queue_seconds"] = round(job.times.queue_seconds, 6)
+        call.fields["compute_seconds"] = round(job.times.compute_seconds, 6)
+        if job.input_sizes is not None:
+            call.fields["content_size"], call.fields["style_sizes"] = job.input_sizes
+        if job.stats is not None:
+            call.fields["output_size"] = job.stats.output_size
+            call.fields["iterations"] = job.stats.iterations
+            call.fields["evaluations"] = job.stats.evaluations
+        if job.request_id != call.request_id:
+            call.fields["job_request_id"] = job.request_id
+
+    def _record(self, call: _Call, arrived: float) -> None:
+        code = call.code or grpc.StatusCode.CANCELLED
+        reason = statuses.reason_label(code, call.reason)
+        elapsed = time.monotonic() - arrived
+        self._p.metrics.requests.labels(method=METHOD, code=code.name, reason=reason).inc()
+        self._p.metrics.request_duration.labels(method=METHOD).observe(elapsed)
+        log_event(
+            log,
+            "request",
+            request_id=call.request_id,
+            method=METHOD,
+            peer=call.peer,
+            code=code.name,
+            reason=reason,
+            duration_seconds=round(elapsed, 6),
+            **call.fields,
+        )
 
 
 def _size(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[0]}"
 
 
-class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
-    """styletx.v1.StyleTransferService on the admission queue."""
-
-    def __init__(
-        self,
-        limits: Limits,
-        admission: AdmissionQueue,
-        metrics: ServerMetrics,
-        lifecycle: Lifecycle,
-    ) -> None:
-        self._limits = limits
-        self._admission = admission
-        self._metrics = metrics
-        self._lifecycle = lifecycle
-
-    def Stylize(  # noqa: N802 (the gRPC method name)
-        self, request: pb.StylizeRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.StylizeResponse]:
-        arrived = time.monotonic()
-        request_id = request_id_from(context.invocation_metadata())
-        context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-        outcome = _Outcome(request_id=request_id, peer=context.peer())
-        try:
-            yield from self._stylize(request, context, outcome, arrived)
-        finally:
-            # A generator closed by grpc (the caller went away) never set a code itself.
-            self._record(outcome, outcome.code or grpc.StatusCode.CANCELLED, arrived)
-
-    def _abort(self, context: grpc.ServicerContext, outcome: _Outcome, status: grpc.Status) -> None:
-        outcome.code = status.code
-        if context.is_active():
-            context.abort_with_status(status)
-
-    def _stylize(
-        self,
-        request: pb.StylizeRequest,
-        context: grpc.ServicerContext,
-        outcome: _Outcome,
-        arrived: float,
-    ) -> Iterator[pb.StylizeResponse]:
-        stylizer = self._lifecycle.stylizer
-        if self._lifecycle.draining.is_set():
-            self._abort(context, outcome, statuses.unavailable("server is draining"))
-            return
-        if stylizer is None:
-            self._abort(context, outcome, statuses.unavailable("model is loading"))
-            return
-        try:
-            spec = parse_request(request, self._limits)
-        except InvalidRequestError as exc:
-            outcome.fields["violations"] = [v.field for v in exc.violations]
-            self._abort(context, outcome, statuses.invalid_argument(exc.violations))
-            return
-        self._observe_inputs(spec.content.shape, [s.shape for s in spec.styles], outcome)
-        remaining = context.time_remaining()
-        job = StylizeJob(
-            spec,
-            stylizer,
-            outcome.request_id,
-            self._metrics,
-            deadline=None if remaining is None else time.monotonic() + remaining,
-            shutting_down=self._lifecycle.shutting_down.is_set,
-        )
-        if not context.add_callback(lambda: self._on_call_end(job)):
-            outcome.code = grpc.StatusCode.CANCELLED
-            return
-        try:
-            self._admission.submit(job)
-        except QueueFullError as exc:
-            self._abort(
-                context,
-                outcome,
-                statuses.resource_exhausted(
-                    f"server busy: all {exc.capacity} queue slots taken; retry later",
-                    exc.retry_after,
-                ),
-            )
-            return
-        except QueueClosedError:
-            self._abort(context, outcome, statuses.unavailable("server is draining"))
-            return
-        first_progress = True
-        while True:
-            try:
-                event = job.events.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                # Normally the termination callback withdraws a dead call's job; this covers
-                # a deadline that passes without one.
-                if job.should_stop():
-                    self._admission.withdraw(job)
-                continue
-            if isinstance(event, Send):
-                if first_progress and event.response.HasField("progress"):
-                    first_progress = False
-                    self._metrics.time_to_first_progress.observe(time.monotonic() - arrived)
-                yield event.response
-            elif isinstance(event, Finished):
-                self._job_fields(job, outcome)
-                yield event.response
-                outcome.code = grpc.StatusCode.OK
-                return
-            elif isinstance(event, Stopped):
-                self._job_fields(job, outcome)
-                outcome.fields["stopped"] = event.reason.value
-                outcome.fields["started"] = event.started
-                self._abort(context, outcome, statuses.for_stop(event.reason))
-                return
-            elif isinstance(event, Failed):
-                self._job_fields(job, outcome)
-                status = statuses.for_exception(event.error, outcome.request_id)
-                log_event(
-                    log,
-                    "job_failed",
-                    level=logging.ERROR,
-                    exc_info=event.error,
-                    request_id=outcome.request_id,
-                    code=status.code.name,
-                )
-                self._abort(context, outcome, status)
-                return
-
-    def _on_call_end(self, job: StylizeJob) -> None:
-        """The RPC terminated (done, cancelled or deadline): stop or withdraw its job."""
-        job.cancel()
-        self._admission.withdraw(job)
-
-    def _observe_inputs(
-        self,
-        content: tuple[int, ...],
-        styles: list[tuple[int, ...]],
-        outcome: _Outcome,
-    ) -> None:
-        pixels = self._metrics.image_pixels
-        pixels.labels(role="content").observe(content[0] * content[1])
-        for shape in styles:
-            pixels.labels(role="style").observe(shape[0] * shape[1])
-        outcome.fields["content_size"] = _size(content)
-        outcome.fields["style_sizes"] = [_size(s) for s in styles]
-
-    @staticmethod
-    def _job_fields(job: StylizeJob, outcome: _Outcome) -> None:
-        outcome.fields["queue_seconds"] = round(job.times.queue_seconds, 6)
-        outcome.fields["compute_seconds"] = round(job.times.compute_seconds, 6)
-        if job.result is not None:
-            outcome.fields["output_size"] = _size(job.result.image.shape)
-            outcome.fields["iterations"] = job.result.iterations
-            outcome.fields["evaluations"] = job.result.evaluations
-
-    def _record(self, outcome: _Outcome, code: grpc.StatusCode, arrived: float) -> None:
-        elapsed = time.monotonic() - arrived
-        self._metrics.requests.labels(method=METHOD, code=code.name).inc()
-        self._metrics.request_duration.labels(method=METHOD).observe(elapsed)
-        log_event(
-            log,
-            "request",
-            request_id=outcome.request_id,
-            method=METHOD,
-            peer=outcome.peer,
-            code=code.name,
-            duration_seconds=round(elapsed, 6),
-            **outcome.fields,
-        )
-
-
-__all__ = ["METHOD", "Lifecycle", "StyleTransferServicer"]
+__all__ = ["METHOD", "Lifecycle", "ServicerParts", "StyleTransferServicer"]

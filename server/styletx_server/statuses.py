@@ -1,24 +1,58 @@
-"""The one place that turns failures into gRPC statuses with google.rpc rich details."""
+"""The one place that turns failures into gRPC statuses with google.rpc rich details.
+
+Every error status carries a `google.rpc.ErrorInfo` (domain `styletx.v1`) whose `reason` names the
+cause in a fixed vocabulary, so callers (the SDK) and dashboards branch on the reason rather than
+on message text. Retryable refusals (busy server) add a `RetryInfo`; bad input adds a `BadRequest`.
+"""
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
-from styletx.errors import Cancelled, InvalidImage, InvalidOptions
+from styletx.errors import InvalidImage, InvalidOptions
+
+#: ErrorInfo.domain of every styletx error.
+DOMAIN = "styletx.v1"
 
 #: Engine option names whose request field is not `options.<name>`.
 _OPTION_FIELDS = {
     "style_blend_weights": "style_images",
     "preview_every": "preview_every",
+    "styles": "style_images",
 }
+
+
+#: Out-of-memory exception types of TensorFlow and PyTorch.
+_OOM_NAMES = frozenset({"ResourceExhaustedError", "OutOfMemoryError"})
+
+
+class Reason(enum.StrEnum):
+    """ErrorInfo.reason values; lower-cased, they are the `reason` label of the request metric."""
+
+    QUEUE_FULL = "QUEUE_FULL"
+    OVER_BUDGET = "OVER_BUDGET"
+    TOO_MANY_CALLS = "TOO_MANY_CALLS"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    INVALID_INPUT = "INVALID_INPUT"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    KEY_REUSED = "KEY_REUSED"
+    DRAINING = "DRAINING"
+    LOADING = "LOADING"
+    SHUTDOWN = "SHUTDOWN"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    INTERNAL = "INTERNAL"
+    #: The caller cancelled, or its deadline passed: it never reads these statuses, but the log
+    #: line and the metric label use the same vocabulary.
+    CANCELLED = "CANCELLED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 
 
 @dataclass(frozen=True)
@@ -29,12 +63,23 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True)
+class ErrorStatus(grpc.Status):
+    """A grpc.Status (code, details, trailing metadata with the rich details) and its reason."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+    reason: Reason = field(default=Reason.INTERNAL)
+
+
 class StopReason(enum.Enum):
-    """Why a job stopped before finishing; decides the status the caller sees."""
+    """Why a job stopped before finishing; decides the status its subscribers see."""
 
     CLIENT_CANCELLED = "cancelled"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     SHUTDOWN = "shutdown"
+    DRAINING = "draining"
 
 
 def request_field(option: str) -> str:
@@ -42,17 +87,43 @@ def request_field(option: str) -> str:
     return _OPTION_FIELDS.get(option, f"options.{option}")
 
 
-def _status(code: int, message: str, *details: object) -> grpc.Status:
+def _error_info(reason: Reason, metadata: Mapping[str, str] | None) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(reason=reason.value, domain=DOMAIN, metadata=metadata or {})
+
+
+def _status(
+    code: int,
+    message: str,
+    reason: Reason,
+    *details: object,
+    metadata: Mapping[str, str] | None = None,
+) -> ErrorStatus:
     packed = []
-    for detail in details:
+    for detail in (_error_info(reason, metadata), *details):
         holder = any_pb2.Any()
-        holder.Pack(detail)  # type: ignore[arg-type]
+        holder.Pack(detail)
         packed.append(holder)
-    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+    plain = rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+    return ErrorStatus(plain.code, plain.details, tuple(plain.trailing_metadata), reason)
 
 
-def invalid_argument(violations: Sequence[FieldViolation]) -> grpc.Status:
-    """INVALID_ARGUMENT with a google.rpc.BadRequest listing every violation."""
+def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    seconds = max(0.0, seconds)
+    whole = math.floor(seconds)
+    delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+    return error_details_pb2.RetryInfo(retry_delay=delay)
+
+
+def invalid_argument(
+    violations: Sequence[FieldViolation],
+    reason: Reason = Reason.INVALID_INPUT,
+    metadata: Mapping[str, str] | None = None,
+) -> ErrorStatus:
+    """INVALID_ARGUMENT with a google.rpc.BadRequest listing every violation.
+
+    `reason` is LIMIT_EXCEEDED when the request is well-formed but beyond this server's limits
+    (`metadata` then names the limits and their values), INVALID_INPUT otherwise.
+    """
     bad = error_details_pb2.BadRequest(
         field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
@@ -60,61 +131,154 @@ def invalid_argument(violations: Sequence[FieldViolation]) -> grpc.Status:
         ]
     )
     summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
-    return _status(code_pb2.INVALID_ARGUMENT, f"invalid request: {summary}", bad)
-
-
-def resource_exhausted(message: str, retry_after_seconds: float) -> grpc.Status:
-    """RESOURCE_EXHAUSTED with a google.rpc.RetryInfo telling the caller when to try again."""
-    seconds = max(0.0, retry_after_seconds)
-    whole = math.floor(seconds)
-    delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
     return _status(
-        code_pb2.RESOURCE_EXHAUSTED, message, error_details_pb2.RetryInfo(retry_delay=delay)
+        code_pb2.INVALID_ARGUMENT, f"invalid request: {summary}", reason, bad, metadata=metadata
     )
 
 
-def unavailable(message: str) -> grpc.Status:
-    """UNAVAILABLE: the server is starting or draining; another replica (or later) may serve."""
-    return _status(code_pb2.UNAVAILABLE, message)
+def resource_exhausted(
+    message: str, retry_after_seconds: float, reason: Reason = Reason.QUEUE_FULL
+) -> ErrorStatus:
+    """RESOURCE_EXHAUSTED with a google.rpc.RetryInfo: the server is busy, try again later."""
+    return _status(code_pb2.RESOURCE_EXHAUSTED, message, reason, _retry_info(retry_after_seconds))
 
 
-def unauthenticated() -> grpc.Status:
+def out_of_memory(request_id: str) -> ErrorStatus:
+    """RESOURCE_EXHAUSTED *without* RetryInfo: this job does not fit; retrying it will not help."""
+    return _status(
+        code_pb2.RESOURCE_EXHAUSTED,
+        f"the job ran out of memory (request id {request_id}); try a smaller size, a smaller "
+        "style_scale or fewer style images",
+        Reason.OUT_OF_MEMORY,
+    )
+
+
+def unavailable(message: str, reason: Reason) -> ErrorStatus:
+    """UNAVAILABLE: the server is loading, draining or shutting down; another replica may serve."""
+    return _status(code_pb2.UNAVAILABLE, message, reason)
+
+
+def draining() -> ErrorStatus:
+    """The server is draining (SIGTERM): retry elsewhere or re-attach with the request key."""
+    return unavailable("server is draining; retry on another replica", Reason.DRAINING)
+
+
+def loading() -> ErrorStatus:
+    """The model is still loading: retry shortly (health says NOT_SERVING meanwhile)."""
+    return unavailable("model is loading; retry shortly", Reason.LOADING)
+
+
+def unauthenticated() -> ErrorStatus:
     """UNAUTHENTICATED without saying what was wrong with the credentials."""
-    return _status(code_pb2.UNAUTHENTICATED, "missing or invalid bearer token")
+    return _status(
+        code_pb2.UNAUTHENTICATED, "missing or invalid bearer token", Reason.UNAUTHENTICATED
+    )
 
 
-def for_stop(reason: StopReason) -> grpc.Status:
-    """Status of a job stopped by its caller, its deadline or a server shutdown."""
+def key_reused(key: str) -> ErrorStatus:
+    """ALREADY_EXISTS: a job with this request key exists for a different request."""
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field="request_key",
+                description="already used for a different request; use a new key per request",
+            )
+        ]
+    )
+    return _status(
+        code_pb2.ALREADY_EXISTS,
+        f"request_key {key!r} was already used for a different request",
+        Reason.KEY_REUSED,
+        bad,
+    )
+
+
+def internal(request_id: str) -> ErrorStatus:
+    """INTERNAL naming only the request id (the details are in the server log)."""
+    return _status(code_pb2.INTERNAL, f"internal error (request id {request_id})", Reason.INTERNAL)
+
+
+def for_stop(reason: StopReason) -> ErrorStatus:
+    """Status of a job stopped by its caller, its deadline, a drain or a server shutdown."""
     if reason is StopReason.DEADLINE_EXCEEDED:
-        return _status(code_pb2.DEADLINE_EXCEEDED, "deadline exceeded before the job finished")
+        return _status(
+            code_pb2.DEADLINE_EXCEEDED,
+            "deadline exceeded before the job finished",
+            Reason.DEADLINE_EXCEEDED,
+        )
     if reason is StopReason.SHUTDOWN:
-        return _status(code_pb2.UNAVAILABLE, "server shutting down; job cancelled, retry")
-    return _status(code_pb2.CANCELLED, "cancelled by the caller")
+        return unavailable("server shutting down; job cancelled, retry", Reason.SHUTDOWN)
+    if reason is StopReason.DRAINING:
+        return unavailable(
+            "server is draining and this job cannot finish in time; retry on another replica",
+            Reason.DRAINING,
+        )
+    return _status(code_pb2.CANCELLED, "cancelled by the caller", Reason.CANCELLED)
 
 
-def for_exception(exc: BaseException, request_id: str) -> grpc.Status:
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or a framework's out-of-memory error (matched by name: no framework import).
+
+    TensorFlow raises ResourceExhaustedError, PyTorch OutOfMemoryError, JAX an XlaRuntimeError
+    (JaxRuntimeError) whose message starts with RESOURCE_EXHAUSTED; engines may wrap them.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        if isinstance(current, MemoryError) or name in (
+            "ResourceExhaustedError",
+            "OutOfMemoryError",
+        ):
+            return True
+        if name in ("XlaRuntimeError", "JaxRuntimeError") and "RESOURCE_EXHAUSTED" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def for_exception(exc: BaseException, request_id: str) -> ErrorStatus:
     """Status of an exception raised while running a job; internals never reach the caller."""
     if isinstance(exc, InvalidOptions):
         return invalid_argument([FieldViolation(request_field(exc.field), exc.message)])
     if isinstance(exc, InvalidImage):
         return invalid_argument([FieldViolation(exc.field, exc.message)])
-    if isinstance(exc, Cancelled):
-        # Reaching here means the engine stopped without the server asking: treat as aborted.
-        return _status(code_pb2.ABORTED, f"job stopped (request id {request_id})")
-    # TensorFlow raises ResourceExhaustedError on device OOM; match by name to avoid importing it.
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
-        return resource_exhausted(
-            f"out of memory for this job (request id {request_id}); try a smaller size", 30.0
-        )
-    return _status(code_pb2.INTERNAL, f"internal error (request id {request_id})")
+    if is_out_of_memory(exc):
+        return out_of_memory(request_id)
+    # Anything else, Cancelled included (the engine stopped without the server asking), is a bug.
+    return internal(request_id)
+
+
+def reason_label(code: grpc.StatusCode, reason: Reason | None) -> str:
+    """The `reason` label of `styletx_requests_total`: `ok`, or the ErrorInfo reason lower-cased."""
+    if code is grpc.StatusCode.OK:
+        return "ok"
+    if reason is not None:
+        return reason.value.lower()
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "deadline_exceeded"
+    if code is grpc.StatusCode.CANCELLED:
+        return "cancelled"
+    return "internal"
 
 
 __all__ = [
+    "DOMAIN",
+    "ErrorStatus",
     "FieldViolation",
+    "Reason",
     "StopReason",
+    "draining",
     "for_exception",
     "for_stop",
+    "internal",
     "invalid_argument",
+    "is_out_of_memory",
+    "key_reused",
+    "loading",
+    "out_of_memory",
+    "reason_label",
     "request_field",
     "resource_exhausted",
     "unauthenticated",

@@ -49,7 +49,7 @@ class ServerProcess:
     """`python -m styletx_server` with its JSON log lines collected from stderr."""
 
     def __init__(self, *args: str) -> None:
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "styletx_server", "--address", "127.0.0.1:0", *args],
             stderr=subprocess.PIPE,
@@ -143,7 +143,10 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(spawn: Any, seeded_weights
 
         server.proc.send_signal(signal.SIGTERM)
         server.event("draining", timeout=30)
-        assert health_status(channel) == NOT_SERVING
+        # GOAWAY went to every connection and the port is closed: new calls and probes fail.
+        with pytest.raises(grpc.RpcError) as caught:
+            health_status(channel)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         with pytest.raises(grpc.RpcError) as caught:
             list(stub.Stylize(request(evaluations=2), timeout=30))
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -184,3 +187,40 @@ def test_missing_weights_exit_one(spawn: Any, tmp_path: Path) -> None:
     assert server.wait(START_TIMEOUT) == 1
     failed = server.event("model_failed", timeout=1)
     assert failed["level"] == "error" and failed["error"]
+
+
+def test_a_queued_job_that_cannot_finish_in_time_is_refused_when_sigterm_arrives(
+    spawn: Any, seeded_weights: Path
+) -> None:
+    server = spawn(
+        "--weights", str(seeded_weights), "--metrics-port", "0", "--grace-period", "8",
+        "--workers", "1",
+    )  # fmt: skip
+    port = server.event("serving")["port"]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        wait_status(channel, SERVING)
+        stub = pb_grpc.StyleTransferServiceStub(channel)
+        running = iter(stub.Stylize(request(evaluations=60), timeout=START_TIMEOUT))
+        assert next(running).HasField("queued") and next(running).HasField("started")
+        assert next(running).HasField("progress")  # the server has measured its pace
+        # 1000 evaluations take far longer than the 8 s grace at the pace just measured.
+        queued = iter(stub.Stylize(request(evaluations=1000), timeout=START_TIMEOUT))
+        assert next(queued).HasField("queued")
+        sent = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(queued)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - sent < 4  # at once, not at the end of the 8 s grace
+        assert list(running)[-1].HasField("result")  # the running job still finishes
+    assert server.wait(60) == 0
+    refused = [e for e in server.events if e["event"] == "request" and e["code"] == "UNAVAILABLE"]
+    assert refused and refused[0]["reason"] == "draining"
+
+
+def test_require_gpu_exits_one_without_a_gpu(spawn: Any, seeded_weights: Path) -> None:
+    server = spawn("--weights", str(seeded_weights), "--metrics-port", "0", "--require-gpu")
+    assert server.wait(START_TIMEOUT) == 1
+    line = server.event("no_gpu", timeout=1)
+    assert line["level"] == "error" and "--require-gpu" in line["error"]
+    assert not any(e["event"] == "serving" for e in server.events)

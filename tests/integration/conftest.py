@@ -189,3 +189,71 @@ def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> None:
             return
         done.wait(0.01)
     raise AssertionError("condition not met in time")
+
+
+class Consumer:
+    """Reads one stream on a thread, keeping every event and the final error."""
+
+    def __init__(self, stub: Any, request: pb.StylizeRequest, **kwargs: Any) -> None:
+        kwargs.setdefault("timeout", WAIT)
+        self.call = stub.Stylize(request, **kwargs)
+        self.events: list[pb.StylizeResponse] = []
+        self.error: grpc.RpcError | None = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self.call:
+                self.events.append(event)
+        except grpc.RpcError as exc:
+            self.error = exc
+
+    def join(self, timeout: float = WAIT) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the stream did not end in time"
+
+    def code(self, timeout: float = WAIT) -> grpc.StatusCode:
+        self.join(timeout)
+        return grpc.StatusCode.OK if self.error is None else self.error.code()
+
+    def kinds(self) -> list[str]:
+        return [str(e.WhichOneof("event")) for e in self.events]
+
+
+def rich_details(error: grpc.RpcError) -> list[Any]:
+    """The google.rpc details (ErrorInfo, RetryInfo, BadRequest ...) of a failed call, unpacked."""
+    from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "no rich status details"
+    found: list[Any] = []
+    for detail in status.details:
+        for kind in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.BadRequest,
+        ):
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                found.append(message)
+    return found
+
+
+def reason_of(error: grpc.RpcError | None) -> str:
+    """The ErrorInfo reason of a failed call."""
+    from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+
+    assert error is not None, "the call did not fail"
+    infos = [d for d in rich_details(error) if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert len(infos) == 1, infos
+    assert infos[0].domain == "styletx.v1"
+    return str(infos[0].reason)
+
+
+def has_retry_info(error: grpc.RpcError) -> bool:
+    from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+
+    return any(isinstance(d, error_details_pb2.RetryInfo) for d in rich_details(error))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import grpc
@@ -14,6 +13,7 @@ from styletx.engine import Stylizer
 from styletx_client.proto import style_transfer_pb2 as pb
 from tests.integration.conftest import (
     WAIT,
+    Consumer,
     GatedStylizer,
     ServerFactory,
     collect,
@@ -27,35 +27,6 @@ HUGE_BUDGET = 1000
 
 def long_request() -> pb.StylizeRequest:
     return make_request(options=pb.StyleOptions(size=48, max_evaluations=HUGE_BUDGET, seed=1))
-
-
-class Consumer:
-    """Reads one stream on a thread, keeping every event and the final error."""
-
-    def __init__(self, stub: Any, request: pb.StylizeRequest, **kwargs: Any) -> None:
-        self.call = stub.Stylize(request, **kwargs)
-        self.events: list[pb.StylizeResponse] = []
-        self.error: grpc.RpcError | None = None
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for event in self.call:
-                self.events.append(event)
-        except grpc.RpcError as exc:
-            self.error = exc
-
-    def join(self) -> None:
-        self.thread.join(WAIT)
-        assert not self.thread.is_alive()
-
-    def code(self) -> grpc.StatusCode:
-        self.join()
-        return grpc.StatusCode.OK if self.error is None else self.error.code()
-
-    def kinds(self) -> list[str]:
-        return [str(e.WhichOneof("event")) for e in self.events]
 
 
 def test_cancel_stops_the_job_within_one_evaluation_and_frees_the_worker(

@@ -16,17 +16,20 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from prometheus_client import CollectorRegistry
 
 from styletx.engine import Stylizer
+from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.app import StyletxServer
 from styletx_server.config import ServerConfig
 from styletx_server.health import API_SERVICE
 from tests.integration.conftest import (
     WAIT,
+    Consumer,
     GatedStylizer,
     ServerFactory,
     channel_to,
     collect,
     make_request,
+    reason_of,
     wait_for,
 )
 
@@ -56,6 +59,15 @@ def statuses(server: StyletxServer) -> tuple[int, int]:
     return overall.status, api.status
 
 
+def check_code(server: StyletxServer) -> grpc.StatusCode:
+    """The code of a health Check on a new connection (UNAVAILABLE once the port is closed)."""
+    try:
+        statuses(server)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
 def stylize_code(server: StyletxServer) -> grpc.StatusCode:
     with channel_to(server) as channel:
         try:
@@ -77,7 +89,9 @@ def test_not_serving_until_warm_then_serving_then_not_serving_when_draining(
     assert statuses(server) == (SERVING, SERVING)
     assert stylize_code(server) == grpc.StatusCode.OK
     assert server.drain(grace=1.0)
-    assert statuses(server) == (NOT_SERVING, NOT_SERVING)
+    # Draining sent GOAWAY and closed the port: probes and calls fail, so the pod leaves the
+    # Service at once (open streams see NOT_SERVING first: test_watch_streams_the_transitions).
+    assert check_code(server) == grpc.StatusCode.UNAVAILABLE
     assert stylize_code(server) == grpc.StatusCode.UNAVAILABLE
 
 
@@ -130,23 +144,61 @@ def test_drain_lets_the_running_job_finish_and_refuses_new_calls(
     gated = GatedStylizer(stylizer)
     server = server_factory(engine=gated)
     stub = stub_for(server)
-    results: list[Any] = []
-    running = threading.Thread(target=lambda: results.append(collect(stub, make_request())))
-    running.start()
-    assert gated.paused.wait(WAIT)
-    drained: list[bool] = []
-    drainer = threading.Thread(target=lambda: drained.append(server.drain(grace=WAIT)))
-    drainer.start()
-    wait_for(lambda: server.lifecycle.draining.is_set())
-    assert statuses(server) == (NOT_SERVING, NOT_SERVING)
+    with channel_to(server) as watcher:
+        watch = health_pb2_grpc.HealthStub(watcher).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=WAIT
+        )
+        assert next(watch).status == SERVING
+        results: list[Any] = []
+        running = threading.Thread(target=lambda: results.append(collect(stub, make_request())))
+        running.start()
+        assert gated.paused.wait(WAIT)
+        drained: list[bool] = []
+        drainer = threading.Thread(target=lambda: drained.append(server.drain(grace=WAIT)))
+        drainer.start()
+        wait_for(lambda: server.lifecycle.draining.is_set())
+        assert next(watch).status == NOT_SERVING  # an open stream hears it before GOAWAY
+        watch.cancel()
+    # A new call on the running call's own channel: the connection got GOAWAY, the port is shut.
     with pytest.raises(grpc.RpcError) as caught:
         collect(stub, make_request())
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert check_code(server) == grpc.StatusCode.UNAVAILABLE
     gated.release()
     running.join(WAIT)
     drainer.join(WAIT)
     assert results and results[0][-1].HasField("result")
     assert drained == [True]
+
+
+def test_drain_refuses_queued_jobs_that_cannot_finish_in_time_at_once(
+    stylizer: Stylizer, server_factory: ServerFactory, stub_for: Any
+) -> None:
+    """Queued work that would outlive the grace period is refused when the drain starts (so its
+    caller retries elsewhere now); queued work that fits still runs."""
+    gated = GatedStylizer(stylizer)
+    server = server_factory(engine=gated, queue_size=3)
+    stub = stub_for(server)
+    running = Consumer(stub, make_request())
+    assert gated.paused.wait(WAIT)
+    small = Consumer(stub, make_request())
+    long = Consumer(
+        stub, make_request(options=pb.StyleOptions(size=48, max_evaluations=1000, seed=1))
+    )
+    wait_for(lambda: server.admission.waiting == 2)
+    drained: list[bool] = []
+    drainer = threading.Thread(target=lambda: drained.append(server.drain(grace=8.0)))
+    drainer.start()
+    # Refused at once, long before the grace period could end, while the worker is still held.
+    assert long.code(timeout=4.0) == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(long.error) == "DRAINING"
+    assert running.thread.is_alive()
+    gated.release()
+    assert running.code() == grpc.StatusCode.OK
+    assert small.code() == grpc.StatusCode.OK
+    drainer.join(WAIT)
+    assert drained == [True]
+    assert gated.calls == 2
 
 
 def test_drain_cancels_jobs_still_running_after_the_grace_period(

@@ -46,8 +46,9 @@ def test_metrics_after_one_success_and_one_invalid_call(
         collect(stub, make_request(options=pb.StyleOptions(size=SIZE, tv_weight=-1.0)))
 
     samples = scrape(server.metrics_port)
-    assert value(samples, "styletx_requests_total", method="Stylize", code="OK") == 1
-    assert value(samples, "styletx_requests_total", method="Stylize", code="INVALID_ARGUMENT") == 1
+    assert value(samples, "styletx_requests_total", method="Stylize", code="OK", reason="ok") == 1
+    invalid = {"method": "Stylize", "code": "INVALID_ARGUMENT", "reason": "invalid_input"}
+    assert value(samples, "styletx_requests_total", **invalid) == 1
     assert value(samples, "styletx_request_duration_seconds_count", method="Stylize") == 2
     for histogram in (
         "styletx_queue_wait_seconds",
@@ -58,7 +59,13 @@ def test_metrics_after_one_success_and_one_invalid_call(
     assert value(samples, "styletx_compute_duration_seconds_sum") > 0
     assert value(samples, "styletx_lbfgs_evaluations_total") == EVALUATIONS
     assert value(samples, "styletx_lbfgs_iterations_total") == result.iterations
-    assert value(samples, "styletx_evaluation_duration_seconds_count") == EVALUATIONS
+    # Each evaluation the engine reported (with its own wall time) is one observation.
+    progress = [e.progress for e in events if e.HasField("progress")]
+    observed = value(samples, "styletx_evaluation_duration_seconds_count")
+    assert observed == progress[-1].evaluations and 0 < observed <= EVALUATIONS
+    assert value(samples, "styletx_evaluation_duration_seconds_sum") < value(
+        samples, "styletx_compute_duration_seconds_sum"
+    )
     assert value(samples, "styletx_image_pixels_count", role="content") == 1
     assert value(samples, "styletx_image_pixels_sum", role="content") == 48 * 64
     assert value(samples, "styletx_image_pixels_sum", role="style") == 40 * 40
@@ -68,6 +75,13 @@ def test_metrics_after_one_success_and_one_invalid_call(
     assert value(samples, "styletx_workers") == 1
     assert value(samples, "styletx_jobs_in_flight") == 0
     assert value(samples, "styletx_queue_depth") == 0
+    assert value(samples, "styletx_busyness_ratio") == 0
+    assert value(samples, "styletx_inflight_pixels") == 0  # every reservation was given back
+    assert value(samples, "styletx_inflight_pixels_limit") == server.config.max_inflight_pixels
+    assert value(samples, "styletx_calls_in_flight") == 0
+    info = [s for s in samples if s.name == "styletx_build_info"]
+    assert len(info) == 1 and info[0].value == 1
+    assert info[0].labels["backend"] == "tensorflow" and info[0].labels["version"]
     assert value(samples, "process_resident_memory_bytes") > 0
     # Buckets per DESIGN.md: 5 ms up to ten minutes.
     bounds = {
@@ -120,3 +134,26 @@ def test_exposition_passes_promtool_check_metrics(
     )
     assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
     assert b"styletx_requests_total" in text
+
+
+def test_busyness_counts_running_and_queued_jobs_per_worker(
+    server_factory: ServerFactory, stub_for: Any, stylizer: Any
+) -> None:
+    from tests.integration.conftest import Consumer, GatedStylizer, wait_for
+
+    gated = GatedStylizer(stylizer)
+    server = server_factory(engine=gated, queue_size=3)
+    stub = stub_for(server)
+    registry = server.metrics.registry
+    running = Consumer(stub, make_request())
+    assert gated.paused.wait(30)
+    queued = [Consumer(stub, make_request()) for _ in range(2)]
+    wait_for(lambda: server.admission.waiting == 2)
+    assert registry.get_sample_value("styletx_busyness_ratio") == 3.0  # 1 running + 2 queued
+    in_flight = registry.get_sample_value("styletx_inflight_pixels")
+    assert in_flight == 3 * (48 * 64 + 40 * 40)  # header pixels of three requests
+    gated.release()
+    for consumer in (running, *queued):
+        assert consumer.code() == grpc.StatusCode.OK
+    wait_for(lambda: registry.get_sample_value("styletx_busyness_ratio") == 0)
+    assert registry.get_sample_value("styletx_inflight_pixels") == 0

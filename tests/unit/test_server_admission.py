@@ -8,7 +8,13 @@ from typing import ClassVar
 
 import pytest
 
-from styletx_server.admission import AdmissionQueue, QueueClosedError, QueueFullError
+from styletx_server.admission import (
+    AdmissionQueue,
+    QueueClosedError,
+    QueueFullError,
+    Throughput,
+    plan_drain,
+)
 
 WAIT = 10.0
 
@@ -27,6 +33,7 @@ class RecordingJob:
         self.finished = threading.Event()
         self.release = threading.Event()
         self.abandoned = False
+        self.ready = True
         self.fail = fail
 
     def on_position(self, position: int) -> None:
@@ -203,3 +210,44 @@ def test_invalid_sizes_are_refused() -> None:
         AdmissionQueue(capacity=0, workers=1)
     with pytest.raises(ValueError):
         AdmissionQueue(capacity=1, workers=0)
+
+
+def test_a_job_still_decoding_holds_its_slot_and_position_but_does_not_block_others(
+    queue: AdmissionQueue,
+) -> None:
+    running = busy(queue)
+    decoding, decoded = RecordingJob(), RecordingJob()
+    decoding.ready = False
+    queue.submit(decoding)
+    queue.submit(decoded)
+    with pytest.raises(QueueFullError):  # the job being decoded counts against the capacity
+        queue.submit(RecordingJob())
+    running.release.set()
+    assert decoded.started.wait(WAIT)  # the runnable job goes first
+    assert not decoding.started.is_set()
+    assert decoding.positions == [1]
+    decoding.ready = True
+    queue.mark_ready()
+    decoded.release.set()
+    assert decoding.started.wait(WAIT)
+    decoding.release.set()
+    assert queue.wait_idle(WAIT)
+
+
+def test_plan_drain_refuses_waiting_jobs_that_would_end_after_the_grace_period() -> None:
+    a, b, c, d = (RecordingJob() for _ in range(4))
+    for job in (a, b, c, d):
+        job.release.set()
+    # Two workers, one busy for 5 s more; jobs of 4, 4, 30 and 1 s wait in this order.
+    refused = plan_drain(10.0, 2, [5.0], [(a, 4.0), (b, 4.0), (c, 30.0), (d, 1.0)])
+    # a runs on the idle worker (0-4), b on it next (4-8); c cannot end in time; d fits (5-6).
+    assert refused == [c]
+    assert plan_drain(0.0, 1, [], [(a, 1.0)]) == [a]
+    assert plan_drain(10.0, 1, [12.0], [(a, 0.5)]) == [a]
+
+
+def test_throughput_estimates_from_measured_evaluations() -> None:
+    rate = Throughput(initial=1e-6, alpha=1.0)
+    assert rate.estimate(100, 10_000) == pytest.approx(1.0)
+    rate.observe(0.5, 10_000)  # 0.5 s for one evaluation at 10 000 pixels
+    assert rate.estimate(10, 10_000) == pytest.approx(5.0)

@@ -23,6 +23,9 @@ def test_defaults_match_the_contract() -> None:
     assert config.grace_period == 30
     assert config.warmup is True
     assert config.weights is None and config.auth_token is None
+    assert (config.max_styles, config.max_style_size, config.max_scales) == (8, 1024, 4)
+    assert config.max_request_pixels <= config.max_inflight_pixels
+    assert config.require_gpu is False and config.tls_client_ca is None
 
 
 def test_environment_variables_set_every_option() -> None:
@@ -44,6 +47,19 @@ def test_environment_variables_set_every_option() -> None:
         "STYLETX_AUTH_TOKEN": "tok",
         "STYLETX_LOG_LEVEL": "debug",
         "STYLETX_NO_WARMUP": "true",
+        "STYLETX_MAX_REQUEST_PIXELS": "900",
+        "STYLETX_MAX_INFLIGHT_PIXELS": "5000",
+        "STYLETX_MAX_STYLES": "3",
+        "STYLETX_MAX_CALLS": "9",
+        "STYLETX_DECODE_THREADS": "4",
+        "STYLETX_MAX_STYLE_SIZE": "256",
+        "STYLETX_MAX_SCALES": "2",
+        "STYLETX_LINGER": "7.5",
+        "STYLETX_RESULT_TTL": "60",
+        "STYLETX_MAX_STORED_RESULTS": "5",
+        "STYLETX_MAX_STORED_RESULT_BYTES": "4096",
+        "STYLETX_TLS_CLIENT_CA": "/tls/ca.pem",
+        "STYLETX_REQUIRE_GPU": "1",
     }
     config = load_config([], env=env)
     assert config == ServerConfig(
@@ -64,6 +80,19 @@ def test_environment_variables_set_every_option() -> None:
         auth_token="tok",
         log_level="DEBUG",
         warmup=False,
+        max_request_pixels=900,
+        max_inflight_pixels=5000,
+        max_styles=3,
+        max_calls=9,
+        decode_threads=4,
+        max_style_size=256,
+        max_scales=2,
+        linger=7.5,
+        result_ttl=60.0,
+        max_stored_results=5,
+        max_stored_result_bytes=4096,
+        tls_client_ca=Path("/tls/ca.pem"),
+        require_gpu=True,
     )
 
 
@@ -91,6 +120,13 @@ def test_false_boolean_environment_keeps_warmup() -> None:
         ([], {"STYLETX_QUEUE_SIZE": "many"}),
         ([], {"STYLETX_NO_WARMUP": "perhaps"}),
         (["--log-level", "chatty"], {}),
+        (["--max-inflight-pixels", "10", "--max-request-pixels", "20"], {}),
+        (["--max-styles", "0"], {}),
+        (["--max-calls", "0"], {}),
+        (["--max-style-size", "5000"], {}),
+        (["--max-scales", "5"], {}),
+        (["--linger", "-1"], {}),
+        (["--tls-client-ca", "/ca.pem"], {}),
     ],
 )
 def test_bad_values_exit_with_usage_error(
@@ -108,7 +144,10 @@ def test_help_documents_every_flag_and_its_variable() -> None:
         "--address", "--metrics-port", "--weights", "--workers", "--queue-size",
         "--max-message-bytes", "--max-pixels", "--default-evaluations", "--max-evaluations",
         "--default-size", "--max-size", "--grace-period", "--tls-cert", "--tls-key",
-        "--auth-token", "--log-level", "--no-warmup",
+        "--auth-token", "--log-level", "--no-warmup", "--max-request-pixels",
+        "--max-inflight-pixels", "--max-styles", "--max-calls", "--decode-threads",
+        "--max-style-size", "--max-scales", "--linger", "--result-ttl", "--max-stored-results",
+        "--max-stored-result-bytes", "--tls-client-ca", "--require-gpu",
     ]  # fmt: skip
     for flag in flags:
         assert flag in text

@@ -1,4 +1,7 @@
-"""Request conversion: defaults, limits, collected violations, and the resolved-options proto."""
+"""Request conversion: defaults, limits, collected violations, and the resolved-options proto.
+
+`parse` runs the server's two intake steps back to back: header inspection, then decoding.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +14,26 @@ from styletx import StyleOptions
 from styletx.images import encode_image
 from styletx.options import DEFAULT_STYLE_LAYERS
 from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_server.convert import (
-    InvalidRequestError,
-    Limits,
-    duration,
-    options_to_proto,
-    parse_request,
-)
+from styletx_server.convert import Limits, duration, options_to_proto
+from styletx_server.intake import IntakeLimits, InvalidRequestError, JobSpec, decode, inspect
 from tests.support.weights import tiny_image
 
 LIMITS = Limits(
     max_pixels=100_000, default_size=64, max_size=128, default_evaluations=30, max_evaluations=50
 )
+INTAKE = IntakeLimits(
+    max_styles=8,
+    max_pixels=100_000,
+    max_request_pixels=1_000_000,
+    max_size=128,
+    max_style_size=512,
+    max_scales=4,
+    max_evaluations=50,
+)
+
+
+def parse_request(req: pb.StylizeRequest, limits: Limits) -> JobSpec:
+    return decode(req, inspect(req, limits, INTAKE), INTAKE.max_pixels)
 
 
 def png(height: int = 24, width: int = 32, seed: int = 0) -> bytes:

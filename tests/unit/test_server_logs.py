@@ -73,7 +73,7 @@ def test_request_id_is_taken_from_metadata_when_sane() -> None:
     assert request_id_from([("X-Request-Id", "Up")]) == "Up"
 
 
-@pytest.mark.parametrize("bad", ["", "has space", "x" * 200, 'quote"inject'])
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 200, 'quote"inject', "trailing\n"])
 def test_insane_request_ids_are_replaced(bad: str) -> None:
     generated = request_id_from([("x-request-id", bad)])
     assert generated != bad and len(generated) == 32

@@ -1,0 +1,346 @@
+"""Intake of a StylizeRequest: header-only inspection against the server's limits, then decoding.
+
+`inspect` runs before admission and reads nothing but the images' headers (declared dimensions)
+and the options, so a refusal costs microseconds and no image memory; it checks every server
+limit (style images, pixels per image and per request, output size, style size = size x
+style_scale, scales, evaluations) and names the limit in the error. `decode` runs after admission,
+on a decode thread, for requests already holding their pixel reservation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from styletx import Image, StyleOptions, geometry
+from styletx.errors import InvalidImage, InvalidOptions
+from styletx.images import decode_image, image_dimensions
+from styletx.options import MIN_SIZE
+from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_server.config import ServerConfig
+from styletx_server.convert import FORMATS, Limits, resolve_options
+from styletx_server.statuses import FieldViolation, Reason
+
+DEFAULT_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    """The server's bounds on the work one request may cause, checked before admission."""
+
+    max_styles: int
+    max_pixels: int
+    max_request_pixels: int
+    max_size: int
+    max_style_size: int
+    max_scales: int
+    max_evaluations: int
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> IntakeLimits:
+        return cls(
+            max_styles=config.max_styles,
+            max_pixels=config.max_pixels,
+            max_request_pixels=config.max_request_pixels,
+            max_size=config.max_size,
+            max_style_size=config.max_style_size,
+            max_scales=config.max_scales,
+            max_evaluations=config.max_evaluations,
+        )
+
+
+class InvalidRequestError(Exception):
+    """The request breaks one or more rules; `violations` names every bad field.
+
+    `limits` maps each exceeded server limit to its value. When every violation is a server limit
+    the reason is LIMIT_EXCEEDED (a well-formed request asking for more work than this server
+    does), otherwise INVALID_INPUT.
+    """
+
+    def __init__(
+        self,
+        violations: list[FieldViolation],
+        limits: dict[str, int] | None = None,
+        *,
+        only_limits: bool = False,
+    ) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = violations
+        self.limits = dict(limits or {})
+        self.reason = Reason.LIMIT_EXCEEDED if only_limits and self.limits else Reason.INVALID_INPUT
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """ErrorInfo metadata: each exceeded limit and this server's value of it."""
+        return {name: str(value) for name, value in self.limits.items()}
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What admission needs to know about a request, from its options and image headers."""
+
+    options: StyleOptions
+    output_format: str
+    output_quality: int
+    #: Declared (header) pixels of the content and every style image: the budget reservation.
+    pixels: int
+    style_count: int
+    #: Pixels of the output (the engine's working size), for time estimates.
+    output_pixels: int
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A decoded request: images, resolved options, output encoding."""
+
+    content: Image
+    styles: tuple[Image, ...]
+    options: StyleOptions
+    output_format: str
+    output_quality: int
+
+
+class _Checks:
+    """Collects violations, each tagged with the server limit it exceeds (None: bad input)."""
+
+    def __init__(self) -> None:
+        self._found: list[tuple[FieldViolation, tuple[str, int] | None]] = []
+
+    def add(self, field: str, description: str) -> None:
+        self._found.append((FieldViolation(field, description), None))
+
+    def extend(self, violations: list[FieldViolation]) -> None:
+        self._found.extend((v, None) for v in violations)
+
+    def limit(self, field: str, description: str, name: str, value: int) -> None:
+        """A limit violation; it replaces other (engine-worded) violations of the same field."""
+        self._found = [(v, lim) for v, lim in self._found if v.field != field or lim is not None]
+        self._found.append((FieldViolation(field, description), (name, value)))
+
+    def replace(self, field: str, description: str) -> None:
+        """A clearer message for `field` (e.g. the server's range instead of the engine's)."""
+        self._found = [(v, lim) for v, lim in self._found if v.field != field]
+        self.add(field, description)
+
+    def raise_if_any(self) -> None:
+        if not self._found:
+            return
+        limits = dict(lim for _, lim in self._found if lim is not None)
+        raise InvalidRequestError(
+            [v for v, _ in self._found],
+            limits,
+            only_limits=all(lim is not None for _, lim in self._found),
+        )
+
+
+def _output(request: pb.StylizeRequest, checks: _Checks) -> tuple[str, int]:
+    fmt = FORMATS.get(request.output_format)
+    if fmt is None:
+        checks.add("output_format", f"unknown ImageFormat {request.output_format}")
+        fmt = "png"
+    if request.output_quality > 100:
+        checks.add("output_quality", f"must be 0-100, got {request.output_quality}")
+    quality = request.output_quality if 0 < request.output_quality <= 100 else DEFAULT_QUALITY
+    return fmt, quality
+
+
+def _dimensions(
+    data: bytes, field: str, limits: IntakeLimits, checks: _Checks
+) -> tuple[int, int] | None:
+    """(height, width) from the header, or None (with a violation) when unusable or too large."""
+    if not data:
+        checks.add(field, "required: empty image")
+        return None
+    try:
+        width, height = image_dimensions(data)
+    except InvalidImage as exc:
+        checks.add(field, exc.message)
+        return None
+    if width * height > limits.max_pixels:
+        checks.limit(
+            field,
+            f"image declares {width}x{height} = {width * height} pixels, more than this "
+            f"server's limit of {limits.max_pixels} per image",
+            "max_pixels",
+            limits.max_pixels,
+        )
+        return None
+    return height, width
+
+
+def _effective(request: pb.StylizeRequest, resolved: StyleOptions, name: str) -> int | float:
+    """The value the request asked for (even one the engine refused), else the resolved one."""
+    if request.HasField("options") and request.options.HasField(name):  # type: ignore[arg-type]
+        value: int | float = getattr(request.options, name)
+        return value
+    resolved_value: int | float = getattr(resolved, name)
+    return resolved_value
+
+
+def _check_options(
+    request: pb.StylizeRequest, options: StyleOptions, limits: IntakeLimits, checks: _Checks
+) -> None:
+    """Server limits on size, evaluations and scales, quoting the server's ranges."""
+    size = int(_effective(request, options, "size"))
+    if size > limits.max_size:
+        checks.limit(
+            "options.size",
+            f"{size} is over this server's limit: must be between {MIN_SIZE} and {limits.max_size}",
+            "max_size",
+            limits.max_size,
+        )
+    elif size < MIN_SIZE:
+        checks.replace("options.size", f"must be between {MIN_SIZE} and {limits.max_size}")
+    evaluations = int(_effective(request, options, "max_evaluations"))
+    if evaluations > limits.max_evaluations:
+        checks.limit(
+            "options.max_evaluations",
+            f"{evaluations} is over this server's limit: must be between 1 and "
+            f"{limits.max_evaluations}",
+            "max_evaluations",
+            limits.max_evaluations,
+        )
+    elif evaluations < 1:
+        checks.replace("options.max_evaluations", f"must be between 1 and {limits.max_evaluations}")
+    scales = int(_effective(request, options, "scales"))
+    if scales > limits.max_scales:
+        checks.limit(
+            "options.scales",
+            f"{scales} is over this server's limit: must be between 1 and {limits.max_scales}",
+            "max_scales",
+            limits.max_scales,
+        )
+
+
+def _check_style_size(
+    request: pb.StylizeRequest,
+    options: StyleOptions,
+    styles: list[tuple[int, int] | None],
+    limits: IntakeLimits,
+    checks: _Checks,
+) -> None:
+    """Each style pass (size x style_scale, as the engine sizes it) within --max-style-size."""
+    size = int(_effective(request, options, "size"))
+    scale = float(_effective(request, options, "style_scale"))
+    if not MIN_SIZE <= size <= limits.max_size or not 0.1 <= scale <= 4.0:
+        return  # already a violation; no meaningful style size
+    # The output's longest side is `size` whatever the content's shape.
+    passes = [
+        geometry.style_size(dims[0], dims[1], (size, size), scale)
+        for dims in styles
+        if dims is not None
+    ] or [(round(scale * size), round(scale * size))]
+    longest = max(max(p) for p in passes)
+    if longest > limits.max_style_size:
+        checks.limit(
+            "options.style_scale",
+            f"style images would be resized to {longest} px (longest side, style_scale "
+            f"{scale:g} x size {size}), over this server's limit of {limits.max_style_size} px; "
+            "lower style_scale or size",
+            "max_style_size",
+            limits.max_style_size,
+        )
+
+
+def inspect(request: pb.StylizeRequest, limits: Limits, intake: IntakeLimits) -> Inspection:
+    """Validate options and image headers against every rule and limit; no pixel is decoded.
+
+    Raises InvalidRequestError naming every bad field.
+    """
+    checks = _Checks()
+    violations: list[FieldViolation] = []
+    options = resolve_options(request, limits, violations)
+    checks.extend(violations)
+    fmt, quality = _output(request, checks)
+    count = len(request.style_images)
+    if count == 0:
+        checks.add("style_images", "at least one style image is required")
+    content = _dimensions(request.content_image, "content_image", intake, checks)
+    styles: list[tuple[int, int] | None] = []
+    if count > intake.max_styles:
+        # Refused on the count alone: none of their headers is even parsed.
+        checks.limit(
+            "style_images",
+            f"{count} style images, more than this server's limit of {intake.max_styles}",
+            "max_styles",
+            intake.max_styles,
+        )
+    else:
+        styles = [
+            _dimensions(style.image, f"style_images[{i}].image", intake, checks)
+            for i, style in enumerate(request.style_images)
+        ]
+    pixels = sum(h * w for dims in (content, *styles) if dims is not None for h, w in [dims])
+    if pixels > intake.max_request_pixels:
+        checks.limit(
+            "style_images",
+            f"the content and style images declare {pixels} pixels together, more than this "
+            f"server's limit of {intake.max_request_pixels} per request",
+            "max_request_pixels",
+            intake.max_request_pixels,
+        )
+    _check_options(request, options, intake, checks)
+    _check_style_size(request, options, styles, intake, checks)
+    size = int(_effective(request, options, "size"))
+    output_pixels = size * size
+    if content is not None and MIN_SIZE <= size <= intake.max_size:
+        try:
+            out_h, out_w = geometry.output_size(content[0], content[1], size)
+            output_pixels = out_h * out_w
+        except InvalidOptions as exc:  # an output whose shorter side is under 16 px
+            checks.replace("options.size", exc.message)
+    checks.raise_if_any()
+    return Inspection(
+        options=options,
+        output_format=fmt,
+        output_quality=quality,
+        pixels=pixels,
+        style_count=count,
+        output_pixels=output_pixels,
+    )
+
+
+def _decode(data: bytes, field: str, max_pixels: int, checks: _Checks) -> Image | None:
+    try:
+        return decode_image(data, max_pixels=max_pixels, field=field)
+    except InvalidImage as exc:
+        checks.add(exc.field, exc.message)
+        return None
+
+
+def decode(request: pb.StylizeRequest, inspection: Inspection, max_pixels: int) -> JobSpec:
+    """Decode the images of an inspected request (blocking: run it on a decode thread).
+
+    Raises InvalidRequestError for data the header promised but the body does not deliver
+    (truncated, corrupt); MemoryError propagates (the caller maps it to OUT_OF_MEMORY).
+    """
+    checks = _Checks()
+    content = _decode(request.content_image, "content_image", max_pixels, checks)
+    styles = [
+        _decode(style.image, f"style_images[{i}].image", max_pixels, checks)
+        for i, style in enumerate(request.style_images)
+    ]
+    if content is not None:
+        try:  # EXIF orientation may turn the image; the shorter side is the same
+            geometry.output_size(content.shape[0], content.shape[1], inspection.options.size)
+        except InvalidOptions as exc:
+            checks.add("options.size", exc.message)
+    checks.raise_if_any()
+    assert content is not None
+    return JobSpec(
+        content=content,
+        styles=tuple(s for s in styles if s is not None),
+        options=inspection.options,
+        output_format=inspection.output_format,
+        output_quality=inspection.output_quality,
+    )
+
+
+__all__ = [
+    "DEFAULT_QUALITY",
+    "Inspection",
+    "IntakeLimits",
+    "InvalidRequestError",
+    "JobSpec",
+    "decode",
+    "inspect",
+]
