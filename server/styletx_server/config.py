@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from styletx.options import MAX_EVALUATIONS, MAX_SIZE, MIN_SIZE
+from styletx.images import DEFAULT_MAX_PIXELS
+from styletx.options import MAX_EVALUATIONS, MAX_SIZE, MIN_SIZE, PRESETS, StyleOptions
 
 #: The engine's most coarse-to-fine scales (StyleOptions.scales).
 MAX_SCALES = 4
@@ -30,15 +31,17 @@ class ServerConfig:
     workers: int = 0
     queue_size: int = 16
     max_message_bytes: int = 32 * MIB
-    max_pixels: int = 40_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     max_request_pixels: int = 64_000_000
     max_inflight_pixels: int = 128_000_000
     max_styles: int = 8
     max_calls: int = 64
     decode_threads: int = 2
-    default_evaluations: int = 200
+    #: Operator overrides of the engine's defaults (None: the engine's own).
+    default_evaluations: int | None = None
     max_evaluations: int = 1000
-    default_size: int = 260
+    default_size: int | None = None
+    default_preset: str = StyleOptions().preset
     max_size: int = 1024
     max_style_size: int = 1024
     max_scales: int = 4
@@ -98,17 +101,24 @@ def _validate(c: ServerConfig) -> None:
         raise ValueError("--max-stored-results and --max-stored-result-bytes must be >= 0")
     if not 1 <= c.max_evaluations <= MAX_EVALUATIONS:
         raise ValueError(f"--max-evaluations must be 1-{MAX_EVALUATIONS}, got {c.max_evaluations}")
-    if not 1 <= c.default_evaluations <= c.max_evaluations:
+    engine = StyleOptions()
+    evaluations = engine.max_evaluations if c.default_evaluations is None else c.default_evaluations
+    if not 1 <= evaluations <= c.max_evaluations:
         raise ValueError(
             f"--default-evaluations must be 1-{c.max_evaluations} (--max-evaluations), "
-            f"got {c.default_evaluations}"
+            f"got {evaluations}"
+            + (" (the engine's default)" if c.default_evaluations is None else "")
         )
     if not MIN_SIZE <= c.max_size <= MAX_SIZE:
         raise ValueError(f"--max-size must be {MIN_SIZE}-{MAX_SIZE}, got {c.max_size}")
-    if not MIN_SIZE <= c.default_size <= c.max_size:
+    size = engine.size if c.default_size is None else c.default_size
+    if not MIN_SIZE <= size <= c.max_size:
         raise ValueError(
-            f"--default-size must be {MIN_SIZE}-{c.max_size} (--max-size), got {c.default_size}"
+            f"--default-size must be {MIN_SIZE}-{c.max_size} (--max-size), got {size}"
+            + (" (the engine's default)" if c.default_size is None else "")
         )
+    if c.default_preset not in PRESETS:
+        raise ValueError(f"--default-preset must be one of {', '.join(PRESETS)}")
     if c.max_connection_age < 0:
         raise ValueError(f"--max-connection-age must be >= 0, got {c.max_connection_age}")
     if c.grace_period < 0:
@@ -211,9 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d.decode_threads,
     )
+    engine = StyleOptions()
+    add(
+        "--default-preset",
+        "preset of requests that name none (its values apply under the request's own options)",
+        choices=PRESETS,
+        default=d.default_preset,
+    )
     add(
         "--default-evaluations",
-        "L-BFGS evaluation budget when a request sets none",
+        "L-BFGS evaluation budget when neither the request nor its preset sets one "
+        f"(default: the engine's, {engine.max_evaluations})",
         type=int,
         default=d.default_evaluations,
     )
@@ -225,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--default-size",
-        "output size (longest side, px) when a request sets none",
+        "output size (longest side, px) when neither the request nor its preset sets one "
+        f"(default: the engine's, {engine.size})",
         type=int,
         default=d.default_size,
     )

@@ -16,22 +16,21 @@ from styletx import Losses, StyleOptions
 from styletx.errors import InvalidOptions
 from styletx.options import MIN_SIZE
 from styletx.presets import preset_values
-from styletx_client._schema import OPTION_NAMES, read_options, write_options
+from styletx_client._schema import (
+    OPTION_NAMES,
+    enum_choices,
+    enum_number,
+    read_options,
+    write_options,
+)
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_server.config import ServerConfig
 from styletx_server.statuses import FieldViolation, request_field
 
-#: proto ImageFormat -> engine encoder name (UNSPECIFIED means PNG, as the proto says).
+#: proto ImageFormat number -> engine encoder name; UNSPECIFIED means PNG, as the proto says.
 FORMATS: dict[int, str] = {
-    pb.IMAGE_FORMAT_UNSPECIFIED: "png",
-    pb.IMAGE_FORMAT_PNG: "png",
-    pb.IMAGE_FORMAT_JPEG: "jpeg",
-    pb.IMAGE_FORMAT_WEBP: "webp",
-}
-_FORMAT_ENUMS: dict[str, pb.ImageFormat.ValueType] = {
-    "png": pb.IMAGE_FORMAT_PNG,
-    "jpeg": pb.IMAGE_FORMAT_JPEG,
-    "webp": pb.IMAGE_FORMAT_WEBP,
+    0: "png",
+    **{v: k for k, v in enum_choices(pb.ImageFormat.DESCRIPTOR).items()},
 }
 
 
@@ -40,25 +39,32 @@ class Limits:
     """Server-side bounds and defaults applied to every request."""
 
     max_pixels: int
-    default_size: int
     max_size: int
-    default_evaluations: int
     max_evaluations: int
-    default_preset: str = "reference"
+    #: Operator overrides of the engine's defaults; None keeps the engine's.
+    default_size: int | None = None
+    default_evaluations: int | None = None
+    default_preset: str = StyleOptions().preset
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Limits:
         return cls(
             max_pixels=config.max_pixels,
-            default_size=config.default_size,
             max_size=config.max_size,
-            default_evaluations=config.default_evaluations,
             max_evaluations=config.max_evaluations,
+            default_size=config.default_size,
+            default_evaluations=config.default_evaluations,
+            default_preset=config.default_preset,
         )
 
     def base_options(self) -> StyleOptions:
-        """The engine defaults with this server's default size and budget."""
-        return StyleOptions(size=self.default_size, max_evaluations=self.default_evaluations)
+        """The engine's defaults with the operator's overrides, before any preset."""
+        options = StyleOptions()
+        if self.default_size is not None:
+            options = options.replace(size=self.default_size)
+        if self.default_evaluations is not None:
+            options = options.replace(max_evaluations=self.default_evaluations)
+        return options
 
 
 def resolve_options(
@@ -151,7 +157,7 @@ def options_to_proto(options: StyleOptions) -> pb.StyleOptions:
 
 def format_to_proto(fmt: str) -> pb.ImageFormat.ValueType:
     """Engine encoder name -> proto ImageFormat."""
-    return _FORMAT_ENUMS[fmt]
+    return pb.ImageFormat.ValueType(enum_number(pb.ImageFormat.DESCRIPTOR, fmt, "output_format"))
 
 
 def losses_to_proto(losses: Losses) -> pb.Losses:

@@ -13,14 +13,12 @@ from dataclasses import dataclass
 
 from styletx import Image, StyleOptions, geometry
 from styletx.errors import InvalidImage, InvalidOptions
-from styletx.images import decode_image, image_dimensions
+from styletx.images import DEFAULT_QUALITY, decode_image, image_dimensions
 from styletx.options import MIN_SIZE
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_server.config import ServerConfig
 from styletx_server.convert import FORMATS, Limits, resolve_options
 from styletx_server.statuses import FieldViolation, Reason
-
-DEFAULT_QUALITY = 90
 
 
 @dataclass(frozen=True)
@@ -336,7 +334,6 @@ def decode(request: pb.StylizeRequest, inspection: Inspection, max_pixels: int) 
 
 
 __all__ = [
-    "DEFAULT_QUALITY",
     "Inspection",
     "IntakeLimits",
     "InvalidRequestError",

@@ -18,16 +18,13 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[i
 from grpc_status import rpc_status
 
 from styletx.errors import InvalidImage, InvalidOptions
+from styletx_client.proto import style_transfer_pb2 as pb
 
 #: ErrorInfo.domain of every styletx error.
 DOMAIN = "styletx.v1"
 
-#: Engine option names whose request field is not `options.<name>`.
-_OPTION_FIELDS = {
-    "style_blend_weights": "style_images",
-    "preview_every": "preview_every",
-    "styles": "style_images",
-}
+#: Engine names the API carries per style image rather than as a field of its own.
+_PER_STYLE_IMAGE = {"style_blend_weights": "style_images", "styles": "style_images"}
 
 
 #: Out-of-memory exception types of TensorFlow and PyTorch.
@@ -83,8 +80,11 @@ class StopReason(enum.Enum):
 
 
 def request_field(option: str) -> str:
-    """Request path of a StyleOptions field named by the engine (`size` -> `options.size`)."""
-    return _OPTION_FIELDS.get(option, f"options.{option}")
+    """Request path of an option named by the engine: a StyleOptions field (`size` ->
+    `options.size`), a StylizeRequest field (`preview_every`), or a per-style-image value."""
+    if option in pb.StylizeRequest.DESCRIPTOR.fields_by_name:
+        return option
+    return _PER_STYLE_IMAGE.get(option, f"options.{option}")
 
 
 def _error_info(reason: Reason, metadata: Mapping[str, str] | None) -> error_details_pb2.ErrorInfo:

@@ -18,8 +18,10 @@ def test_defaults_match_the_contract() -> None:
     assert config.queue_size == 16
     assert config.max_message_bytes == 32 * 1024 * 1024
     assert config.max_pixels == 40_000_000
-    assert (config.default_evaluations, config.max_evaluations) == (200, 1000)
-    assert (config.default_size, config.max_size) == (260, 1024)
+    # No restated engine defaults: unset means the engine's own (issue 8).
+    assert (config.default_evaluations, config.max_evaluations) == (None, 1000)
+    assert (config.default_size, config.max_size) == (None, 1024)
+    assert config.default_preset == "reference"
     assert config.grace_period == 30
     assert config.warmup is True
     assert config.weights is None and config.auth_token is None
@@ -114,6 +116,9 @@ def test_false_boolean_environment_keeps_warmup() -> None:
         (["--workers", "-1"], {}),
         (["--default-size", "2000"], {}),
         (["--default-evaluations", "50", "--max-evaluations", "10"], {}),
+        # The engine's default size (260) above --max-size needs an explicit --default-size.
+        (["--max-size", "128"], {}),
+        (["--default-preset", "turbo"], {}),
         (["--tls-cert", "/c.pem"], {}),
         (["--metrics-port", "70000"], {}),
         (["--address", "nocolon"], {}),
@@ -156,3 +161,31 @@ def test_help_documents_every_flag_and_its_variable() -> None:
 
 def test_env_name() -> None:
     assert env_name("--max-message-bytes") == "STYLETX_MAX_MESSAGE_BYTES"
+
+
+def test_server_defaults_follow_the_engine_unless_the_operator_sets_them() -> None:
+    from styletx import StyleOptions
+    from styletx.presets import preset_values
+    from styletx_client.proto import style_transfer_pb2 as pb
+    from styletx_server.convert import Limits, resolve_options
+
+    def resolved(argv: list[str]) -> StyleOptions:
+        limits = Limits.from_config(load_config(argv, env={}))
+        violations: list[object] = []
+        options = resolve_options(pb.StylizeRequest(), limits, violations)  # type: ignore[arg-type]
+        assert violations == []
+        return options
+
+    engine = StyleOptions()
+    plain = resolved([])
+    assert (plain.size, plain.max_evaluations, plain.preset) == (
+        engine.size,
+        engine.max_evaluations,
+        engine.preset,
+    )
+    operator = resolved(["--default-size", "128", "--default-evaluations", "50"])
+    assert (operator.size, operator.max_evaluations) == (128, 50)
+    fast = resolved(["--default-preset", "fast"])
+    assert fast.preset == "fast"
+    for name, value in preset_values("fast").items():
+        assert getattr(fast, name) == value
