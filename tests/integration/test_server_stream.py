@@ -83,8 +83,12 @@ def test_previews_arrive_at_the_requested_cadence(stub: pb_grpc.StyleTransferSer
     )
     progress = [e.progress for e in collect(stub, request) if e.HasField("progress")]
     assert len(progress) >= 4
+    # A reader that falls behind may get older progress without its preview (the mailbox keeps
+    # only the newest preview), so previews may be missing, but never off the cadence.
+    assert any(p.HasField("preview") for p in progress)
     for p in progress:
-        assert p.HasField("preview") == (p.iteration % 2 == 0)
+        if p.HasField("preview"):
+            assert p.iteration % 2 == 0
     preview = next(p.preview for p in progress if p.HasField("preview"))
     decoded = Image.open(io.BytesIO(preview.data))
     assert decoded.format == "PNG"
