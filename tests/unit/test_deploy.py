@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import queue
@@ -624,6 +625,120 @@ def test_termination_grace_covers_the_prestop_pause_and_the_servers_drain(
     pause = pre_stop.get("sleep", {}).get("seconds", 0)
     needed = pause + flags.grace_period + GRACE_MARGIN_S
     assert rendered.pod_spec["terminationGracePeriodSeconds"] >= needed
+
+
+@dataclass(frozen=True)
+class GraceRow:
+    """One row of deploy/README.md's drain arithmetic, in seconds."""
+
+    p99_job: float
+    grace: float
+    pre_stop: float
+    margin: float
+    termination: float
+
+
+def _seconds_cell(cell: str) -> float:
+    match = re.match(r"([0-9.]+) s\b", cell)
+    assert match, f"not a number of seconds: {cell!r}"
+    return float(match.group(1))
+
+
+def readme_grace_rows() -> dict[str, GraceRow]:
+    """The table under "Drain and grace" in deploy/README.md, by overlay."""
+    rows: dict[str, GraceRow] = {}
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| overlays | p99 job"))
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        values = [_seconds_cell(c) for c in cells[1:]]
+        for overlay in cells[0].split(","):
+            rows[overlay.strip()] = GraceRow(*values)
+    return rows
+
+
+def test_readme_grace_arithmetic_is_what_the_manifests_say(rendered: Rendered) -> None:
+    """terminationGracePeriodSeconds = preStop + --grace-period + margin, and the grace covers
+    the 99th-percentile job of the default preset on the overlay's hardware (deploy/README.md)."""
+    rows = readme_grace_rows()
+    assert set(rows) == set(OVERLAYS)
+    row = rows[rendered.overlay]
+    pause = rendered.container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert row.grace == server_flags(rendered.config).grace_period
+    assert row.pre_stop == pause
+    assert row.termination == rendered.pod_spec["terminationGracePeriodSeconds"]
+    assert row.termination == row.pre_stop + row.grace + row.margin
+    assert row.margin >= GRACE_MARGIN_S
+    # A running job may have just started when SIGTERM comes: the grace must hold a whole one.
+    assert row.grace >= row.p99_job
+
+
+def test_server_default_grace_covers_the_gpu_p99_job() -> None:
+    """Run outside these manifests (docker run, another chart), the server's own default must
+    still let a default job on the target GPU finish."""
+    from styletx_server.config import ServerConfig
+
+    assert ServerConfig().grace_period >= readme_grace_rows()["gpu"].p99_job
+
+
+#: Host memory a TensorFlow GPU process holds beyond the CPU build's (CUDA context, cuDNN,
+#: cuBLAS and the rest of the CUDA libraries): an estimate until measured on a GPU node
+#: (deploy/README.md, Sizing).
+GPU_HOST_OVERHEAD_BYTES = 3 * 2**30
+#: Allocatable to one pod on a common one-GPU node (4 vCPUs, 15-16 GiB) after the node's
+#: reservations and DaemonSets (deploy/README.md, Sizing).
+ONE_GPU_NODE_CPUS = 3.5
+ONE_GPU_NODE_MEMORY = 12 * 2**30
+#: Over the computed need: measurement noise, allocator fragmentation, library growth.
+MEMORY_HEADROOM = 1.15
+
+
+def sizing() -> Obj:
+    """The figures deploy/sizing.py measured (deploy/sizing.json)."""
+    figures: Obj = json.loads(SIZING.read_text(encoding="utf-8"))
+    return figures
+
+
+def memory_need(rendered: Rendered) -> float:
+    """Bytes the pod may hold: the measured peak of a max-size job, every pixel the in-flight
+    budget admits at the measured decoding cost, and on GPU the CUDA libraries' host share."""
+    figures = sizing()
+    budget = int(rendered.config["STYLETX_MAX_INFLIGHT_PIXELS"])
+    per_pixel = max(figures["decode_bytes_per_pixel"].values())
+    need = float(figures["max_job_peak_rss"]) + budget * per_pixel
+    if rendered.variant == "gpu":
+        need += GPU_HOST_OVERHEAD_BYTES
+    return need
+
+
+def test_memory_comes_from_the_measured_peak_under_the_pixel_budget(rendered: Rendered) -> None:
+    resources = rendered.container["resources"]
+    limit = quantity(resources["limits"]["memory"])
+    # Request = limit: the kubelet never evicts the pod for using what it was sized for.
+    assert quantity(resources["requests"]["memory"]) == limit
+    assert limit >= memory_need(rendered) * MEMORY_HEADROOM
+
+
+def test_sizing_was_measured_at_the_limits_the_manifests_allow(rendered: Rendered) -> None:
+    """The measured max-size job must be at least as large as any job the ConfigMap admits."""
+    from styletx_server.config import ServerConfig
+
+    figures = sizing()
+    max_size = int(rendered.config.get("STYLETX_MAX_SIZE", ServerConfig().max_size))
+    assert max_size <= min(figures["max_job"]["width"], figures["max_job"]["height"])
+    assert int(rendered.config["STYLETX_MAX_STYLE_SIZE"]) <= figures["max_job"]["style_side"]
+    assert figures["exit_code"] == 0, "the measured server did not drain cleanly"
+    assert 0 < figures["idle_rss"] <= figures["default_job_peak_rss"] <= figures["max_job_peak_rss"]
+
+
+def test_gpu_requests_fit_a_common_one_gpu_node(rendered: Rendered) -> None:
+    if rendered.variant != "gpu":
+        return
+    requests = rendered.container["resources"]["requests"]
+    assert quantity(requests["cpu"]) <= ONE_GPU_NODE_CPUS
+    assert quantity(requests["memory"]) <= ONE_GPU_NODE_MEMORY
 
 
 def test_services_select_the_pods_and_target_named_container_ports(rendered: Rendered) -> None:
@@ -1601,3 +1716,23 @@ def test_server_implements_the_contract_the_deploy_assets_use() -> None:
         assert exported.get(metric) == CONTRACT_METRICS[metric], metric
     # The alerts and dashboard split calls by reason; a wrong label set raises ValueError.
     metrics.requests.labels(method="Stylize", code="UNAVAILABLE", reason="draining")
+
+
+def _sizing_module() -> Any:
+    spec = importlib.util.spec_from_file_location("deploy_sizing", DEPLOY / "sizing.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sizing_script_measures_the_decoding_cost_per_pixel() -> None:
+    """deploy/sizing.py's decoding probe on a small image: a per-pixel cost at least the
+    3 bytes of the decoded RGB array, and far from the encoded size."""
+    sizing_script = _sizing_module()
+    figures = sizing_script.Figures()
+    sizing_script.measure_decode(figures, 2.0)
+    assert set(figures.decode_bytes_per_pixel) == {"PNG", "JPEG"}
+    for per_pixel in figures.decode_bytes_per_pixel.values():
+        assert 3 <= per_pixel < 64
