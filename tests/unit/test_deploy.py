@@ -690,7 +690,7 @@ GPU_HOST_OVERHEAD_BYTES = 3 * 2**30
 #: Allocatable to one pod on a common one-GPU node (4 vCPUs, 15-16 GiB) after the node's
 #: reservations and DaemonSets (deploy/README.md, Sizing).
 ONE_GPU_NODE_CPUS = 3.5
-ONE_GPU_NODE_MEMORY = 12 * 2**30
+ONE_GPU_NODE_MEMORY = 11 * 2**30
 #: Over the computed need: measurement noise, allocator fragmentation, library growth.
 MEMORY_HEADROOM = 1.15
 
