@@ -6,14 +6,15 @@ one worker) and drives it with the SDK:
 1. idle RSS once it is SERVING (weights loaded, warm-up job done);
 2. `--jobs` default jobs (no options: the default preset at the default size and budget), their
    call-to-result and compute times and the peak RSS (VmHWM) after them;
-3. one job at the largest output the server allows (`--max-size`, square content and style, so
+3. one job at the largest output the server allows (its `--max-size`, square content and style, so
    the most pixels), a few evaluations (the L-BFGS history is full after `lbfgs_memory`
    iterations; memory does not grow after that), and the peak RSS after it;
 4. in a fresh process, the peak memory that decoding one large upload costs per pixel (PNG and
    JPEG), which is what the server's in-flight pixel budget multiplies.
 
-Usage: python deploy/sizing.py [--jobs 5] [--max-evaluations 20] [--decode-megapixels 30]
-       [--json out.json]
+Usage: .venv/bin/python deploy/sizing.py [--jobs 5] [--max-evaluations 15]
+       [--decode-megapixels 30] [--json deploy/sizing.json]
+The weights are resolved as the server resolves them (STYLETX_WEIGHTS, then the cache).
 """
 
 from __future__ import annotations
