@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import queue
@@ -42,12 +43,17 @@ DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 MONITORING = DEPLOY / "monitoring"
 DOCKER = DEPLOY / "docker"
-OVERLAYS = ("gpu", "cpu")
+#: Each overlay and the image variant it runs.
+OVERLAY_VARIANTS = {"gpu": "gpu", "gpu-operator": "gpu", "cpu": "cpu"}
+OVERLAYS = tuple(OVERLAY_VARIANTS)
 DOCKERFILES = {"gpu": DOCKER / "Dockerfile.gpu", "cpu": DOCKER / "Dockerfile.cpu"}
 ALERT_RULES = MONITORING / "styletx-alerts.rules.yaml"
 ALERT_TESTS = MONITORING / "styletx-alerts.test.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 ADAPTER_RULES = MONITORING / "prometheus-adapter-rules.yaml"
+NODE_SELECTOR_COMPONENT = K8S / "components" / "gpu-node-selector"
+SIZING = DEPLOY / "sizing.json"
+README = DEPLOY / "README.md"
 
 #: The oldest Kubernetes the manifests target (native gRPC probes, `sleep` preStop hooks), and the
 #: newest one kubernetes-validate knows.
@@ -56,6 +62,9 @@ API_SERVICE = "styletx.v1.StyleTransferService"
 #: Seconds between the server's drain deadline and the kubelet's SIGKILL.
 GRACE_MARGIN_S = 5.0
 ENV_PREFIX = "STYLETX_"
+#: How the server reads a boolean STYLETX_* variable (styletx_server.config).
+ON = frozenset({"1", "true", "yes", "on"})
+OFF = frozenset({"0", "false", "no", "off", ""})
 
 #: The server contract's metrics (name -> type), plus prometheus_client's process collector.
 CONTRACT_METRICS: dict[str, str] = {
@@ -73,6 +82,10 @@ CONTRACT_METRICS: dict[str, str] = {
     "styletx_evaluation_duration_seconds": "histogram",
     "styletx_image_pixels": "histogram",
     "styletx_gpu_memory_bytes": "gauge",
+    "styletx_busyness_ratio": "gauge",
+    "styletx_inflight_pixels": "gauge",
+    "styletx_inflight_pixels_limit": "gauge",
+    "styletx_build_info": "gauge",
     "process_resident_memory_bytes": "gauge",
     "process_virtual_memory_bytes": "gauge",
     "process_start_time_seconds": "gauge",
@@ -82,6 +95,32 @@ CONTRACT_METRICS: dict[str, str] = {
 }
 #: Series Prometheus itself writes for every target; "no replica up" can only be told from it.
 PROMETHEUS_SERIES = frozenset({"up"})
+#: kube-state-metrics series the alerts join with (which pods request a GPU).
+KUBE_STATE_METRICS = frozenset({"kube_pod_container_resource_requests"})
+#: The bounded values of styletx_requests_total's `reason` label (the server contract).
+REQUEST_REASONS = frozenset(
+    {"ok", "cancelled", "deadline_exceeded", "queue_full", "over_budget", "too_many_calls"}
+    | {"out_of_memory", "invalid_input", "limit_exceeded", "key_reused", "draining", "loading"}
+    | {"shutdown", "unauthenticated", "internal"}
+)
+
+# The server branch implements the issue-10 contract (new flags and metrics) in parallel with
+# these assets. Until it is merged, the checks below take the PENDING_* names on the contract's
+# word, and the tests marked AWAITS_SERVER are expected to fail. Once the server has them all,
+# those tests pass, which strict xfail reports as a failure: then empty PENDING_FLAGS and
+# PENDING_METRICS and delete the markers.
+PENDING_FLAGS = frozenset({"--require-gpu", "--max-inflight-pixels", "--max-style-size"})
+PENDING_METRICS = frozenset(
+    {
+        "styletx_busyness_ratio",
+        "styletx_inflight_pixels",
+        "styletx_inflight_pixels_limit",
+        "styletx_build_info",
+    }
+)
+AWAITS_SERVER = pytest.mark.xfail(
+    strict=True, reason="the server branch (issue 10 contract) is not merged yet"
+)
 
 Obj = dict[str, Any]
 
@@ -97,7 +136,8 @@ def load_docs(path: Path) -> list[Obj]:
 # --------------------------------------------------------------------------------------------
 
 _KUSTOMIZATION_FIELDS = frozenset(
-    {"apiVersion", "kind", "resources", "namespace", "patches", "configMapGenerator", "images"}
+    {"apiVersion", "kind", "resources", "components", "namespace", "patches"}
+    | {"configMapGenerator", "images"}
 )
 _CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"})
 #: Strategic-merge keys of the pod-spec lists the patches touch (from the Kubernetes API types);
@@ -165,15 +205,26 @@ def _pod_specs(obj: Obj) -> Iterator[Obj]:
         yield template["spec"]
 
 
-def _kustomize_tree(directory: Path) -> list[Obj]:
+def _kustomize_tree(directory: Path, accumulated: list[Obj] | None = None) -> list[Obj]:
+    """A Kustomization's objects, or (with `accumulated`) a Component applied to its includer's.
+
+    kustomize's order: resources, then components (each adds its resources and applies its
+    generators and patches to everything accumulated so far), then the kustomization's own
+    generators and transformers.
+    """
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
     unknown = set(kustomization) - _KUSTOMIZATION_FIELDS
     if unknown:
         raise NotImplementedError(f"{directory}: kustomization fields {sorted(unknown)}")
-    objects: list[Obj] = []
+    is_component = kustomization.get("kind") == "Component"
+    if is_component != (accumulated is not None):
+        raise ValueError(f"{directory}: a Component only as `components`, others as `resources`")
+    objects: list[Obj] = accumulated if accumulated is not None else []
     for entry in kustomization.get("resources", []):
         path = directory / entry
         objects += _kustomize_tree(path) if path.is_dir() else load_docs(path)
+    for entry in kustomization.get("components", []):
+        objects = _kustomize_tree(directory / entry, objects)
     for gen in kustomization.get("configMapGenerator", []):
         if set(gen) - {"name", "behavior", "literals"}:
             raise NotImplementedError(f"configMapGenerator fields {sorted(gen)}")
@@ -283,6 +334,11 @@ class Rendered:
         return found[0]
 
     @property
+    def variant(self) -> str:
+        """The image variant (gpu or cpu) the overlay runs."""
+        return OVERLAY_VARIANTS[self.overlay]
+
+    @property
     def deployment(self) -> Obj:
         return self.one("Deployment", "styletx")
 
@@ -334,22 +390,48 @@ def flag_for(env_key: str) -> str:
     return "--" + env_key.removeprefix(ENV_PREFIX).lower().replace("_", "-")
 
 
-def server_flags(config: dict[str, str]) -> ServerFlags:
-    """Parse the ConfigMap's STYLETX_* values with the server's own parser, as flags."""
-    from styletx_server.config import build_parser, load_config
+def server_options() -> frozenset[str]:
+    """Every option string of `styletx-server`."""
+    from styletx_server.config import build_parser
 
-    parser = build_parser()
-    options = frozenset(parser._option_string_actions)  # argparse has no public list of flags
-    argv = [arg for key, value in config.items() for arg in (flag_for(key), value)]
-    args = parser.parse_args(argv)
-    # The server must accept the ConfigMap as its environment too (exits 2 on a bad value).
-    load_config(argv=[], env=config)
+    return frozenset(build_parser()._option_string_actions)  # argparse has no public list
+
+
+def server_flags(config: dict[str, str]) -> ServerFlags:
+    """What the server makes of the ConfigMap as its environment (exits 2 on a bad value)."""
+    from styletx_server.config import load_config
+
+    loaded = load_config(argv=[], env=config)
     return ServerFlags(
-        options=options,
-        grpc_port=int(args.address.rsplit(":", 1)[1]),
-        metrics_port=int(args.metrics_port),
-        grace_period=float(args.grace_period),
+        options=server_options(),
+        grpc_port=int(loaded.address.rsplit(":", 1)[1]),
+        metrics_port=loaded.metrics_port,
+        grace_period=loaded.grace_period,
     )
+
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_QUANTITY_FACTORS = {
+    None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40,
+}  # fmt: skip
+
+
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes resource quantity ("800m", "6Gi", 2) as a number (cores, bytes, ...)."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _QUANTITY.match(value)
+    assert match, f"not a quantity this test understands: {value!r}"
+    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(2)]
+
+
+def test_quantity_reads_kubernetes_quantities() -> None:
+    assert quantity("800m") == 0.8
+    assert quantity("6Gi") == 6 * 2**30
+    assert quantity("1500Mi") == 1500 * 2**20
+    assert quantity(3) == 3.0
+    assert quantity("2") == 2.0
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -422,7 +504,7 @@ def test_every_overlay_renders_the_full_set_of_objects(rendered: Rendered) -> No
         "ServiceMonitor",
         "PrometheusRule",
     }
-    if rendered.overlay == "gpu":
+    if rendered.variant == "gpu":
         expected |= {"HorizontalPodAutoscaler", "PodDisruptionBudget"}
     assert expected <= kinds
     namespaces = {o["metadata"].get("namespace") for o in rendered.objects}
@@ -498,7 +580,8 @@ def test_configmap_keys_are_server_flags_and_the_server_accepts_them(rendered: R
     assert rendered.config
     for key in rendered.config:
         assert key.startswith(ENV_PREFIX)
-        assert flag_for(key) in flags.options, f"{key}: styletx-server has no {flag_for(key)}"
+        known = flags.options | PENDING_FLAGS
+        assert flag_for(key) in known, f"{key}: styletx-server has no {flag_for(key)}"
 
 
 def test_container_ports_are_the_servers_ports(rendered: Rendered) -> None:
@@ -530,7 +613,7 @@ def test_probes_leave_time_for_weights_warmup_and_long_jobs(rendered: Rendered) 
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
     # A busy pod answers health slowly: a minute of failures before a restart.
     assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
-    if rendered.overlay == "gpu":
+    if rendered.variant == "gpu":
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
 
 
@@ -542,6 +625,120 @@ def test_termination_grace_covers_the_prestop_pause_and_the_servers_drain(
     pause = pre_stop.get("sleep", {}).get("seconds", 0)
     needed = pause + flags.grace_period + GRACE_MARGIN_S
     assert rendered.pod_spec["terminationGracePeriodSeconds"] >= needed
+
+
+@dataclass(frozen=True)
+class GraceRow:
+    """One row of deploy/README.md's drain arithmetic, in seconds."""
+
+    p99_job: float
+    grace: float
+    pre_stop: float
+    margin: float
+    termination: float
+
+
+def _seconds_cell(cell: str) -> float:
+    match = re.match(r"([0-9.]+) s\b", cell)
+    assert match, f"not a number of seconds: {cell!r}"
+    return float(match.group(1))
+
+
+def readme_grace_rows() -> dict[str, GraceRow]:
+    """The table under "Drain and grace" in deploy/README.md, by overlay."""
+    rows: dict[str, GraceRow] = {}
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| overlays | p99 job"))
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        values = [_seconds_cell(c) for c in cells[1:]]
+        for overlay in cells[0].split(","):
+            rows[overlay.strip()] = GraceRow(*values)
+    return rows
+
+
+def test_readme_grace_arithmetic_is_what_the_manifests_say(rendered: Rendered) -> None:
+    """terminationGracePeriodSeconds = preStop + --grace-period + margin, and the grace covers
+    the 99th-percentile job of the default preset on the overlay's hardware (deploy/README.md)."""
+    rows = readme_grace_rows()
+    assert set(rows) == set(OVERLAYS)
+    row = rows[rendered.overlay]
+    pause = rendered.container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert row.grace == server_flags(rendered.config).grace_period
+    assert row.pre_stop == pause
+    assert row.termination == rendered.pod_spec["terminationGracePeriodSeconds"]
+    assert row.termination == row.pre_stop + row.grace + row.margin
+    assert row.margin >= GRACE_MARGIN_S
+    # A running job may have just started when SIGTERM comes: the grace must hold a whole one.
+    assert row.grace >= row.p99_job
+
+
+def test_server_default_grace_covers_the_gpu_p99_job() -> None:
+    """Run outside these manifests (docker run, another chart), the server's own default must
+    still let a default job on the target GPU finish."""
+    from styletx_server.config import ServerConfig
+
+    assert ServerConfig().grace_period >= readme_grace_rows()["gpu"].p99_job
+
+
+#: Host memory a TensorFlow GPU process holds beyond the CPU build's (CUDA context, cuDNN,
+#: cuBLAS and the rest of the CUDA libraries): an estimate until measured on a GPU node
+#: (deploy/README.md, Sizing).
+GPU_HOST_OVERHEAD_BYTES = 3 * 2**30
+#: Allocatable to one pod on a common one-GPU node (4 vCPUs, 15-16 GiB) after the node's
+#: reservations and DaemonSets (deploy/README.md, Sizing).
+ONE_GPU_NODE_CPUS = 3.5
+ONE_GPU_NODE_MEMORY = 11 * 2**30
+#: Over the computed need: measurement noise, allocator fragmentation, library growth.
+MEMORY_HEADROOM = 1.15
+
+
+def sizing() -> Obj:
+    """The figures deploy/sizing.py measured (deploy/sizing.json)."""
+    figures: Obj = json.loads(SIZING.read_text(encoding="utf-8"))
+    return figures
+
+
+def memory_need(rendered: Rendered) -> float:
+    """Bytes the pod may hold: the measured peak of a max-size job, every pixel the in-flight
+    budget admits at the measured decoding cost, and on GPU the CUDA libraries' host share."""
+    figures = sizing()
+    budget = int(rendered.config["STYLETX_MAX_INFLIGHT_PIXELS"])
+    per_pixel = max(figures["decode_bytes_per_pixel"].values())
+    need = float(figures["max_job_peak_rss"]) + budget * per_pixel
+    if rendered.variant == "gpu":
+        need += GPU_HOST_OVERHEAD_BYTES
+    return need
+
+
+def test_memory_comes_from_the_measured_peak_under_the_pixel_budget(rendered: Rendered) -> None:
+    resources = rendered.container["resources"]
+    limit = quantity(resources["limits"]["memory"])
+    # Request = limit: the kubelet never evicts the pod for using what it was sized for.
+    assert quantity(resources["requests"]["memory"]) == limit
+    assert limit >= memory_need(rendered) * MEMORY_HEADROOM
+
+
+def test_sizing_was_measured_at_the_limits_the_manifests_allow(rendered: Rendered) -> None:
+    """The measured max-size job must be at least as large as any job the ConfigMap admits."""
+    from styletx_server.config import ServerConfig
+
+    figures = sizing()
+    max_size = int(rendered.config.get("STYLETX_MAX_SIZE", ServerConfig().max_size))
+    assert max_size <= min(figures["max_job"]["width"], figures["max_job"]["height"])
+    assert int(rendered.config["STYLETX_MAX_STYLE_SIZE"]) <= figures["max_job"]["style_side"]
+    assert figures["exit_code"] == 0, "the measured server did not drain cleanly"
+    assert 0 < figures["idle_rss"] <= figures["default_job_peak_rss"] <= figures["max_job_peak_rss"]
+
+
+def test_gpu_requests_fit_a_common_one_gpu_node(rendered: Rendered) -> None:
+    if rendered.variant != "gpu":
+        return
+    requests = rendered.container["resources"]["requests"]
+    assert quantity(requests["cpu"]) <= ONE_GPU_NODE_CPUS
+    assert quantity(requests["memory"]) <= ONE_GPU_NODE_MEMORY
 
 
 def test_services_select_the_pods_and_target_named_container_ports(rendered: Rendered) -> None:
@@ -597,7 +794,7 @@ def test_pod_runs_non_root_with_a_read_only_root_and_no_capabilities(rendered: R
     pod = rendered.pod_spec["securityContext"]
     container = rendered.container["securityContext"]
     assert pod["runAsNonRoot"] is True
-    assert pod["runAsUser"] == dockerfile_uid(DOCKERFILES[rendered.overlay])
+    assert pod["runAsUser"] == dockerfile_uid(DOCKERFILES[rendered.variant])
     assert pod["seccompProfile"]["type"] == "RuntimeDefault"
     assert container["readOnlyRootFilesystem"] is True
     assert container["allowPrivilegeEscalation"] is False
@@ -625,21 +822,43 @@ def test_token_comes_from_a_secret_and_never_from_the_configmap(rendered: Render
 
 def test_gpu_overlay_requests_a_gpu_on_gpu_nodes_and_cpu_overlay_none(rendered: Rendered) -> None:
     resources = rendered.container["resources"]
-    if rendered.overlay == "gpu":
+    if rendered.variant == "gpu":
         assert resources["limits"]["nvidia.com/gpu"] == 1
-        assert rendered.pod_spec["nodeSelector"]
         tolerated = {t["key"] for t in rendered.pod_spec["tolerations"]}
         assert "nvidia.com/gpu" in tolerated
         assert rendered.container["image"].endswith("-gpu")
     else:
-        assert "nvidia.com/gpu" not in json.dumps(rendered.objects)
+        # (The PrometheusRule names nvidia.com/gpu in every overlay: its GPU alert.)
+        assert "nvidia.com/gpu" not in json.dumps(rendered.deployment)
         assert rendered.container["image"].endswith("-cpu")
     assert "memory" in resources["limits"]
     assert {"cpu", "memory"} <= set(resources["requests"])
 
 
+def test_gpu_node_selector_is_an_optional_component(rendered: Rendered) -> None:
+    """A GPU pod already lands only where a device plugin advertises nvidia.com/gpu; requiring a
+    GPU Feature Discovery label would leave it Pending wherever GFD does not run (GKE's managed
+    GPU stack). The gpu overlay has no node selector; gpu-operator adds it by the component."""
+    component = yaml.safe_load(
+        (NODE_SELECTOR_COMPONENT / "kustomization.yaml").read_text(encoding="utf-8")
+    )
+    assert component["kind"] == "Component"
+    selector = rendered.pod_spec.get("nodeSelector", {})
+    if rendered.overlay == "gpu-operator":
+        assert selector == {"nvidia.com/gpu.present": "true"}
+    else:
+        assert not selector, f"{rendered.overlay} requires node labels: {selector}"
+        assert "nodeAffinity" not in rendered.pod_spec.get("affinity", {})
+
+
+def test_gpu_overlays_require_a_gpu_and_the_cpu_overlay_does_not(rendered: Rendered) -> None:
+    required = rendered.config.get("STYLETX_REQUIRE_GPU", "0").lower()
+    assert required in ON | OFF
+    assert (required in ON) == (rendered.variant == "gpu")
+
+
 def test_pdb_and_hpa_guard_the_deployment(rendered: Rendered) -> None:
-    if rendered.overlay != "gpu":
+    if rendered.variant != "gpu":
         assert not rendered.all("HorizontalPodAutoscaler")
         assert not rendered.all("PodDisruptionBudget")
         return
@@ -659,6 +878,18 @@ def test_pdb_and_hpa_guard_the_deployment(rendered: Rendered) -> None:
     assert metric["pods"]["metric"]["name"] in adapter_metric_names()
 
 
+def test_hpa_scales_on_busyness_before_jobs_queue(rendered: Rendered) -> None:
+    """Busyness is (running + queued) / workers: a target under 1 adds pods while every job
+    still finds a free worker, instead of waiting for a queue to form."""
+    if rendered.variant != "gpu":
+        return
+    (metric,) = rendered.one("HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric["pods"]["metric"]["name"] == "styletx_busyness_ratio"
+    target = metric["pods"]["target"]
+    assert target["type"] == "AverageValue"
+    assert 0.5 <= quantity(target["averageValue"]) < 1
+
+
 def test_deployment_selector_matches_its_pods(rendered: Rendered) -> None:
     selector = rendered.deployment["spec"]["selector"]["matchLabels"]
     assert selects(selector, rendered.pod_labels)
@@ -667,7 +898,7 @@ def test_deployment_selector_matches_its_pods(rendered: Rendered) -> None:
 
 
 def test_configmap_weights_path_is_where_the_image_bakes_them(rendered: Rendered) -> None:
-    dockerfile = parse_dockerfile(DOCKERFILES[rendered.overlay])
+    dockerfile = parse_dockerfile(DOCKERFILES[rendered.variant])
     assert rendered.config["STYLETX_WEIGHTS"] == dockerfile.runtime_env["STYLETX_WEIGHTS"]
 
 
@@ -797,10 +1028,24 @@ def test_image_starts_the_server_on_its_ports(variant: str) -> None:
     expected = {int(defaults.address.rsplit(":", 1)[1]), int(defaults.metrics_port)}
     (exposed,) = dockerfile.args("EXPOSE")
     assert {int(p) for p in exposed.split()} == expected
-    options = frozenset(build_parser()._option_string_actions)
     for key in dockerfile.runtime_env:
         if key.startswith(ENV_PREFIX):
-            assert flag_for(key) in options, key
+            assert flag_for(key) in server_options() | PENDING_FLAGS, key
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_gpu_image_requires_a_gpu_and_finds_the_drivers_device_plugins_mount(variant: str) -> None:
+    """GKE's device plugin mounts the driver at /usr/local/nvidia (lib64, bin) without adding it
+    to the linker's path; the NVIDIA container toolkit injects it into the system path."""
+    env = parse_dockerfile(DOCKERFILES[variant]).runtime_env
+    if variant == "gpu":
+        assert env["STYLETX_REQUIRE_GPU"].lower() in ON
+        assert "/usr/local/nvidia/lib64" in env["LD_LIBRARY_PATH"].split(":")
+        assert "/usr/local/nvidia/bin" in env["PATH"].split(":")
+        assert env["PATH"].split(":")[0] == "/opt/venv/bin"
+    else:
+        assert "STYLETX_REQUIRE_GPU" not in env
+        assert "LD_LIBRARY_PATH" not in env
 
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))
@@ -1015,7 +1260,15 @@ def alert_rules() -> list[Obj]:
 def test_alert_rules_use_only_contract_metrics() -> None:
     for rule in alert_rules():
         for name in promql_metrics(rule["expr"]):
-            assert contract_metric(name) or name in PROMETHEUS_SERIES, (rule["alert"], name)
+            known = contract_metric(name) or name in PROMETHEUS_SERIES | KUBE_STATE_METRICS
+            assert known, (rule["alert"], name)
+
+
+def test_alert_rules_name_only_contract_reasons() -> None:
+    """A misspelt reason in a matcher would silently count (or drop) a whole class of calls."""
+    for rule in alert_rules():
+        for matcher in re.findall(r'reason\s*(?:=~|!~|!=|=)\s*"([^"]*)"', rule["expr"]):
+            assert set(matcher.split("|")) <= REQUEST_REASONS, (rule["alert"], matcher)
 
 
 def test_alert_rules_cover_saturation_errors_latency_and_availability() -> None:
@@ -1079,6 +1332,75 @@ def test_alerts_fire_when_they_should_and_only_then() -> None:
     assert tested == {r["alert"] for r in alert_rules()}
 
 
+def _promtool_tests_with(tmp_path: Path, rules_text: str) -> subprocess.CompletedProcess[str]:
+    """Run styletx-alerts.test.yaml against `rules_text` instead of the real rule file."""
+    (tmp_path / ALERT_RULES.name).write_text(rules_text, encoding="utf-8")
+    shutil.copy(ALERT_TESTS, tmp_path / ALERT_TESTS.name)
+    return subprocess.run(
+        [promtool(), "test", "rules", ALERT_TESTS.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+_NOT_SERVER_ERRORS = (
+    'reason!~"draining|loading|queue_full|over_budget|too_many_calls|invalid_input|'
+)
+
+
+@pytest.mark.parametrize(
+    "reason", ["draining", "loading", "queue_full", "over_budget", "too_many_calls"]
+)
+def test_alert_tests_fail_if_a_refusal_by_design_counted_as_a_server_error(
+    tmp_path: Path, reason: str
+) -> None:
+    """The promtool tests show drain refusals and shed load are not server errors: counting
+    any one of them (a mutated rule file) makes them fail."""
+    rules = ALERT_RULES.read_text(encoding="utf-8")
+    assert rules.count(_NOT_SERVER_ERRORS) == 1
+    assert f"{reason}|" in _NOT_SERVER_ERRORS
+    mutated = rules.replace(_NOT_SERVER_ERRORS, _NOT_SERVER_ERRORS.replace(f"{reason}|", "", 1))
+    result = _promtool_tests_with(tmp_path, mutated)
+    assert result.returncode != 0
+    assert "StyletxHighErrorRatio" in result.stdout + result.stderr
+    assert _promtool_tests_with(tmp_path, rules).returncode == 0
+
+
+def test_alert_tests_fail_if_the_gpu_alert_ignored_crash_looping_pods(tmp_path: Path) -> None:
+    """A pod that --require-gpu makes exit (no successful scrape, up == 0) must still raise
+    StyletxGpuNotUsed: the promtool tests fail if the rule only looked at pods that are up."""
+    rules = ALERT_RULES.read_text(encoding="utf-8")
+    joined = 'and on (namespace, pod) up{job="styletx"}\n'
+    assert rules.count(joined) == 1
+    mutated = rules.replace(joined, 'and on (namespace, pod) (up{job="styletx"} == 1)\n')
+    result = _promtool_tests_with(tmp_path, mutated)
+    assert result.returncode != 0
+    assert "styletx-b" in result.stdout + result.stderr
+
+
+def test_gpu_alert_joins_gpu_requests_with_the_gpu_memory_metric() -> None:
+    (rule,) = [r for r in alert_rules() if r["alert"] == "StyletxGpuNotUsed"]
+    assert promql_metrics(rule["expr"]) == {
+        "kube_pod_container_resource_requests",
+        "up",
+        "styletx_gpu_memory_bytes",
+    }
+    # kube-state-metrics writes the extended resource nvidia.com/gpu as nvidia_com_gpu.
+    assert 'resource="nvidia_com_gpu"' in rule["expr"]
+    # Longer than the GPU overlay's startupProbe allows, so a pod still loading never fires it.
+    gpu = Rendered("gpu", render(K8S / "overlays" / "gpu"))
+    startup = gpu.container["startupProbe"]
+    assert _seconds(rule["for"]) > startup["periodSeconds"] * startup["failureThreshold"]
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", duration))
+
+
 def dashboard_panels() -> list[Obj]:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     panels: list[Obj] = dashboard["panels"]
@@ -1107,6 +1429,17 @@ def test_dashboard_panels_chart_only_contract_metrics_and_all_of_them() -> None:
             assert contract_metric(metric)
 
 
+def test_dashboard_error_ratio_is_the_alerts_expression() -> None:
+    """The panel operators look at when paged must count what the alert counts."""
+    (rule,) = [r for r in alert_rules() if r["alert"] == "StyletxHighErrorRatio"]
+    (alert_errors,) = re.findall(r"styletx_requests_total\{([^}]*code=~[^}]*)\}", rule["expr"])
+    (panel,) = [p for p in dashboard_panels() if p["title"] == "Server error ratio"]
+    (panel_errors,) = re.findall(
+        r"styletx_requests_total\{([^}]*code=~[^}]*)\}", panel["targets"][0]["expr"]
+    )
+    assert panel_errors == f'namespace="$namespace", {alert_errors}'
+
+
 def test_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:
     panels = dashboard_panels()
     assert len({p["id"] for p in panels}) == len(panels)
@@ -1128,16 +1461,74 @@ def adapter_metric_names() -> set[str]:
     return {rule["name"]["as"] for rule in rules}
 
 
-def test_adapter_rule_serves_the_queue_depth_per_pod() -> None:
+def test_adapter_rule_serves_the_busyness_per_pod() -> None:
     (rule,) = yaml.safe_load(ADAPTER_RULES.read_text(encoding="utf-8"))["rules"]
     (series,) = promql_metrics(rule["seriesQuery"])
-    assert contract_metric(series) == "styletx_queue_depth"
+    assert contract_metric(series) == "styletx_busyness_ratio"
     assert re.fullmatch(rule["name"]["matches"], series)
     assert rule["name"]["as"] == series
     overrides = rule["resources"]["overrides"]
     assert overrides == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
     for placeholder in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
         assert placeholder in rule["metricsQuery"]
+
+
+def test_adapter_query_gives_each_pod_its_smoothed_busyness(tmp_path: Path) -> None:
+    """The metricsQuery, filled in as prometheus-adapter does for `pods/*` in a namespace, run
+    by promtool on synthetic series: one value per pod, the 2-minute mean of its busyness."""
+    (rule,) = yaml.safe_load(ADAPTER_RULES.read_text(encoding="utf-8"))["rules"]
+    query = (
+        rule["metricsQuery"]
+        .replace("<<.Series>>", "styletx_busyness_ratio")
+        .replace("<<.LabelMatchers>>", 'namespace="styletx",pod=~"styletx-a|styletx-b"')
+        .replace("<<.GroupBy>>", "pod")
+    )
+    common = 'job="styletx", namespace="styletx"'
+    # 0, 2, 0, 2, ... every 15 s; the sample at 2m is the mean itself, so the answer is the
+    # same whether the 2-minute window includes its left end (Prometheus 2) or not (3).
+    flapping = " ".join("1" if i == 8 else str(2 * (i % 2)) for i in range(20))
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [
+                    # Jobs of seconds on a GPU: the gauge alternates between idle and busy.
+                    {"series": f'styletx_busyness_ratio{{{common}, pod="styletx-a"}}',
+                     "values": flapping},
+                    {"series": f'styletx_busyness_ratio{{{common}, pod="styletx-b"}}',
+                     "values": "0.5x20"},
+                    {"series": f'styletx_busyness_ratio{{{common}, pod="styletx-c"}}',
+                     "values": "9x20"},
+                    {"series": 'styletx_busyness_ratio{job="styletx", namespace="other", '
+                               'pod="styletx-a"}',
+                     "values": "9x20"},
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": query,
+                        "eval_time": "4m",
+                        "exp_samples": [
+                            {"labels": '{pod="styletx-a"}', "value": 1},
+                            {"labels": '{pod="styletx-b"}', "value": 0.5},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }  # fmt: skip
+    test_file = tmp_path / "adapter.test.yaml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run(
+        [promtool(), "test", "rules", test_file.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_readme_documents_the_headless_round_robin_target() -> None:
@@ -1235,8 +1626,10 @@ def test_server_started_like_the_pod_passes_its_probes_and_exports_the_charted_m
                 for name in promql_metrics(expr)
             }
             - PROMETHEUS_SERIES
-            - {"styletx_gpu_memory_bytes"}
-        )  # only where a GPU exists
+            - KUBE_STATE_METRICS
+            - {"styletx_gpu_memory_bytes"}  # only where a GPU exists
+            - (PENDING_METRICS - set(exported))
+        )
         for metric in charted:
             assert exported.get(metric) == CONTRACT_METRICS[metric], metric
         process.send_signal(signal.SIGTERM)
@@ -1253,3 +1646,93 @@ def _deploy_expressions() -> list[str]:
     exprs += [t["expr"] for p in dashboard_panels() for t in p.get("targets", [])]
     rules = yaml.safe_load(ADAPTER_RULES.read_text(encoding="utf-8"))["rules"]
     return exprs + [r["seriesQuery"] for r in rules]
+
+
+def _start_like_the_pod(overlay: str, tmp_path: Path, weights: Path) -> subprocess.Popen[str]:
+    """`styletx-server` with the overlay's ConfigMap, container env and image env."""
+    rendered = Rendered(overlay, render(K8S / "overlays" / overlay))
+    image_env = parse_dockerfile(DOCKERFILES[rendered.variant]).runtime_env
+    env = {k: v for k, v in image_env.items() if k.startswith(ENV_PREFIX)}
+    env |= _pod_environment(rendered, tmp_path, weights)
+    return subprocess.Popen(
+        [sys.executable, "-m", "styletx_server"],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@AWAITS_SERVER
+@pytest.mark.slow
+def test_gpu_pod_without_a_gpu_exits_instead_of_serving_on_the_cpu(
+    tmp_path: Path, seeded_weights: Path
+) -> None:
+    """This machine has no GPU: started as the GPU overlay and image start it, the server must
+    exit 1 at start (the pod never turns Ready), not report SERVING."""
+    process = _start_like_the_pod("gpu", tmp_path, seeded_weights)
+    outcome: queue.Queue[str] = queue.Queue()
+
+    def read_logs() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.startswith("{") and json.loads(line).get("event") == "serving":
+                outcome.put("serving")
+        outcome.put("exited")
+
+    threading.Thread(target=read_logs, daemon=True).start()
+    try:
+        assert outcome.get(timeout=180) == "exited", "the GPU pod served without a GPU"
+        assert process.wait(timeout=30) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@AWAITS_SERVER
+def test_server_implements_the_contract_the_deploy_assets_use() -> None:
+    """The flags, metrics and labels the manifests, alerts, dashboard and HPA rely on."""
+    from prometheus_client import CollectorRegistry
+
+    from styletx_server.config import load_config
+    from styletx_server.metrics import ServerMetrics
+
+    assert server_options() >= PENDING_FLAGS
+    assert load_config(argv=[], env={"STYLETX_REQUIRE_GPU": "1"}).require_gpu is True
+    assert load_config(argv=[], env={"STYLETX_REQUIRE_GPU": "0"}).require_gpu is False
+    metrics = ServerMetrics.create(CollectorRegistry())
+    exported: dict[str, str] = {}
+    for family in metrics.registry.collect():
+        if family.type == "counter":
+            exported[family.name + "_total"] = "counter"
+        elif family.type == "info":
+            exported[family.name + "_info"] = "gauge"  # exposed as a gauge
+        else:
+            exported[family.name] = family.type
+    for metric in PENDING_METRICS:
+        assert exported.get(metric) == CONTRACT_METRICS[metric], metric
+    # The alerts and dashboard split calls by reason; a wrong label set raises ValueError.
+    metrics.requests.labels(method="Stylize", code="UNAVAILABLE", reason="draining")
+
+
+def _sizing_module() -> Any:
+    spec = importlib.util.spec_from_file_location("deploy_sizing", DEPLOY / "sizing.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sizing_script_measures_the_decoding_cost_per_pixel() -> None:
+    """deploy/sizing.py's decoding probe on a small image: a per-pixel cost at least the
+    3 bytes of the decoded RGB array, and far from the encoded size."""
+    sizing_script = _sizing_module()
+    figures = sizing_script.Figures()
+    sizing_script.measure_decode(figures, 2.0)
+    assert set(figures.decode_bytes_per_pixel) == {"PNG", "JPEG"}
+    for per_pixel in figures.decode_bytes_per_pixel.values():
+        assert 3 <= per_pixel < 64
