@@ -104,22 +104,15 @@ REQUEST_REASONS = frozenset(
     | {"shutdown", "unauthenticated", "internal"}
 )
 
-# The server branch implements the issue-10 contract (new flags and metrics) in parallel with
-# these assets. Until it is merged, the checks below take the PENDING_* names on the contract's
-# word, and the tests marked AWAITS_SERVER are expected to fail. Once the server has them all,
-# those tests pass, which strict xfail reports as a failure: then empty PENDING_FLAGS and
-# PENDING_METRICS and delete the markers.
-PENDING_FLAGS = frozenset({"--require-gpu", "--max-inflight-pixels", "--max-style-size"})
-PENDING_METRICS = frozenset(
+#: Flags and metrics of the issue-10 contract the deploy assets rely on.
+CONTRACT_FLAGS = frozenset({"--require-gpu", "--max-inflight-pixels", "--max-style-size"})
+CONTRACT_SERIES = frozenset(
     {
         "styletx_busyness_ratio",
         "styletx_inflight_pixels",
         "styletx_inflight_pixels_limit",
         "styletx_build_info",
     }
-)
-AWAITS_SERVER = pytest.mark.xfail(
-    strict=True, reason="the server branch (issue 10 contract) is not merged yet"
 )
 
 Obj = dict[str, Any]
@@ -580,8 +573,7 @@ def test_configmap_keys_are_server_flags_and_the_server_accepts_them(rendered: R
     assert rendered.config
     for key in rendered.config:
         assert key.startswith(ENV_PREFIX)
-        known = flags.options | PENDING_FLAGS
-        assert flag_for(key) in known, f"{key}: styletx-server has no {flag_for(key)}"
+        assert flag_for(key) in flags.options, f"{key}: styletx-server has no {flag_for(key)}"
 
 
 def test_container_ports_are_the_servers_ports(rendered: Rendered) -> None:
@@ -1030,7 +1022,7 @@ def test_image_starts_the_server_on_its_ports(variant: str) -> None:
     assert {int(p) for p in exposed.split()} == expected
     for key in dockerfile.runtime_env:
         if key.startswith(ENV_PREFIX):
-            assert flag_for(key) in server_options() | PENDING_FLAGS, key
+            assert flag_for(key) in server_options(), key
 
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))
@@ -1628,7 +1620,6 @@ def test_server_started_like_the_pod_passes_its_probes_and_exports_the_charted_m
             - PROMETHEUS_SERIES
             - KUBE_STATE_METRICS
             - {"styletx_gpu_memory_bytes"}  # only where a GPU exists
-            - (PENDING_METRICS - set(exported))
         )
         for metric in charted:
             assert exported.get(metric) == CONTRACT_METRICS[metric], metric
@@ -1665,7 +1656,6 @@ def _start_like_the_pod(overlay: str, tmp_path: Path, weights: Path) -> subproce
     )
 
 
-@AWAITS_SERVER
 @pytest.mark.slow
 def test_gpu_pod_without_a_gpu_exits_instead_of_serving_on_the_cpu(
     tmp_path: Path, seeded_weights: Path
@@ -1692,7 +1682,6 @@ def test_gpu_pod_without_a_gpu_exits_instead_of_serving_on_the_cpu(
             process.wait(timeout=30)
 
 
-@AWAITS_SERVER
 def test_server_implements_the_contract_the_deploy_assets_use() -> None:
     """The flags, metrics and labels the manifests, alerts, dashboard and HPA rely on."""
     from prometheus_client import CollectorRegistry
@@ -1700,7 +1689,7 @@ def test_server_implements_the_contract_the_deploy_assets_use() -> None:
     from styletx_server.config import load_config
     from styletx_server.metrics import ServerMetrics
 
-    assert server_options() >= PENDING_FLAGS
+    assert server_options() >= CONTRACT_FLAGS
     assert load_config(argv=[], env={"STYLETX_REQUIRE_GPU": "1"}).require_gpu is True
     assert load_config(argv=[], env={"STYLETX_REQUIRE_GPU": "0"}).require_gpu is False
     metrics = ServerMetrics.create(CollectorRegistry())
@@ -1712,7 +1701,7 @@ def test_server_implements_the_contract_the_deploy_assets_use() -> None:
             exported[family.name + "_info"] = "gauge"  # exposed as a gauge
         else:
             exported[family.name] = family.type
-    for metric in PENDING_METRICS:
+    for metric in CONTRACT_SERIES:
         assert exported.get(metric) == CONTRACT_METRICS[metric], metric
     # The alerts and dashboard split calls by reason; a wrong label set raises ValueError.
     metrics.requests.labels(method="Stylize", code="UNAVAILABLE", reason="draining")
