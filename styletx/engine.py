@@ -96,7 +96,7 @@ class _Space:
         planes = v.reshape(self.height, self.width, self.channels).astype(np.float32)
         out = np.empty((height, width, self.channels), dtype=np.float64)
         for c in range(self.channels):
-            plane = PILImage.fromarray(np.ascontiguousarray(planes[..., c]), mode="F")
+            plane = PILImage.fromarray(np.ascontiguousarray(planes[..., c]))  # mode "F"
             out[..., c] = np.asarray(plane.resize((width, height), PILImage.Resampling.BICUBIC))
         return out.ravel()
 
