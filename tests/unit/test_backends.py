@@ -111,3 +111,27 @@ def test_the_same_job_on_tensorflow_and_jax(seeded_weights: Path) -> None:
     # at most 2 executables per function: the oldest target shape was evicted.
     assert on_jax["compilations"] == [3, 5]
     assert on_jax["cached_shapes"] == 4
+
+
+@pytest.mark.skipif(not HAS_JAX, reason="jax is not installed (pip install 'styletx[jax]')")
+def test_jax_executables_are_a_bounded_lru_and_sum_in_float64() -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from styletx.backends.jax import _Executables
+
+    def total(x: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.square(x.astype(jnp.float64)))
+
+    executables = _Executables(jax.jit(total), capacity=2)
+    for n in (3, 4, 5):
+        out = executables(np.ones((n,), dtype=np.float32))
+        assert float(out) == n and out.dtype == np.float64
+    assert executables.compilations == 3 and len(executables) == 2
+    executables(np.ones((5,), dtype=np.float32))  # still compiled
+    assert executables.compilations == 3
+    executables(np.ones((3,), dtype=np.float32))  # evicted: compiled again
+    assert executables.compilations == 4 and len(executables) == 2
+    # x64 is switched on around our functions only: the process keeps JAX's float32 default.
+    assert jnp.zeros(1).dtype == jnp.float32
