@@ -282,6 +282,8 @@ def rss_probe(kind: str, count: int, weights: str | None) -> None:
             stylizer.stylize(picture, [style], options)
         if i == 0:
             rss.append(_rss_mib())
+        if (i + 1) % 10 == 0:  # the curve, for a look at where it levels off
+            print(f"after {i + 1} shapes: {_rss_mib():.0f} MiB", file=sys.stderr, flush=True)
     rss.append(_rss_mib())
     print(json.dumps({"first": rss[0], "last": rss[-1]}))
 
