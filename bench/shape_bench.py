@@ -174,7 +174,7 @@ def aspect_ratios(count: int, offset: int = 0) -> list[tuple[int, int]]:
 
 
 def _new_objective(stylizer: Stylizer, options: StyleOptions, base: np.ndarray, style: Any) -> Any:
-    step = stylizer._step(options)
+    step = stylizer.step(options)
     targets = stylizer._targets(step, base, [style], [1.0], options)
     return stylizer._objective(step, targets, _Space(base.shape[0], base.shape[1], grey=False))
 

@@ -177,7 +177,10 @@ class Stylizer:
         probe = np.full((size, size, 3), 128, dtype=np.uint8)
         self.stylize(probe, [probe], StyleOptions(size=size, max_evaluations=2, seed=0))
 
-    def _step(self, options: StyleOptions) -> LossStep:
+    def step(self, options: StyleOptions) -> LossStep:
+        """The compiled step for `options`' layer set on this device (built on first use, kept in
+        an LRU of `STEPS_PER_STYLIZER`): what each evaluation of such a job calls, and what a
+        cross-job batcher calls with several jobs' rows at once."""
         layers = (options.content_layer, *options.style_layers)
         return self._steps.get_or_create(
             layers,
@@ -215,7 +218,7 @@ class Stylizer:
             # to the content's mean and spread; the content's colours come back at the end.
             content = images.to_luminance(content)
             styles = [images.match_luminance(style, content) for style in styles]
-        step = self._step(options)
+        step = self.step(options)
         blend = _blend_weights(options, len(styles))
         rng = np.random.default_rng(options.seed)
         setup = time.perf_counter() - started
@@ -314,7 +317,7 @@ class Stylizer:
         if grey:
             content = images.to_luminance(content)
             styles = [images.match_luminance(style, content) for style in styles]
-        step = self._step(options)
+        step = self.step(options)
         base = images.resize_to(content, h, w)
         targets = self._targets(step, base, styles, _blend_weights(options, len(styles)), options)
         space = _Space(h, w, grey)

@@ -37,7 +37,7 @@ def run(weights: Path, backend: str, capacity: int | None = None) -> dict[str, A
 
     stylizer = Stylizer(weights)
     options = StyleOptions(size=32, max_evaluations=EVALUATIONS, seed=0)
-    step = stylizer._step(options)
+    step = stylizer.step(options)
     evaluated: list[list[float]] = []
     real = step.loss_and_grad
 

@@ -174,7 +174,7 @@ def test_gradient_matches_finite_differences(
 ) -> None:
     """Directional derivative of the objective along a random direction, central differences."""
     content, style = tiny_image(16, 16), tiny_image(16, 16, seed=8)
-    step = stylizer._step(options)
+    step = stylizer.step(options)
     targets = stylizer._targets(step, content, [style], [1.0], options)
     objective = stylizer._objective(step, targets, _Space(16, 16, grey=False))
     rng = np.random.default_rng(0)

@@ -30,7 +30,7 @@ def _optimised_images(
     stylizer: Stylizer, options: StyleOptions, content: np.ndarray, style: np.ndarray
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """The result and every image VGG16 was shown during the optimisation (RGB, float)."""
-    step = stylizer._step(options)
+    step = stylizer.step(options)
     seen: list[np.ndarray] = []
     real = step.loss_and_grad
 

@@ -28,7 +28,7 @@ class TargetSpy:
     """Wraps a step's `targets` to record the shape of every image batch it is given."""
 
     def __init__(self, stylizer: Stylizer, options: StyleOptions) -> None:
-        self.step = stylizer._step(options)
+        self.step = stylizer.step(options)
         self.shapes: list[tuple[int, ...]] = []
         self._real = self.step.targets
 

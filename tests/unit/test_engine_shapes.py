@@ -22,7 +22,7 @@ def stylizer(seeded_weights: Path) -> Stylizer:
 
 def test_a_second_aspect_ratio_does_not_trace_again(stylizer: Stylizer) -> None:
     landscape = stylizer.stylize(tiny_image(48, 64), [tiny_image(40, 40)], FAST)
-    step = stylizer._step(FAST)
+    step = stylizer.step(FAST)
     traced = step.compilations
     assert traced >= 1
     portrait = stylizer.stylize(tiny_image(64, 40, seed=3), [tiny_image(30, 50, seed=4)], FAST)
@@ -33,7 +33,7 @@ def test_a_second_aspect_ratio_does_not_trace_again(stylizer: Stylizer) -> None:
 def test_other_batch_sizes_scales_and_styles_reuse_the_trace(stylizer: Stylizer) -> None:
     options = FAST.replace(size=72, scales=2, style_scale=0.7)
     stylizer.stylize(tiny_image(40, 72), [tiny_image(50, 30, seed=6)], options)
-    step = stylizer._step(options)
+    step = stylizer.step(options)
     traced = step.compilations
     stylizer.stylize(tiny_image(72, 50, seed=7), [tiny_image(33, 60, seed=8)], options)
     # A batch of two through the step, as the cross-job batcher will send it.
@@ -45,7 +45,7 @@ def test_other_batch_sizes_scales_and_styles_reuse_the_trace(stylizer: Stylizer)
 def test_warmup_leaves_nothing_to_trace_for_the_first_job(seeded_weights: Path) -> None:
     fresh = Stylizer(seeded_weights)
     fresh.warmup(size=32)
-    step = fresh._step(StyleOptions())
+    step = fresh.step(StyleOptions())
     traced = step.compilations
     fresh.stylize(
         tiny_image(50, 90), [tiny_image(64, 64)], StyleOptions(size=48, max_evaluations=2)
