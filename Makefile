@@ -18,7 +18,7 @@ help:
 $(STAMP): pyproject.toml client/pyproject.toml requirements/lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ./client -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ./client -e '.[dev,jax]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -45,7 +45,8 @@ class ReferenceEvaluator:
                 loss += per_layer * losses.style_layer_loss(
                     losses.gram_matrix(f[2]), losses.gram_matrix(f[1]), pixels
                 )
-            loss += o.tv_weight * losses.total_variation_loss(x, o.tv_power)
+            # Per-image TV ([1] for the one image): summed to the scalar loss scipy wants.
+            loss += o.tv_weight * tf.reduce_sum(losses.total_variation_loss(x, o.tv_power))
         return loss, tape.gradient(loss, x)
 
     def loss(self, x: np.ndarray) -> float:

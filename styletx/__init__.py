@@ -1,6 +1,7 @@
 """styletx engine: Gatys et al. neural style transfer on Keras VGG16 with scipy's L-BFGS."""
 
 from styletx.errors import (
+    BackendUnavailable,
     Cancelled,
     ImageTooLarge,
     InvalidImage,
@@ -15,6 +16,7 @@ from styletx.result import Image, Losses, Progress, Result
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailable",
     "Cancelled",
     "Image",
     "ImageTooLarge",

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from styletx.errors import Cancelled, InvalidImage, InvalidOptions, StyletxError, WeightsError
+from styletx.backends import SUPPORTED as BACKENDS
+from styletx.errors import (
+    BackendUnavailable,
+    Cancelled,
+    InvalidImage,
+    InvalidOptions,
+    StyletxError,
+    WeightsError,
+)
 from styletx.images import DEFAULT_QUALITY
 from styletx.options import StyleOptions
 
@@ -60,6 +68,15 @@ def _options_from(args: argparse.Namespace) -> StyleOptions:
     return StyleOptions.from_preset(**changes)
 
 
+def _add_backend_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="Keras backend computing the model (default: $KERAS_BACKEND, else tensorflow)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="styletx", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("STYLETX_LOG_LEVEL", "WARNING"))
@@ -79,14 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality", type=int, default=DEFAULT_QUALITY, help="JPEG/WebP quality (1-100)"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_backend_flag(run)
     _add_option_flags(run)
+
+    info = sub.add_parser(
+        "info", help="print the backend, devices and weights the engine would use here"
+    )
+    info.add_argument("--weights", help="VGG16 weights file (default: $STYLETX_WEIGHTS, the cache)")
+    _add_backend_flag(info)
 
     weights = sub.add_parser("weights", help="fetch or describe the VGG16 weights")
     wsub = weights.add_subparsers(dest="action", required=True)
     fetch = wsub.add_parser("fetch", help="download or convert the ImageNet weights into the cache")
     fetch.add_argument("--force", action="store_true", help="fetch even if the cache is valid")
-    info = wsub.add_parser("info", help="print where the weights come from and their sha256")
-    info.add_argument("--weights", help="describe this file instead of the resolved one")
+    winfo = wsub.add_parser("info", help="print where the weights come from and their sha256")
+    winfo.add_argument("--weights", help="describe this file instead of the resolved one")
     return parser
 
 
@@ -100,7 +124,7 @@ def _stylize(args: argparse.Namespace) -> int:
     options = _options_from(args)
     content = images.decode_image(args.content, field="content")
     styles = [images.decode_image(p, field=f"styles[{i}]") for i, p in enumerate(args.styles)]
-    stylizer = Stylizer(args.weights)
+    stylizer = Stylizer(args.weights, backend=args.backend)
     if args.previews:
         args.previews.mkdir(parents=True, exist_ok=True)
     bar = tqdm(
@@ -148,6 +172,9 @@ def _stylize(args: argparse.Namespace) -> int:
         "height": int(result.image.shape[0]),
         "options": options.as_dict(),
         "weights": {"path": str(stylizer.weights.path), "source": stylizer.weights.source},
+        "backend": stylizer.backend,
+        "device": stylizer.device,
+        "precision": stylizer.precision,
     }
     if args.stats_json:
         args.stats_json.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +184,28 @@ def _stylize(args: argparse.Namespace) -> int:
         f"{result.total_seconds:.1f} s, {result.evaluations} evaluations, "
         f"loss {result.losses.total:.4g}"
     )
+    return EXIT_OK
+
+
+def _info(args: argparse.Namespace) -> int:
+    """What the engine would run on here: backend, framework, devices, precision, weights."""
+    from styletx import backends, weights
+    from styletx.engine import Stylizer
+
+    stylizer = Stylizer(args.weights, backend=args.backend)
+    found = backends.load()
+    lines: dict[str, object] = {
+        "backend": stylizer.backend,
+        "framework_version": found.version(),
+        "backends_available": ", ".join(backends.available()),
+        "device": stylizer.device,
+        "accelerators": ", ".join(found.accelerators()) or "none",
+        "precision": stylizer.precision,
+        **{f"weights_{k}": v for k, v in weights.describe(stylizer.weights.path).items()},
+    }
+    lines["weights_source"] = stylizer.weights.source
+    for key, value in lines.items():
+        print(f"{key}: {value}")
     return EXIT_OK
 
 
@@ -181,10 +230,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
+        if getattr(args, "backend", None):
+            # Before anything imports Keras: the backend is fixed at its first import.
+            from styletx import backends
+
+            backends.select(args.backend)
         if args.command == "stylize":
             return _stylize(args)
+        if args.command == "info":
+            return _info(args)
         return _weights(args)
-    except (InvalidOptions, InvalidImage) as exc:
+    except (InvalidOptions, InvalidImage, BackendUnavailable) as exc:
         print(f"styletx: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except WeightsError as exc:

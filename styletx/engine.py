@@ -1,85 +1,113 @@
-"""`Stylizer`: loads VGG16 once, compiles the loss-and-gradient function once per shape, runs jobs.
+"""`Stylizer`: one job's orchestration (targets, scales, L-BFGS, progress, colours).
 
-What the reference tutorial did per evaluation and we do once per job instead: the content and
-style targets (features and Gram matrices) are computed once, so every evaluation pushes only
-the optimised image through VGG16. The compiled `tf.function` is cached per layer set and traced
-once per image shape, so later jobs of the same size reuse it.
+It knows no framework: the compiled loss-and-gradient step comes from `styletx.backends` (one
+module per Keras backend) with numpy arrays in and out. What the reference tutorial did at every
+evaluation and we do once per job and scale: the content features and the style Gram matrices,
+so each evaluation pushes only the optimised image through VGG16. Steps are cached per layer set
+in a small LRU (`STEPS_PER_STYLIZER`); on TensorFlow each is traced once for every image shape.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
+from PIL import Image as PILImage
 
-from styletx import images, losses, vgg
-from styletx.errors import InvalidImage, InvalidOptions
+from styletx import backends, geometry, images, vgg
+from styletx.errors import Cancelled, InvalidImage, InvalidOptions
+from styletx.lru import LRUCache
 from styletx.optimize import Vector, minimize
 from styletx.options import StyleOptions
 from styletx.result import Image, Losses, Progress, Result
 from styletx.weights import ResolvedWeights, resolve_weights
+
+if TYPE_CHECKING:
+    from styletx.backends.base import Backend, DeviceTargets, LossStep
+    from styletx.pool import Engine as Engine
+    from styletx.pool import StylizerPool as StylizerPool
+    from styletx.pool import load_stylizer as load_stylizer
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
 StopCallback = Callable[[], bool]
 
+#: Layer sets (content layer + style layers) whose compiled step a Stylizer keeps, least recently
+#: used evicted first. The presets share one layer set; a few custom ones stay warm.
+STEPS_PER_STYLIZER = 4
+
+# Luminance (Y of YIQ, as `images.rgb_to_yiq`) of an RGB pixel.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+
 
 @dataclass(frozen=True)
-class _Targets:
-    content: tf.Tensor
-    grams: tuple[tf.Tensor, ...]
+class _Space:
+    """What L-BFGS optimises at one scale, and how VGG16 sees it.
 
+    In colour, the preprocessed (BGR, mean-subtracted) image itself. For luminance-only transfer
+    (Gatys et al. 2016) one luminance value per pixel, shown to VGG16 as the grey image that has
+    it in all three channels: the optimisation cannot invent colours, and has a third of the
+    unknowns.
+    """
 
-class _LayerSet:
-    """Feature extractor and compiled loss/gradient for one (content layer, style layers) choice."""
+    height: int
+    width: int
+    grey: bool
 
-    def __init__(self, vgg16: Any, content_layer: str, style_layers: tuple[str, ...]) -> None:
-        self.layers = (content_layer, *style_layers)
-        self.extractor = vgg.feature_extractor(vgg16, self.layers)
-        self.features = tf.function(self._features, reduce_retracing=False)
-        self.loss_and_grad = tf.function(self._loss_and_grad, reduce_retracing=False)
+    @property
+    def channels(self) -> int:
+        return 1 if self.grey else 3
 
-    def _features(self, image: tf.Tensor) -> list[tf.Tensor]:
-        return [f[0] for f in self.extractor(image[tf.newaxis], training=False)]
+    def image(self, v: Vector) -> vgg.FloatImage:
+        """The preprocessed `[H, W, 3]` float32 image VGG16 gets for the point `v`."""
+        if not self.grey:
+            return v.reshape(self.height, self.width, 3).astype(np.float32)
+        luminance = v.reshape(self.height, self.width, 1)
+        return (luminance - vgg.BGR_MEAN).astype(np.float32)
 
-    def _loss_and_grad(
-        self,
-        x: tf.Tensor,
-        content_target: tf.Tensor,
-        target_grams: tuple[tf.Tensor, ...],
-        weights: tf.Tensor,
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        # weights = [content, style per layer, tv, tv power]
-        pixels = tf.cast(tf.shape(x)[0] * tf.shape(x)[1], tf.float32)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            feats = self._features(x)
-            content = weights[0] * losses.content_loss(feats[0], content_target)
-            style = tf.add_n(
-                [
-                    losses.style_layer_loss(losses.gram_matrix(f), g, pixels)
-                    for f, g in zip(feats[1:], target_grams, strict=True)
-                ]
-            )
-            style = weights[1] * style
-            tv = weights[2] * losses.total_variation_loss(x[tf.newaxis], weights[3])
-            total = content + style + tv
-        grad = tape.gradient(total, x)
-        return total, content, style, tv, grad
+    def gradient(self, grad: vgg.FloatImage) -> Vector:
+        """The gradient with respect to `v`, from the gradient with respect to `image(v)`."""
+        g = np.asarray(grad, dtype=np.float64)
+        return (g.sum(axis=-1) if self.grey else g).ravel()
+
+    def point(self, picture: Image) -> Vector:
+        """The point whose image is `picture` (RGB uint8; its luminance when grey)."""
+        if not self.grey:
+            return vgg.preprocess(picture).ravel().astype(np.float64)
+        return (picture.astype(np.float64) @ _LUMA).ravel()
+
+    def noise(self, rng: np.random.Generator) -> Vector:
+        """The tutorial's random init: uniform noise in preprocessed space (its luminance when
+        grey), drawn the same way in both so a seed means one picture."""
+        x = rng.uniform(0, 255, (self.height, self.width, 3)) - 128.0
+        if not self.grey:
+            return x.astype(np.float32).ravel().astype(np.float64)
+        return ((x + vgg.BGR_MEAN)[..., ::-1] @ _LUMA).ravel()
+
+    def resized(self, v: Vector, height: int, width: int) -> Vector:
+        """`v` upsampled (bicubic) to the next scale's size."""
+        planes = v.reshape(self.height, self.width, self.channels).astype(np.float32)
+        out = np.empty((height, width, self.channels), dtype=np.float64)
+        for c in range(self.channels):
+            plane = PILImage.fromarray(np.ascontiguousarray(planes[..., c]))  # mode "F"
+            out[..., c] = np.asarray(plane.resize((width, height), PILImage.Resampling.BICUBIC))
+        return out.ravel()
 
 
 class Stylizer:
-    """The engine: one loaded VGG16, shared by every job (and thread) of the process."""
+    """The engine: one loaded VGG16 on one device, shared by every job (and thread) of the process.
+
+    `backend` names the Keras backend ("tensorflow", "jax"); None takes the one Keras runs
+    (`KERAS_BACKEND`, default TensorFlow). `device` is any name the backend understands
+    ("CPU:0", "GPU:1", TensorFlow's "/job:.../device:GPU:0"); None: the first GPU, else the CPU.
+    """
 
     def __init__(
         self,
@@ -87,47 +115,79 @@ class Stylizer:
         *,
         device: str | None = None,
         blas_threads: int | None = 1,
+        backend: str | None = None,
     ) -> None:
         self.weights: ResolvedWeights = resolve_weights(weights)
         if blas_threads is not None:
             _limit_blas_threads(blas_threads)
-        #: TensorFlow device this Stylizer's model and jobs are pinned to (None: TF's choice).
-        self.device = device
-        with self._placement():
+        self._backend: Backend = backends.load(backend)
+        self._backend.configure()
+        self._device = self._backend.device_name(device)
+        with self._backend.placement(self._device):
             self._vgg = vgg.build_vgg16(self.weights.path)
-        self._layer_sets: dict[tuple[str, ...], _LayerSet] = {}
+        self._steps: LRUCache[tuple[str, ...], LossStep] = LRUCache(STEPS_PER_STYLIZER)
         self._lock = threading.Lock()
         self._evaluations_total = 0
+        log.info(
+            "stylizer ready",
+            extra={
+                "backend": self.backend,
+                "device": self.device,
+                "weights": str(self.weights.path),
+            },
+        )
+
+    @property
+    def backend(self) -> str:
+        """Keras backend computing the loss and gradient ("tensorflow", "jax")."""
+        return self._backend.name
+
+    @property
+    def precision(self) -> str:
+        """Dtype of the model's activations and gradients (losses are summed in float64)."""
+        return "float32"
+
+    @property
+    def device(self) -> str:
+        """Device the model and every job run on ("CPU:0", "GPU:0", ...)."""
+        return self._device
+
+    def memory_info(self) -> dict[str, int]:
+        """Bytes the framework holds now on this Stylizer's accelerator; empty on a CPU."""
+        return self._backend.memory_info(self._device)
 
     @property
     def evaluations_total(self) -> int:
         """Loss-and-gradient evaluations run by this Stylizer, all jobs together."""
         return self._evaluations_total
 
-    def _placement(self) -> contextlib.AbstractContextManager[object]:
-        # tf.device is thread-local, so every entry point (run on a worker thread) enters it.
-        return tf.device(self.device) if self.device else contextlib.nullcontext()
-
     @staticmethod
     def output_size(height: int, width: int, size: int) -> tuple[int, int]:
-        """(height, width) of the output: longest side `size`, aspect ratio kept."""
+        """(height, width) of the output: longest side `size`, aspect ratio kept.
+
+        InvalidOptions (field `size`) when the shorter side would fall under VGG16's 16 px.
+        """
         if height <= 0 or width <= 0:
             raise InvalidImage("image has no pixels")
-        return images.fit_longest(height, width, size)
+        return geometry.output_size(height, width, size)
 
     def warmup(self, size: int = 64) -> None:
-        """Run a tiny job so the model's kernels are loaded before the first real request."""
+        """Run a tiny job so the default step is compiled and the kernels are loaded before the
+        first request (on TensorFlow that one trace serves every image shape)."""
         probe = np.full((size, size, 3), 128, dtype=np.uint8)
         self.stylize(probe, [probe], StyleOptions(size=size, max_evaluations=2, seed=0))
 
-    def _layer_set(self, options: StyleOptions) -> _LayerSet:
-        key = (options.content_layer, *options.style_layers)
-        with self._lock:
-            found = self._layer_sets.get(key)
-            if found is None:
-                found = _LayerSet(self._vgg, options.content_layer, options.style_layers)
-                self._layer_sets[key] = found
-            return found
+    def step(self, options: StyleOptions) -> LossStep:
+        """The compiled step for `options`' layer set on this device (built on first use, kept in
+        an LRU of `STEPS_PER_STYLIZER`): what each evaluation of such a job calls, and what a
+        cross-job batcher calls with several jobs' rows at once."""
+        layers = (options.content_layer, *options.style_layers)
+        return self._steps.get_or_create(
+            layers,
+            lambda: self._backend.make_step(
+                vgg.feature_extractor(self._vgg, layers), layers, self._device
+            ),
+        )
 
     def stylize(
         self,
@@ -137,49 +197,49 @@ class Stylizer:
         on_progress: ProgressCallback | None = None,
         should_stop: StopCallback | None = None,
     ) -> Result:
-        """Stylize `content` in the blended style of `styles`; see `StyleOptions` for the knobs."""
-        with self._placement():
-            return self._stylize(content, styles, options, on_progress, should_stop)
+        """Stylize `content` in the blended style of `styles`; see `StyleOptions` for the knobs.
 
-    def _stylize(
-        self,
-        content: Image,
-        styles: Sequence[Image],
-        options: StyleOptions | None,
-        on_progress: ProgressCallback | None,
-        should_stop: StopCallback | None,
-    ) -> Result:
+        `should_stop` is polled before every evaluation and before each image's target features;
+        it ends the job with `Cancelled`. At most `options.max_evaluations` evaluations run, all
+        scales together.
+        """
         options = options or StyleOptions()
         _check_inputs(content, styles, options)
         started = time.perf_counter()
+        height, width = self.output_size(content.shape[0], content.shape[1], options.size)
+        # A budget smaller than the scale count drops the coarsest scales: one evaluation each
+        # at least, and never more than the budget.
+        levels = geometry.scale_sizes(height, width, options.scales)[-options.max_evaluations :]
+        budgets = _split_budget(options.max_evaluations, len(levels))
         colors = content
-        if options.preserve_colors == "luminance":
-            # Gatys et al. (2016): optimise luminance only, against the style's luminance matched
-            # to the content's mean and spread; the content's colours are added back at the end.
+        grey = options.preserve_colors == "luminance"
+        if grey:
+            # Gatys et al. (2016): transfer luminance only, against the style's luminance matched
+            # to the content's mean and spread; the content's colours come back at the end.
             content = images.to_luminance(content)
             styles = [images.match_luminance(style, content) for style in styles]
-        layer_set = self._layer_set(options)
+        step = self.step(options)
         blend = _blend_weights(options, len(styles))
-        height, width = self.output_size(content.shape[0], content.shape[1], options.size)
         rng = np.random.default_rng(options.seed)
-        weights = _loss_weights(options)
         setup = time.perf_counter() - started
         optimize_started = time.perf_counter()
-        x: Vector | None = None
+        v: Vector | None = None
+        space: _Space | None = None
         iterations = evaluations = 0
         terms: tuple[float, ...] = ()
-        scale_sizes = _scale_sizes(height, width, options.scales)
         timings: list[float] = []
-        budgets = _split_budget(options.max_evaluations, len(scale_sizes))
-        for scale_index, ((h, w), budget) in enumerate(zip(scale_sizes, budgets, strict=True)):
+        for scale_index, ((h, w), budget) in enumerate(zip(levels, budgets, strict=True)):
             prep_started = time.perf_counter()
             base = images.resize_to(content, h, w)
-            targets = self._targets(layer_set, base, styles, blend, options)
-            if x is None:
-                x0 = _initial_image(options, base, styles, rng).ravel().astype(np.float64)
+            targets = self._targets(step, base, styles, blend, options, should_stop)
+            level = _Space(h, w, grey)
+            if v is None or space is None:
+                v0 = _initial_point(level, options, base, styles, rng)
             else:
-                x0 = _upsample(x, scale_sizes[scale_index - 1], (h, w))
-            objective = self._objective(layer_set, targets, weights, h, w, timings)
+                v0 = space.resized(v, h, w)
+            space = level
+            recolor = _recolorer(options, colors, h, w)
+            objective = self._objective(step, targets, level, timings)
             prep = time.perf_counter() - prep_started
             setup += prep
             optimize_started += prep
@@ -187,11 +247,11 @@ class Stylizer:
             def report(
                 iteration: int,
                 evals: int,
-                xk: Vector,
+                vk: Vector,
                 step_terms: tuple[float, ...],
                 *,
-                _h: int = h,
-                _w: int = w,
+                _space: _Space = level,
+                _recolor: Callable[[Image], Image] = recolor,
                 _scale: int = scale_index,
                 _offset: int = evaluations,
             ) -> None:
@@ -201,7 +261,7 @@ class Stylizer:
                     return
                 preview = None
                 if options.preview_every and iteration % options.preview_every == 0:
-                    preview = vgg.deprocess(xk.reshape(_h, _w, 3))
+                    preview = _recolor(vgg.deprocess(_space.image(vk)))
                 on_progress(
                     Progress(
                         iteration=iteration,
@@ -216,7 +276,7 @@ class Stylizer:
 
             found = minimize(
                 objective,
-                x0,
+                v0,
                 max_evaluations=budget,
                 restart_every=options.restart_every,
                 memory=options.lbfgs_memory,
@@ -224,14 +284,11 @@ class Stylizer:
                 on_iteration=report,
                 iteration_offset=iterations,
             )
-            x, terms = found.x, found.terms
+            v, terms = found.x, found.terms
             iterations += found.iterations
             evaluations += found.evaluations
-        assert x is not None
-        h, w = scale_sizes[-1]
-        image = vgg.deprocess(x.reshape(h, w, 3))
-        if options.preserve_colors != "off":
-            image = images.transfer_luminance(image, images.resize_to(colors, h, w))
+        assert v is not None and space is not None
+        image = recolor(vgg.deprocess(space.image(v)))
         return Result(
             image=image,
             losses=_losses(terms),
@@ -248,79 +305,78 @@ class Stylizer:
         image: Image,
         options: StyleOptions | None = None,
     ) -> Losses:
-        """Losses of `image` (resized to the output size) for this content, styles and options."""
-        with self._placement():
-            return self._evaluate(content, styles, image, options or StyleOptions())
+        """Losses of `image` (resized to the output size) for this content, styles and options.
 
-    def _evaluate(
-        self, content: Image, styles: Sequence[Image], image: Image, options: StyleOptions
-    ) -> Losses:
+        With preserve_colors="luminance" the losses are those the job optimises: of the image's
+        luminance against the content's and the luminance-matched styles'.
+        """
+        options = options or StyleOptions()
         _check_inputs(content, styles, options)
-        layer_set = self._layer_set(options)
         h, w = self.output_size(content.shape[0], content.shape[1], options.size)
+        grey = options.preserve_colors == "luminance"
+        if grey:
+            content = images.to_luminance(content)
+            styles = [images.match_luminance(style, content) for style in styles]
+        step = self.step(options)
         base = images.resize_to(content, h, w)
-        targets = self._targets(
-            layer_set, base, styles, _blend_weights(options, len(styles)), options
-        )
-        objective = self._objective(layer_set, targets, _loss_weights(options), h, w)
-        terms, _ = objective(
-            vgg.preprocess(images.resize_to(image, h, w)).ravel().astype(np.float64)
-        )
+        targets = self._targets(step, base, styles, _blend_weights(options, len(styles)), options)
+        space = _Space(h, w, grey)
+        terms, _ = self._objective(step, targets, space)(space.point(images.resize_to(image, h, w)))
         return _losses(terms)
 
     def _targets(
         self,
-        layer_set: _LayerSet,
+        step: LossStep,
         base: Image,
         styles: Sequence[Image],
         blend: Sequence[float],
         options: StyleOptions,
-    ) -> _Targets:
-        """Content features and blended style Gram matrices, computed once per job and scale."""
+        should_stop: StopCallback | None = None,
+    ) -> DeviceTargets:
+        """Content features and blended style Gram matrices at `base`'s size, on the device.
+
+        Computed once per job and scale; `should_stop` is polled before each image's VGG16 pass
+        (a job with many large style images spends seconds here).
+        """
         h, w = base.shape[:2]
-        content_target = layer_set.features(tf.constant(vgg.preprocess(base)))[0]
-        grams: list[tf.Tensor] | None = None
+        _check_stop(should_stop)
+        content, _ = step.targets(vgg.preprocess(base)[np.newaxis])
+        grams: list[Any] | None = None
         for style, weight in zip(styles, blend, strict=True):
-            sh = max(1, round(h * options.style_scale))
-            sw = max(1, round(w * options.style_scale))
-            feats = layer_set.features(tf.constant(vgg.preprocess(images.resize_to(style, sh, sw))))
-            # The tutorial's style loss divides by the *output's* pixel count, so a style image
-            # rescaled by style_scale would shift the Gram magnitudes: bring them back to the
-            # output's pixel count.
-            ratio = (h * w) / (sh * sw)
-            layer_grams = [weight * ratio * losses.gram_matrix(f) for f in feats[1:]]
-            grams = (
-                layer_grams
-                if grams is None
-                else [a + b for a, b in zip(grams, layer_grams, strict=True)]
+            _check_stop(should_stop)
+            if weight == 0.0:
+                continue  # blended in with weight 0: its VGG16 pass would change nothing
+            sh, sw = geometry.style_size(
+                style.shape[0], style.shape[1], (h, w), options.style_scale
             )
-        assert grams is not None
-        return _Targets(content=content_target, grams=tuple(grams))
+            _, style_grams = step.targets(vgg.preprocess(images.resize_to(style, sh, sw))[None])
+            # The style loss divides by the *output's* pixel count (the tutorial's), and a Gram
+            # matrix sums over pixels: rescale the style's Grams from its own pixel count to the
+            # output's, so the style loss means the same whatever the style image's size.
+            factor = weight * (h * w) / (sh * sw)
+            scaled = [factor * g.astype(np.float64) for g in style_grams]
+            grams = scaled if grams is None else [a + b for a, b in zip(grams, scaled, strict=True)]
+        assert grams is not None  # blend weights are validated: at least one is positive
+        return step.put(content, [g.astype(np.float32) for g in grams], _loss_weights(options))
 
     def _objective(
         self,
-        layer_set: _LayerSet,
-        targets: _Targets,
-        weights: tf.Tensor,
-        h: int,
-        w: int,
+        step: LossStep,
+        targets: DeviceTargets,
+        space: _Space,
         timings: list[float] | None = None,
     ) -> Callable[[Vector], tuple[tuple[float, ...], Vector]]:
-        """The L-BFGS objective at h x w; appends each evaluation's wall time to `timings`."""
+        """The L-BFGS objective in `space`; appends each evaluation's wall time to `timings`."""
         durations: list[float] = [] if timings is None else timings
 
-        def objective(x: Vector) -> tuple[tuple[float, ...], Vector]:
+        def objective(v: Vector) -> tuple[tuple[float, ...], Vector]:
             began = time.perf_counter()
-            image = tf.constant(x.reshape(h, w, 3), dtype=tf.float32)
-            total, content, style, tv, grad = layer_set.loss_and_grad(
-                image, targets.content, targets.grams, weights
-            )
-            terms = (float(total), float(content), float(style), float(tv))
-            gradient = grad.numpy().astype(np.float64).ravel()
+            terms, grad = step.loss_and_grad(space.image(v)[np.newaxis], targets)
             with self._lock:
                 self._evaluations_total += 1
+            gradient = space.gradient(grad[0])
             durations.append(time.perf_counter() - began)
-            return terms, gradient
+            return tuple(float(t) for t in terms[0]), gradient
 
         return objective
 
@@ -329,89 +385,19 @@ def _limit_blas_threads(threads: int) -> None:
     """Cap numpy/scipy's BLAS thread pools for the whole process.
 
     L-BFGS only does vector (level-1) BLAS work, which gains nothing from threads, but OpenBLAS'
-    threads keep spinning after each call and steal the cores TensorFlow's next evaluation needs:
-    measured at 260 px on 2 cores, evaluations called from inside scipy took 0.265 s instead of
-    0.233 s. The pools are process-wide, so the cap is too (pass blas_threads=None to keep yours).
+    threads keep spinning after each call and steal the cores the framework's next evaluation
+    needs: measured at 260 px on 2 cores, evaluations called from inside scipy took 0.265 s
+    instead of 0.233 s. The pools are process-wide, so the cap is too (blas_threads=None keeps
+    yours).
     """
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads, user_api="blas")
 
 
-class StylizerPool:
-    """One `Stylizer` per device (e.g. each GPU), lent to one job at a time.
-
-    Worker threads share the pool as they would share one Stylizer; a job runs on whichever
-    device is free, so N workers over N GPUs keep every GPU busy instead of all using GPU:0.
-    """
-
-    def __init__(self, weights: str | Path | None, devices: Sequence[str]) -> None:
-        if not devices:
-            raise ValueError("a StylizerPool needs at least one device")
-        self.members = [Stylizer(weights, device=d) for d in devices]
-        self.weights = self.members[0].weights
-        self._free: queue.SimpleQueue[Stylizer] = queue.SimpleQueue()
-        for member in self.members:
-            self._free.put(member)
-
-    output_size = staticmethod(Stylizer.output_size)
-
-    @property
-    def evaluations_total(self) -> int:
-        """Evaluations of every member together."""
-        return sum(m.evaluations_total for m in self.members)
-
-    @contextlib.contextmanager
-    def _borrow(self) -> Iterator[Stylizer]:
-        member = self._free.get()
-        try:
-            yield member
-        finally:
-            self._free.put(member)
-
-    def warmup(self, size: int = 64) -> None:
-        """Warm every device up."""
-        for member in self.members:
-            member.warmup(size)
-
-    def stylize(
-        self,
-        content: Image,
-        styles: Sequence[Image],
-        options: StyleOptions | None = None,
-        on_progress: ProgressCallback | None = None,
-        should_stop: StopCallback | None = None,
-    ) -> Result:
-        """`Stylizer.stylize` on a free device (blocks while every device is busy)."""
-        with self._borrow() as member:
-            return member.stylize(content, styles, options, on_progress, should_stop)
-
-    def evaluate(
-        self,
-        content: Image,
-        styles: Sequence[Image],
-        image: Image,
-        options: StyleOptions | None = None,
-    ) -> Losses:
-        """`Stylizer.evaluate` on a free device."""
-        with self._borrow() as member:
-            return member.evaluate(content, styles, image, options)
-
-
-def load_stylizer(
-    weights: str | Path | None = None, *, workers: int = 1
-) -> Stylizer | StylizerPool:
-    """A Stylizer, or a pool of one per GPU when several GPUs serve several workers."""
-    for gpu in tf.config.list_physical_devices("GPU"):
-        # Allocate GPU memory as jobs need it rather than all of it up front, so the memory
-        # metric means something and a sidecar or profiler can share the card. Only possible
-        # before TensorFlow initialises the GPU (it is a no-op afterwards).
-        with contextlib.suppress(RuntimeError, ValueError):
-            tf.config.experimental.set_memory_growth(gpu, True)
-    gpus = tf.config.list_logical_devices("GPU")
-    if workers > 1 and len(gpus) > 1:
-        return StylizerPool(weights, [d.name for d in gpus[:workers]])
-    return Stylizer(weights)
+def _check_stop(should_stop: StopCallback | None) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled("stylization cancelled")
 
 
 def _check_inputs(content: Image, styles: Sequence[Image], options: StyleOptions) -> None:
@@ -429,16 +415,19 @@ def _check_inputs(content: Image, styles: Sequence[Image], options: StyleOptions
         )
 
 
-def _loss_weights(options: StyleOptions) -> tf.Tensor:
-    """[content, style per layer, tv, tv power] as one tensor, so new values never retrace."""
-    return tf.constant(
+def _loss_weights(options: StyleOptions) -> vgg.FloatImage:
+    """`[1, 4]`: content, style per layer, tv, tv power (`losses.WEIGHT_FIELDS`): data, not
+    constants, so new values never recompile."""
+    return np.array(
         [
-            options.content_weight,
-            options.style_weight / len(options.style_layers),
-            options.tv_weight,
-            options.tv_power,
+            [
+                options.content_weight,
+                options.style_weight / len(options.style_layers),
+                options.tv_weight,
+                options.tv_power,
+            ]
         ],
-        dtype=tf.float32,
+        dtype=np.float32,
     )
 
 
@@ -448,42 +437,59 @@ def _blend_weights(options: StyleOptions, count: int) -> list[float]:
     return [w / total for w in raw]
 
 
-def _scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
-    """Sizes of the coarse-to-fine pyramid, coarsest first, each half the next."""
-    return [
-        (max(1, round(height / 2**k)), max(1, round(width / 2**k)))
-        for k in range(scales - 1, -1, -1)
-    ]
-
-
 def _split_budget(total: int, parts: int) -> list[int]:
-    """Equal shares of the evaluation budget per scale; the finest scale gets the remainder."""
-    share = max(1, total // parts)
-    budgets = [share] * (parts - 1)
-    return [*budgets, max(1, total - sum(budgets))]
+    """`parts` shares of the evaluation budget adding up to exactly `total` (parts <= total):
+    equal shares per scale, the finest (last) scale gets the remainder."""
+    if not 1 <= parts <= total:
+        raise ValueError(f"cannot split {total} evaluations into {parts} scales")
+    share = total // parts
+    return [*([share] * (parts - 1)), total - share * (parts - 1)]
 
 
-def _initial_image(
-    options: StyleOptions, base: Image, styles: Sequence[Image], rng: np.random.Generator
-) -> vgg.FloatImage:
-    h, w = base.shape[:2]
+def _initial_point(
+    space: _Space,
+    options: StyleOptions,
+    base: Image,
+    styles: Sequence[Image],
+    rng: np.random.Generator,
+) -> Vector:
     if options.init == "content":
-        return vgg.preprocess(base)
+        return space.point(base)
     if options.init == "style":
-        return vgg.preprocess(images.resize_to(styles[0], h, w))
-    # The tutorial's init: uniform noise in preprocessed (mean-subtracted BGR) space.
-    return (rng.uniform(0, 255, (h, w, 3)) - 128.0).astype(np.float32)
+        # The first style image covering the output, aspect ratio kept, centre cropped.
+        return space.point(images.resize_cover(styles[0], space.height, space.width))
+    return space.noise(rng)
 
 
-def _upsample(x: Vector, previous: tuple[int, int], size: tuple[int, int]) -> Vector:
-    """Bicubic upsampling of a preprocessed image to `size` for the next, finer scale."""
-    image = tf.image.resize(x.reshape(1, *previous, 3), size, method="bicubic")
-    return np.asarray(image, dtype=np.float64).ravel()
+def _recolorer(options: StyleOptions, colors: Image, h: int, w: int) -> Callable[[Image], Image]:
+    """The last step of preserve_colors: the picture's luminance in the content's colours
+    (`swap`: neural-style's -original_colors; `luminance`: Gatys et al.); identity when off."""
+    if options.preserve_colors == "off":
+        return lambda picture: picture
+    chroma = images.resize_to(colors, h, w)
+    return lambda picture: images.transfer_luminance(picture, chroma)
 
 
 def _losses(terms: tuple[float, ...]) -> Losses:
     return Losses(total=terms[0], content=terms[1], style=terms[2], tv=terms[3])
 
 
-#: What the server runs jobs on: one Stylizer, or one per device.
-Engine = Stylizer | StylizerPool
+def __getattr__(name: str) -> Any:
+    # StylizerPool, load_stylizer and Engine live in styletx.pool (which imports this module);
+    # the server still imports them from here.
+    if name in {"Engine", "StylizerPool", "load_stylizer"}:
+        from styletx import pool
+
+        return getattr(pool, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Engine",
+    "ProgressCallback",
+    "STEPS_PER_STYLIZER",
+    "StopCallback",
+    "Stylizer",
+    "StylizerPool",
+    "load_stylizer",
+]

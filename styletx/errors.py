@@ -44,5 +44,9 @@ class WeightsNotFound(WeightsError):
     """No weights file could be resolved; the message names the command that fixes it."""
 
 
+class BackendUnavailable(StyletxError):
+    """The requested Keras backend is unknown, not installed, or Keras already runs another one."""
+
+
 class Cancelled(StyletxError):
     """The caller's `should_stop` asked the optimisation to stop."""

@@ -46,9 +46,34 @@ def style_size(
     style_height: int, style_width: int, output: tuple[int, int], style_scale: float
 ) -> tuple[int, int]:
     """(height, width) a style image is resized to: its longest side is `style_scale` times the
-    output's longest side, its own aspect ratio kept (neural-style's -style_scale)."""
+    output's longest side, its own aspect ratio kept (neural-style's -style_scale).
+
+    A style whose shorter side would fall under `MIN_SIDE` (a small style_scale, a coarse scale of
+    the pyramid, a thin image) is enlarged until that side is `MIN_SIDE`, aspect ratio kept, so
+    VGG16 always gets an image it can pool down to its deepest layer.
+    """
     longest = max(1, round(style_scale * max(output)))
-    return fit_longest(style_height, style_width, longest)
+    height, width = fit_longest(style_height, style_width, longest)
+    if min(height, width) >= MIN_SIDE:
+        return height, width
+    shorter = min(style_height, style_width)
+
+    def enlarge(side: int) -> int:
+        return max(MIN_SIDE, (2 * side * MIN_SIDE + shorter) // (2 * shorter))
+
+    return enlarge(style_height), enlarge(style_width)
+
+
+def cover_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int]:
+    """Smallest (height, width) with the image's aspect ratio that covers `target` (both sides at
+    least as large): resize to it, then centre-crop to `target` (init=style)."""
+    target_h, target_w = target
+    if height < 1 or width < 1 or target_h < 1 or target_w < 1:
+        raise ValueError(f"sides must be positive, got {height}x{width} -> {target_h}x{target_w}")
+    # Compare target_h / height with target_w / width without floats.
+    if target_h * width >= target_w * height:
+        return target_h, max(target_w, -(-width * target_h // height))
+    return max(target_h, -(-height * target_w // width)), target_w
 
 
 def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
@@ -65,4 +90,4 @@ def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
     return [*levels, (height, width)]
 
 
-__all__ = ["MIN_SIDE", "fit_longest", "output_size", "scale_sizes", "style_size"]
+__all__ = ["MIN_SIDE", "cover_size", "fit_longest", "output_size", "scale_sizes", "style_size"]

@@ -29,7 +29,7 @@ from PIL import (
 from PIL import Image as PILImage
 
 from styletx.errors import ImageTooLarge, InvalidImage, InvalidOptions
-from styletx.geometry import fit_longest
+from styletx.geometry import cover_size
 from styletx.result import Image
 
 __all__ = [
@@ -39,11 +39,10 @@ __all__ = [
     "INPUT_FORMATS",
     "decode_image",
     "encode_image",
-    "fit_longest",
     "format_for_path",
     "image_dimensions",
     "match_luminance",
-    "resize_longest",
+    "resize_cover",
     "resize_to",
     "rgb_to_yiq",
     "side_by_side",
@@ -153,12 +152,6 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
     return name if name in FORMATS else "png"
 
 
-def resize_longest(image: Image, size: int) -> Image:
-    """Resize so the longest side is `size`, keeping the aspect ratio (Lanczos)."""
-    height, width = fit_longest(image.shape[0], image.shape[1], size)
-    return resize_to(image, height, width)
-
-
 def resize_to(image: Image, height: int, width: int) -> Image:
     """Resize to exactly height x width (Lanczos, which also antialiases when shrinking)."""
     if height < 1 or width < 1:
@@ -167,6 +160,15 @@ def resize_to(image: Image, height: int, width: int) -> Image:
     if picture.size == (width, height):
         return np.array(picture, dtype=np.uint8)
     return np.array(picture.resize((width, height), PILImage.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def resize_cover(image: Image, height: int, width: int) -> Image:
+    """Resize to cover height x width with the aspect ratio kept, then crop the centre to it
+    (what init=style starts from: the style's own shape, not squashed into the output's)."""
+    covered_h, covered_w = cover_size(image.shape[0], image.shape[1], (height, width))
+    covered = resize_to(image, covered_h, covered_w)
+    top, left = (covered_h - height) // 2, (covered_w - width) // 2
+    return np.ascontiguousarray(covered[top : top + height, left : left + width])
 
 
 def side_by_side(images: Sequence[Image], *, height: int | None = None, gap: int = 8) -> Image:

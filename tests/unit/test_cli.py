@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +130,66 @@ def test_same_seed_same_bytes_through_the_cli(
         assert cli.main([*args, "--no-progress"]) == 0
         outs.append(np.asarray(Image.open(out)))
     assert outs[0].tobytes() == outs[1].tobytes()
+
+
+def test_info_reports_backend_device_and_weights(
+    seeded_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["info", "--weights", str(seeded_weights), "--backend", "tensorflow"]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert lines["backend"] == "tensorflow"
+    assert lines["device"] == "CPU:0" and lines["accelerators"] == "none"
+    assert lines["precision"] == "float32"
+    assert "tensorflow" in lines["backends_available"]
+    assert lines["weights_path"] == str(seeded_weights)
+    assert lines["weights_source"] == "explicit"
+    assert lines["weights_parameters"] == "14714688"
+
+
+def test_stats_name_the_backend_and_a_conflicting_backend_is_a_usage_error(
+    tmp_path: Path,
+    inputs: tuple[Path, Path],
+    seeded_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["stylize", *map(str, inputs), "-o", str(tmp_path / "o.png")]
+    common = ["--weights", str(seeded_weights), "--size", "32", "--max-evaluations", "2"]
+    stats = tmp_path / "stats.json"
+    assert cli.main([*args, *common, "--no-progress", "--stats-json", str(stats)]) == 0
+    data = json.loads(stats.read_text())
+    assert (data["backend"], data["device"], data["precision"]) == (
+        "tensorflow",
+        "CPU:0",
+        "float32",
+    )
+    capsys.readouterr()
+    # Keras already runs TensorFlow in this process: JAX cannot be switched to, and says why.
+    assert cli.main([*args, *common, "--backend", "jax"]) == 2
+    assert "already running the tensorflow backend" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None,
+    reason="jax is not installed (pip install 'styletx[jax]')",
+)
+def test_backend_flag_selects_jax_in_a_fresh_process(seeded_weights: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "styletx",
+            "info",
+            "--backend",
+            "jax",
+            "--weights",
+            str(seeded_weights),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "backend: jax" in out.stdout.splitlines()

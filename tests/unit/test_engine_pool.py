@@ -6,8 +6,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from styletx import pool as pool_module
 from styletx.engine import Stylizer, StylizerPool, load_stylizer
+from styletx.errors import Cancelled
 from styletx.options import StyleOptions
 from styletx.result import Progress
 from tests.support.weights import tiny_image
@@ -18,6 +21,7 @@ OPTIONS = StyleOptions(size=32, max_evaluations=6, seed=4)
 def test_stylizer_pins_its_model_to_the_device(seeded_weights: Path) -> None:
     pinned = Stylizer(seeded_weights, device="/CPU:0")
     assert all("CPU:0" in v.value.device for v in pinned._vgg.weights)
+    assert pinned.device == "CPU:0"
     result = pinned.stylize(tiny_image(32, 32), [tiny_image(32, 32, 1)], OPTIONS)
     assert result.evaluations == 6
 
@@ -66,3 +70,55 @@ def test_stylizer_caps_blas_threads_unless_told_not_to(seeded_weights: Path) -> 
     assert blas_threads() == {2}
     Stylizer(seeded_weights)
     assert blas_threads() == {1}
+
+
+def test_pool_reports_what_its_members_run_on(seeded_weights: Path) -> None:
+    pool = StylizerPool(seeded_weights, ["/CPU:0", "CPU:0"])
+    assert (pool.backend, pool.precision, pool.device) == ("tensorflow", "float32", "CPU:0,CPU:0")
+    assert pool.memory_info() == {}
+
+
+def test_engine_names_are_still_importable_from_styletx_engine() -> None:
+    from styletx import engine
+
+    assert engine.StylizerPool is pool_module.StylizerPool
+    assert engine.load_stylizer is pool_module.load_stylizer
+    assert engine.Engine == pool_module.Engine
+    with pytest.raises(AttributeError):
+        engine.no_such_name  # noqa: B018
+
+
+def test_a_job_waiting_for_a_device_can_be_cancelled(seeded_weights: Path) -> None:
+    pool = StylizerPool(seeded_weights, ["/CPU:0"], poll_seconds=0.01)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(progress: Progress) -> None:
+        holding.set()
+        release.wait(30)
+
+    thread = threading.Thread(
+        target=lambda: pool.stylize(
+            tiny_image(32, 32), [tiny_image(32, 32, 1)], OPTIONS, on_progress=hold
+        )
+    )
+    thread.start()
+    try:
+        assert holding.wait(30)
+        polls: list[int] = []
+
+        def should_stop() -> bool:
+            polls.append(pool.members[0].evaluations_total)
+            return len(polls) >= 5  # the caller gives up while the only device is still busy
+
+        before = pool.evaluations_total
+        with pytest.raises(Cancelled, match="waiting for a free device"):
+            pool.stylize(
+                tiny_image(32, 32), [tiny_image(32, 32, 1)], OPTIONS, should_stop=should_stop
+            )
+        assert len(polls) == 5 and pool.evaluations_total == before  # polled while it waited
+    finally:
+        release.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    # The device went back to the pool: a later job runs.
+    assert pool.stylize(tiny_image(32, 32), [tiny_image(32, 32, 1)], OPTIONS).evaluations == 6

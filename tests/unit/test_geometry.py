@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from styletx.errors import InvalidOptions
-from styletx.geometry import MIN_SIDE, fit_longest, output_size, scale_sizes, style_size
+from styletx.geometry import (
+    MIN_SIDE,
+    cover_size,
+    fit_longest,
+    output_size,
+    scale_sizes,
+    style_size,
+)
 
 
 def test_fit_longest_keeps_the_aspect_ratio() -> None:
@@ -40,3 +47,28 @@ def test_scale_sizes_halve_and_skip_levels_under_the_minimum() -> None:
     # 40 px high: the half (20) is fine, the quarter (10) is left out.
     assert scale_sizes(40, 256, 3) == [(20, 128), (40, 256)]
     assert scale_sizes(16, 256, 2) == [(16, 256)]
+
+
+def test_style_size_enlarges_a_style_under_the_minimum_keeping_its_shape() -> None:
+    # 0.1 x 64 = 6 px would leave VGG16 nothing: the shorter side becomes 16, aspect kept.
+    assert style_size(100, 50, (64, 64), 0.1) == (32, 16)
+    assert style_size(3, 300, (64, 64), 1.0) == (16, 1600)
+    assert min(style_size(30, 40, (16, 20), 0.5)) == MIN_SIDE
+
+
+@pytest.mark.parametrize(
+    ("image", "target", "expected"),
+    [
+        ((20, 60), (10, 10), (10, 30)),  # wide image, square target: match the height
+        ((60, 20), (10, 10), (30, 10)),  # tall image: match the width
+        ((20, 60), (40, 20), (40, 120)),
+        ((30, 40), (30, 40), (30, 40)),  # same shape: unchanged
+        ((33, 10), (10, 7), (24, 7)),  # ceil keeps the covering side >= the target's
+    ],
+)
+def test_cover_size_covers_the_target_with_the_image_aspect_ratio(
+    image: tuple[int, int], target: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    got = cover_size(*image, target)
+    assert got == expected
+    assert got[0] >= target[0] and got[1] >= target[1]

@@ -20,15 +20,15 @@ from PIL import Image as PILImage
 from PIL import ImageFile, ImageOps
 
 from styletx.errors import ImageTooLarge, InvalidImage, InvalidOptions
+from styletx.geometry import fit_longest
 from styletx.images import (
     DEFAULT_MAX_PIXELS,
     FORMATS,
     decode_image,
     encode_image,
-    fit_longest,
     image_dimensions,
     match_luminance,
-    resize_longest,
+    resize_cover,
     resize_to,
     rgb_to_yiq,
     side_by_side,
@@ -531,31 +531,36 @@ def test_encode_refuses_arrays_that_are_not_rgb_uint8(image: Any) -> None:
         ((3, 300), 30, (1, 30)),  # 0.3 would round to 0: each side stays >= 1
     ],
 )
-def test_resize_longest_keeps_aspect_ratio(
+def test_fit_longest_then_resize_to_keeps_aspect_ratio(
     shape: tuple[int, int], size: int, expected: tuple[int, int]
 ) -> None:
     assert fit_longest(*shape, size) == expected
-    resized = resize_longest(tiny_image(*shape, seed=1), size)
+    resized = resize_to(tiny_image(*shape, seed=1), *fit_longest(*shape, size))
     assert resized.shape == (*expected, 3)
     assert resized.dtype == np.uint8
-
-
-def test_resize_longest_keeps_the_picture() -> None:
-    array = np.zeros((40, 80, 3), np.uint8)
-    array[:, :40] = (255, 0, 0)
-    array[:, 40:] = (0, 0, 255)
-    resized = resize_longest(array, 20)
-    assert resized.shape == (10, 20, 3)
-    assert resized[5, 2].tolist() == [255, 0, 0]
-    assert resized[5, 17].tolist() == [0, 0, 255]
 
 
 @pytest.mark.parametrize("size", [0, -1])
 def test_resize_refuses_non_positive_sizes(size: int) -> None:
     with pytest.raises(ValueError):
-        resize_longest(tiny_image(8, 8), size)
-    with pytest.raises(ValueError):
         resize_to(tiny_image(8, 8), size, 8)
+    with pytest.raises(ValueError):
+        resize_cover(tiny_image(8, 8), 8, size)
+
+
+def test_resize_cover_crops_the_centre_instead_of_squashing() -> None:
+    # Three vertical bands, red | green | blue, on a 20 x 60 image; the target is square.
+    array = np.zeros((20, 60, 3), np.uint8)
+    array[:, :20], array[:, 20:40], array[:, 40:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    covered = resize_cover(array, 10, 10)
+    assert covered.shape == (10, 10, 3)
+    # Scaled to 10 x 30 (aspect kept), the middle 10 columns are the green band only (up to
+    # Lanczos ringing at its edges); squashed, red and blue would fill a third each.
+    assert np.abs(covered.astype(int) - (0, 255, 0)).max() <= 16
+    tall = resize_cover(array, 40, 20)  # taller than the image: scaled up to 40 x 120
+    assert tall.shape == (40, 20, 3)
+    assert np.abs(tall.astype(int) - (0, 255, 0)).max() <= 16
+    assert resize_cover(array, 20, 60).tobytes() == array.tobytes()
 
 
 def test_resize_to_gives_exact_size_and_copies() -> None:

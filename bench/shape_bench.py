@@ -1,0 +1,365 @@
+"""Shape benchmark: the engine's shape-polymorphic step versus the old per-shape tf.function.
+
+Side by side in one run, real weights, the Chelsea photo and Starry Night:
+(a) seconds per loss-and-gradient evaluation at one fixed 260 px shape (warm, interleaved
+    repeats, median): the old way (`OldEngine`, a faithful copy of the engine before issue 9:
+    `tf.function` traced per shape, float32 sums) versus the new `Stylizer` step. Goal: the new
+    one within 5 % of the old.
+(b) time of the first job (targets + a few evaluations) at a never-seen aspect ratio minus the
+    same job run again, now warm: the extra cost of a new shape. Goal: <= 0.3 s at 260 px on CPU.
+(c) resident memory (VmRSS) of a fresh process after jobs at 50 distinct aspect ratios minus
+    after the first (the largest, so the others need no more activation memory). Goal: within
+    100 MiB.
+
+Usage: python bench/shape_bench.py [--weights PATH] [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from styletx import images, vgg  # noqa: E402
+from styletx.engine import Stylizer, _Space  # noqa: E402
+from styletx.optimize import Vector, minimize  # noqa: E402
+from styletx.options import StyleOptions  # noqa: E402
+
+CONTENT = ROOT / "examples" / "content_chelsea.png"
+STYLE = ROOT / "examples" / "style_starry_night.jpg"
+SIZE = 260
+Objective = Callable[[Vector], tuple[tuple[float, ...], Vector]]
+
+
+# --- the old way, as the engine did it before issue 9 (commit 3eb1b92), kept verbatim ---------
+
+
+def _old_gram_matrix(features: tf.Tensor) -> tf.Tensor:
+    channels = tf.shape(features)[-1]
+    flat = tf.reshape(features, (-1, channels))
+    return tf.matmul(flat, flat, transpose_a=True)
+
+
+def _old_content_loss(features: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(tf.square(features - target))
+
+
+def _old_style_layer_loss(gram: tf.Tensor, target_gram: tf.Tensor, pixels: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(tf.square(target_gram - gram)) / (4.0 * 9.0 * tf.square(pixels))
+
+
+def _old_total_variation_loss(image: tf.Tensor, power: tf.Tensor) -> tf.Tensor:
+    corner = image[:, :-1, :-1, :]
+    dy = tf.square(corner - image[:, 1:, :-1, :])
+    dx = tf.square(corner - image[:, :-1, 1:, :])
+    return tf.reduce_sum(tf.pow(dx + dy, power))
+
+
+class _OldLayerSet:
+    """Feature extractor and compiled loss/gradient, traced once per image shape."""
+
+    def __init__(self, vgg16: Any, content_layer: str, style_layers: tuple[str, ...]) -> None:
+        self.layers = (content_layer, *style_layers)
+        self.extractor = vgg.feature_extractor(vgg16, self.layers)
+        self.features = tf.function(self._features, reduce_retracing=False)
+        self.loss_and_grad = tf.function(self._loss_and_grad, reduce_retracing=False)
+
+    def _features(self, image: tf.Tensor) -> list[tf.Tensor]:
+        return [f[0] for f in self.extractor(image[tf.newaxis], training=False)]
+
+    def _loss_and_grad(
+        self,
+        x: tf.Tensor,
+        content_target: tf.Tensor,
+        target_grams: tuple[tf.Tensor, ...],
+        weights: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        pixels = tf.cast(tf.shape(x)[0] * tf.shape(x)[1], tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            feats = self._features(x)
+            content = weights[0] * _old_content_loss(feats[0], content_target)
+            style = tf.add_n(
+                [
+                    _old_style_layer_loss(_old_gram_matrix(f), g, pixels)
+                    for f, g in zip(feats[1:], target_grams, strict=True)
+                ]
+            )
+            style = weights[1] * style
+            tv = weights[2] * _old_total_variation_loss(x[tf.newaxis], weights[3])
+            total = content + style + tv
+        grad = tape.gradient(total, x)
+        return total, content, style, tv, grad
+
+
+@dataclass(frozen=True)
+class _OldTargets:
+    content: tf.Tensor
+    grams: tuple[tf.Tensor, ...]
+
+
+class OldEngine:
+    """The old engine's compute path for one job: targets (style at the content's shape, as it
+    was), then one L-BFGS run over the per-shape objective."""
+
+    def __init__(self, vgg16: Any, options: StyleOptions) -> None:
+        self.options = options
+        self.layer_set = _OldLayerSet(vgg16, options.content_layer, options.style_layers)
+        self.weights = tf.constant(
+            [
+                options.content_weight,
+                options.style_weight / len(options.style_layers),
+                options.tv_weight,
+                options.tv_power,
+            ],
+            dtype=tf.float32,
+        )
+
+    def targets(self, base: np.ndarray, style: np.ndarray) -> _OldTargets:
+        h, w = base.shape[:2]
+        content = self.layer_set.features(tf.constant(vgg.preprocess(base)))[0]
+        feats = self.layer_set.features(tf.constant(vgg.preprocess(images.resize_to(style, h, w))))
+        return _OldTargets(content, tuple(_old_gram_matrix(f) for f in feats[1:]))
+
+    def objective(self, targets: _OldTargets, h: int, w: int) -> Objective:
+        def objective(x: Vector) -> tuple[tuple[float, ...], Vector]:
+            image = tf.constant(x.reshape(h, w, 3), dtype=tf.float32)
+            total, content, style, tv, grad = self.layer_set.loss_and_grad(
+                image, targets.content, targets.grams, self.weights
+            )
+            terms = (float(total), float(content), float(style), float(tv))
+            return terms, grad.numpy().astype(np.float64).ravel()
+
+        return objective
+
+    def job(self, content: np.ndarray, style: np.ndarray, evaluations: int) -> None:
+        h, w = Stylizer.output_size(content.shape[0], content.shape[1], self.options.size)
+        base = images.resize_to(content, h, w)
+        objective = self.objective(self.targets(base, style), h, w)
+        x0 = np.random.default_rng(0).uniform(0, 255, (h, w, 3)) - 128.0
+        minimize(objective, x0.ravel(), max_evaluations=evaluations)
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+
+def _pictures() -> tuple[np.ndarray, np.ndarray]:
+    return images.decode_image(CONTENT), images.decode_image(STYLE)
+
+
+def aspect_ratios(count: int, offset: int = 0) -> list[tuple[int, int]]:
+    """`count` distinct content shapes giving distinct outputs at 260 px, landscape and portrait
+    in turn (with offset >= 25, none is the warm shape: the Chelsea photo's 173 x 260)."""
+    shapes = []
+    for i in range(offset, offset + count):
+        short = 131 + 2 * (i // 2)  # 131, 133, ...: never 195
+        shapes.append((short, SIZE) if i % 2 == 0 else (SIZE, short))
+    return shapes
+
+
+def _new_objective(stylizer: Stylizer, options: StyleOptions, base: np.ndarray, style: Any) -> Any:
+    step = stylizer.step(options)
+    targets = stylizer._targets(step, base, [style], [1.0], options)
+    return stylizer._objective(step, targets, _Space(base.shape[0], base.shape[1], grey=False))
+
+
+def _timed(work: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of `work()`. On a shared machine
+    the CPU time is the steadier figure: waiting for a core does not count."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def per_evaluation(
+    stylizer: Stylizer, old: OldEngine, evaluations: int, repeats: int
+) -> dict[str, Any]:
+    """(a) Median seconds per evaluation at one fixed 260 px shape, warm, interleaved."""
+    content, style = _pictures()
+    h, w = Stylizer.output_size(content.shape[0], content.shape[1], SIZE)
+    base = images.resize_to(content, h, w)
+    x = np.random.default_rng(0).uniform(0, 255, (h, w, 3)).ravel() - 128.0
+    ours = _new_objective(stylizer, old.options, base, style)
+    # The old engine resized the style to the output's shape; that does not change the cost of
+    # an evaluation, which never touches the style image.
+    theirs = old.objective(old.targets(base, style), h, w)
+    for objective in (ours, theirs):
+        objective(x)  # trace / warm up outside the timing
+    timed: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+    for i in range(repeats):
+        pair = [("old", theirs), ("new", ours)]
+        for name, objective in pair if i % 2 == 0 else pair[::-1]:
+
+            def run(f: Objective = objective) -> None:
+                for _ in range(evaluations):
+                    f(x)
+
+            wall, cpu = _timed(run)
+            timed[name].append((wall / evaluations, cpu / evaluations))
+    out: dict[str, Any] = {"shape": [h, w]}
+    for k, label in enumerate(("wall", "cpu")):
+        old_s = statistics.median(t[k] for t in timed["old"])
+        new_s = statistics.median(t[k] for t in timed["new"])
+        out[label] = {"old": old_s, "new": new_s, "ratio": new_s / old_s}
+    return out
+
+
+def new_shape_cost(
+    stylizer: Stylizer, old: OldEngine, shapes: list[tuple[int, int]], evaluations: int
+) -> dict[str, Any]:
+    """(b) First job at each never-seen shape minus the same job again, now warm (medians).
+
+    Both runs do the same work at the same shape, so the difference is what a new shape costs
+    (tracing, kernel set-up), not what bigger or smaller images cost.
+    """
+    content, style = _pictures()
+    options = old.options.replace(max_evaluations=evaluations, seed=0)
+    jobs: dict[str, Callable[[np.ndarray], object]] = {
+        "old": lambda picture: old.job(picture, style, evaluations),
+        "new": lambda picture: stylizer.stylize(picture, [style], options),
+    }
+    out: dict[str, Any] = {}
+    for name, job in jobs.items():
+        first, again = [], []
+        for shape in shapes:
+            picture = images.resize_to(content, *shape)
+
+            def run(p: np.ndarray = picture, j: Callable[[np.ndarray], object] = job) -> None:
+                j(p)
+
+            first.append(_timed(run))
+            again.append(_timed(run))
+        row: dict[str, float] = {}
+        for k, label in enumerate(("wall", "cpu")):
+            extras = [f[k] - a[k] for f, a in zip(first, again, strict=True)]
+            row[f"{label}_warm_job"] = statistics.median(a[k] for a in again)
+            row[f"{label}_extra_median"] = statistics.median(extras)
+            row[f"{label}_extra_max"] = max(extras)
+        out[name] = row
+    return out
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def rss_probe(kind: str, count: int, weights: str | None) -> None:
+    """In a fresh process: RSS after the first job and after `count` distinct aspect ratios.
+
+    The first job is the largest (a square output): later shapes then need no more memory for
+    their activations than the first did, so what RSS gains after it is what each new shape
+    leaves behind (traces, caches), not bigger images.
+    """
+    stylizer = Stylizer(weights)
+    content, style = _pictures()
+    options = StyleOptions(size=SIZE, max_evaluations=2, seed=0)
+    old = OldEngine(stylizer._vgg, options) if kind == "old" else None
+    rss = []
+    for i, shape in enumerate([(SIZE, SIZE), *aspect_ratios(count - 1)]):
+        picture = images.resize_to(content, *shape)
+        if old is not None:
+            old.job(picture, style, options.max_evaluations)
+        else:
+            stylizer.stylize(picture, [style], options)
+        if i == 0:
+            rss.append(_rss_mib())
+        if (i + 1) % 10 == 0:  # the curve, for a look at where it levels off
+            print(f"after {i + 1} shapes: {_rss_mib():.0f} MiB", file=sys.stderr, flush=True)
+    rss.append(_rss_mib())
+    print(json.dumps({"first": rss[0], "last": rss[-1]}))
+
+
+def rss_growth(kind: str, count: int, weights: str | None) -> dict[str, float]:
+    """(c) Run `rss_probe` in a fresh process and return its figures."""
+    cmd = [sys.executable, __file__, "--rss-probe", kind, "--shapes", str(count)]
+    if weights:
+        cmd += ["--weights", weights]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    figures["growth"] = figures["last"] - figures["first"]
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--weights", help="VGG16 weights (default: resolved like the engine)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: few shapes and repeats")
+    parser.add_argument("--evaluations", type=int, default=None, help="per timing run (a)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved runs (a)")
+    parser.add_argument("--shapes", type=int, default=None, help="new shapes (b) / RSS (c)")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--rss-probe", choices=["old", "new"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_probe:
+        rss_probe(args.rss_probe, args.shapes or 50, args.weights)
+        return 0
+    evaluations = args.evaluations or (3 if args.quick else 20)
+    repeats = args.repeats or (1 if args.quick else 5)
+    new_shapes = args.shapes or (2 if args.quick else 10)
+    rss_shapes = args.shapes or (4 if args.quick else 50)
+
+    stylizer = Stylizer(args.weights)
+    stylizer.warmup()
+    old = OldEngine(stylizer._vgg, StyleOptions(size=SIZE))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
+    print(f"weights: {stylizer.weights.path} ({stylizer.weights.source})")
+    print(f"backend: {stylizer.backend} on {stylizer.device}, tensorflow {tf.__version__}")
+    report: dict[str, Any] = {}
+
+    a = per_evaluation(stylizer, old, evaluations, repeats)
+    report["per_evaluation"] = a
+    print(f"\n(a) seconds per evaluation at {a['shape'][0]}x{a['shape'][1]} (median of {repeats})")
+    print(f"{'':>5} {'old (per-shape trace)':>22} {'new (one trace)':>16} {'new/old':>8}")
+    for label in ("wall", "cpu"):
+        row = a[label]
+        print(f"{label:>5} {row['old']:>22.4f} {row['new']:>16.4f} {row['ratio']:>8.3f}")
+    print("goal: new/old <= 1.05")
+
+    b = new_shape_cost(stylizer, old, aspect_ratios(new_shapes, offset=100), 3)
+    report["new_shape"] = b
+    print(f"\n(b) extra seconds of a job at a new aspect ratio ({new_shapes} shapes, 3 evals)")
+    print(f"{'':>10} {'warm job s':>11} {'extra median':>13} {'extra max':>10}")
+    for name in ("old", "new"):
+        for label in ("wall", "cpu"):
+            row = b[name]
+            print(
+                f"{name + ' ' + label:>10} {row[label + '_warm_job']:>11.3f} "
+                f"{row[label + '_extra_median']:>13.3f} {row[label + '_extra_max']:>10.3f}"
+            )
+    print("goal: new extra <= 0.3 s")
+
+    print(f"\n(c) RSS (MiB) of a fresh process: after 1 job, after {rss_shapes} aspect ratios")
+    print(f"{'':>6} {'first':>8} {'last':>8} {'growth':>8}")
+    report["rss_mib"] = {}
+    for name in ("old", "new"):
+        c = rss_growth(name, rss_shapes, args.weights)
+        report["rss_mib"][name] = c
+        print(f"{name:>6} {c['first']:>8.0f} {c['last']:>8.0f} {c['growth']:>8.0f}")
+    print("goal: new growth <= 100 MiB")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

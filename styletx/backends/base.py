@@ -1,0 +1,158 @@
+"""What every Keras backend module provides: a `Backend` (devices, memory) and its `LossStep`.
+
+The engine talks to these two classes only, with numpy arrays in and out, so it never touches a
+framework's gradient API. Each backend module (`tensorflow.py`, `jax.py`) implements them once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from styletx.losses import TERM_FIELDS, WEIGHT_FIELDS
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class DeviceTargets:
+    """One batch's targets on the step's device: row i belongs to sample (job) i.
+
+    `content` is `[B, h, w, C]` (content-layer features), `grams` one `[B, C, C]` per style layer,
+    `weights` `[B, 4]` (`losses.WEIGHT_FIELDS`). Rows of several jobs of one shape can be joined
+    with `LossStep.concat` and evaluated as one batch.
+    """
+
+    content: Any
+    grams: tuple[Any, ...]
+    weights: Any
+
+    @property
+    def batch(self) -> int:
+        return int(self.weights.shape[0])
+
+
+class LossStep(ABC):
+    """The compiled computations of one (content layer, style layers) choice on one device.
+
+    `targets` maps images to content features and Gram matrices (computed once per job and
+    scale); `loss_and_grad` is the per-evaluation step. Both take a batch `[B, H, W, 3]` of
+    preprocessed images of any height and width.
+    """
+
+    #: Layers the step extracts: the content layer first, then the style layers.
+    layers: tuple[str, ...]
+
+    @abstractmethod
+    def targets(self, images: Array) -> tuple[Array, list[Array]]:
+        """Content-layer features `[B, h, w, C]` and one Gram `[B, C, C]` per style layer
+        (float32 numpy) of preprocessed `images` `[B, H, W, 3]`."""
+
+    @abstractmethod
+    def put(self, content: Array, grams: Sequence[Array], weights: Array) -> DeviceTargets:
+        """Targets (numpy, float32-convertible) moved onto the device once, for many steps."""
+
+    @abstractmethod
+    def concat(self, parts: Sequence[DeviceTargets]) -> DeviceTargets:
+        """Several batches' targets as one batch (rows in order), for jobs of the same shape."""
+
+    @abstractmethod
+    def loss_and_grad(self, images: Array, targets: DeviceTargets) -> tuple[Array, Array]:
+        """Per-sample loss terms `[B, 4]` (float64, `losses.TERM_FIELDS`) and the gradient of
+        each sample's total with respect to its image, `[B, H, W, 3]` (float32)."""
+
+    @property
+    @abstractmethod
+    def compilations(self) -> int:
+        """How many times this step traced or compiled a function (a new shape costs one on
+        XLA backends, nothing on TensorFlow after the first)."""
+
+
+class Backend(ABC):
+    """One Keras backend: device names, placement, memory figures, and `LossStep`s."""
+
+    #: Keras' name of the backend ("tensorflow", "jax").
+    name: str
+
+    @abstractmethod
+    def version(self) -> str:
+        """The framework's version."""
+
+    @abstractmethod
+    def configure(self) -> None:
+        """Process-wide settings to make before the first model is built (e.g. GPU memory
+        growth); idempotent."""
+
+    @abstractmethod
+    def accelerators(self) -> list[str]:
+        """Canonical names ("GPU:0", ...) of the accelerators this backend sees."""
+
+    @abstractmethod
+    def device_name(self, requested: str | None) -> str:
+        """Canonical name ("CPU:0", "GPU:1") of `requested` (any spelling the framework takes),
+        or of the backend's default device when None."""
+
+    @abstractmethod
+    def placement(self, device: str) -> contextlib.AbstractContextManager[object]:
+        """Context in which new variables and computations land on `device`."""
+
+    @abstractmethod
+    def memory_info(self, device: str) -> dict[str, int]:
+        """{device: bytes in use} for an accelerator; empty for a CPU."""
+
+    @abstractmethod
+    def make_step(self, extractor: Any, layers: tuple[str, ...], device: str) -> LossStep:
+        """A `LossStep` over `extractor`, the Keras model `vgg.feature_extractor` built for
+        `layers` (content layer first)."""
+
+
+def canonical_device(name: str) -> str:
+    """'CPU:0' from '/job:localhost/replica:0/task:0/device:CPU:0', '/gpu:1', 'cuda:1', ..."""
+    tail = name.rsplit("/", 1)[-1].removeprefix("device:")
+    kind, _, index = tail.partition(":")
+    kind = {"cuda": "GPU", "rocm": "GPU"}.get(kind.lower(), kind.upper())
+    return f"{kind}:{int(index) if index else 0}"
+
+
+def gram_columns(parts: Sequence[DeviceTargets]) -> list[list[Any]]:
+    """Per style layer, the Gram batches of every part in order (what `concat` joins)."""
+    return [list(layer) for layer in zip(*(p.grams for p in parts), strict=True)]
+
+
+def check_step_inputs(images: Array, targets: DeviceTargets) -> Array:
+    """`images` as contiguous float32 `[B, H, W, 3]`, its batch matching the targets'."""
+    batch = np.ascontiguousarray(images, dtype=np.float32)
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"images must be [B, H, W, 3], got {batch.shape}")
+    if batch.shape[0] != targets.batch:
+        raise ValueError(f"{batch.shape[0]} images for {targets.batch} rows of targets")
+    return batch
+
+
+def check_target_shapes(content: Array, grams: Sequence[Array], weights: Array) -> None:
+    """Same batch everywhere and the documented ranks, before anything reaches a device."""
+    batch = content.shape[0]
+    if content.ndim != 4 or weights.shape != (batch, len(WEIGHT_FIELDS)):
+        raise ValueError(f"content {content.shape} / weights {weights.shape}: bad shapes")
+    for gram in grams:
+        if gram.ndim != 3 or gram.shape[0] != batch or gram.shape[1] != gram.shape[2]:
+            raise ValueError(f"gram {gram.shape} does not fit a batch of {batch}")
+
+
+__all__ = [
+    "Backend",
+    "DeviceTargets",
+    "LossStep",
+    "TERM_FIELDS",
+    "WEIGHT_FIELDS",
+    "canonical_device",
+    "check_step_inputs",
+    "check_target_shapes",
+    "gram_columns",
+]

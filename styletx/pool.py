@@ -1,0 +1,137 @@
+"""`StylizerPool` (one `Stylizer` per device), `load_stylizer`, and the `Engine` the server runs."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from styletx import backends
+from styletx.engine import ProgressCallback, StopCallback, Stylizer
+from styletx.errors import Cancelled
+from styletx.options import StyleOptions
+from styletx.result import Image, Losses, Result
+
+#: How often a job waiting for a free device polls its `should_stop`.
+WAIT_POLL_SECONDS = 0.05
+
+
+class StylizerPool:
+    """One `Stylizer` per device (e.g. each GPU), lent to one job at a time.
+
+    Worker threads share the pool as they would share one Stylizer; a job runs on whichever
+    device is free, so N workers over N GPUs keep every GPU busy instead of all using GPU:0.
+    A job waiting for a device still honours its `should_stop`.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None,
+        devices: Sequence[str],
+        *,
+        backend: str | None = None,
+        poll_seconds: float = WAIT_POLL_SECONDS,
+    ) -> None:
+        if not devices:
+            raise ValueError("a StylizerPool needs at least one device")
+        self.members = [Stylizer(weights, device=d, backend=backend) for d in devices]
+        self.weights = self.members[0].weights
+        self._poll_seconds = poll_seconds
+        self._free: queue.SimpleQueue[Stylizer] = queue.SimpleQueue()
+        for member in self.members:
+            self._free.put(member)
+
+    output_size = staticmethod(Stylizer.output_size)
+
+    @property
+    def backend(self) -> str:
+        """Keras backend of every member."""
+        return self.members[0].backend
+
+    @property
+    def precision(self) -> str:
+        """Activation dtype of every member."""
+        return self.members[0].precision
+
+    @property
+    def device(self) -> str:
+        """The members' devices, comma-separated ("GPU:0,GPU:1")."""
+        return ",".join(m.device for m in self.members)
+
+    def memory_info(self) -> dict[str, int]:
+        """Bytes in use per accelerator, every member's together; empty on CPUs."""
+        out: dict[str, int] = {}
+        for member in self.members:
+            out.update(member.memory_info())
+        return out
+
+    @property
+    def evaluations_total(self) -> int:
+        """Evaluations of every member together."""
+        return sum(m.evaluations_total for m in self.members)
+
+    @contextlib.contextmanager
+    def _borrow(self, should_stop: StopCallback | None = None) -> Iterator[Stylizer]:
+        while True:
+            if should_stop is not None and should_stop():
+                raise Cancelled("stylization cancelled while waiting for a free device")
+            try:
+                member = self._free.get(timeout=self._poll_seconds)
+            except queue.Empty:
+                continue
+            break
+        try:
+            yield member
+        finally:
+            self._free.put(member)
+
+    def warmup(self, size: int = 64) -> None:
+        """Warm every device up."""
+        for member in self.members:
+            member.warmup(size)
+
+    def stylize(
+        self,
+        content: Image,
+        styles: Sequence[Image],
+        options: StyleOptions | None = None,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCallback | None = None,
+    ) -> Result:
+        """`Stylizer.stylize` on a free device (waits while every device is busy, polling
+        `should_stop`)."""
+        with self._borrow(should_stop) as member:
+            return member.stylize(content, styles, options, on_progress, should_stop)
+
+    def evaluate(
+        self,
+        content: Image,
+        styles: Sequence[Image],
+        image: Image,
+        options: StyleOptions | None = None,
+    ) -> Losses:
+        """`Stylizer.evaluate` on a free device."""
+        with self._borrow() as member:
+            return member.evaluate(content, styles, image, options)
+
+
+def load_stylizer(
+    weights: str | Path | None = None, *, workers: int = 1, backend: str | None = None
+) -> Stylizer | StylizerPool:
+    """A Stylizer, or a pool of one per accelerator when several serve several workers.
+
+    `backend` selects the Keras backend (None: the one Keras runs, `KERAS_BACKEND`).
+    """
+    found = backends.load(backend)
+    found.configure()
+    accelerators = found.accelerators()
+    if workers > 1 and len(accelerators) > 1:
+        return StylizerPool(weights, accelerators[:workers], backend=backend)
+    return Stylizer(weights, backend=backend)
+
+
+#: What the server runs jobs on: one Stylizer, or one per device.
+Engine = Stylizer | StylizerPool
+
+__all__ = ["WAIT_POLL_SECONDS", "Engine", "StylizerPool", "load_stylizer"]
