@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from styletx.errors import InvalidOptions
+from styletx.geometry import MIN_SIDE
 
 InitMethod = Literal["random", "content", "style"]
 INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
@@ -44,8 +45,11 @@ DEFAULT_STYLE_LAYERS: tuple[LayerName, ...] = (
 
 #: Hard ceilings that protect a worker from absurd jobs; the server may set tighter ones.
 MAX_SIZE = 4096
-MIN_SIZE = 16
+#: The longest side can be no shorter than the shortest side VGG16 takes.
+MIN_SIZE = MIN_SIDE
 MAX_EVALUATIONS = 100_000
+#: Most coarse-to-fine levels; levels under MIN_SIDE are left out (`geometry.scale_sizes`).
+MAX_SCALES = 4
 
 
 def _help(text: str) -> dict[str, str]:
@@ -205,11 +209,9 @@ def _validate(o: StyleOptions) -> None:
         )
     if o.preset not in PRESETS:
         raise InvalidOptions("preset", f"must be one of {', '.join(PRESETS)}, got {o.preset!r}")
-    _int_in("scales", o.scales, 1, 4)
-    if o.size >> (o.scales - 1) < MIN_SIZE:
-        raise InvalidOptions(
-            "scales", f"{o.scales} scales make the coarsest size smaller than {MIN_SIZE} px"
-        )
+    # Any count up to MAX_SCALES suits any size: the pyramid leaves out levels too small for
+    # VGG16, so a preset's scales never make a small request fail.
+    _int_in("scales", o.scales, 1, MAX_SCALES)
     _int_in("preview_every", o.preview_every, 0, MAX_EVALUATIONS)
     _int_in("lbfgs_memory", o.lbfgs_memory, 1, 100)
 

@@ -9,10 +9,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from styletx.images import DEFAULT_MAX_PIXELS
-from styletx.options import MAX_EVALUATIONS, MAX_SIZE, MIN_SIZE, PRESETS, StyleOptions
-
-#: The engine's most coarse-to-fine scales (StyleOptions.scales).
-MAX_SCALES = 4
+from styletx.options import (
+    MAX_EVALUATIONS,
+    MAX_SCALES,
+    MAX_SIZE,
+    MIN_SIZE,
+    PRESETS,
+    StyleOptions,
+)
 
 ENV_PREFIX = "STYLETX_"
 MIB = 1024 * 1024

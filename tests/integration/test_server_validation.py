@@ -93,7 +93,7 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         "options.style_layers",
     ),
     "unknown content layer": ({"options": options(content_layer="fc1")}, "options.content_layer"),
-    "too many scales": ({"options": options(size=SIZE, scales=4)}, "options.scales"),
+    "too many scales": ({"options": options(size=SIZE, scales=5)}, "options.scales"),
     "style scale out of range": ({"options": options(style_scale=10.0)}, "options.style_scale"),
     "unknown init enum": ({"options": options(init=42)}, "options.init"),
     "unknown output format": ({"output_format": 17}, "output_format"),

@@ -66,9 +66,12 @@ def test_bad_values_name_the_field(field: str, value: Any) -> None:
     assert field in str(err.value)
 
 
-def test_too_many_scales_for_the_size() -> None:
-    with pytest.raises(InvalidOptions, match="scales"):
-        StyleOptions(size=32, scales=3)
+def test_scales_suit_any_size_the_pyramid_leaves_out_small_levels() -> None:
+    # Once refused; now the pyramid drops levels under 16 px (so presets never fail small jobs).
+    from styletx.geometry import scale_sizes
+
+    options = StyleOptions(size=32, scales=3)
+    assert scale_sizes(32, 32, options.scales) == [(16, 16), (32, 32)]
 
 
 def test_replace_validates_and_as_dict_is_plain() -> None:
