@@ -121,6 +121,21 @@ def _doc(text: str, indent: str = "") -> str:
     return f'{indent}"""{body}"""'
 
 
+def _reasons_enum(
+    file: descriptor_pb2.FileDescriptorProto, comments: dict[tuple[int, ...], str]
+) -> list[str]:
+    """`class ErrorReason(StrEnum)`: the ErrorInfo reasons, valued as the wire spells them."""
+    index, enum = next((i, e) for i, e in enumerate(file.enum_type) if e.name == "ErrorReason")
+    prefix = _enum_prefix(enum.name)
+    out = ["", "", f"class {enum.name}(StrEnum):", _doc(comments[(_ENUM, index)], "    "), ""]
+    for i, value in enumerate(enum.value):
+        if value.number == 0:
+            continue
+        name = value.name.removeprefix(prefix)
+        out += [f'    {name} = "{name}"', _doc(comments[(_ENUM, index, _MEMBER, i)], "    "), ""]
+    return out
+
+
 def options_module(file: descriptor_pb2.FileDescriptorProto) -> str:
     """Source of style_options.py for the StyleOptions message of `file`."""
     comments = _comments(file)
@@ -139,10 +154,13 @@ def options_module(file: descriptor_pb2.FileDescriptorProto) -> str:
         "",
         "from collections.abc import Sequence",
         "from dataclasses import dataclass",
+        "from enum import StrEnum",
         "from typing import Final, Literal, TypeAlias, TypedDict",
         "",
     ]
     for enum_index, enum in enumerate(file.enum_type):
+        if enum.name == "ErrorReason":
+            continue  # a StrEnum of wire values below, not a choice of the caller's
         choices = ", ".join(f'"{c}"' for c in _choices(enum))
         out += [f"{enum.name}: TypeAlias = Literal[{choices}]"]
         out += [_doc(comments.get((_ENUM, enum_index), enum.name)), ""]
@@ -180,6 +198,7 @@ def options_module(file: descriptor_pb2.FileDescriptorProto) -> str:
         else:
             out += [f"    {field.name}: {py_type(field)} | None = None"]
         out += [_doc(helps[field.name], "    "), ""]
+    out += _reasons_enum(file, comments)
     out += ["", "#: One-line help of every option, from its proto comment (for CLIs)."]
     out += ["OPTION_HELP: Final[dict[str, str]] = {"]
     out += [f'    "{name}": {text!r},' for name, text in helps.items()]

@@ -14,6 +14,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
+from .proto.style_options import ErrorReason
+
 logger = logging.getLogger(__name__)
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -22,21 +24,9 @@ ERROR_DOMAIN = "styletx.v1"
 """The `google.rpc.ErrorInfo.domain` of the styletx server; its `reason`s are listed below."""
 
 
-class Reason:
-    """`ErrorInfo.reason` values the styletx server sends (domain `styletx.v1`)."""
-
-    QUEUE_FULL = "QUEUE_FULL"
-    OVER_BUDGET = "OVER_BUDGET"
-    TOO_MANY_CALLS = "TOO_MANY_CALLS"
-    OUT_OF_MEMORY = "OUT_OF_MEMORY"
-    INVALID_INPUT = "INVALID_INPUT"
-    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
-    KEY_REUSED = "KEY_REUSED"
-    DRAINING = "DRAINING"
-    LOADING = "LOADING"
-    SHUTDOWN = "SHUTDOWN"
-    UNAUTHENTICATED = "UNAUTHENTICATED"
-    INTERNAL = "INTERNAL"
+#: `ErrorInfo.reason` values the styletx server sends (domain `styletx.v1`), from the proto's
+#: `ErrorReason` enum.
+Reason = ErrorReason
 
 
 BUSY_REASONS = frozenset({Reason.QUEUE_FULL, Reason.OVER_BUDGET, Reason.TOO_MANY_CALLS})

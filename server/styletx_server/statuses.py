@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 
 from styletx.errors import InvalidImage, InvalidOptions
 from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_client.proto.style_options import ErrorReason
 
 #: ErrorInfo.domain of every styletx error.
 DOMAIN = "styletx.v1"
@@ -31,25 +32,9 @@ _PER_STYLE_IMAGE = {"style_blend_weights": "style_images", "styles": "style_imag
 _OOM_NAMES = frozenset({"ResourceExhaustedError", "OutOfMemoryError"})
 
 
-class Reason(enum.StrEnum):
-    """ErrorInfo.reason values; lower-cased, they are the `reason` label of the request metric."""
-
-    QUEUE_FULL = "QUEUE_FULL"
-    OVER_BUDGET = "OVER_BUDGET"
-    TOO_MANY_CALLS = "TOO_MANY_CALLS"
-    OUT_OF_MEMORY = "OUT_OF_MEMORY"
-    INVALID_INPUT = "INVALID_INPUT"
-    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
-    KEY_REUSED = "KEY_REUSED"
-    DRAINING = "DRAINING"
-    LOADING = "LOADING"
-    SHUTDOWN = "SHUTDOWN"
-    UNAUTHENTICATED = "UNAUTHENTICATED"
-    INTERNAL = "INTERNAL"
-    #: The caller cancelled, or its deadline passed: it never reads these statuses, but the log
-    #: line and the metric label use the same vocabulary.
-    CANCELLED = "CANCELLED"
-    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+#: ErrorInfo.reason values, declared in the proto (`styletx.v1.ErrorReason`); lower-cased, they
+#: are the `reason` label of the request metric.
+Reason = ErrorReason
 
 
 @dataclass(frozen=True)

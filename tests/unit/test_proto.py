@@ -61,3 +61,13 @@ def test_generated_imports_do_not_collide_with_the_engine() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "StyleTransferServiceStub" in proc.stdout
+
+
+def test_error_reasons_are_the_proto_enum_on_both_sides() -> None:
+    from styletx_client.errors import Reason as ClientReason
+    from styletx_client.proto import style_transfer_pb2 as pb
+    from styletx_server.statuses import Reason as ServerReason
+
+    wire = {v.name.removeprefix("ERROR_REASON_") for v in pb.ErrorReason.DESCRIPTOR.values}
+    assert {r.value for r in ClientReason} == wire - {"UNSPECIFIED"}
+    assert ServerReason is ClientReason

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final, Literal, TypeAlias, TypedDict
 
 ImageFormat: TypeAlias = Literal["png", "jpeg", "webp"]
@@ -128,6 +129,53 @@ class ResolvedOptions:
 
     lbfgs_memory: int | None = None
     """L-BFGS memory: correction pairs kept (scipy's m, 1-100)."""
+
+
+
+class ErrorReason(StrEnum):
+    """Why a call failed. Every error status carries a google.rpc.ErrorInfo with domain \"styletx.v1\" whose `reason` is one of these names without the ERROR_REASON_ prefix (e.g. \"QUEUE_FULL\")."""
+
+    QUEUE_FULL = "QUEUE_FULL"
+    """RESOURCE_EXHAUSTED with RetryInfo: every queue slot is taken; retry later or elsewhere."""
+
+    OVER_BUDGET = "OVER_BUDGET"
+    """RESOURCE_EXHAUSTED with RetryInfo: the pixels of the calls in flight fill the server's budget."""
+
+    TOO_MANY_CALLS = "TOO_MANY_CALLS"
+    """RESOURCE_EXHAUSTED with RetryInfo: the server holds as many open calls as it takes."""
+
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    """RESOURCE_EXHAUSTED without RetryInfo: the job ran out of memory; retrying will not help."""
+
+    INVALID_INPUT = "INVALID_INPUT"
+    """INVALID_ARGUMENT with BadRequest: a field is malformed or out of the API's range."""
+
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    """INVALID_ARGUMENT with BadRequest: the job is beyond this server's limits (named in the metadata)."""
+
+    KEY_REUSED = "KEY_REUSED"
+    """ALREADY_EXISTS: the request key belongs to a job with a different request."""
+
+    DRAINING = "DRAINING"
+    """UNAVAILABLE: the server is shutting down and takes no new job; retry on another replica."""
+
+    LOADING = "LOADING"
+    """UNAVAILABLE: the model is still loading; retry shortly."""
+
+    SHUTDOWN = "SHUTDOWN"
+    """UNAVAILABLE: the job was stopped because the server shut down before it finished."""
+
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    """UNAUTHENTICATED: a missing, malformed or wrong bearer token."""
+
+    INTERNAL = "INTERNAL"
+    """INTERNAL: a server fault; the message names the request id to look up in the server's logs."""
+
+    CANCELLED = "CANCELLED"
+    """CANCELLED: the caller cancelled the call (seen in the server's logs and metrics)."""
+
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    """DEADLINE_EXCEEDED: the call's deadline passed before the job finished."""
 
 
 #: One-line help of every option, from its proto comment (for CLIs).

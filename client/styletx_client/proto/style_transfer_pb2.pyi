@@ -30,6 +30,80 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    """Not used as a reason."""
+    ERROR_REASON_QUEUE_FULL: _ErrorReason.ValueType  # 1
+    """RESOURCE_EXHAUSTED with RetryInfo: every queue slot is taken; retry later or elsewhere."""
+    ERROR_REASON_OVER_BUDGET: _ErrorReason.ValueType  # 2
+    """RESOURCE_EXHAUSTED with RetryInfo: the pixels of the calls in flight fill the server's budget."""
+    ERROR_REASON_TOO_MANY_CALLS: _ErrorReason.ValueType  # 3
+    """RESOURCE_EXHAUSTED with RetryInfo: the server holds as many open calls as it takes."""
+    ERROR_REASON_OUT_OF_MEMORY: _ErrorReason.ValueType  # 4
+    """RESOURCE_EXHAUSTED without RetryInfo: the job ran out of memory; retrying will not help."""
+    ERROR_REASON_INVALID_INPUT: _ErrorReason.ValueType  # 5
+    """INVALID_ARGUMENT with BadRequest: a field is malformed or out of the API's range."""
+    ERROR_REASON_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 6
+    """INVALID_ARGUMENT with BadRequest: the job is beyond this server's limits (named in the metadata)."""
+    ERROR_REASON_KEY_REUSED: _ErrorReason.ValueType  # 7
+    """ALREADY_EXISTS: the request key belongs to a job with a different request."""
+    ERROR_REASON_DRAINING: _ErrorReason.ValueType  # 8
+    """UNAVAILABLE: the server is shutting down and takes no new job; retry on another replica."""
+    ERROR_REASON_LOADING: _ErrorReason.ValueType  # 9
+    """UNAVAILABLE: the model is still loading; retry shortly."""
+    ERROR_REASON_SHUTDOWN: _ErrorReason.ValueType  # 10
+    """UNAVAILABLE: the job was stopped because the server shut down before it finished."""
+    ERROR_REASON_UNAUTHENTICATED: _ErrorReason.ValueType  # 11
+    """UNAUTHENTICATED: a missing, malformed or wrong bearer token."""
+    ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 12
+    """INTERNAL: a server fault; the message names the request id to look up in the server's logs."""
+    ERROR_REASON_CANCELLED: _ErrorReason.ValueType  # 13
+    """CANCELLED: the caller cancelled the call (seen in the server's logs and metrics)."""
+    ERROR_REASON_DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 14
+    """DEADLINE_EXCEEDED: the call's deadline passed before the job finished."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """Why a call failed. Every error status carries a google.rpc.ErrorInfo with domain "styletx.v1"
+    whose `reason` is one of these names without the ERROR_REASON_ prefix (e.g. "QUEUE_FULL").
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+"""Not used as a reason."""
+ERROR_REASON_QUEUE_FULL: ErrorReason.ValueType  # 1
+"""RESOURCE_EXHAUSTED with RetryInfo: every queue slot is taken; retry later or elsewhere."""
+ERROR_REASON_OVER_BUDGET: ErrorReason.ValueType  # 2
+"""RESOURCE_EXHAUSTED with RetryInfo: the pixels of the calls in flight fill the server's budget."""
+ERROR_REASON_TOO_MANY_CALLS: ErrorReason.ValueType  # 3
+"""RESOURCE_EXHAUSTED with RetryInfo: the server holds as many open calls as it takes."""
+ERROR_REASON_OUT_OF_MEMORY: ErrorReason.ValueType  # 4
+"""RESOURCE_EXHAUSTED without RetryInfo: the job ran out of memory; retrying will not help."""
+ERROR_REASON_INVALID_INPUT: ErrorReason.ValueType  # 5
+"""INVALID_ARGUMENT with BadRequest: a field is malformed or out of the API's range."""
+ERROR_REASON_LIMIT_EXCEEDED: ErrorReason.ValueType  # 6
+"""INVALID_ARGUMENT with BadRequest: the job is beyond this server's limits (named in the metadata)."""
+ERROR_REASON_KEY_REUSED: ErrorReason.ValueType  # 7
+"""ALREADY_EXISTS: the request key belongs to a job with a different request."""
+ERROR_REASON_DRAINING: ErrorReason.ValueType  # 8
+"""UNAVAILABLE: the server is shutting down and takes no new job; retry on another replica."""
+ERROR_REASON_LOADING: ErrorReason.ValueType  # 9
+"""UNAVAILABLE: the model is still loading; retry shortly."""
+ERROR_REASON_SHUTDOWN: ErrorReason.ValueType  # 10
+"""UNAVAILABLE: the job was stopped because the server shut down before it finished."""
+ERROR_REASON_UNAUTHENTICATED: ErrorReason.ValueType  # 11
+"""UNAUTHENTICATED: a missing, malformed or wrong bearer token."""
+ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 12
+"""INTERNAL: a server fault; the message names the request id to look up in the server's logs."""
+ERROR_REASON_CANCELLED: ErrorReason.ValueType  # 13
+"""CANCELLED: the caller cancelled the call (seen in the server's logs and metrics)."""
+ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 14
+"""DEADLINE_EXCEEDED: the call's deadline passed before the job finished."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
+
 class _ImageFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
