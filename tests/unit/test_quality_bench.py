@@ -29,20 +29,40 @@ def _counting(curve: list[float]) -> tuple[list[int], Callable[[int], float]]:
 
 
 @pytest.mark.parametrize("first", [0, 1, 17, 98, 99])
-def test_first_crossing_finds_the_first_iterate_at_or_under_the_target(first: int) -> None:
+@pytest.mark.parametrize("stride", [1, 7, 200])
+def test_first_crossing_finds_the_first_iterate_at_or_under_the_target(
+    first: int, stride: int
+) -> None:
     # A decreasing loss curve; the target equals the value at `first`, so `<=` must count it.
     curve = [1e10 * math.exp(-i / 30) for i in range(100)]
+    _, score = _counting(curve)
+    assert first_crossing(len(curve), curve[first], score, stride) == first
+
+
+def test_first_crossing_finds_an_early_dip_of_a_curve_that_is_not_monotone() -> None:
+    # Rounding and clipping the delivered image make the scored curve wiggle: the first dip
+    # under the target counts, even though the curve goes back above it afterwards.
+    curve = [9.0, 8.0, 6.9, 7.2, 7.1, 7.05, 6.5, 6.0, 5.0]
+    _, score = _counting(curve)
+    assert first_crossing(len(curve), 7.0, score) == 2
+
+
+def test_a_stride_scores_fewer_iterates_and_refines_backwards() -> None:
+    curve = [100.0 - i for i in range(100)]
     calls, score = _counting(curve)
-    assert first_crossing(len(curve), curve[first], score) == first
-    # A bisection: about log2(100) scores, not one per iterate.
-    assert len(set(calls)) <= 9
+    assert first_crossing(len(curve), 100.0 - 45, score, stride=10) == 45
+    # The grid 0, 10, ..., 50, then 41..45 to find the first: not one score per iterate.
+    assert sorted(set(calls)) == [0, 10, 20, 30, 40, 41, 42, 43, 44, 45, 50]
+    with pytest.raises(ValueError, match="stride"):
+        first_crossing(3, 1.0, score, stride=0)
 
 
 def test_first_crossing_is_none_when_the_target_is_never_reached() -> None:
     curve = [5.0, 4.0, 3.0]
     calls, score = _counting(curve)
+    assert first_crossing(3, 2.9, score, stride=5) is None
+    assert calls == [0, 2]  # the grid (first and last) only
     assert first_crossing(3, 2.9, score) is None
-    assert calls == [2]  # the last (lowest) iterate decides it alone
     assert first_crossing(0, 1.0, lambda i: 0.0) is None
 
 
