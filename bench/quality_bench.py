@@ -12,7 +12,8 @@ at every iteration; the reference's iterates from scipy's callback) and scored a
 loss function, `Stylizer.evaluate` with the reference's options on the full-size image, so scoring
 never counts in the time. The target is the reference's scored final loss; the table gives, per
 method, evaluations (and full-size-equivalent evaluations: a coarse-scale evaluation at half the
-side costs about a quarter) and seconds until a full-size iterate first scores at or under it.
+side costs about a quarter) and seconds until a full-size iterate first scores at or under it,
+and those seconds as a multiple of the reference way's whole run.
 
 Usage: python bench/quality_bench.py [--size 260] [--method fast --method 'fast,scales=3' ...]
        [--json out/quality.json] [--images out/quality] [--quick]
@@ -342,38 +343,46 @@ def main() -> int:
     finals = [stylizer.evaluate(content, [style], t.final, scoring) for t in traces]
     target = finals[0].total
     crossings = [crossing(t, target, score, args.score_stride) for t in traces]
-    reference_seconds = crossings[0].seconds or traces[0].seconds
+    # "The reference's time" is its whole run: what the tutorial makes a user wait for the picture
+    # whose loss is the target. (Its own scored curve can dip to that loss earlier: the image it
+    # delivers is clipped to 0..255, so the score is not monotone; its row shows where.)
+    reference_seconds = traces[0].seconds
 
     print(
         f"\n{args.size} px, target = the reference way's final loss {target:.5g} "
-        f"({traces[0].evaluations} evaluations, {traces[0].seconds:.1f} s)"
+        f"({traces[0].evaluations} evaluations, {reference_seconds:.1f} s)"
     )
-    header = (
-        f"{'method':<34} {'evals':>6} {'full-eq':>8} {'seconds':>8} {'ratio':>7} "
-        f"{'final loss':>11} {'vs ref':>7} {'content':>10} {'style':>10} {'tv':>10} "
-        f"{'evals':>6} {'seconds':>8}"
+    print(
+        "to target: evaluations, full-size-equivalent evaluations, seconds, seconds / the "
+        "reference way's run;\nthen the final image's scored losses (total / target) and the "
+        "run (evaluations, seconds, / the reference way's run)"
     )
-    print("(columns 2-5: to reach the target; then the final image's scored losses and the run)")
-    print(header)
+    print(
+        f"{'method':<34} {'evals':>6} {'full-eq':>8} {'seconds':>8} {'x ref':>6} "
+        f"{'final loss':>11} {'x tgt':>6} {'content':>10} {'style':>10} {'tv':>10} "
+        f"{'evals':>6} {'seconds':>8} {'x ref':>6}"
+    )
     rows = []
     for trace, hit, final in zip(traces, crossings, finals, strict=True):
         ratio = None if hit.seconds is None else hit.seconds / reference_seconds
+        run_ratio = trace.seconds / reference_seconds
         print(
             f"{trace.method:<34} {_fmt(hit.evaluations, 'd'):>6} "
             f"{_fmt(hit.full_equivalent, '.1f'):>8} {_fmt(hit.seconds, '.2f'):>8} "
-            f"{_fmt(ratio, '.3f'):>7} {final.total:>11.5g} {final.total / target:>7.3f} "
+            f"{_fmt(ratio, '.3f'):>6} {final.total:>11.5g} {final.total / target:>6.3f} "
             f"{final.content:>10.4g} {final.style:>10.4g} {final.tv:>10.4g} "
-            f"{trace.evaluations:>6d} {trace.seconds:>8.2f}"
+            f"{trace.evaluations:>6d} {trace.seconds:>8.2f} {run_ratio:>6.3f}"
         )
         rows.append(
             {
                 "method": trace.method,
                 "to_target": dataclasses.asdict(hit) | {"ratio": ratio},
                 "final_losses": dataclasses.asdict(final),
-                "final_vs_reference": final.total / target,
+                "final_vs_target": final.total / target,
                 "evaluations": trace.evaluations,
                 "full_equivalent": trace.full_equivalent,
                 "seconds": trace.seconds,
+                "run_ratio": run_ratio,
                 "options": trace.options,
             }
         )
