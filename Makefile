@@ -57,6 +57,7 @@ bench: venv weights
 	mkdir -p out
 	$(BIN)/python bench/engine_bench.py --json out/engine_bench.json
 	$(BIN)/python bench/service_bench.py --json out/service_bench.json
+	$(BIN)/python bench/quality_bench.py --json out/quality_bench.json --images out/quality
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

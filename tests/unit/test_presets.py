@@ -1,0 +1,98 @@
+"""Presets: valid option sets, overridable, `reference` = the tutorial's defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from styletx.errors import InvalidOptions
+from styletx.options import PRESETS, StyleOptions
+from styletx.presets import PRESET_VALUES, preset_values
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_resolves_to_valid_options_carrying_its_values(name: str) -> None:
+    options = StyleOptions.from_preset(name)
+    assert options.preset == name
+    assert set(PRESET_VALUES) == set(PRESETS)
+    for key, value in PRESET_VALUES[name].items():
+        assert getattr(options, key) == value, key
+    # The resolved options survive a round trip through the validating constructor.
+    assert StyleOptions(**dict(vars(options))) == options
+
+
+def test_reference_is_the_tutorials_defaults() -> None:
+    assert preset_values("reference") == {}
+    assert StyleOptions.from_preset("reference") == StyleOptions()
+    assert StyleOptions.from_preset() == StyleOptions()
+
+
+@pytest.mark.parametrize("name", ["fast", "high"])
+def test_presets_change_something_and_order_by_budget(name: str) -> None:
+    values = preset_values(name)
+    assert values, f"{name} would be the reference preset under another name"
+    budget = StyleOptions.from_preset(name).max_evaluations
+    default = StyleOptions().max_evaluations
+    assert budget < default if name == "fast" else budget > default
+
+
+def _other_value(key: str, value: Any) -> Any:
+    """A valid value different from `value` for option `key`."""
+    others = {
+        "init": "style" if value != "style" else "random",
+        "scales": 1 if value != 1 else 2,
+        "max_evaluations": value + 7 if isinstance(value, int) else 7,
+        "content_layer": "block4_conv2" if value != "block4_conv2" else "block3_conv1",
+        "style_layers": ("block1_conv1",),
+        "lbfgs_memory": 3 if value != 3 else 4,
+    }
+    if key in others:
+        return others[key]
+    assert isinstance(value, float), f"add a case for {key}"
+    return value * 2 + 0.5
+
+
+@pytest.mark.parametrize("name", ["fast", "high"])
+def test_explicit_options_override_every_preset_value(name: str) -> None:
+    values = preset_values(name)
+    overrides = {key: _other_value(key, value) for key, value in values.items()}
+    options = StyleOptions.from_preset(name, **overrides, size=64)
+    for key, value in overrides.items():
+        assert getattr(options, key) == value, key
+    assert (options.size, options.preset) == (64, name)
+    # One override leaves the preset's other values in place.
+    first, *rest = values
+    single = StyleOptions.from_preset(name, **{first: overrides[first]})
+    assert getattr(single, first) == overrides[first]
+    assert all(getattr(single, key) == values[key] for key in rest)
+
+
+def test_an_unknown_preset_is_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidOptions) as info:
+        StyleOptions.from_preset("best")
+    assert info.value.field == "preset"
+    with pytest.raises(InvalidOptions):
+        preset_values("best")
+
+
+def test_preset_values_are_read_only() -> None:
+    with pytest.raises(TypeError):
+        PRESET_VALUES["fast"]["max_evaluations"] = 1  # type: ignore[index]
+    preset_values("fast")["max_evaluations"] = 1  # a copy: the preset itself is unchanged
+    assert preset_values("fast") == dict(PRESET_VALUES["fast"])
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_runs_on_the_engine_within_an_overridden_budget(
+    name: str, seeded_weights: Path, content_image: np.ndarray, style_image: np.ndarray
+) -> None:
+    from styletx.engine import Stylizer
+
+    options = StyleOptions.from_preset(name, size=64, max_evaluations=8, seed=0)
+    result = Stylizer(seeded_weights).stylize(content_image, [style_image], options)
+    assert result.image.shape == (48, 64, 3)
+    assert 1 <= result.evaluations <= 8
+    assert np.isfinite(result.losses.total)
