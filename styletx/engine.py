@@ -46,6 +46,10 @@ StopCallback = Callable[[], bool]
 #: used evicted first. The presets share one layer set; a few custom ones stay warm.
 STEPS_PER_STYLIZER = 4
 
+#: Leading columns of the loss weights (`losses.WEIGHT_FIELDS`, not imported here: it imports
+#: Keras) that multiply a loss term: content, style per layer, tv; not the TV power.
+SCALED_WEIGHTS = 3
+
 # Luminance (Y of YIQ, as `images.rgb_to_yiq`) of an RGB pixel.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 
@@ -489,7 +493,7 @@ class Stylizer:
                             "float32"
                         )
                     break
-                current[0] = step.with_weights(current[0], base * scale.value)
+                current[0] = step.with_weights(current[0], _scaled(base, scale.value))
                 terms, grad = evaluate(image)
             with self._lock:
                 self._evaluations_total += 1
@@ -513,7 +517,15 @@ def _target_weights(
     weights = np.asarray(targets.weights, dtype=np.float32)
     if scale is None or scale.value == 1.0:
         return weights, targets
-    return weights, step.with_weights(targets, weights * scale.value)
+    return weights, step.with_weights(targets, _scaled(weights, scale.value))
+
+
+def _scaled(weights: Array, factor: float) -> Array:
+    """Loss weights `[B, 4]` with the three loss weights times `factor` (not the TV power:
+    the loss is linear in the weights, not in the power)."""
+    out = np.array(weights, dtype=np.float32, copy=True)
+    out[:, :SCALED_WEIGHTS] *= factor
+    return out
 
 
 def _limit_blas_threads(threads: int) -> None:
