@@ -196,6 +196,12 @@ class Stylizer:
         """Bytes the framework holds now on this Stylizer's accelerator; empty on a CPU."""
         return self._backend.memory_info(self._device)
 
+    def memory_capacity(self) -> dict[str, int]:
+        """{device: bytes} jobs may be planned against on this Stylizer's device (the
+        framework's capacity or the one given); empty where unknown (a CPU)."""
+        capacity = self.memory.capacity
+        return {} if capacity is None else {self._device: capacity}
+
     def peak_memory(self) -> int | None:
         """Most bytes the framework held on this Stylizer's accelerator; None on a CPU."""
         return self._backend.peak_memory(self._device)
