@@ -66,16 +66,17 @@ class MemoryModel:
         return cls(float(slope), float(max(0.0, intercept)), source)
 
 
-#: Provisional models per (backend, precision), until a GPU run measures them: XLA's buffer
-#: assignment of the compiled loss-and-gradient step (JAX on CPU, `compiled.memory_analysis()`:
-#: arguments + outputs + temporaries, default layer set) at 128-512 px, fitted by
-#: `bench/gpu_bench.py --xla-memory`; TensorFlow on a GPU is assumed to need the same.
+#: Provisional models per precision, until a GPU run measures them (`bench/gpu_check.sh` prints
+#: the fitted figures to paste here): XLA's buffer assignment of the compiled loss-and-gradient
+#: step (arguments + outputs + temporaries; JAX on a CPU, default layer set, 128-512 px square,
+#: `bench/gpu_bench.py --xla-memory`), assumed for TensorFlow too. XLA on a CPU computes 16-bit
+#: convolutions in float32 and keeps both copies, so the mixed figures are no smaller there; on
+#: a GPU they should be (16-bit activations): these err on the safe side.
+_XLA_CPU = "XLA buffer assignment, JAX on CPU (provisional until measured on a GPU)"
 DEFAULT_MODELS: dict[str, MemoryModel] = {
-    "float32": MemoryModel(2_940.0, 120e6, "XLA buffer assignment, JAX on CPU (provisional)"),
-    "mixed_bfloat16": MemoryModel(
-        1_760.0, 120e6, "XLA buffer assignment, JAX on CPU (provisional)"
-    ),
-    "mixed_float16": MemoryModel(1_760.0, 120e6, "XLA buffer assignment, JAX on CPU (provisional)"),
+    "float32": MemoryModel(3_812.0, 120e6, _XLA_CPU),
+    "mixed_bfloat16": MemoryModel(4_038.0, 178e6, _XLA_CPU),
+    "mixed_float16": MemoryModel(3_556.0, 179e6, _XLA_CPU),
 }
 
 

@@ -40,12 +40,14 @@ def compute_dtype(precision: str) -> str:
 
 
 def with_policy(model: Any, precision: str) -> Any:
-    """`model` itself for float32, else a copy whose layers run under the mixed policy.
+    """`model` with every layer but its input computing under `precision`'s dtype policy.
 
-    Keras fixes a layer's dtype policy when the layer is built, and `keras.applications.VGG16`
-    builds its layers under the process-global policy; cloning layer by layer with the policy in
-    each config gives a model of this precision without touching that global (other Stylizers in
-    the process may use another precision). The weights are copied over as float32.
+    Keras gives a layer the process-global policy when it is made, and
+    `keras.applications.VGG16` takes no dtype; setting each layer's policy afterwards gives a
+    model of this precision without touching that global (other Stylizers of the process may
+    use another precision). The weights stay float32 variables (the mixed policies' variable
+    dtype), cast to 16 bits as each layer runs. Changes `model` in place, and returns it:
+    callers pass a model of their own (`vgg.build_vgg16` builds one per Stylizer).
     """
     precision = check_precision(precision)
     if precision == "float32":
@@ -53,17 +55,10 @@ def with_policy(model: Any, precision: str) -> Any:
     import keras
 
     policy = keras.DTypePolicy(precision)
-
-    def clone(layer: Any) -> Any:
-        config = layer.get_config()
+    for layer in model.layers:
         if layer.__class__.__name__ != "InputLayer":
-            config["dtype"] = policy
-        return layer.__class__.from_config(config)
-
-    mixed = keras.models.clone_model(model, clone_function=clone)
-    mixed.set_weights(model.get_weights())
-    mixed.trainable = False
-    return mixed
+            layer.dtype_policy = policy
+    return model
 
 
 class LossScale:
