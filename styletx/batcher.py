@@ -24,11 +24,14 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from styletx.backends.base import Array, DeviceTargets, LossStep
 from styletx.errors import Cancelled
+
+if TYPE_CHECKING:  # base imports Keras, which must not load before the backend is chosen
+    from styletx.backends.base import Array, DeviceTargets, LossStep
 
 log = logging.getLogger(__name__)
 
