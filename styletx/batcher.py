@@ -6,13 +6,16 @@ sets never mix (the precision is the Stylizer's own). Each job keeps its L-BFGS 
 stream and cancellation in its own thread; only the loss-and-gradient step is shared.
 
 How a batch forms: the first request of a key opens it; it closes when every job seated at that
-key has a request in it, when `max_batch` rows are in, or when `window` seconds have passed since
-it opened, whichever comes first. A job alone at its key therefore never waits, and jobs in lock
-step (the usual case: each evaluates, then spends milliseconds in L-BFGS) close a full batch
-without waiting either; the window only bounds how long a batch waits for a straggler. Whichever
-waiting thread sees the batch close runs it, then hands every job its own row. A job cancelled
-while its request waits leaves the batch (the rest go on without it); once its batch runs, it
-gets its row like the others (one evaluation at most) and stops at its next check.
+key has a request in it, when `max_batch` rows are in, or `window` seconds after it opened,
+whichever comes first; but while another batch of the key is being computed, it waits for that
+batch (the jobs in it come back within one L-BFGS step) and the window restarts when it ends.
+So jobs that started out of step (each computes its targets at its own time) fall into lock
+step after one evaluation and stay there: each evaluates, spends milliseconds in L-BFGS, and the
+batch is full again without waiting. A job alone at its key never waits; the window only bounds
+how long a batch waits for a straggler. Whichever waiting thread sees the batch close runs it,
+then hands every job its own row. A job cancelled while its request waits leaves the batch (the
+rest go on without it); once its batch runs, it gets its row like the others (one evaluation at
+most) and stops at its next check.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ class _Group:
 
     seats: int = 0
     pending: _Batch | None = None
+    #: Batches of this key being computed now.
+    running: int = 0
     #: (the parts, their concatenation): rows stay the same while the same jobs share batches.
     joined: tuple[tuple[DeviceTargets, ...], DeviceTargets] | None = None
 
@@ -160,7 +165,10 @@ class Batcher:
 
     def _closes(self, group: _Group, batch: _Batch) -> bool:
         rows = len(batch.requests)
-        return rows >= group.seats or rows >= self.max_batch or self._clock() >= batch.deadline
+        if rows >= group.seats or rows >= self.max_batch:
+            return True
+        # The jobs of a running batch come back soon: wait for them rather than run beside them.
+        return group.running == 0 and self._clock() >= batch.deadline
 
     def _evaluate(
         self,
@@ -183,6 +191,7 @@ class Batcher:
                 if group.pending is batch:
                     if self._closes(group, batch):
                         group.pending = None
+                        group.running += 1
                         mine = True
                         break
                     if should_stop is not None and should_stop():
@@ -191,7 +200,9 @@ class Batcher:
                             group.pending = None
                         self._cond.notify_all()
                         raise Cancelled("stylization cancelled while waiting for a batch")
-                    wait = min(POLL_SECONDS, max(0.0, batch.deadline - self._clock()))
+                    wait = POLL_SECONDS
+                    if group.running == 0:
+                        wait = min(wait, max(0.0, batch.deadline - self._clock()))
                 else:
                     wait = POLL_SECONDS  # another thread runs our batch
                 self._cond.wait(wait)
@@ -237,6 +248,12 @@ class Batcher:
             with self._cond:
                 for request in requests:
                     request.done = True
+                group.running -= 1
+                if group.pending is not None:
+                    # It waited for this batch: give its jobs the window from now.
+                    group.pending.deadline = max(
+                        group.pending.deadline, self._clock() + self.window
+                    )
                 self._batches += 1
                 self._evaluations += len(requests)
                 self._largest = max(self._largest, len(requests))

@@ -281,3 +281,47 @@ def test_a_failing_batch_fails_every_job_in_it() -> None:
 def test_bad_settings_are_refused(window: float, max_batch: int) -> None:
     with pytest.raises(ValueError):
         Batcher(window=window, max_batch=max_batch)
+
+
+def test_a_request_arriving_during_a_running_batch_waits_for_it_and_they_fall_in_step() -> None:
+    """Jobs start out of step; rather than run beside the batch in flight (window or not), the
+    newcomer waits for its jobs to come back, and from then on they share every batch."""
+    gate, entered = threading.Event(), threading.Event()
+    now = [0.0]
+
+    class GatedStep(NumpyStep):
+        def loss_and_grad(self, images: Array, targets: DeviceTargets) -> tuple[Array, Array]:
+            if not gate.is_set():
+                entered.set()
+                gate.wait(JOIN_SECONDS)
+            return super().loss_and_grad(images, targets)
+
+    step = GatedStep()
+    batcher = Batcher(window=1.0, clock=lambda: now[0])
+    b_seated, b_polled = threading.Event(), threading.Event()
+
+    def job_a() -> None:
+        with batcher.join("key") as seat:
+            for _ in range(3):
+                seat.evaluate(step, image(0.0), targets_for(step, 1.0))
+
+    def b_should_stop() -> bool:
+        b_polled.set()  # polled only while B's request waits in a forming batch
+        return False
+
+    def job_b() -> None:
+        assert entered.wait(JOIN_SECONDS)  # A's first batch (alone) is in the step
+        with batcher.join("key") as seat:
+            b_seated.set()
+            for _ in range(2):
+                seat.evaluate(step, image(1.0), targets_for(step, 1.0), b_should_stop)
+
+    def conductor() -> None:
+        assert b_seated.wait(JOIN_SECONDS) and b_polled.wait(JOIN_SECONDS)
+        now[0] += 10.0  # B's window is long over ...
+        b_polled.clear()
+        assert b_polled.wait(JOIN_SECONDS)  # ... and B looked again, still waiting for A
+        gate.set()
+
+    assert run_threads(job_a, job_b, conductor) == [None, None, None]
+    assert step.sizes() == [1, 2, 2]
