@@ -87,6 +87,14 @@ class BatchStats:
     largest: int
 
 
+def padded_rows(count: int, max_batch: int, pad: bool) -> int:
+    """Rows a batch of `count` requests runs with: `count`, or with `pad` the next power of two
+    (at most `max_batch`, and never fewer than `count`)."""
+    if not pad or count <= 1:
+        return count
+    return max(count, min(1 << (count - 1).bit_length(), max_batch))
+
+
 class Seat:
     """One job's place at one key of a `Batcher` (from `Batcher.join`)."""
 
@@ -232,12 +240,16 @@ class Batcher:
 
     def _run(self, group: _Group, batch: _Batch) -> None:
         requests = sorted(batch.requests, key=lambda r: r.seat)
+        # Steps that compile per input shape (XLA) get batches of 1, 2, 4, 8 rows only, the
+        # last row repeated: a 3-job batch costs a fourth row's compute, not a compilation.
+        rows = padded_rows(len(requests), self.max_batch, batch.step.compiles_per_shape)
+        filled = [*requests, *[requests[-1]] * (rows - len(requests))]
         try:
-            if len(requests) == 1:
+            if rows == 1:
                 targets = requests[0].targets
             else:
-                targets = self._joined(group, batch.step, [r.targets for r in requests])
-            images = np.stack([r.image for r in requests])
+                targets = self._joined(group, batch.step, [r.targets for r in filled])
+            images = np.stack([r.image for r in filled])
             terms, grad = batch.step.loss_and_grad(images, targets)
             for row, request in enumerate(requests):
                 request.result = (terms[row], grad[row])
@@ -260,4 +272,4 @@ class Batcher:
                 self._cond.notify_all()
 
 
-__all__ = ["DEFAULT_WINDOW_SECONDS", "MAX_BATCH", "BatchStats", "Batcher", "Seat"]
+__all__ = ["DEFAULT_WINDOW_SECONDS", "MAX_BATCH", "BatchStats", "Batcher", "Seat", "padded_rows"]

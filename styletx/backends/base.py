@@ -48,6 +48,9 @@ class LossStep(ABC):
 
     #: Layers the step extracts: the content layer first, then the style layers.
     layers: tuple[str, ...]
+    #: Whether each new input shape (batch size included) costs a compilation (XLA backends);
+    #: the cross-job batcher then keeps to a few batch sizes.
+    compiles_per_shape: bool = False
 
     @abstractmethod
     def targets(self, images: Array) -> tuple[Array, list[Array]]:

@@ -41,8 +41,9 @@ from styletx.lru import LRUCache
 
 log = logging.getLogger(__name__)
 
-#: Compiled shapes kept per function of a step (a job at s scales uses s shapes).
-EXECUTABLES_PER_STEP = 8
+#: Compiled shapes kept per function of a step: a job at s scales uses s shapes, and batched
+#: jobs (styletx.batcher) a few batch sizes (1, 2, 4, 8) of each.
+EXECUTABLES_PER_STEP = 16
 
 _ShapeKey = tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]
 
@@ -81,6 +82,8 @@ class _Executables:
 
 class JaxStep(LossStep):
     """The loss-and-gradient step and the target function of one layer set, on one device."""
+
+    compiles_per_shape = True
 
     def __init__(
         self,

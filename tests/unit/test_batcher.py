@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from styletx.backends.base import Array, DeviceTargets, LossStep
-from styletx.batcher import Batcher
+from styletx.batcher import Batcher, padded_rows
 from styletx.errors import Cancelled
 
 #: Long enough that a test relying on it would hang (and time out) rather than pass slowly.
@@ -325,3 +325,43 @@ def test_a_request_arriving_during_a_running_batch_waits_for_it_and_they_fall_in
 
     assert run_threads(job_a, job_b, conductor) == [None, None, None]
     assert step.sizes() == [1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("count", "max_batch", "pad", "rows"),
+    [
+        (1, 8, True, 1),
+        (2, 8, True, 2),
+        (3, 8, True, 4),
+        (5, 8, True, 8),
+        (5, 6, True, 6),
+        (6, 6, True, 6),
+        (3, 8, False, 3),
+    ],
+)
+def test_padded_rows_keep_compiling_backends_to_a_few_batch_sizes(
+    count: int, max_batch: int, pad: bool, rows: int
+) -> None:
+    assert padded_rows(count, max_batch, pad) == rows
+
+
+def test_three_jobs_on_a_compiling_backend_run_as_four_rows_each_getting_its_own() -> None:
+    class CompilingStep(NumpyStep):
+        compiles_per_shape = True
+
+    step = CompilingStep()
+    batcher = Batcher(window=FOREVER)
+    seated = threading.Barrier(3)
+    got: dict[float, float] = {}
+
+    def job(value: float) -> None:
+        with batcher.join("key") as seat:
+            seated.wait(JOIN_SECONDS)
+            terms, grad = seat.evaluate(step, image(value), targets_for(step, 0.0))
+            assert np.array_equal(grad, 2 * image(value))
+            got[value] = float(terms[0])
+
+    assert run_threads(*(lambda v=float(v): job(v) for v in (1, 2, 3))) == [None] * 3
+    assert step.sizes() == [4]  # padded with a repeated row, not compiled for 3
+    assert got == {1.0: 60.0, 2.0: 240.0, 3.0: 540.0}
+    assert batcher.stats.evaluations == 3  # the padding row is nobody's evaluation
