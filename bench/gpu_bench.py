@@ -337,28 +337,27 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
 
 
 def _memory_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The memory model fitted per device and precision: from the device's peak on a GPU, from
+    the growth of the peak RSS on a CPU (there the whole process grows, the host's share)."""
     from styletx.memory import HEADROOM, MemoryModel
 
+    groups: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    for r in records:
+        if r["part"] != "precision" or r.get("skipped") or not r.get("peak_bytes"):
+            continue
+        key = (r["device"], r["precision"], r["peak_kind"])
+        groups.setdefault(key, []).append((r["pixels"], float(r["peak_bytes"])))
     lines = []
-    for precision in PRECISIONS:
-        points = [
-            (r["pixels"], float(r["peak_bytes"]))
-            for r in records
-            if r["part"] == "precision"
-            and r.get("precision") == precision
-            and not r.get("skipped")
-            and r["peak_kind"] == "device"
-            and r["peak_bytes"]
-        ]
-        if len(points) < 2:
+    for (device, precision, kind), points in groups.items():
+        if len({p for p, _ in points}) < 2:
             continue
         model = MemoryModel.fit(points)
         fits = ", ".join(
             f"{model.largest_square(card * GIB * HEADROOM)} px in {card} GiB" for card in (16, 80)
         )
         lines.append(
-            f"memory model {precision}: {model.per_pixel:.0f} B/px + {model.fixed / MIB:.0f} MiB"
-            f" -> largest square job alone: {fits}"
+            f"memory model {device} {precision} ({kind}): {model.per_pixel:.0f} B/px + "
+            f"{model.fixed / MIB:.0f} MiB -> largest square job alone: {fits}"
         )
     return lines
 
