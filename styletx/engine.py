@@ -490,15 +490,17 @@ class Stylizer:
             began = time.perf_counter()
             image = space.image(v)
             terms, grad = evaluate(image)
-            while scale is not None and not (np.isfinite(grad).all() and np.isfinite(terms).all()):
+            # Only float16 is checked: elsewhere the O(pixels) scan would buy nothing.
+            while (
+                scale is not None
+                and scale.enabled
+                and not (np.isfinite(grad).all() and np.isfinite(terms).all())
+            ):
                 if not scale.overflowed():
-                    if scale.enabled:
-                        raise StyletxError(
-                            f"{self._precision}: the loss or its gradient is not finite even "
-                            f"with the loss scaled by {scale.value:g}; use mixed_bfloat16 or "
-                            "float32"
-                        )
-                    break
+                    raise StyletxError(
+                        f"{self._precision}: the loss or its gradient is not finite even with "
+                        f"the loss scaled by {scale.value:g}; use mixed_bfloat16 or float32"
+                    )
                 current[0] = step.with_weights(current[0], _scaled(base, scale.value))
                 terms, grad = evaluate(image)
             with self._lock:

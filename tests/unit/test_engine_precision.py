@@ -15,7 +15,7 @@ import pytest
 
 from styletx import precision
 from styletx.engine import SCALED_WEIGHTS, Stylizer
-from styletx.errors import InvalidOptions
+from styletx.errors import InvalidOptions, StyletxError
 from styletx.options import StyleOptions
 from styletx.precision import PRECISIONS, LossScale, compute_dtype
 from tests.support.weights import tiny_image
@@ -109,3 +109,27 @@ def test_unknown_precision_is_an_option_error(seeded_weights: Path) -> None:
     assert PRECISIONS == ("float32", "mixed_bfloat16", "mixed_float16")
     model = object()
     assert precision.with_policy(model, "float32") is model  # float32: no copy of the model
+
+
+def test_float16_that_stays_non_finite_fails_clearly_after_the_retries(
+    seeded_weights: Path,
+) -> None:
+    stylizer = Stylizer(seeded_weights, precision="mixed_float16")
+    step = stylizer.step(OPTIONS)
+    calls = []
+
+    def overflowing(images: Any, targets: Any) -> Any:
+        calls.append(np.asarray(targets.weights).copy())
+        return np.full((1, 4), np.inf), np.full(images.shape, np.inf, np.float32)
+
+    step.loss_and_grad = overflowing  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StyletxError, match="not finite even with the loss scaled"):
+            stylizer.stylize(tiny_image(32, 32), [tiny_image(32, 32, seed=2)], OPTIONS)
+    finally:
+        del step.loss_and_grad
+    assert len(calls) == LossScale.MAX_RETRIES + 1
+    # Each retry scaled the three loss weights down, never the TV power.
+    first, last = calls[0][0], calls[-1][0]
+    np.testing.assert_allclose(last[:3], first[:3] * LossScale.FACTOR**-LossScale.MAX_RETRIES)
+    assert last[3] == first[3] == OPTIONS.tv_power
