@@ -111,7 +111,11 @@ class Seat:
         should_stop: StopCallback | None = None,
     ) -> tuple[Array, Array]:
         """Loss terms `[4]` and gradient `[H, W, 3]` of one image (`targets` of batch 1),
-        evaluated together with the requests of the other jobs at this key."""
+        evaluated together with the requests of the other jobs at this key.
+
+        `should_stop` is polled while the request waits for its batch to close, under the
+        batcher's lock: it must answer at once (read a flag), never block.
+        """
         return self._batcher._evaluate(self._group, self.number, step, image, targets, should_stop)
 
 
@@ -240,11 +244,11 @@ class Batcher:
 
     def _run(self, group: _Group, batch: _Batch) -> None:
         requests = sorted(batch.requests, key=lambda r: r.seat)
-        # Steps that compile per input shape (XLA) get batches of 1, 2, 4, 8 rows only, the
-        # last row repeated: a 3-job batch costs a fourth row's compute, not a compilation.
-        rows = padded_rows(len(requests), self.max_batch, batch.step.compiles_per_shape)
-        filled = [*requests, *[requests[-1]] * (rows - len(requests))]
         try:
+            # Steps that compile per input shape (XLA) get batches of 1, 2, 4, 8 rows only, the
+            # last row repeated: a 3-job batch costs a fourth row's compute, not a compilation.
+            rows = padded_rows(len(requests), self.max_batch, batch.step.compiles_per_shape)
+            filled = [*requests, *[requests[-1]] * (rows - len(requests))]
             if rows == 1:
                 targets = requests[0].targets
             else:
