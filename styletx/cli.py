@@ -24,6 +24,7 @@ from styletx.errors import (
 )
 from styletx.images import DEFAULT_QUALITY
 from styletx.options import StyleOptions
+from styletx.precision import DEFAULT_PRECISION, PRECISIONS
 
 log = logging.getLogger("styletx.cli")
 
@@ -75,6 +76,13 @@ def _add_backend_flag(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Keras backend computing the model (default: $KERAS_BACKEND, else tensorflow)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help="Keras dtype policy of the model: mixed_* run VGG16's activations in 16 bits "
+        "(faster on GPUs with tensor cores); losses and gradients are summed in float32 or wider",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true", help="fetch even if the cache is valid")
     winfo = wsub.add_parser("info", help="print where the weights come from and their sha256")
     winfo.add_argument("--weights", help="describe this file instead of the resolved one")
+    export = wsub.add_parser(
+        "export",
+        help="write a copy of the weights (--float16: half the size, for carrying to a GPU "
+        "machine; the engine loads it as float32)",
+    )
+    export.add_argument("path", type=Path, help="file to write (name ending in .weights.h5)")
+    export.add_argument("--weights", help="copy this file instead of the resolved one")
+    export.add_argument(
+        "--float16", action="store_true", help="store the weights as float16 (~28 MiB)"
+    )
     return parser
 
 
@@ -124,7 +142,7 @@ def _stylize(args: argparse.Namespace) -> int:
     options = _options_from(args)
     content = images.decode_image(args.content, field="content")
     styles = [images.decode_image(p, field=f"styles[{i}]") for i, p in enumerate(args.styles)]
-    stylizer = Stylizer(args.weights, backend=args.backend)
+    stylizer = Stylizer(args.weights, backend=args.backend, precision=args.precision)
     if args.previews:
         args.previews.mkdir(parents=True, exist_ok=True)
     bar = tqdm(
@@ -192,7 +210,7 @@ def _info(args: argparse.Namespace) -> int:
     from styletx import backends, weights
     from styletx.engine import Stylizer
 
-    stylizer = Stylizer(args.weights, backend=args.backend)
+    stylizer = Stylizer(args.weights, backend=args.backend, precision=args.precision)
     found = backends.load()
     lines: dict[str, object] = {
         "backend": stylizer.backend,
@@ -215,6 +233,14 @@ def _weights(args: argparse.Namespace) -> int:
     if args.action == "fetch":
         found = weights.fetch(force=args.force)
         print(f"weights ready: {found.path} (source: {found.source})")
+        return EXIT_OK
+    if args.action == "export":
+        if not args.path.name.endswith(".weights.h5"):
+            raise InvalidOptions("path", "must end in .weights.h5 (Keras reads it by its name)")
+        dtype: typing.Literal["float16", "float32"] = "float16" if args.float16 else "float32"
+        written = weights.export_weights(args.path, source=args.weights, dtype=dtype)
+        size = written.stat().st_size / 2**20
+        print(f"wrote {written} ({dtype}, {size:.1f} MiB)")
         return EXIT_OK
     info = weights.describe(Path(args.weights) if args.weights else None)
     for key, value in info.items():

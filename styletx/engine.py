@@ -9,10 +9,11 @@ in a small LRU (`STEPS_PER_STYLIZER`); on TensorFlow each is traced once for eve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,16 +21,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image as PILImage
 
-from styletx import backends, geometry, images, vgg
-from styletx.errors import Cancelled, InvalidImage, InvalidOptions
+from styletx import backends, geometry, images, memory, vgg
+from styletx.batcher import DEFAULT_WINDOW_SECONDS, MAX_BATCH, Batcher, BatchStats, Seat
+from styletx.errors import Cancelled, InvalidImage, InvalidOptions, StyletxError
 from styletx.lru import LRUCache
 from styletx.optimize import Vector, minimize
 from styletx.options import StyleOptions
+from styletx.precision import DEFAULT_PRECISION, LossScale, Precision, check_precision, with_policy
 from styletx.result import Image, Losses, Progress, Result
 from styletx.weights import ResolvedWeights, resolve_weights
 
 if TYPE_CHECKING:
-    from styletx.backends.base import Backend, DeviceTargets, LossStep
+    from styletx.backends.base import Array, Backend, DeviceTargets, LossStep
     from styletx.pool import Engine as Engine
     from styletx.pool import StylizerPool as StylizerPool
     from styletx.pool import load_stylizer as load_stylizer
@@ -42,6 +45,10 @@ StopCallback = Callable[[], bool]
 #: Layer sets (content layer + style layers) whose compiled step a Stylizer keeps, least recently
 #: used evicted first. The presets share one layer set; a few custom ones stay warm.
 STEPS_PER_STYLIZER = 4
+
+#: Leading columns of the loss weights (`losses.WEIGHT_FIELDS`, not imported here: it imports
+#: Keras) that multiply a loss term: content, style per layer, tv; not the TV power.
+SCALED_WEIGHTS = 3
 
 # Luminance (Y of YIQ, as `images.rgb_to_yiq`) of an RGB pixel.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
@@ -107,6 +114,11 @@ class Stylizer:
     `backend` names the Keras backend ("tensorflow", "jax"); None takes the one Keras runs
     (`KERAS_BACKEND`, default TensorFlow). `device` is any name the backend understands
     ("CPU:0", "GPU:1", TensorFlow's "/job:.../device:GPU:0"); None: the first GPU, else the CPU.
+    `precision` is a Keras dtype policy: "float32", or "mixed_bfloat16" / "mixed_float16" for
+    16-bit activations (`styletx.precision`). `batch_window` (seconds) turns on cross-job
+    batching of concurrent jobs' evaluations (`styletx.batcher`); None: on (10 ms) on an
+    accelerator, off on a CPU. `memory_capacity` (bytes) bounds the device memory jobs are
+    predicted to use (`styletx.memory`); None asks the backend (unknown, so unchecked, on a CPU).
     """
 
     def __init__(
@@ -116,23 +128,40 @@ class Stylizer:
         device: str | None = None,
         blas_threads: int | None = 1,
         backend: str | None = None,
+        precision: str = DEFAULT_PRECISION,
+        batch_window: float | None = None,
+        max_batch: int = MAX_BATCH,
+        memory_capacity: int | None = None,
+        memory_model: memory.MemoryModel | None = None,
     ) -> None:
+        self._precision: Precision = check_precision(precision)
         self.weights: ResolvedWeights = resolve_weights(weights)
         if blas_threads is not None:
             _limit_blas_threads(blas_threads)
         self._backend: Backend = backends.load(backend)
         self._backend.configure()
         self._device = self._backend.device_name(device)
+        accelerated = not self._device.startswith("CPU")
         with self._backend.placement(self._device):
-            self._vgg = vgg.build_vgg16(self.weights.path)
+            self._vgg = with_policy(vgg.build_vgg16(self.weights.path), self._precision)
         self._steps: LRUCache[tuple[str, ...], LossStep] = LRUCache(STEPS_PER_STYLIZER)
         self._lock = threading.Lock()
         self._evaluations_total = 0
+        if batch_window is None:
+            batch_window = DEFAULT_WINDOW_SECONDS if accelerated else 0.0
+        self._batcher = Batcher(batch_window, max_batch) if batch_window > 0 else None
+        capacity = memory_capacity or self._backend.memory_capacity(self._device)
+        self.memory = memory.MemoryBudget(
+            memory_model or memory.default_model(self._precision), capacity, self._device
+        )
         log.info(
             "stylizer ready",
             extra={
                 "backend": self.backend,
                 "device": self.device,
+                "precision": self.precision,
+                "batch_window": batch_window,
+                "memory_capacity": capacity,
                 "weights": str(self.weights.path),
             },
         )
@@ -144,17 +173,58 @@ class Stylizer:
 
     @property
     def precision(self) -> str:
-        """Dtype of the model's activations and gradients (losses are summed in float64)."""
-        return "float32"
+        """Keras dtype policy of the model: "float32", "mixed_bfloat16" or "mixed_float16"
+        (activations in 16 bits; Gram matrices and losses are summed in float32/float64)."""
+        return self._precision
 
     @property
     def device(self) -> str:
         """Device the model and every job run on ("CPU:0", "GPU:0", ...)."""
         return self._device
 
+    @property
+    def batch_window(self) -> float:
+        """Seconds a forming batch waits for the other jobs of its shape; 0: batching off."""
+        return 0.0 if self._batcher is None else self._batcher.window
+
+    @property
+    def batch_stats(self) -> BatchStats:
+        """Batched step calls and the evaluations they carried (zeros when batching is off)."""
+        return BatchStats(0, 0, 0) if self._batcher is None else self._batcher.stats
+
     def memory_info(self) -> dict[str, int]:
         """Bytes the framework holds now on this Stylizer's accelerator; empty on a CPU."""
         return self._backend.memory_info(self._device)
+
+    def memory_capacity(self) -> dict[str, int]:
+        """{device: bytes} jobs may be planned against on this Stylizer's device (the
+        framework's capacity or the one given); empty where unknown (a CPU)."""
+        capacity = self.memory.capacity
+        return {} if capacity is None else {self._device: capacity}
+
+    def peak_memory(self) -> int | None:
+        """Most bytes the framework held on this Stylizer's accelerator; None on a CPU."""
+        return self._backend.peak_memory(self._device)
+
+    def check_fits(
+        self,
+        content: tuple[int, int],
+        styles: Sequence[tuple[int, int]],
+        options: StyleOptions,
+    ) -> int:
+        """The pixels of the job's largest pass; DeviceMemoryExceeded (an InvalidOptions on
+        `size`, naming the largest size that fits) when the job cannot fit on the device alone.
+        `content` and `styles` are (height, width) of the input images."""
+        pixels = memory.job_pixels(content, styles, options.size, options.style_scale)
+
+        def largest(fits: Callable[[int], bool]) -> int:
+            return memory.largest_size(
+                lambda size: fits(memory.job_pixels(content, styles, size, options.style_scale)),
+                options.size,
+            )
+
+        self.memory.check(pixels, largest)
+        return pixels
 
     @property
     def evaluations_total(self) -> int:
@@ -207,6 +277,24 @@ class Stylizer:
         _check_inputs(content, styles, options)
         started = time.perf_counter()
         height, width = self.output_size(content.shape[0], content.shape[1], options.size)
+        pixels = self.check_fits(content.shape[:2], [s.shape[:2] for s in styles], options)
+        # Waits while the jobs running on this device leave too little memory (GPUs only).
+        with self.memory.reserve(pixels, should_stop):
+            return self._stylize(
+                content, styles, options, on_progress, should_stop, started, (height, width)
+            )
+
+    def _stylize(
+        self,
+        content: Image,
+        styles: Sequence[Image],
+        options: StyleOptions,
+        on_progress: ProgressCallback | None,
+        should_stop: StopCallback | None,
+        started: float,
+        output: tuple[int, int],
+    ) -> Result:
+        height, width = output
         # A budget smaller than the scale count drops the coarsest scales: one evaluation each
         # at least, and never more than the budget.
         levels = geometry.scale_sizes(height, width, options.scales)[-options.max_evaluations :]
@@ -221,6 +309,7 @@ class Stylizer:
         step = self.step(options)
         blend = _blend_weights(options, len(styles))
         rng = np.random.default_rng(options.seed)
+        loss_scale = LossScale(self._precision)
         setup = time.perf_counter() - started
         optimize_started = time.perf_counter()
         v: Vector | None = None
@@ -239,7 +328,6 @@ class Stylizer:
                 v0 = space.resized(v, h, w)
             space = level
             recolor = _recolorer(options, colors, h, w)
-            objective = self._objective(step, targets, level, timings)
             prep = time.perf_counter() - prep_started
             setup += prep
             optimize_started += prep
@@ -274,16 +362,20 @@ class Stylizer:
                     )
                 )
 
-            found = minimize(
-                objective,
-                v0,
-                max_evaluations=budget,
-                restart_every=options.restart_every,
-                memory=options.lbfgs_memory,
-                should_stop=should_stop,
-                on_iteration=report,
-                iteration_offset=iterations,
-            )
+            with self._seat((step.layers, h, w)) as seat:
+                objective = self._objective(
+                    step, targets, level, timings, seat, should_stop, loss_scale
+                )
+                found = minimize(
+                    objective,
+                    v0,
+                    max_evaluations=budget,
+                    restart_every=options.restart_every,
+                    memory=options.lbfgs_memory,
+                    should_stop=should_stop,
+                    on_iteration=report,
+                    iteration_offset=iterations,
+                )
             v, terms = found.x, found.terms
             iterations += found.iterations
             evaluations += found.evaluations
@@ -321,8 +413,18 @@ class Stylizer:
         base = images.resize_to(content, h, w)
         targets = self._targets(step, base, styles, _blend_weights(options, len(styles)), options)
         space = _Space(h, w, grey)
-        terms, _ = self._objective(step, targets, space)(space.point(images.resize_to(image, h, w)))
+        objective = self._objective(step, targets, space, scale=LossScale(self._precision))
+        terms, _ = objective(space.point(images.resize_to(image, h, w)))
         return _losses(terms)
+
+    @contextlib.contextmanager
+    def _seat(self, key: tuple[object, ...]) -> Iterator[Seat | None]:
+        """A seat at the batcher for one scale of a job (None: batching is off)."""
+        if self._batcher is None:
+            yield None
+            return
+        with self._batcher.join(key) as seat:
+            yield seat
 
     def _targets(
         self,
@@ -365,20 +467,73 @@ class Stylizer:
         targets: DeviceTargets,
         space: _Space,
         timings: list[float] | None = None,
+        seat: Seat | None = None,
+        should_stop: StopCallback | None = None,
+        scale: LossScale | None = None,
     ) -> Callable[[Vector], tuple[tuple[float, ...], Vector]]:
-        """The L-BFGS objective in `space`; appends each evaluation's wall time to `timings`."""
+        """The L-BFGS objective in `space`; appends each evaluation's wall time to `timings`.
+
+        With a `seat`, each evaluation goes through the batcher (with other jobs' of the same
+        shape). Under mixed_float16, an overflow lowers the job's loss `scale` and evaluates again.
+        """
         durations: list[float] = [] if timings is None else timings
+        base, scaled = _target_weights(step, targets, scale)
+        current = [scaled]  # the targets under the job's loss scale now
+
+        def evaluate(image: Array) -> tuple[Array, Array]:
+            if seat is not None:
+                return seat.evaluate(step, image, current[0], should_stop)
+            terms, grad = step.loss_and_grad(image[np.newaxis], current[0])
+            return terms[0], grad[0]
 
         def objective(v: Vector) -> tuple[tuple[float, ...], Vector]:
             began = time.perf_counter()
-            terms, grad = step.loss_and_grad(space.image(v)[np.newaxis], targets)
+            image = space.image(v)
+            terms, grad = evaluate(image)
+            # Only float16 is checked: elsewhere the O(pixels) scan would buy nothing.
+            while (
+                scale is not None
+                and scale.enabled
+                and not (np.isfinite(grad).all() and np.isfinite(terms).all())
+            ):
+                if not scale.overflowed():
+                    raise StyletxError(
+                        f"{self._precision}: the loss or its gradient is not finite even with "
+                        f"the loss scaled by {scale.value:g}; use mixed_bfloat16 or float32"
+                    )
+                current[0] = step.with_weights(current[0], _scaled(base, scale.value))
+                terms, grad = evaluate(image)
             with self._lock:
                 self._evaluations_total += 1
-            gradient = space.gradient(grad[0])
+            unscale = 1.0 if scale is None else 1.0 / scale.value
+            gradient = space.gradient(grad)
+            if unscale != 1.0:
+                gradient *= unscale
             durations.append(time.perf_counter() - began)
-            return tuple(float(t) for t in terms[0]), gradient
+            return tuple(float(t) * unscale for t in terms), gradient
 
         return objective
+
+
+def _target_weights(
+    step: LossStep, targets: DeviceTargets, scale: LossScale | None
+) -> tuple[Array, DeviceTargets]:
+    """(the unscaled `[1, 4]` loss weights, `targets` under the job's current loss scale).
+
+    A later scale of a job starts at the loss scale its earlier scales settled on.
+    """
+    weights = np.asarray(targets.weights, dtype=np.float32)
+    if scale is None or scale.value == 1.0:
+        return weights, targets
+    return weights, step.with_weights(targets, _scaled(weights, scale.value))
+
+
+def _scaled(weights: Array, factor: float) -> Array:
+    """Loss weights `[B, 4]` with the three loss weights times `factor` (not the TV power:
+    the loss is linear in the weights, not in the power)."""
+    out = np.array(weights, dtype=np.float32, copy=True)
+    out[:, :SCALED_WEIGHTS] *= factor
+    return out
 
 
 def _limit_blas_threads(threads: int) -> None:

@@ -36,6 +36,31 @@ class ImageTooLarge(InvalidImage):
         self.limit = limit
 
 
+class DeviceMemoryExceeded(InvalidOptions):
+    """The job would need more device memory than the device has, even running alone.
+
+    An option error on `size`: the message names the largest size that fits (`max_size`, 0 when
+    none does), so the caller can ask again smaller (see `styletx.memory`).
+    """
+
+    def __init__(self, *, needed: float, available: float, device: str, max_size: int) -> None:
+        gib = 1024**3
+        where = f" on {device}" if device else ""
+        fix = (
+            f"the largest size that fits at this aspect ratio is {max_size}"
+            if max_size
+            else "no size fits; lower style_scale or use smaller style images"
+        )
+        super().__init__(
+            "size",
+            f"the job needs about {needed / gib:.1f} GiB of device memory{where}, more than the "
+            f"{available / gib:.1f} GiB jobs may use there; {fix}",
+        )
+        self.needed = needed
+        self.available = available
+        self.max_size = max_size
+
+
 class WeightsError(StyletxError):
     """VGG16 weights are missing, unreadable or not the expected network."""
 

@@ -5,6 +5,8 @@ trailing (image) axes and keeps the leading ones, so `[B, ...]` inputs give `[B]
 every sample of a batch keeps its own loss. Squared differences are summed in float64: the
 tutorial's losses reach 1e10, where a float32 sum keeps about three significant digits of a
 step's decrease and L-BFGS' line search compares exactly those (tests/unit/test_losses.py).
+Features arrive in the model's compute dtype (16 bits under mixed precision) and are widened to
+float32 first, so Gram matrices and differences never sum in 16 bits (`styletx.precision`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ _GRAM_AXES = (-2, -1)
 
 
 def gram_matrix(features: Any) -> Any:
-    """Unnormalised Gram matrices `[..., C, C]` of `[..., H, W, C]` features (the tutorial's)."""
-    return ops.einsum("...hwc,...hwd->...cd", features, features)
+    """Unnormalised Gram matrices `[..., C, C]` of `[..., H, W, C]` features (the tutorial's),
+    summed in float32 whatever the features' dtype (a bfloat16 sum of H*W products would keep
+    three significant digits)."""
+    wide = ops.cast(features, "float32")
+    return ops.einsum("...hwc,...hwd->...cd", wide, wide)
 
 
 def _sum_of_squares(difference: Any, axes: tuple[int, ...]) -> Any:
@@ -76,6 +81,7 @@ def loss_terms(
     `gram_targets` `[B, C, C]`, `weights` `[B, 4]` in `WEIGHT_FIELDS` order: every sample of the
     batch has its own targets and weights (one job each, when jobs share a batch).
     """
+    features = [ops.cast(f, "float32") for f in features]
     wide = ops.cast(weights, "float64")
     shape = ops.shape(image)
     pixels = ops.cast(shape[1] * shape[2], "float64")

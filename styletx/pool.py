@@ -6,8 +6,10 @@ import contextlib
 import queue
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from styletx import backends
+from styletx.batcher import BatchStats
 from styletx.engine import ProgressCallback, StopCallback, Stylizer
 from styletx.errors import Cancelled
 from styletx.options import StyleOptions
@@ -18,11 +20,13 @@ WAIT_POLL_SECONDS = 0.05
 
 
 class StylizerPool:
-    """One `Stylizer` per device (e.g. each GPU), lent to one job at a time.
+    """One `Stylizer` per device (e.g. each GPU), lent to `jobs_per_device` jobs at a time.
 
     Worker threads share the pool as they would share one Stylizer; a job runs on whichever
-    device is free, so N workers over N GPUs keep every GPU busy instead of all using GPU:0.
-    A job waiting for a device still honours its `should_stop`.
+    device has a free slot, so N workers over N GPUs keep every GPU busy instead of all using
+    GPU:0, and several jobs per device let its batcher put their evaluations in one batch. A job
+    waiting for a device still honours its `should_stop`. Other keyword arguments (precision,
+    batch_window, memory_capacity, ...) go to every member's `Stylizer`.
     """
 
     def __init__(
@@ -32,15 +36,23 @@ class StylizerPool:
         *,
         backend: str | None = None,
         poll_seconds: float = WAIT_POLL_SECONDS,
+        jobs_per_device: int = 1,
+        **stylizer_options: Any,
     ) -> None:
         if not devices:
             raise ValueError("a StylizerPool needs at least one device")
-        self.members = [Stylizer(weights, device=d, backend=backend) for d in devices]
+        if jobs_per_device < 1:
+            raise ValueError(f"jobs_per_device must be >= 1, got {jobs_per_device}")
+        self.members = [
+            Stylizer(weights, device=d, backend=backend, **stylizer_options) for d in devices
+        ]
         self.weights = self.members[0].weights
+        self.jobs_per_device = jobs_per_device
         self._poll_seconds = poll_seconds
         self._free: queue.SimpleQueue[Stylizer] = queue.SimpleQueue()
-        for member in self.members:
-            self._free.put(member)
+        for _ in range(jobs_per_device):
+            for member in self.members:
+                self._free.put(member)
 
     output_size = staticmethod(Stylizer.output_size)
 
@@ -59,12 +71,43 @@ class StylizerPool:
         """The members' devices, comma-separated ("GPU:0,GPU:1")."""
         return ",".join(m.device for m in self.members)
 
+    @property
+    def batch_window(self) -> float:
+        """Every member's batching window (seconds; 0: off)."""
+        return self.members[0].batch_window
+
+    @property
+    def batch_stats(self) -> BatchStats:
+        """Batched step calls of every member together."""
+        stats = [m.batch_stats for m in self.members]
+        return BatchStats(
+            sum(s.batches for s in stats),
+            sum(s.evaluations for s in stats),
+            max(s.largest for s in stats),
+        )
+
     def memory_info(self) -> dict[str, int]:
         """Bytes in use per accelerator, every member's together; empty on CPUs."""
         out: dict[str, int] = {}
         for member in self.members:
             out.update(member.memory_info())
         return out
+
+    def memory_capacity(self) -> dict[str, int]:
+        """Bytes jobs may use per accelerator whose capacity is known."""
+        out: dict[str, int] = {}
+        for member in self.members:
+            out.update(member.memory_capacity())
+        return out
+
+    def check_fits(
+        self,
+        content: tuple[int, int],
+        styles: Sequence[tuple[int, int]],
+        options: StyleOptions,
+    ) -> int:
+        """`Stylizer.check_fits` on every member: a job must fit whichever device runs it."""
+        return max(m.check_fits(content, styles, options) for m in self.members)
 
     @property
     def evaluations_total(self) -> int:
@@ -117,18 +160,32 @@ class StylizerPool:
 
 
 def load_stylizer(
-    weights: str | Path | None = None, *, workers: int = 1, backend: str | None = None
+    weights: str | Path | None = None,
+    *,
+    workers: int = 1,
+    backend: str | None = None,
+    jobs_per_device: int = 1,
+    **stylizer_options: Any,
 ) -> Stylizer | StylizerPool:
     """A Stylizer, or a pool of one per accelerator when several serve several workers.
 
-    `backend` selects the Keras backend (None: the one Keras runs, `KERAS_BACKEND`).
+    `backend` selects the Keras backend (None: the one Keras runs, `KERAS_BACKEND`). `workers`
+    jobs run at once, `jobs_per_device` of them on each accelerator (so workers /
+    jobs_per_device accelerators are used). Other keyword arguments go to each `Stylizer`.
     """
     found = backends.load(backend)
     found.configure()
     accelerators = found.accelerators()
-    if workers > 1 and len(accelerators) > 1:
-        return StylizerPool(weights, accelerators[:workers], backend=backend)
-    return Stylizer(weights, backend=backend)
+    devices = max(1, -(-workers // max(1, jobs_per_device)))
+    if devices > 1 and len(accelerators) > 1:
+        return StylizerPool(
+            weights,
+            accelerators[:devices],
+            backend=backend,
+            jobs_per_device=jobs_per_device,
+            **stylizer_options,
+        )
+    return Stylizer(weights, backend=backend, **stylizer_options)
 
 
 #: What the server runs jobs on: one Stylizer, or one per device.

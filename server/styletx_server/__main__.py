@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
-from styletx_server.config import load_config
+from styletx import backends
+from styletx.errors import BackendUnavailable
+from styletx_server.config import ServerConfig, load_config
 from styletx_server.logs import configure_logging, log_event
 from styletx_server.signals import install_shutdown_handlers
 
@@ -18,11 +21,27 @@ log = logging.getLogger("styletx_server")
 _POLL_SECONDS = 0.5
 
 
+def select_backend(config: ServerConfig) -> str | None:
+    """Fix the Keras backend (--backend, else $KERAS_BACKEND, else tensorflow) before anything
+    imports Keras; None (after logging why) when it is unknown or not installed."""
+    name = config.backend or os.environ.get("KERAS_BACKEND") or backends.DEFAULT
+    try:
+        return backends.select(name)
+    except BackendUnavailable as exc:
+        log_event(log, "backend_unavailable", level=logging.ERROR, backend=name, error=str(exc))
+        sys.stderr.write(f"styletx-server: error: --backend {name}: {exc}\n")
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve; exit 0 after a graceful drain, 1 when the model or the port is unusable."""
+    """Serve; exit 0 after a graceful drain, 1 when the model or the port is unusable, 2 on a
+    bad flag or a backend that is not installed."""
     config = load_config(argv)
     configure_logging(config.log_level)
-    # Imported after logging is set up: importing the engine loads TensorFlow (slow, chatty).
+    if select_backend(config) is None:
+        return 2
+    # Imported after logging is set up and the backend chosen: importing the engine loads the
+    # framework (slow, chatty), and Keras takes its backend at its first import.
     from styletx_server.app import StyletxServer
 
     server = StyletxServer(config)

@@ -48,11 +48,31 @@ _STOP_GRACE_SECONDS = 5.0
 CONNECTION_AGE_GRACE_SECONDS = 3600
 
 
-def auto_workers() -> int:
-    """One worker per visible GPU, one on CPU."""
-    import tensorflow as tf
+#: Jobs per GPU when batching is on and the operator names no number: enough concurrent jobs
+#: of one shape for the batcher to fill batches (4 x 256 px is the issue's benchmark).
+GPU_JOBS_PER_DEVICE = 4
 
-    return max(1, len(tf.config.list_physical_devices("GPU")))
+
+def accelerators() -> list[str]:
+    """The accelerators the engine's Keras backend sees (imports the framework)."""
+    from styletx import backends
+
+    found = backends.load()
+    found.configure()  # before the first device query: TensorFlow's memory growth needs it
+    return found.accelerators()
+
+
+def auto_jobs_per_device(config: ServerConfig, gpus: int) -> int:
+    """--jobs-per-device, else `GPU_JOBS_PER_DEVICE` on GPUs with batching on, else 1."""
+    if config.jobs_per_device:
+        return config.jobs_per_device
+    batching = config.batch_window_ms is None or config.batch_window_ms > 0
+    return GPU_JOBS_PER_DEVICE if gpus and batching else 1
+
+
+def auto_workers(jobs_per_device: int = 1) -> int:
+    """`jobs_per_device` workers per visible GPU; that many on a CPU (one by default)."""
+    return max(1, len(accelerators())) * jobs_per_device
 
 
 def _connection_age_options(age_seconds: float) -> list[tuple[str, int]]:
@@ -106,7 +126,10 @@ class StyletxServer:
         self.metrics = ServerMetrics.create(registry)
         self.lifecycle = Lifecycle()
         self.health = HealthState()
-        self.workers = config.workers or auto_workers()
+        # Asking for devices loads the framework: only when something is left to auto.
+        gpus = 0 if config.workers and config.jobs_per_device else len(accelerators())
+        self.jobs_per_device = auto_jobs_per_device(config, gpus)
+        self.workers = config.workers or max(1, gpus) * self.jobs_per_device
         self.admission = AdmissionQueue(
             config.queue_size, self.workers, on_change=self._on_queue_change
         )
@@ -266,9 +289,7 @@ class StyletxServer:
     def _load(self) -> None:
         started = time.monotonic()
         try:
-            stylizer = self._given_stylizer or load_stylizer(
-                self.config.weights, workers=self.workers
-            )
+            stylizer = self._given_stylizer or self._load_engine()
             if self.config.warmup:
                 stylizer.warmup()
         except Exception as exc:  # the process cannot serve: report, and let main() exit 1
@@ -276,15 +297,39 @@ class StyletxServer:
             log_event(log, "model_failed", level=logging.ERROR, exc_info=exc, error=str(exc))
             self._ready.set()
             return
-        backend, precision, _ = engine_identity(stylizer)
+        backend, precision, device = engine_identity(stylizer)
         self.metrics.build_info.labels(
             version=_version(), backend=backend, precision=precision
         ).set(1)
+        self.metrics.watch(stylizer)
+        log_event(
+            log,
+            "engine",
+            backend=backend,
+            precision=precision,
+            device=device,
+            jobs_per_device=self.jobs_per_device,
+            batch_window_ms=round(1000 * float(getattr(stylizer, "batch_window", 0.0)), 3),
+            memory_capacity=getattr(stylizer, "memory_capacity", dict)(),
+        )
         self.lifecycle.stylizer = stylizer
         if not self.lifecycle.draining.is_set():
             self._run(self.health.serving())
         log_event(log, "ready", load_seconds=round(time.monotonic() - started, 3))
         self._ready.set()
+
+    def _load_engine(self) -> Engine:
+        config = self.config
+        window = config.batch_window_ms
+        return load_stylizer(
+            config.weights,
+            workers=self.workers,
+            backend=config.backend,
+            jobs_per_device=self.jobs_per_device,
+            precision=config.precision,
+            batch_window=None if window is None else window / 1000.0,
+            memory_capacity=config.device_memory_bytes or None,
+        )
 
     def wait_until_ready(self, timeout: float | None = None) -> bool:
         """Block until the model is loaded and warm (True) or failed/timed out (False)."""
@@ -394,4 +439,11 @@ class StyletxServer:
         )
 
 
-__all__ = ["CONNECTION_AGE_GRACE_SECONDS", "StyletxServer", "auto_workers"]
+__all__ = [
+    "CONNECTION_AGE_GRACE_SECONDS",
+    "GPU_JOBS_PER_DEVICE",
+    "StyletxServer",
+    "accelerators",
+    "auto_jobs_per_device",
+    "auto_workers",
+]

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from styletx.backends import SUPPORTED as BACKENDS
 from styletx.images import DEFAULT_MAX_PIXELS
 from styletx.options import (
     MAX_EVALUATIONS,
@@ -17,6 +18,7 @@ from styletx.options import (
     PRESETS,
     StyleOptions,
 )
+from styletx.precision import DEFAULT_PRECISION, PRECISIONS
 
 ENV_PREFIX = "STYLETX_"
 MIB = 1024 * 1024
@@ -62,6 +64,15 @@ class ServerConfig:
     log_level: str = "INFO"
     warmup: bool = True
     require_gpu: bool = False
+    #: Keras backend (None: $KERAS_BACKEND, else tensorflow), chosen before the engine loads.
+    backend: str | None = None
+    precision: str = DEFAULT_PRECISION
+    #: Cross-job batching window in ms (None: 10 on a GPU, off on a CPU; 0: off).
+    batch_window_ms: float | None = None
+    #: Concurrent jobs per device (0: 4 on a GPU with batching on, else 1).
+    jobs_per_device: int = 0
+    #: Device memory jobs are planned against, bytes (0: what the backend reports, if anything).
+    device_memory_bytes: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -133,6 +144,18 @@ def _validate(c: ServerConfig) -> None:
         raise ValueError("--tls-client-ca needs TLS: give --tls-cert and --tls-key too")
     if c.auth_token is not None and not c.auth_token.strip():
         raise ValueError("--auth-token must not be blank")
+    if c.backend is not None and c.backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {c.backend!r}")
+    if c.precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
+    if c.batch_window_ms is not None and not 0 <= c.batch_window_ms <= 1000:
+        raise ValueError(f"--batch-window-ms must be 0-1000 (0 = off), got {c.batch_window_ms}")
+    if c.jobs_per_device < 0:
+        raise ValueError(f"--jobs-per-device must be >= 0 (0 = auto), got {c.jobs_per_device}")
+    if c.device_memory_bytes < 0:
+        raise ValueError(
+            f"--device-memory-bytes must be >= 0 (0 = auto), got {c.device_memory_bytes}"
+        )
     if c.log_level.upper() not in _LOG_LEVELS:
         raise ValueError(f"--log-level must be one of {', '.join(_LOG_LEVELS)}, got {c.log_level}")
 
@@ -178,7 +201,48 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
     )
-    add("--workers", "concurrent jobs; 0 = one per GPU, 1 on CPU", type=int, default=d.workers)
+    add(
+        "--workers",
+        "concurrent jobs; 0 = --jobs-per-device per GPU, 1 on CPU",
+        type=int,
+        default=d.workers,
+    )
+    add(
+        "--backend",
+        "Keras backend running the model (default: $KERAS_BACKEND, else tensorflow)",
+        choices=BACKENDS,
+        default=d.backend,
+    )
+    add(
+        "--precision",
+        "Keras dtype policy of the model: mixed_* run VGG16's activations in 16 bits (faster "
+        "on GPUs with tensor cores); losses and gradients are summed in float32 or wider",
+        choices=PRECISIONS,
+        default=d.precision,
+    )
+    add(
+        "--batch-window-ms",
+        "cross-job batching: evaluations of concurrent jobs of the same shape on one device go "
+        "through VGG16 as one batch, gathered for at most this long; 0 = off (default: 10 on "
+        "a GPU, off on a CPU)",
+        type=float,
+        default=d.batch_window_ms,
+    )
+    add(
+        "--jobs-per-device",
+        "jobs running at once on each device (their evaluations batch together); 0 = 4 on a "
+        "GPU with batching on, else 1",
+        type=int,
+        default=d.jobs_per_device,
+    )
+    add(
+        "--device-memory-bytes",
+        "GPU memory jobs are planned against: a job predicted not to fit is refused "
+        "(INVALID_ARGUMENT naming the largest size that fits), jobs that do not fit together "
+        "wait; 0 = what the backend reports (JAX does, TensorFlow does not: then unchecked)",
+        type=int,
+        default=d.device_memory_bytes,
+    )
     add(
         "--queue-size",
         "jobs that may wait for a worker; more get RESOURCE_EXHAUSTED",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 
 class NoGpuError(RuntimeError):
     """No usable GPU is visible to the engine's framework."""
@@ -11,21 +9,11 @@ class NoGpuError(RuntimeError):
 
 def visible_gpus() -> list[str]:
     """Names of the GPUs the engine's Keras backend can use (empty on CPU-only hosts)."""
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow").lower()
-    if backend == "jax":
-        import jax  # type: ignore[import-not-found,unused-ignore]
+    from styletx import backends
 
-        try:
-            return [str(d) for d in jax.devices("gpu")]
-        except RuntimeError:  # jax raises when the platform has no device
-            return []
-    if backend == "torch":
-        import torch  # type: ignore[import-not-found,unused-ignore]
-
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    import tensorflow as tf
-
-    return [device.name for device in tf.config.list_physical_devices("GPU")]
+    found = backends.load()
+    found.configure()  # before the first device query: TensorFlow's memory growth needs it
+    return found.accelerators()
 
 
 def require_gpu() -> list[str]:

@@ -10,9 +10,10 @@ on a decode thread, for requests already holding their pixel reservation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from styletx import Image, StyleOptions, geometry
-from styletx.errors import InvalidImage, InvalidOptions
+from styletx.errors import DeviceMemoryExceeded, InvalidImage, InvalidOptions
 from styletx.images import DEFAULT_QUALITY, decode_image, image_dimensions
 from styletx.options import MIN_SIZE
 from styletx_client.proto import style_transfer_pb2 as pb
@@ -239,10 +240,31 @@ def _check_style_size(
         )
 
 
-def inspect(request: pb.StylizeRequest, limits: Limits, intake: IntakeLimits) -> Inspection:
+def _check_device_memory(
+    engine: Any,
+    content: tuple[int, int] | None,
+    styles: list[tuple[int, int] | None],
+    options: StyleOptions,
+    checks: _Checks,
+) -> None:
+    """The engine's device-memory check (`Stylizer.check_fits`) from header sizes: a job that
+    cannot fit the GPU even alone is refused now, naming the largest size that would."""
+    check_fits = getattr(engine, "check_fits", None)
+    if check_fits is None or content is None or any(s is None for s in styles):
+        return
+    try:
+        check_fits(content, [s for s in styles if s is not None], options)
+    except DeviceMemoryExceeded as exc:
+        checks.limit("options.size", exc.message, "max_size_for_device_memory", exc.max_size)
+
+
+def inspect(
+    request: pb.StylizeRequest, limits: Limits, intake: IntakeLimits, engine: Any = None
+) -> Inspection:
     """Validate options and image headers against every rule and limit; no pixel is decoded.
 
-    Raises InvalidRequestError naming every bad field.
+    With the loaded `engine`, also whether the job fits its device's memory. Raises
+    InvalidRequestError naming every bad field.
     """
     checks = _Checks()
     violations: list[FieldViolation] = []
@@ -286,6 +308,8 @@ def inspect(request: pb.StylizeRequest, limits: Limits, intake: IntakeLimits) ->
             output_pixels = out_h * out_w
         except InvalidOptions as exc:  # an output whose shorter side is under 16 px
             checks.replace("options.size", exc.message)
+    checks.raise_if_any()
+    _check_device_memory(engine, content, styles, options, checks)
     checks.raise_if_any()
     return Inspection(
         options=options,

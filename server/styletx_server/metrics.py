@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -18,7 +18,7 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -34,29 +34,68 @@ PIXEL_BUCKETS: tuple[float, ...] = (
 
 
 class GpuMemoryCollector(Collector):
-    """`styletx_gpu_memory_bytes{device}` from TensorFlow, only where a GPU exists."""
+    """`styletx_gpu_memory_bytes{device}` (in use) and `styletx_gpu_memory_capacity_bytes`
+    (what jobs are planned against) from the loaded engine, whatever its Keras backend.
+
+    Nothing until the server sets `engine`, and nothing on CPUs (the engine reports no device).
+    """
+
+    def __init__(self) -> None:
+        self.engine: Any = None
 
     def collect(self) -> Iterator[Metric]:
-        # Never import TensorFlow just to scrape: the engine imports it when it loads.
-        tf = sys.modules.get("tensorflow")
-        if tf is None:
+        engine = self.engine
+        if engine is None:
             return
         try:
-            gpus = tf.config.list_logical_devices("GPU")
-            if not gpus:
-                return
-            family = GaugeMetricFamily(
-                "styletx_gpu_memory_bytes",
-                "GPU memory TensorFlow currently holds, per device",
-                labels=["device"],
-            )
-            for gpu in gpus:
-                info = tf.config.experimental.get_memory_info(gpu.name)
-                family.add_metric([gpu.name], float(info["current"]))
+            in_use = engine.memory_info() if hasattr(engine, "memory_info") else {}
+            capacity = engine.memory_capacity() if hasattr(engine, "memory_capacity") else {}
         except Exception:  # a scrape must never fail because of a driver hiccup
             log.debug("GPU memory query failed", exc_info=True)
             return
-        yield family
+        if in_use:
+            family = GaugeMetricFamily(
+                "styletx_gpu_memory_bytes",
+                "GPU memory the engine's framework holds now, per device",
+                labels=["device"],
+            )
+            for device, used in sorted(in_use.items()):
+                family.add_metric([device], float(used))
+            yield family
+        if capacity:
+            limit = GaugeMetricFamily(
+                "styletx_gpu_memory_capacity_bytes",
+                "GPU memory jobs are planned against, per device (--device-memory-bytes or "
+                "what the framework reports)",
+                labels=["device"],
+            )
+            for device, size in sorted(capacity.items()):
+                limit.add_metric([device], float(size))
+            yield limit
+
+
+class BatchingCollector(Collector):
+    """Cross-job batching counters of the loaded engine (its `batch_stats`)."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+
+    def collect(self) -> Iterator[Metric]:
+        stats = getattr(self.engine, "batch_stats", None)
+        if stats is None:
+            return
+        yield CounterMetricFamily(
+            "styletx_batches",
+            "Batched loss-and-gradient step calls (each carries the evaluations of one or more "
+            "jobs of one shape); 0 while batching is off",
+            value=float(stats.batches),
+        )
+        yield CounterMetricFamily(
+            "styletx_batched_evaluations",
+            "Evaluations run in batched step calls; divided by styletx_batches_total: the mean "
+            "batch size",
+            value=float(stats.evaluations),
+        )
 
 
 @dataclass
@@ -84,6 +123,14 @@ class ServerMetrics:
     evaluation_duration: Histogram
     image_pixels: Histogram
     registry: CollectorRegistry
+    #: Engine-reported figures; the server points them at the engine once it is loaded.
+    gpu_memory: GpuMemoryCollector = field(default_factory=GpuMemoryCollector)
+    batching: BatchingCollector = field(default_factory=BatchingCollector)
+
+    def watch(self, engine: Any) -> None:
+        """Report `engine`'s device memory and batching counters from now on."""
+        self.gpu_memory.engine = engine
+        self.batching.engine = engine
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ServerMetrics:
@@ -92,9 +139,13 @@ class ServerMetrics:
         if reg is not REGISTRY:
             # The global registry already has the process collector; a fresh one needs its own.
             ProcessCollector(registry=reg)
-        reg.register(GpuMemoryCollector())
+        gpu_memory, batching = GpuMemoryCollector(), BatchingCollector()
+        reg.register(gpu_memory)
+        reg.register(batching)
         b = BUCKETS
         return cls(
+            gpu_memory=gpu_memory,
+            batching=batching,
             requests=Counter(
                 "styletx_requests_total",
                 "gRPC calls by method, final status code and reason (the ErrorInfo reason "
@@ -221,4 +272,10 @@ class MetricsHttpServer:
         self._thread.join(timeout=5)
 
 
-__all__ = ["BUCKETS", "GpuMemoryCollector", "MetricsHttpServer", "ServerMetrics"]
+__all__ = [
+    "BUCKETS",
+    "BatchingCollector",
+    "GpuMemoryCollector",
+    "MetricsHttpServer",
+    "ServerMetrics",
+]

@@ -210,7 +210,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             self._end(context, call, statuses.draining())
             return
         try:
-            inspection = inspect(request, p.limits, p.intake)
+            inspection = inspect(request, p.limits, p.intake, engine)
         except InvalidRequestError as exc:
             call.fields["violations"] = [v.field for v in exc.violations]
             self._end(

@@ -48,6 +48,9 @@ class LossStep(ABC):
 
     #: Layers the step extracts: the content layer first, then the style layers.
     layers: tuple[str, ...]
+    #: Whether each new input shape (batch size included) costs a compilation (XLA backends);
+    #: the cross-job batcher then keeps to a few batch sizes.
+    compiles_per_shape: bool = False
 
     @abstractmethod
     def targets(self, images: Array) -> tuple[Array, list[Array]]:
@@ -57,6 +60,11 @@ class LossStep(ABC):
     @abstractmethod
     def put(self, content: Array, grams: Sequence[Array], weights: Array) -> DeviceTargets:
         """Targets (numpy, float32-convertible) moved onto the device once, for many steps."""
+
+    @abstractmethod
+    def with_weights(self, targets: DeviceTargets, weights: Array) -> DeviceTargets:
+        """`targets` with other loss weights `[B, 4]` (the same content and Grams on the device),
+        e.g. scaled by a float16 loss scale."""
 
     @abstractmethod
     def concat(self, parts: Sequence[DeviceTargets]) -> DeviceTargets:
@@ -107,6 +115,20 @@ class Backend(ABC):
         """{device: bytes in use} for an accelerator; empty for a CPU."""
 
     @abstractmethod
+    def memory_capacity(self, device: str) -> int | None:
+        """Bytes the framework may allocate on `device`; None where it cannot tell (a CPU)."""
+
+    @abstractmethod
+    def peak_memory(self, device: str) -> int | None:
+        """Most bytes in use on `device` so far (since the process started, or the last
+        `reset_peak_memory`); None for a CPU."""
+
+    def reset_peak_memory(self, device: str) -> bool:
+        """Start `peak_memory` over from the bytes in use now; False where the framework
+        cannot (then the peak keeps counting from the start of the process)."""
+        return False
+
+    @abstractmethod
     def make_step(self, extractor: Any, layers: tuple[str, ...], device: str) -> LossStep:
         """A `LossStep` over `extractor`, the Keras model `vgg.feature_extractor` built for
         `layers` (content layer first)."""
@@ -135,6 +157,12 @@ def check_step_inputs(images: Array, targets: DeviceTargets) -> Array:
     return batch
 
 
+def check_weights(targets: DeviceTargets, weights: Array) -> None:
+    """New loss weights for `targets`: one row of `WEIGHT_FIELDS` per sample."""
+    if np.shape(weights) != (targets.batch, len(WEIGHT_FIELDS)):
+        raise ValueError(f"weights {np.shape(weights)} for {targets.batch} rows of targets")
+
+
 def check_target_shapes(content: Array, grams: Sequence[Array], weights: Array) -> None:
     """Same batch everywhere and the documented ranks, before anything reaches a device."""
     batch = content.shape[0]
@@ -154,5 +182,6 @@ __all__ = [
     "canonical_device",
     "check_step_inputs",
     "check_target_shapes",
+    "check_weights",
     "gram_columns",
 ]

@@ -16,6 +16,7 @@ of the process keeps JAX's float32 defaults.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,14 +34,16 @@ from styletx.backends.base import (
     canonical_device,
     check_step_inputs,
     check_target_shapes,
+    check_weights,
     gram_columns,
 )
 from styletx.lru import LRUCache
 
 log = logging.getLogger(__name__)
 
-#: Compiled shapes kept per function of a step (a job at s scales uses s shapes).
-EXECUTABLES_PER_STEP = 8
+#: Compiled shapes kept per function of a step: a job at s scales uses s shapes, and batched
+#: jobs (styletx.batcher) a few batch sizes (1, 2, 4, 8) of each.
+EXECUTABLES_PER_STEP = 16
 
 _ShapeKey = tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]
 
@@ -80,6 +83,8 @@ class _Executables:
 class JaxStep(LossStep):
     """The loss-and-gradient step and the target function of one layer set, on one device."""
 
+    compiles_per_shape = True
+
     def __init__(
         self,
         extractor: Any,
@@ -100,7 +105,9 @@ class JaxStep(LossStep):
 
         def targets(trainable: Any, frozen: Any, images: Any) -> tuple[Any, list[Any]]:
             found = features(trainable, frozen, images)
-            return found[0], [losses.gram_matrix(f) for f in found[1:]]
+            # float32 targets whatever the compute dtype (16 bits under mixed precision).
+            content = found[0].astype(jnp.float32)
+            return content, [losses.gram_matrix(f) for f in found[1:]]
 
         def total(
             images: Any, trainable: Any, frozen: Any, content: Any, grams: Any, weights: Any
@@ -128,6 +135,10 @@ class JaxStep(LossStep):
             grams=tuple(self._put(g) for g in grams),
             weights=self._put(weights),
         )
+
+    def with_weights(self, targets: DeviceTargets, weights: Array) -> DeviceTargets:
+        check_weights(targets, weights)
+        return dataclasses.replace(targets, weights=self._put(weights))
 
     def concat(self, parts: Sequence[DeviceTargets]) -> DeviceTargets:
         return DeviceTargets(
@@ -201,11 +212,25 @@ class JaxBackend(Backend):
         placed: contextlib.AbstractContextManager[object] = jax.default_device(self._device(device))
         return placed
 
+    def _stats(self, device: str) -> dict[str, Any]:
+        if device.startswith("CPU"):
+            return {}
+        stats: dict[str, Any] = self._device(device).memory_stats() or {}
+        return stats
+
     def memory_info(self, device: str) -> dict[str, int]:
         if device.startswith("CPU"):
             return {}
-        stats = self._device(device).memory_stats() or {}
-        return {device: int(stats.get("bytes_in_use", 0))}
+        return {device: int(self._stats(device).get("bytes_in_use", 0))}
+
+    def memory_capacity(self, device: str) -> int | None:
+        # XLA's allocator pool: 75% of the GPU by default, XLA_PYTHON_CLIENT_MEM_FRACTION else.
+        limit = self._stats(device).get("bytes_limit")
+        return None if limit is None else int(limit)
+
+    def peak_memory(self, device: str) -> int | None:
+        peak = self._stats(device).get("peak_bytes_in_use")
+        return None if peak is None else int(peak)
 
     def make_step(self, extractor: Any, layers: tuple[str, ...], device: str) -> LossStep:
         return JaxStep(extractor, layers, self._device(device), EXECUTABLES_PER_STEP)

@@ -8,6 +8,7 @@ for every aspect ratio and every coarse-to-fine scale: no per-shape trace, no pe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from styletx.backends.base import (
     canonical_device,
     check_step_inputs,
     check_target_shapes,
+    check_weights,
     gram_columns,
 )
 
@@ -46,7 +48,9 @@ class TensorFlowStep(LossStep):
 
     def _targets_graph(self, images: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         features = self._extractor(images, training=False)
-        return features[0], [losses.gram_matrix(f) for f in features[1:]]
+        # float32 targets whatever the compute dtype (16 bits under mixed precision).
+        content = tf.cast(features[0], tf.float32)
+        return content, [losses.gram_matrix(f) for f in features[1:]]
 
     def _loss_and_grad_graph(
         self,
@@ -77,6 +81,11 @@ class TensorFlowStep(LossStep):
                 grams=tuple(tf.constant(g, dtype=tf.float32) for g in grams),
                 weights=tf.constant(weights, dtype=tf.float32),
             )
+
+    def with_weights(self, targets: DeviceTargets, weights: Array) -> DeviceTargets:
+        check_weights(targets, weights)
+        with tf.device(self._device):
+            return dataclasses.replace(targets, weights=tf.constant(weights, dtype=tf.float32))
 
     def concat(self, parts: Sequence[DeviceTargets]) -> DeviceTargets:
         with tf.device(self._device):
@@ -143,6 +152,22 @@ class TensorFlowBackend(Backend):
             return {}
         info = tf.config.experimental.get_memory_info(device)
         return {device: int(info["current"])}
+
+    def memory_capacity(self, device: str) -> int | None:
+        # TensorFlow reports no total for a GPU (with memory growth on it grows until the card
+        # is full): the operator states it (styletx-server --device-memory-bytes).
+        return None
+
+    def peak_memory(self, device: str) -> int | None:
+        if device.startswith("CPU"):
+            return None
+        return int(tf.config.experimental.get_memory_info(device)["peak"])
+
+    def reset_peak_memory(self, device: str) -> bool:
+        if device.startswith("CPU"):
+            return False
+        tf.config.experimental.reset_memory_stats(device)
+        return True
 
     def make_step(self, extractor: Any, layers: tuple[str, ...], device: str) -> LossStep:
         return TensorFlowStep(extractor, layers, device)

@@ -19,7 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 EVALUATIONS = 6
 
 
-def run(weights: Path, backend: str, capacity: int | None = None) -> dict[str, Any]:
+def run(
+    weights: Path, backend: str, capacity: int | None = None, precision: str = "float32"
+) -> dict[str, Any]:
     """Run the job on `backend` (selected first) and return what parity tests compare."""
     from styletx import backends
 
@@ -35,7 +37,7 @@ def run(weights: Path, backend: str, capacity: int | None = None) -> dict[str, A
     from styletx.options import StyleOptions
     from tests.support.weights import tiny_image
 
-    stylizer = Stylizer(weights)
+    stylizer = Stylizer(weights, precision=precision)
     options = StyleOptions(size=32, max_evaluations=EVALUATIONS, seed=0)
     step = stylizer.step(options)
     evaluated: list[list[float]] = []
@@ -75,8 +77,9 @@ def main() -> int:
     parser.add_argument("--backend", required=True)
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--capacity", type=int, default=None)
+    parser.add_argument("--precision", default="float32")
     args = parser.parse_args()
-    print(json.dumps(run(args.weights, args.backend, args.capacity)))
+    print(json.dumps(run(args.weights, args.backend, args.capacity, args.precision)))
     return 0
 
 

@@ -1,0 +1,68 @@
+"""The `styletx` CLI's GPU-related parts: --precision, and `weights export --float16`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from styletx import cli
+from styletx.weights import load_conv_base
+from tests.support.weights import tiny_image
+
+
+def test_precision_flag_reaches_the_engine_and_its_reports(
+    tmp_path: Path, seeded_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    Image.fromarray(tiny_image(32, 32, seed=1)).save(content)
+    Image.fromarray(tiny_image(32, 32, seed=2)).save(style)
+    stats = tmp_path / "stats.json"
+    args = ["stylize", str(content), str(style), "-o", str(tmp_path / "o.png")]
+    common = ["--weights", str(seeded_weights), "--size", "32", "--max-evaluations", "2"]
+    flags = ["--precision", "mixed_bfloat16", "--no-progress", "--stats-json", str(stats)]
+    assert cli.main([*args, *common, *flags]) == 0
+    data = json.loads(stats.read_text())
+    assert data["precision"] == "mixed_bfloat16" and np.isfinite(data["losses"]["total"])
+    info = ["info", "--weights", str(seeded_weights), "--precision", "mixed_float16"]
+    capsys.readouterr()
+    assert cli.main(info) == 0
+    assert "precision: mixed_float16" in capsys.readouterr().out.splitlines()
+    with pytest.raises(SystemExit) as bad:
+        cli.main([*info[:-1], "float8"])
+    assert bad.value.code == 2
+
+
+def test_weights_export_float16_is_half_the_size_and_loads_as_float32(
+    tmp_path: Path, seeded_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "vgg16.f16.weights.h5"
+    export = ["weights", "export", "--float16", "--weights", str(seeded_weights), str(out)]
+    assert cli.main(export) == 0
+    assert f"wrote {out} (float16" in capsys.readouterr().out
+    assert out.stat().st_size < 0.55 * seeded_weights.stat().st_size
+    with h5py.File(out) as f:
+        dtypes = set()
+        f.visititems(lambda _, o: dtypes.add(o.dtype) if isinstance(o, h5py.Dataset) else None)
+    assert dtypes == {np.dtype(np.float16)}
+    original, half = load_conv_base(seeded_weights), load_conv_base(out)
+    layer = "block3_conv2"
+    kernel = half.get_layer(layer).kernel
+    assert str(kernel.dtype) == "float32"
+    np.testing.assert_array_equal(
+        np.asarray(kernel),
+        np.asarray(original.get_layer(layer).kernel).astype(np.float16).astype(np.float32),
+    )
+
+
+def test_weights_export_refuses_a_name_keras_cannot_read(
+    tmp_path: Path, seeded_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["weights", "export", "--weights", str(seeded_weights), str(tmp_path / "w.h5")]
+    assert cli.main(args) == 2
+    assert "must end in .weights.h5" in capsys.readouterr().err
+    assert not (tmp_path / "w.h5").exists()
