@@ -42,7 +42,9 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
         item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
         if typing.get_origin(item) is typing.Literal and not _value_kind(item):
             text += f"; one of {', '.join(typing.get_args(item))}"
-        if typing.get_origin(hint) is tuple:
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif typing.get_origin(hint) is tuple:
             group.add_argument(flag, nargs="+", default=None, help=text, **_value_kind(item))
         else:
             group.add_argument(flag, default=None, help=text, **_value_kind(hint))

@@ -98,6 +98,12 @@ class _Space:
             return x.astype(np.float32).ravel().astype(np.float64)
         return ((x + vgg.BGR_MEAN)[..., ::-1] @ _LUMA).ravel()
 
+    def bounds(self) -> tuple[Vector, Vector]:
+        """Per-element (lower, upper) of the points whose pixels lie in 0..255."""
+        low = np.zeros(self.channels) if self.grey else -vgg.BGR_MEAN.astype(np.float64)
+        shape = (self.height, self.width, self.channels)
+        return (np.broadcast_to(low, shape).ravel(), np.broadcast_to(low + 255.0, shape).ravel())
+
     def resized(self, v: Vector, height: int, width: int) -> Vector:
         """`v` upsampled (bicubic) to the next scale's size."""
         planes = v.reshape(self.height, self.width, self.channels).astype(np.float32)
@@ -375,6 +381,9 @@ class Stylizer:
                     should_stop=should_stop,
                     on_iteration=report,
                     iteration_offset=iterations,
+                    # The reference lets pixels stray outside 0..255 and clips only the
+                    # delivered picture, which undoes part of the style (bench/RESULTS.md).
+                    bounds=level.bounds() if options.pixel_bounds else None,
                 )
             v, terms = found.x, found.terms
             iterations += found.iterations

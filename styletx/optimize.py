@@ -66,12 +66,19 @@ def minimize(
     should_stop: Callable[[], bool] | None = None,
     on_iteration: IterationCallback | None = None,
     iteration_offset: int = 0,
+    bounds: tuple[Vector, Vector] | None = None,
 ) -> OptimizeResult:
     """Minimise `objective` from `x0` with at most `max_evaluations` evaluations.
 
     `should_stop` is polled before every evaluation and raises `Cancelled`. The returned point is
     the best one evaluated (lowest total loss), so a budget that ends mid line-search loses nothing.
+    `bounds` (lower, upper; one value per element of x) makes it L-BFGS-B's box-constrained
+    problem: `x0` is projected into the box and every point evaluated stays inside it.
     """
+    box = None
+    if bounds is not None:
+        lower, upper = (np.broadcast_to(np.asarray(b, np.float64), np.shape(x0)) for b in bounds)
+        box = np.stack([lower.ravel(), upper.ravel()], axis=1)
     state = _State()
     scale = 1.0
     segment_end = 0
@@ -98,6 +105,8 @@ def minimize(
             on_iteration(iteration_offset + state.iterations, state.evaluations, xk, terms)
 
     x = np.asarray(x0, dtype=np.float64).ravel().copy()
+    if box is not None:
+        x = np.clip(x, box[:, 0], box[:, 1])
     while state.evaluations < max_evaluations:
         remaining = max_evaluations - state.evaluations
         segment = min(restart_every, remaining) if restart_every > 0 else remaining
@@ -114,6 +123,7 @@ def minimize(
                 factr=0.0,
                 pgtol=0.0,
                 callback=callback,
+                bounds=box,
             )
         except _BudgetReached:
             if state.evaluations >= max_evaluations:

@@ -120,6 +120,13 @@ class StyleOptions:
     lbfgs_memory: int = field(
         default=10, metadata=_help("L-BFGS memory (correction pairs kept, scipy's m)")
     )
+    pixel_bounds: bool = field(
+        default=False,
+        metadata=_help(
+            "keep the pixels inside 0..255 while optimising (L-BFGS-B bounds); off, as in the "
+            "reference, they stray and the picture is clipped at the end"
+        ),
+    )
     preset: Preset = field(
         default="reference",
         metadata=_help("named option set the other options were resolved from (see presets)"),
@@ -214,6 +221,8 @@ def _validate(o: StyleOptions) -> None:
     _int_in("scales", o.scales, 1, MAX_SCALES)
     _int_in("preview_every", o.preview_every, 0, MAX_EVALUATIONS)
     _int_in("lbfgs_memory", o.lbfgs_memory, 1, 100)
+    if not isinstance(o.pixel_bounds, bool):
+        raise InvalidOptions("pixel_bounds", f"must be true or false, got {o.pixel_bounds!r}")
 
 
 __all__ = [

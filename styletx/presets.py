@@ -7,7 +7,7 @@ the Chelsea photo and Starry Night resized once to 260x260; every method's deliv
 loss after its 10 x 20 restarted L-BFGS runs. Evaluation counts are robust; seconds are
 provisional (a shared 2-core CPU; bench/RESULTS.md).
 
-They assume the engine keeps the optimised pixels inside 0..255 (L-BFGS-B bounds). Then:
+Both keep the optimised pixels inside 0..255 (`pixel_bounds`, L-BFGS-B's box constraints):
 
 - `fast` = start from the content image, 40 evaluations: the tutorial's final loss after 30
   evaluations, 0.048x the tutorial's run time (an engine evaluation costs ~0.35 of the
@@ -39,8 +39,8 @@ from styletx.options import PRESETS
 PRESET_VALUES: Final[MappingProxyType[str, MappingProxyType[str, Any]]] = MappingProxyType(
     {
         "reference": MappingProxyType({}),
-        "fast": MappingProxyType({"init": "content", "max_evaluations": 40}),
-        "high": MappingProxyType({"init": "content", "max_evaluations": 500}),
+        "fast": MappingProxyType({"init": "content", "max_evaluations": 40, "pixel_bounds": True}),
+        "high": MappingProxyType({"init": "content", "max_evaluations": 500, "pixel_bounds": True}),
     }
 )
 

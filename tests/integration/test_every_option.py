@@ -73,6 +73,8 @@ def cli_flags(options: StyleOptions, names: Sequence[str], list_style: str) -> l
         flag = "--" + name.replace("_", "-")
         if isinstance(value, tuple):
             flags += [flag, ",".join(map(str, value))] if list_style == "comma" else [flag, *value]
+        elif isinstance(value, bool):  # a switch: --name / --no-name
+            flags += [flag if value else "--no-" + flag[2:]]
         else:
             flags += [flag, str(value)]
     return flags

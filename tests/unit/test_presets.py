@@ -51,6 +51,8 @@ def _other_value(key: str, value: Any) -> Any:
     }
     if key in others:
         return others[key]
+    if isinstance(value, bool):
+        return not value
     assert isinstance(value, float), f"add a case for {key}"
     return value * 2 + 0.5
 

@@ -76,6 +76,9 @@ class StyleOptionArgs(TypedDict, total=False):
     lbfgs_memory: int
     """L-BFGS memory: correction pairs kept (scipy's m, 1-100)."""
 
+    pixel_bounds: bool
+    """Keep the pixels inside 0..255 while optimising (L-BFGS-B bounds). Off, as in the reference, they stray outside and the delivered picture is clipped, which undoes part of the style."""
+
 
 @dataclass(frozen=True, slots=True)
 class ResolvedOptions:
@@ -129,6 +132,9 @@ class ResolvedOptions:
 
     lbfgs_memory: int | None = None
     """L-BFGS memory: correction pairs kept (scipy's m, 1-100)."""
+
+    pixel_bounds: bool | None = None
+    """Keep the pixels inside 0..255 while optimising (L-BFGS-B bounds). Off, as in the reference, they stray outside and the delivered picture is clipped, which undoes part of the style."""
 
 
 
@@ -196,4 +202,5 @@ OPTION_HELP: Final[dict[str, str]] = {
     "scales": 'Number of coarse-to-fine scales (1-4); each doubles the size of the previous one.',
     "preset": 'Named option set applied before the explicit fields above (which override it).',
     "lbfgs_memory": "L-BFGS memory: correction pairs kept (scipy's m, 1-100).",
+    "pixel_bounds": 'Keep the pixels inside 0..255 while optimising (L-BFGS-B bounds). Off, as in the reference, they stray outside and the delivered picture is clipped, which undoes part of the style.',
 }

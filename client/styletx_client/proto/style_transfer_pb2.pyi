@@ -334,6 +334,7 @@ class StyleOptions(_message.Message):
     SCALES_FIELD_NUMBER: _builtins.int
     PRESET_FIELD_NUMBER: _builtins.int
     LBFGS_MEMORY_FIELD_NUMBER: _builtins.int
+    PIXEL_BOUNDS_FIELD_NUMBER: _builtins.int
     size: _builtins.int
     """Longest side of the output in pixels; the content image's aspect ratio is kept."""
     content_weight: _builtins.float
@@ -366,6 +367,10 @@ class StyleOptions(_message.Message):
     """Named option set applied before the explicit fields above (which override it)."""
     lbfgs_memory: _builtins.int
     """L-BFGS memory: correction pairs kept (scipy's m, 1-100)."""
+    pixel_bounds: _builtins.bool
+    """Keep the pixels inside 0..255 while optimising (L-BFGS-B bounds). Off, as in the reference,
+    they stray outside and the delivered picture is clipped, which undoes part of the style.
+    """
     @_builtins.property
     def style_layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """VGG16 layers whose Gram matrices the style loss compares; empty means the default five."""
@@ -389,10 +394,11 @@ class StyleOptions(_message.Message):
         scales: _builtins.int | None = ...,
         preset: Global___Preset.ValueType = ...,
         lbfgs_memory: _builtins.int | None = ...,
+        pixel_bounds: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_content_layer", b"_content_layer", "_content_weight", b"_content_weight", "_lbfgs_memory", b"_lbfgs_memory", "_max_evaluations", b"_max_evaluations", "_restart_every", b"_restart_every", "_scales", b"_scales", "_seed", b"_seed", "_size", b"_size", "_style_scale", b"_style_scale", "_style_weight", b"_style_weight", "_tv_power", b"_tv_power", "_tv_weight", b"_tv_weight", "content_layer", b"content_layer", "content_weight", b"content_weight", "lbfgs_memory", b"lbfgs_memory", "max_evaluations", b"max_evaluations", "restart_every", b"restart_every", "scales", b"scales", "seed", b"seed", "size", b"size", "style_scale", b"style_scale", "style_weight", b"style_weight", "tv_power", b"tv_power", "tv_weight", b"tv_weight"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_content_layer", b"_content_layer", "_content_weight", b"_content_weight", "_lbfgs_memory", b"_lbfgs_memory", "_max_evaluations", b"_max_evaluations", "_pixel_bounds", b"_pixel_bounds", "_restart_every", b"_restart_every", "_scales", b"_scales", "_seed", b"_seed", "_size", b"_size", "_style_scale", b"_style_scale", "_style_weight", b"_style_weight", "_tv_power", b"_tv_power", "_tv_weight", b"_tv_weight", "content_layer", b"content_layer", "content_weight", b"content_weight", "lbfgs_memory", b"lbfgs_memory", "max_evaluations", b"max_evaluations", "pixel_bounds", b"pixel_bounds", "restart_every", b"restart_every", "scales", b"scales", "seed", b"seed", "size", b"size", "style_scale", b"style_scale", "style_weight", b"style_weight", "tv_power", b"tv_power", "tv_weight", b"tv_weight"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content_layer", b"_content_layer", "_content_weight", b"_content_weight", "_lbfgs_memory", b"_lbfgs_memory", "_max_evaluations", b"_max_evaluations", "_restart_every", b"_restart_every", "_scales", b"_scales", "_seed", b"_seed", "_size", b"_size", "_style_scale", b"_style_scale", "_style_weight", b"_style_weight", "_tv_power", b"_tv_power", "_tv_weight", b"_tv_weight", "content_layer", b"content_layer", "content_weight", b"content_weight", "init", b"init", "lbfgs_memory", b"lbfgs_memory", "max_evaluations", b"max_evaluations", "preserve_colors", b"preserve_colors", "preset", b"preset", "restart_every", b"restart_every", "scales", b"scales", "seed", b"seed", "size", b"size", "style_layers", b"style_layers", "style_scale", b"style_scale", "style_weight", b"style_weight", "tv_power", b"tv_power", "tv_weight", b"tv_weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content_layer", b"_content_layer", "_content_weight", b"_content_weight", "_lbfgs_memory", b"_lbfgs_memory", "_max_evaluations", b"_max_evaluations", "_pixel_bounds", b"_pixel_bounds", "_restart_every", b"_restart_every", "_scales", b"_scales", "_seed", b"_seed", "_size", b"_size", "_style_scale", b"_style_scale", "_style_weight", b"_style_weight", "_tv_power", b"_tv_power", "_tv_weight", b"_tv_weight", "content_layer", b"content_layer", "content_weight", b"content_weight", "init", b"init", "lbfgs_memory", b"lbfgs_memory", "max_evaluations", b"max_evaluations", "pixel_bounds", b"pixel_bounds", "preserve_colors", b"preserve_colors", "preset", b"preset", "restart_every", b"restart_every", "scales", b"scales", "seed", b"seed", "size", b"size", "style_layers", b"style_layers", "style_scale", b"style_scale", "style_weight", b"style_weight", "tv_power", b"tv_power", "tv_weight", b"tv_weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__content_layer: _TypeAlias = _typing.Literal["content_layer"]  # noqa: Y015
     _WhichOneofArgType__content_layer: _TypeAlias = _typing.Literal["_content_layer", b"_content_layer"]  # noqa: Y015
@@ -402,6 +408,8 @@ class StyleOptions(_message.Message):
     _WhichOneofArgType__lbfgs_memory: _TypeAlias = _typing.Literal["_lbfgs_memory", b"_lbfgs_memory"]  # noqa: Y015
     _WhichOneofReturnType__max_evaluations: _TypeAlias = _typing.Literal["max_evaluations"]  # noqa: Y015
     _WhichOneofArgType__max_evaluations: _TypeAlias = _typing.Literal["_max_evaluations", b"_max_evaluations"]  # noqa: Y015
+    _WhichOneofReturnType__pixel_bounds: _TypeAlias = _typing.Literal["pixel_bounds"]  # noqa: Y015
+    _WhichOneofArgType__pixel_bounds: _TypeAlias = _typing.Literal["_pixel_bounds", b"_pixel_bounds"]  # noqa: Y015
     _WhichOneofReturnType__restart_every: _TypeAlias = _typing.Literal["restart_every"]  # noqa: Y015
     _WhichOneofArgType__restart_every: _TypeAlias = _typing.Literal["_restart_every", b"_restart_every"]  # noqa: Y015
     _WhichOneofReturnType__scales: _TypeAlias = _typing.Literal["scales"]  # noqa: Y015
@@ -426,6 +434,8 @@ class StyleOptions(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__lbfgs_memory) -> _WhichOneofReturnType__lbfgs_memory | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_evaluations) -> _WhichOneofReturnType__max_evaluations | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pixel_bounds) -> _WhichOneofReturnType__pixel_bounds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__restart_every) -> _WhichOneofReturnType__restart_every | None: ...
     @_typing.overload
