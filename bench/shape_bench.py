@@ -10,6 +10,10 @@ Side by side in one run, real weights, the Chelsea photo and Starry Night:
 (c) resident memory (VmRSS) of a fresh process after jobs at 50 distinct aspect ratios minus
     after the first (the largest, so the others need no more activation memory). Goal: within
     100 MiB.
+(d) what (c) costs: the new engine in fresh processes with TensorFlow's oneDNN (MKL) kernels on
+    (the default) and off (`TF_ENABLE_ONEDNN_OPTS=0`): seconds per evaluation (processes
+    interleaved) and the RSS growth of (c). oneDNN keeps a per-thread cache of primitives for
+    every shape it has seen, which is where the growth of (c) comes from.
 
 Usage: python bench/shape_bench.py [--weights PATH] [--quick] [--json out.json]
 """
@@ -288,15 +292,60 @@ def rss_probe(kind: str, count: int, weights: str | None) -> None:
     print(json.dumps({"first": rss[0], "last": rss[-1]}))
 
 
-def rss_growth(kind: str, count: int, weights: str | None) -> dict[str, float]:
+def _env(onednn: bool | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if onednn is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = "1" if onednn else "0"
+    return env
+
+
+def rss_growth(
+    kind: str, count: int, weights: str | None, onednn: bool | None = None
+) -> dict[str, float]:
     """(c) Run `rss_probe` in a fresh process and return its figures."""
     cmd = [sys.executable, __file__, "--rss-probe", kind, "--shapes", str(count)]
     if weights:
         cmd += ["--weights", weights]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env(onednn)).stdout
     figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     figures["growth"] = figures["last"] - figures["first"]
     return figures
+
+
+def speed_probe(evaluations: int, weights: str | None) -> None:
+    """In a fresh process: median seconds per evaluation of a warm 260 px job."""
+    stylizer = Stylizer(weights)
+    content, style = _pictures()
+    options = StyleOptions(size=SIZE, max_evaluations=evaluations, seed=0)
+    stylizer.stylize(content, [style], options.replace(max_evaluations=2))
+    seconds: list[float] = []
+    stylizer.stylize(
+        content, [style], options, on_progress=lambda p: seconds.extend(p.evaluation_seconds)
+    )
+    print(json.dumps({"median": statistics.median(seconds)}))
+
+
+def onednn_cost(
+    evaluations: int, repeats: int, shapes: int, weights: str | None
+) -> dict[str, dict[str, float]]:
+    """(d) Per-evaluation seconds (interleaved fresh processes) and RSS growth, oneDNN on/off."""
+    cmd = [sys.executable, __file__, "--speed-probe", "--evaluations", str(evaluations)]
+    if weights:
+        cmd += ["--weights", weights]
+    runs: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(repeats):
+        for onednn in (True, False):
+            out = subprocess.run(
+                cmd, check=True, capture_output=True, text=True, env=_env(onednn)
+            ).stdout
+            runs[onednn].append(json.loads(out.strip().splitlines()[-1])["median"])
+    return {
+        ("on" if onednn else "off"): {
+            "seconds": statistics.median(runs[onednn]),
+            "rss_growth": rss_growth("new", shapes, weights, onednn)["growth"],
+        }
+        for onednn in (True, False)
+    }
 
 
 def main() -> int:
@@ -308,7 +357,11 @@ def main() -> int:
     parser.add_argument("--shapes", type=int, default=None, help="new shapes (b) / RSS (c)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--rss-probe", choices=["old", "new"], help=argparse.SUPPRESS)
+    parser.add_argument("--speed-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.speed_probe:
+        speed_probe(args.evaluations or 20, args.weights)
+        return 0
     if args.rss_probe:
         rss_probe(args.rss_probe, args.shapes or 50, args.weights)
         return 0
@@ -355,6 +408,14 @@ def main() -> int:
         report["rss_mib"][name] = c
         print(f"{name:>6} {c['first']:>8.0f} {c['last']:>8.0f} {c['growth']:>8.0f}")
     print("goal: new growth <= 100 MiB")
+
+    d = onednn_cost(evaluations, max(1, repeats // 2), rss_shapes, args.weights)
+    report["onednn"] = d
+    print("\n(d) the new engine with TensorFlow's oneDNN kernels on (default) and off")
+    print(f"{'oneDNN':>6} {'s/eval':>8} {'RSS growth MiB':>15}")
+    for name, row in d.items():
+        print(f"{name:>6} {row['seconds']:>8.4f} {row['rss_growth']:>15.0f}")
+    print(f"off/on seconds: {d['off']['seconds'] / d['on']['seconds']:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

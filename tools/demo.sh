@@ -36,6 +36,6 @@ done
 
 "$BIN/styletx-client" stylize \
   examples/content_chelsea.png examples/style_starry_night.jpg \
-  --server "$ADDR" --seed 1 \
+  --server "$ADDR" --preset fast --seed 1 \
   -o "$OUT/result.png" --side-by-side "$OUT/side_by_side.png" "$@"
 echo "result: $OUT/result.png   side by side: $OUT/side_by_side.png"
