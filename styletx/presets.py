@@ -5,16 +5,17 @@ scale, 200 evaluations). `fast` and `high` were chosen with `bench/quality_bench
 the Chelsea photo and Starry Night resized once to 260x260; every method's delivered image
 (8-bit, clipped to 0..255) scored with the reference's loss; target = the tutorial's own final
 loss after its 10 x 20 restarted L-BFGS runs. Evaluation counts are robust; seconds are
-provisional (a shared 2-core CPU; bench/RESULTS.md).
+machine-dependent (bench/RESULTS.md).
 
 Both keep the optimised pixels inside 0..255 (`pixel_bounds`, L-BFGS-B's box constraints):
 
-- `fast` = start from the content image, 40 evaluations: the tutorial's final loss after 30
-  evaluations, 0.048x the tutorial's run time (an engine evaluation costs ~0.35 of the
-  tutorial's); ends at 0.84x its loss with the cat's face intact. Coarse-to-fine scales add
+- `fast` = start from the content image, 40 evaluations: the tutorial's final loss after 29
+  evaluations (the tutorial takes 210), 0.064-0.070x the tutorial's run time on an Intel
+  AVX-512 CPU, about 0.05x on an AMD one (an engine evaluation costs 0.35-0.41 of the
+  tutorial's); ends at 0.85x its loss with the cat's face intact. Coarse-to-fine scales add
   nothing from the content image (2 scales: 28.5 full-size-equivalent evaluations, 3: 28.4, plus
   each scale's targets), and random init needs 59 evaluations (one scale) or 42 (three scales)
-  and blurs the face; 40 leaves a margin of 10 over the crossing.
+  and blurs the face; 40 leaves a margin of 11 over the crossing.
 - `high` = start from the content image, 500 evaluations: 0.62x the tutorial's final loss
   (100 evaluations give 0.68x; the rest sharpen the strokes) in about 0.8x its run time
   (500 engine evaluations cost what ~175 of the tutorial's do).
