@@ -356,6 +356,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=None, help="interleaved runs (a)")
     parser.add_argument("--shapes", type=int, default=None, help="new shapes (b) / RSS (c)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--parts", default="abcd", help="which measurements to run (default abcd)")
     parser.add_argument("--rss-probe", choices=["old", "new"], help=argparse.SUPPRESS)
     parser.add_argument("--speed-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -378,6 +379,23 @@ def main() -> int:
     print(f"backend: {stylizer.backend} on {stylizer.device}, tensorflow {tf.__version__}")
     report: dict[str, Any] = {}
 
+    if "a" in args.parts:
+        _part_a(report, stylizer, old, evaluations, repeats)
+    if "b" in args.parts:
+        _part_b(report, stylizer, old, new_shapes)
+    if "c" in args.parts:
+        _part_c(report, rss_shapes, args.weights)
+    if "d" in args.parts:
+        _part_d(report, evaluations, repeats, rss_shapes, args.weights)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _part_a(
+    report: dict[str, Any], stylizer: Stylizer, old: OldEngine, evaluations: int, repeats: int
+) -> None:
     a = per_evaluation(stylizer, old, evaluations, repeats)
     report["per_evaluation"] = a
     print(f"\n(a) seconds per evaluation at {a['shape'][0]}x{a['shape'][1]} (median of {repeats})")
@@ -387,6 +405,8 @@ def main() -> int:
         print(f"{label:>5} {row['old']:>22.4f} {row['new']:>16.4f} {row['ratio']:>8.3f}")
     print("goal: new/old <= 1.05")
 
+
+def _part_b(report: dict[str, Any], stylizer: Stylizer, old: OldEngine, new_shapes: int) -> None:
     b = new_shape_cost(stylizer, old, aspect_ratios(new_shapes, offset=100), 3)
     report["new_shape"] = b
     print(f"\n(b) extra seconds of a job at a new aspect ratio ({new_shapes} shapes, 3 evals)")
@@ -400,26 +420,28 @@ def main() -> int:
             )
     print("goal: new extra <= 0.3 s")
 
+
+def _part_c(report: dict[str, Any], rss_shapes: int, weights: str | None) -> None:
     print(f"\n(c) RSS (MiB) of a fresh process: after 1 job, after {rss_shapes} aspect ratios")
     print(f"{'':>6} {'first':>8} {'last':>8} {'growth':>8}")
     report["rss_mib"] = {}
     for name in ("old", "new"):
-        c = rss_growth(name, rss_shapes, args.weights)
+        c = rss_growth(name, rss_shapes, weights)
         report["rss_mib"][name] = c
         print(f"{name:>6} {c['first']:>8.0f} {c['last']:>8.0f} {c['growth']:>8.0f}")
     print("goal: new growth <= 100 MiB")
 
-    d = onednn_cost(evaluations, max(1, repeats // 2), rss_shapes, args.weights)
+
+def _part_d(
+    report: dict[str, Any], evaluations: int, repeats: int, rss_shapes: int, weights: str | None
+) -> None:
+    d = onednn_cost(evaluations, max(1, repeats // 2), rss_shapes, weights)
     report["onednn"] = d
     print("\n(d) the new engine with TensorFlow's oneDNN kernels on (default) and off")
     print(f"{'oneDNN':>6} {'s/eval':>8} {'RSS growth MiB':>15}")
     for name, row in d.items():
         print(f"{name:>6} {row['seconds']:>8.4f} {row['rss_growth']:>15.0f}")
     print(f"off/on seconds: {d['off']['seconds'] / d['on']['seconds']:.2f}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
