@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from styletx import images  # noqa: E402
+from styletx.geometry import fit_longest  # noqa: E402
 from styletx.options import StyleOptions  # noqa: E402
 from styletx.result import Image  # noqa: E402
 
@@ -139,7 +140,8 @@ def save_inputs(out: Path, size: int, quality: int) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     names = []
     for path in (CONTENT, *(style for style, _ in STYLES)):
-        small = images.resize_longest(images.decode_image(path), size)
+        picture = images.decode_image(path)
+        small = images.resize_to(picture, *fit_longest(*picture.shape[:2], size))
         names.append(_save(small, out, f"{_stem(path)}.jpg", quality))
     return names
 

@@ -113,3 +113,15 @@ def test_update_readme_replaces_only_the_text_between_the_markers(
     readme.write_text("no markers here\n")
     with pytest.raises(SystemExit, match="markers"):
         gallery.update_readme(readme, "x")
+
+
+def test_inputs_are_saved_at_the_gallery_size_keeping_their_aspect_ratio(
+    gallery: ModuleType, tmp_path: Path
+) -> None:
+    from PIL import Image as PILImage
+
+    names = gallery.save_inputs(tmp_path, 48, 80)
+    assert len(names) == 1 + len(gallery.STYLES)
+    for name in names:
+        with PILImage.open(tmp_path / Path(name).name) as picture:
+            assert max(picture.size) == 48
