@@ -92,6 +92,7 @@ def test_every_set_option_reaches_the_engine() -> None:
         scales=2,
         preset=pb.PRESET_REFERENCE,
         lbfgs_memory=5,
+        pixel_bounds=True,
     )
     req = request(
         options=given, preview_every=3, output_format=pb.IMAGE_FORMAT_WEBP, output_quality=70
@@ -115,6 +116,7 @@ def test_every_set_option_reaches_the_engine() -> None:
         preview_every=3,
         preset="reference",
         lbfgs_memory=5,
+        pixel_bounds=True,
     )
     assert (spec.output_format, spec.output_quality) == ("webp", 70)
     # The proto of the resolved options round-trips every field.
