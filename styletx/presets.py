@@ -10,7 +10,7 @@ machine-dependent (bench/RESULTS.md).
 Both keep the optimised pixels inside 0..255 (`pixel_bounds`, L-BFGS-B's box constraints):
 
 - `fast` = start from the content image, 40 evaluations: the tutorial's final loss after 29
-  evaluations (the tutorial takes 210), 0.064-0.070x the tutorial's run time on an Intel
+  evaluations (the tutorial takes 210), 0.057-0.070x the tutorial's run time on an Intel
   AVX-512 CPU, about 0.05x on an AMD one (an engine evaluation costs 0.35-0.41 of the
   tutorial's); ends at 0.85x its loss with the cat's face intact. Coarse-to-fine scales add
   nothing from the content image (2 scales: 28.5 full-size-equivalent evaluations, 3: 28.4, plus
