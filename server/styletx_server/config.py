@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -185,199 +186,157 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d = ServerConfig()
 
+    hints = typing.get_type_hints(ServerConfig)
+
     def add(flag: str, help_text: str, **kwargs: object) -> None:
+        """One flag; its default and value type come from the ServerConfig field it sets."""
+        name = flag.removeprefix("--").replace("-", "_")
+        if name in hints and "action" not in kwargs:
+            kwargs.setdefault("default", getattr(d, name))
+            kinds = [k for k in typing.get_args(hints[name]) if k is not type(None)]
+            kind = kinds[0] if kinds else hints[name]
+            if kind in (int, float, Path):
+                kwargs.setdefault("type", kind)
         parser.add_argument(flag, help=f"{help_text} [env {env_name(flag)}]", **kwargs)  # type: ignore[arg-type]
 
-    add("--address", "gRPC listen address HOST:PORT (port 0 picks a free one)", default=d.address)
+    add("--address", "gRPC listen address HOST:PORT (port 0 picks a free one)")
     add(
         "--metrics-port",
         "Prometheus /metrics HTTP port; 0 turns metrics off",
-        type=int,
-        default=d.metrics_port,
     )
     add(
         "--weights",
         "VGG16 .weights.h5 file (default: $STYLETX_WEIGHTS, then the cache)",
-        type=Path,
-        default=None,
     )
     add(
         "--workers",
         "concurrent jobs; 0 = --jobs-per-device per GPU, 1 on CPU",
-        type=int,
-        default=d.workers,
     )
     add(
         "--backend",
         "Keras backend running the model (default: $KERAS_BACKEND, else tensorflow)",
         choices=BACKENDS,
-        default=d.backend,
     )
     add(
         "--precision",
         "Keras dtype policy of the model: mixed_* run VGG16's activations in 16 bits (faster "
         "on GPUs with tensor cores); losses and gradients are summed in float32 or wider",
         choices=PRECISIONS,
-        default=d.precision,
     )
     add(
         "--batch-window-ms",
         "cross-job batching: evaluations of concurrent jobs of the same shape on one device go "
         "through VGG16 as one batch, gathered for at most this long; 0 = off (default: 10 on "
         "a GPU, off on a CPU)",
-        type=float,
-        default=d.batch_window_ms,
     )
     add(
         "--jobs-per-device",
         "jobs running at once on each device (their evaluations batch together); 0 = 4 on a "
         "GPU with batching on, else 1",
-        type=int,
-        default=d.jobs_per_device,
     )
     add(
         "--device-memory-bytes",
         "GPU memory jobs are planned against: a job predicted not to fit is refused "
         "(INVALID_ARGUMENT naming the largest size that fits), jobs that do not fit together "
         "wait; 0 = what the backend reports (JAX does, TensorFlow does not: then unchecked)",
-        type=int,
-        default=d.device_memory_bytes,
     )
     add(
         "--queue-size",
         "jobs that may wait for a worker; more get RESOURCE_EXHAUSTED",
-        type=int,
-        default=d.queue_size,
     )
     add(
         "--max-message-bytes",
         "largest gRPC message received or sent",
-        type=int,
-        default=d.max_message_bytes,
     )
     add(
         "--max-pixels",
         "largest input image (width x height), checked before decoding",
-        type=int,
-        default=d.max_pixels,
     )
     add(
         "--max-request-pixels",
         "largest sum of the content's and style images' pixels in one request (header sizes, "
         "checked before decoding)",
-        type=int,
-        default=d.max_request_pixels,
     )
     add(
         "--max-inflight-pixels",
         "budget of input pixels (header sizes) of every call being decoded, queued or running; "
         "a call beyond it gets RESOURCE_EXHAUSTED (OVER_BUDGET) before any decoding",
-        type=int,
-        default=d.max_inflight_pixels,
     )
-    add("--max-styles", "most style images per request", type=int, default=d.max_styles)
+    add("--max-styles", "most style images per request")
     add(
         "--max-calls",
         "most concurrent Stylize calls (streams, attached ones included); more get "
         "RESOURCE_EXHAUSTED (TOO_MANY_CALLS)",
-        type=int,
-        default=d.max_calls,
     )
     add(
         "--decode-threads",
         "threads decoding admitted images (off the event loop)",
-        type=int,
-        default=d.decode_threads,
     )
     engine = StyleOptions()
     add(
         "--default-preset",
         "preset of requests that name none (its values apply under the request's own options)",
         choices=PRESETS,
-        default=d.default_preset,
     )
     add(
         "--default-evaluations",
         "L-BFGS evaluation budget when neither the request nor its preset sets one "
         f"(default: the engine's, {engine.max_evaluations})",
-        type=int,
-        default=d.default_evaluations,
     )
     add(
         "--max-evaluations",
         "largest evaluation budget a request may ask for",
-        type=int,
-        default=d.max_evaluations,
     )
     add(
         "--default-size",
         "output size (longest side, px) when neither the request nor its preset sets one "
         f"(default: the engine's, {engine.size})",
-        type=int,
-        default=d.default_size,
     )
-    add("--max-size", "largest output size a request may ask for", type=int, default=d.max_size)
+    add("--max-size", "largest output size a request may ask for")
     add(
         "--max-style-size",
         "largest style pass (longest side, px = size x style_scale) a request may cause",
-        type=int,
-        default=d.max_style_size,
     )
-    add("--max-scales", "most coarse-to-fine scales", type=int, default=d.max_scales)
+    add("--max-scales", "most coarse-to-fine scales")
     add(
         "--linger",
         "seconds a job with a request_key keeps running after its last caller left, so a "
         "reconnecting caller can re-attach (jobs without a key stop at once)",
-        type=float,
-        default=d.linger,
     )
     add(
         "--result-ttl",
         "seconds the result of a job with a request_key is kept for callers re-attaching",
-        type=float,
-        default=d.result_ttl,
     )
     add(
         "--max-stored-results",
         "most results kept for re-attaching callers (oldest dropped first)",
-        type=int,
-        default=d.max_stored_results,
     )
     add(
         "--max-stored-result-bytes",
         "most bytes of results kept for re-attaching callers (oldest dropped first)",
-        type=int,
-        default=d.max_stored_result_bytes,
     )
     add(
         "--grace-period",
         "seconds running jobs may finish after SIGTERM/SIGINT before they are cancelled; queued "
         "jobs that cannot finish within it are refused at once (UNAVAILABLE, DRAINING)",
-        type=float,
-        default=d.grace_period,
     )
     add(
         "--max-connection-age",
         "seconds after which a client connection is asked to reconnect (GOAWAY), so clients "
         "doing round robin over DNS find new replicas; calls in flight finish; 0 = never",
-        type=float,
-        default=d.max_connection_age,
     )
-    add("--tls-cert", "PEM certificate chain; enables TLS with --tls-key", type=Path, default=None)
-    add("--tls-key", "PEM private key; enables TLS with --tls-cert", type=Path, default=None)
+    add("--tls-cert", "PEM certificate chain; enables TLS with --tls-key")
+    add("--tls-key", "PEM private key; enables TLS with --tls-cert")
     add(
         "--tls-client-ca",
         "PEM CA bundle: require client certificates signed by it (mutual TLS; needs --tls-cert)",
-        type=Path,
-        default=None,
     )
     add(
         "--auth-token",
         "require metadata 'authorization: Bearer TOKEN' on API calls (health "
         "and reflection stay open)",
-        default=None,
     )
-    add("--log-level", "log level", default=d.log_level, choices=_LOG_LEVELS, type=str.upper)
+    add("--log-level", "log level", choices=_LOG_LEVELS, type=str.upper)
     add(
         "--no-warmup",
         "skip the warm-up job at start (SERVING sooner, first job slower)",
