@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,28 @@ def run(
     compiled.append(step.compilations)
     report["compilations"] = compiled
     report["cached_shapes"] = getattr(step, "cached_shapes", None)
+    return report
+
+
+def run_in_subprocess(weights: Path, backend: str, *flags: str) -> dict[str, Any]:
+    """`run()` in a fresh process (Keras picks its backend once per process): its report.
+
+    `flags` are this module's command-line flags (`--capacity 2`, `--precision ...`).
+    """
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("KERAS_BACKEND", None)
+    command = [sys.executable, "-m", "tests.support.backend_job", "--backend", backend]
+    out = subprocess.run(
+        [*command, "--weights", str(weights), *flags],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return report
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -81,19 +80,7 @@ def test_stylizer_reports_backend_precision_device_and_no_memory_on_cpu(
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_JAX, reason="jax is not installed (pip install 'styletx[jax]')")
 def test_the_same_job_on_tensorflow_and_jax(seeded_weights: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("KERAS_BACKEND", None)
-    command = [sys.executable, "-m", "tests.support.backend_job", "--backend", "jax"]
-    out = subprocess.run(
-        [*command, "--weights", str(seeded_weights), "--capacity", "2"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    on_jax = json.loads(out.stdout.strip().splitlines()[-1])
+    on_jax = backend_job.run_in_subprocess(seeded_weights, "jax", "--capacity", "2")
     on_tf = backend_job.run(seeded_weights, "tensorflow")
 
     assert on_jax["backend"] == "jax" and on_tf["backend"] == "tensorflow"

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support import backend_job
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -23,19 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
     reason="jax is not installed (pip install 'styletx[jax]')",
 )
 def test_jax_runs_mixed_bfloat16_close_to_float32(seeded_weights: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("KERAS_BACKEND", None)
-    command = [sys.executable, "-m", "tests.support.backend_job", "--backend", "jax"]
-    out = subprocess.run(
-        [*command, "--weights", str(seeded_weights), "--precision", "mixed_bfloat16"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    on_jax = json.loads(out.stdout.strip().splitlines()[-1])
+    on_jax = backend_job.run_in_subprocess(seeded_weights, "jax", "--precision", "mixed_bfloat16")
     on_tf = backend_job.run(seeded_weights, "tensorflow")
     assert (on_jax["backend"], on_jax["precision"]) == ("jax", "mixed_bfloat16")
     # Same tolerance as tests/unit/test_engine_precision.py: 1% at the first evaluation.
