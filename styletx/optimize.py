@@ -105,8 +105,6 @@ def minimize(
             on_iteration(iteration_offset + state.iterations, state.evaluations, xk, terms)
 
     x = np.asarray(x0, dtype=np.float64).ravel().copy()
-    if box is not None:
-        x = np.clip(x, box[:, 0], box[:, 1])
     while state.evaluations < max_evaluations:
         remaining = max_evaluations - state.evaluations
         segment = min(restart_every, remaining) if restart_every > 0 else remaining

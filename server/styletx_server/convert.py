@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from google.protobuf import duration_pb2
@@ -48,14 +48,8 @@ class Limits:
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Limits:
-        return cls(
-            max_pixels=config.max_pixels,
-            max_size=config.max_size,
-            max_evaluations=config.max_evaluations,
-            default_size=config.default_size,
-            default_evaluations=config.default_evaluations,
-            default_preset=config.default_preset,
-        )
+        """The limits named like ServerConfig fields, taken from `config`."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
     def base_options(self) -> StyleOptions:
         """The engine's defaults with the operator's overrides, before any preset."""

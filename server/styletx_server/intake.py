@@ -9,7 +9,7 @@ on a decode thread, for requests already holding their pixel reservation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from styletx import Image, StyleOptions, geometry
@@ -36,15 +36,8 @@ class IntakeLimits:
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> IntakeLimits:
-        return cls(
-            max_styles=config.max_styles,
-            max_pixels=config.max_pixels,
-            max_request_pixels=config.max_request_pixels,
-            max_size=config.max_size,
-            max_style_size=config.max_style_size,
-            max_scales=config.max_scales,
-            max_evaluations=config.max_evaluations,
-        )
+        """The limits named like ServerConfig fields, taken from `config`."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
 class InvalidRequestError(Exception):
