@@ -22,6 +22,7 @@ from styletx.errors import (
     StyletxError,
     WeightsError,
 )
+from styletx.geometry import DEFAULT_SHAPE_STEP
 from styletx.images import DEFAULT_QUALITY
 from styletx.options import StyleOptions
 from styletx.precision import DEFAULT_PRECISION, PRECISIONS
@@ -85,6 +86,14 @@ def _add_backend_flag(parser: argparse.ArgumentParser) -> None:
         help="Keras dtype policy of the model: mixed_* run VGG16's activations in 16 bits "
         "(faster on GPUs with tensor cores); losses and gradients are summed in float32 or wider",
     )
+    parser.add_argument(
+        "--shape-step",
+        type=int,
+        default=DEFAULT_SHAPE_STEP,
+        help="pad the shorter side of what VGG16 runs up to a multiple of this many pixels "
+        "(masked: the result is unchanged; fewer shapes for TensorFlow to keep kernels for); "
+        "1 = off",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +153,12 @@ def _stylize(args: argparse.Namespace) -> int:
     options = _options_from(args)
     content = images.decode_image(args.content, field="content")
     styles = [images.decode_image(p, field=f"styles[{i}]") for i, p in enumerate(args.styles)]
-    stylizer = Stylizer(args.weights, backend=args.backend, precision=args.precision)
+    stylizer = Stylizer(
+        args.weights,
+        backend=args.backend,
+        precision=args.precision,
+        shape_step=args.shape_step,
+    )
     if args.previews:
         args.previews.mkdir(parents=True, exist_ok=True)
     bar = tqdm(
@@ -195,6 +209,7 @@ def _stylize(args: argparse.Namespace) -> int:
         "backend": stylizer.backend,
         "device": stylizer.device,
         "precision": stylizer.precision,
+        "shape_step": stylizer.shape_step,
     }
     if args.stats_json:
         args.stats_json.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +227,12 @@ def _info(args: argparse.Namespace) -> int:
     from styletx import backends, weights
     from styletx.engine import Stylizer
 
-    stylizer = Stylizer(args.weights, backend=args.backend, precision=args.precision)
+    stylizer = Stylizer(
+        args.weights,
+        backend=args.backend,
+        precision=args.precision,
+        shape_step=args.shape_step,
+    )
     found = backends.load()
     lines: dict[str, object] = {
         "backend": stylizer.backend,
@@ -221,6 +241,7 @@ def _info(args: argparse.Namespace) -> int:
         "device": stylizer.device,
         "accelerators": ", ".join(found.accelerators()) or "none",
         "precision": stylizer.precision,
+        "shape_step": stylizer.shape_step,
         **{f"weights_{k}": v for k, v in weights.describe(stylizer.weights.path).items()},
     }
     lines["weights_source"] = stylizer.weights.source

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image as PILImage
 
-from styletx import backends, geometry, images, memory, vgg
+from styletx import backends, geometry, heap, images, memory, vgg
 from styletx.batcher import DEFAULT_WINDOW_SECONDS, MAX_BATCH, Batcher, BatchStats, Seat
 from styletx.errors import Cancelled, InvalidImage, InvalidOptions, StyletxError
 from styletx.lru import LRUCache
@@ -125,6 +125,9 @@ class Stylizer:
     batching of concurrent jobs' evaluations (`styletx.batcher`); None: on (10 ms) on an
     accelerator, off on a CPU. `memory_capacity` (bytes) bounds the device memory jobs are
     predicted to use (`styletx.memory`); None asks the backend (unknown, so unchecked, on a CPU).
+    `shape_step` (px): the network runs an image with its shorter side padded up to a multiple of
+    it, with masks that keep every loss and gradient exact, so many aspect ratios share the
+    framework's per-shape kernels and memory (TensorFlow; `geometry.padded_size`); 1: no padding.
     """
 
     def __init__(
@@ -139,7 +142,11 @@ class Stylizer:
         max_batch: int = MAX_BATCH,
         memory_capacity: int | None = None,
         memory_model: memory.MemoryModel | None = None,
+        shape_step: int = geometry.DEFAULT_SHAPE_STEP,
     ) -> None:
+        if shape_step < 1:
+            raise ValueError(f"shape_step must be at least 1, got {shape_step}")
+        self.shape_step = shape_step
         self._precision: Precision = check_precision(precision)
         self.weights: ResolvedWeights = resolve_weights(weights)
         if blas_threads is not None:
@@ -168,6 +175,7 @@ class Stylizer:
                 "precision": self.precision,
                 "batch_window": batch_window,
                 "memory_capacity": capacity,
+                "shape_step": shape_step,
                 "weights": str(self.weights.path),
             },
         )
@@ -248,10 +256,15 @@ class Stylizer:
         return geometry.output_size(height, width, size)
 
     def warmup(self, size: int = 64) -> None:
-        """Run a tiny job so the default step is compiled and the kernels are loaded before the
-        first request (on TensorFlow that one trace serves every image shape)."""
-        probe = np.full((size, size, 3), 128, dtype=np.uint8)
-        self.stylize(probe, [probe], StyleOptions(size=size, max_evaluations=2, seed=0))
+        """Run tiny jobs so the default step is compiled and the kernels are loaded before the
+        first request (on TensorFlow those traces serve every image shape): a square one and,
+        with a `shape_step`, one the network runs padded."""
+        square = np.full((size, size, 3), 128, dtype=np.uint8)
+        options = StyleOptions(size=size, max_evaluations=2, seed=0)
+        self.stylize(square, [square], options)
+        if self.shape_step > 1:
+            oblong = np.full((size, size - self.shape_step // 2 - 1, 3), 128, dtype=np.uint8)
+            self.stylize(oblong, [oblong], options)
 
     def step(self, options: StyleOptions) -> LossStep:
         """The compiled step for `options`' layer set on this device (built on first use, kept in
@@ -261,7 +274,7 @@ class Stylizer:
         return self._steps.get_or_create(
             layers,
             lambda: self._backend.make_step(
-                vgg.feature_extractor(self._vgg, layers), layers, self._device
+                vgg.feature_extractor(self._vgg, layers), layers, self._device, self.shape_step
             ),
         )
 
@@ -284,11 +297,15 @@ class Stylizer:
         started = time.perf_counter()
         height, width = self.output_size(content.shape[0], content.shape[1], options.size)
         pixels = self.check_fits(content.shape[:2], [s.shape[:2] for s in styles], options)
-        # Waits while the jobs running on this device leave too little memory (GPUs only).
-        with self.memory.reserve(pixels, should_stop):
-            return self._stylize(
-                content, styles, options, on_progress, should_stop, started, (height, width)
-            )
+        try:
+            # Waits while the jobs running on this device leave too little memory (GPUs only).
+            with self.memory.reserve(pixels, should_stop):
+                return self._stylize(
+                    content, styles, options, on_progress, should_stop, started, (height, width)
+                )
+        finally:
+            # The job's activations are freed; give their pages back (styletx.heap).
+            heap.trim()
 
     def _stylize(
         self,

@@ -11,6 +11,9 @@ from styletx.errors import InvalidOptions
 #: Shortest side VGG16 can take: the deepest style layer (block5_conv3) sits after four 2x2
 #: poolings, so a side under 16 px leaves it no pixel at all.
 MIN_SIDE = 16
+#: Default step (px) of `padded_size`: 50 aspect ratios at 260 px share 9 shapes instead of 50
+#: (bench/shape_bench.py); a padded image costs at most 16 rows or columns more.
+DEFAULT_SHAPE_STEP = 16
 
 
 def fit_longest(height: int, width: int, size: int) -> tuple[int, int]:
@@ -90,4 +93,35 @@ def scale_sizes(height: int, width: int, scales: int) -> list[tuple[int, int]]:
     return [*levels, (height, width)]
 
 
-__all__ = ["MIN_SIDE", "cover_size", "fit_longest", "output_size", "scale_sizes", "style_size"]
+def padded_size(height: int, width: int, step: int) -> tuple[int, int]:
+    """(height, width) the network runs a `height` x `width` image at (`styletx.backends`
+    pads it with masks that keep every result exact): the longer side as it is, the shorter
+    rounded up to a multiple of `step` (at most the longer). `step` 1 pads nothing.
+
+    Why only the shorter side: a job's `size` sets the longer side, and a service sees few sizes;
+    the photo's aspect ratio sets the shorter one, and every photo brings another. Rounding it
+    makes the many aspect ratios share a few shapes, so the per-shape kernels the framework
+    caches (oneDNN keeps each shape's primitives) stay few, while square and common images are
+    not padded at all.
+    """
+    if step < 1:
+        raise ValueError(f"step must be positive, got {step}")
+
+    def up(side: int, cap: int) -> int:
+        return min(cap, -(-side // step) * step)
+
+    if height < width:
+        return up(height, width), width
+    return height, up(width, height)
+
+
+__all__ = [
+    "DEFAULT_SHAPE_STEP",
+    "MIN_SIDE",
+    "cover_size",
+    "fit_longest",
+    "output_size",
+    "padded_size",
+    "scale_sizes",
+    "style_size",
+]

@@ -329,6 +329,7 @@ class StyletxServer:
             precision=config.precision,
             batch_window=None if window is None else window / 1000.0,
             memory_capacity=config.device_memory_bytes or None,
+            shape_step=config.shape_step,
         )
 
     def wait_until_ready(self, timeout: float | None = None) -> bool:

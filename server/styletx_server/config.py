@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from styletx.backends import SUPPORTED as BACKENDS
+from styletx.geometry import DEFAULT_SHAPE_STEP
 from styletx.images import DEFAULT_MAX_PIXELS
 from styletx.options import (
     MAX_EVALUATIONS,
@@ -23,6 +24,8 @@ from styletx.precision import DEFAULT_PRECISION, PRECISIONS
 
 ENV_PREFIX = "STYLETX_"
 MIB = 1024 * 1024
+#: Largest --shape-step: a step past this pads more than it saves.
+MAX_SHAPE_STEP = 256
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -74,6 +77,8 @@ class ServerConfig:
     jobs_per_device: int = 0
     #: Device memory jobs are planned against, bytes (0: what the backend reports, if anything).
     device_memory_bytes: int = 0
+    #: Pad the shorter side of what VGG16 runs up to a multiple of this (exact; 1 = off).
+    shape_step: int = DEFAULT_SHAPE_STEP
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -153,6 +158,8 @@ def _validate(c: ServerConfig) -> None:
         raise ValueError(f"--batch-window-ms must be 0-1000 (0 = off), got {c.batch_window_ms}")
     if c.jobs_per_device < 0:
         raise ValueError(f"--jobs-per-device must be >= 0 (0 = auto), got {c.jobs_per_device}")
+    if not 1 <= c.shape_step <= MAX_SHAPE_STEP:
+        raise ValueError(f"--shape-step must be 1-{MAX_SHAPE_STEP} (1 = off), got {c.shape_step}")
     if c.device_memory_bytes < 0:
         raise ValueError(
             f"--device-memory-bytes must be >= 0 (0 = auto), got {c.device_memory_bytes}"
@@ -239,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
         "GPU memory jobs are planned against: a job predicted not to fit is refused "
         "(INVALID_ARGUMENT naming the largest size that fits), jobs that do not fit together "
         "wait; 0 = what the backend reports (JAX does, TensorFlow does not: then unchecked)",
+    )
+    add(
+        "--shape-step",
+        "VGG16 runs each image with its shorter side padded up to a multiple of this many "
+        "pixels (masked: losses, gradients and pictures are unchanged), so photos of many "
+        "aspect ratios share a few shapes and the kernels TensorFlow keeps per shape stay "
+        "few; costs up to that many rows or columns of compute; 1 = off (TensorFlow only)",
     )
     add(
         "--queue-size",

@@ -129,9 +129,13 @@ class Backend(ABC):
         return False
 
     @abstractmethod
-    def make_step(self, extractor: Any, layers: tuple[str, ...], device: str) -> LossStep:
+    def make_step(
+        self, extractor: Any, layers: tuple[str, ...], device: str, shape_step: int = 1
+    ) -> LossStep:
         """A `LossStep` over `extractor`, the Keras model `vgg.feature_extractor` built for
-        `layers` (content layer first)."""
+        `layers` (content layer first). `shape_step` > 1 lets the step run an image padded to
+        `geometry.padded_size` (exactly: same losses and gradient) where the backend gains
+        from fewer shapes."""
 
 
 def canonical_device(name: str) -> str:

@@ -5,8 +5,9 @@ compilation. Each step keeps its compiled executables (ahead-of-time: `jit(...).
 in a bounded LRU (`EXECUTABLES_PER_STEP` per function), so the shapes in use stay compiled and a
 stream of new aspect ratios cannot grow memory. JAX's own tracing and compilation caches would
 still hold an evicted executable, so an eviction also clears them (`jax.clear_caches()`); the
-executables in our LRU are held directly and stay usable. We do not round shapes up to a grid:
-padding would change the loss (borders and Gram matrices) and break parity with TensorFlow.
+executables in our LRU are held directly and stay usable. The TensorFlow backend's exact padding
+(`shape_step`) is not done here: the pad amounts are static under `jit`, so padded images would
+still compile once per shape.
 
 Losses are summed in float64 (see `styletx.losses`), which JAX allows only with x64 enabled: the
 functions are traced and run inside `jax.enable_x64(True)`, a thread-local switch, so the rest
@@ -232,7 +233,11 @@ class JaxBackend(Backend):
         peak = self._stats(device).get("peak_bytes_in_use")
         return None if peak is None else int(peak)
 
-    def make_step(self, extractor: Any, layers: tuple[str, ...], device: str) -> LossStep:
+    def make_step(
+        self, extractor: Any, layers: tuple[str, ...], device: str, shape_step: int = 1
+    ) -> LossStep:
+        # `shape_step` is TensorFlow's: padding here would still compile per image shape (the pad
+        # amounts are static under jit), so JAX keeps its LRU of executables instead.
         return JaxStep(extractor, layers, self._device(device), EXECUTABLES_PER_STEP)
 
 

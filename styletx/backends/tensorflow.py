@@ -2,19 +2,30 @@
 
 Both compiled functions carry an input signature whose batch, height and width are unknown
 (`[None, None, None, 3]`), so TensorFlow traces each once per `LossStep` and reuses that graph
-for every aspect ratio and every coarse-to-fine scale: no per-shape trace, no per-shape memory.
+for every aspect ratio and every coarse-to-fine scale: no per-shape trace.
+
+TensorFlow's oneDNN kernels still build and keep primitives (JIT code) for every shape they
+meet, a few MiB per shape, so with a `shape_step` the network runs each image padded to the
+shape `geometry.padded_size` gives, and many aspect ratios share one shape. The padding does
+not change a single result: the pad is zeros in preprocessed space (what a 'same' convolution
+reads past the border anyway), and after every layer the activations outside the image's own
+part are multiplied by zero, so each convolution at the border sees the zeros it would have
+seen, each 2x2 pooling of the image's part reads only that part, and the pad adds nothing to a
+Gram matrix. The losses and the gradient are the unpadded image's (tests/unit/test_padding.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
+import keras
 import tensorflow as tf
 
-from styletx import losses
+from styletx import geometry, losses
 from styletx.backends.base import (
     Array,
     Backend,
@@ -29,25 +40,80 @@ from styletx.backends.base import (
 
 _IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
 _WEIGHTS = tf.TensorSpec([None, len(losses.WEIGHT_FIELDS)], tf.float32, name="weights")
+_PADDED = tf.TensorSpec([2], tf.int32, name="padded")
+
+
+def _mask(features: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """`[1, H, W, 1]` ones on the top-left `height` x `width` of `features`, zeros elsewhere."""
+    shape = tf.shape(features)
+    rows = tf.sequence_mask(height, shape[1], dtype=features.dtype)
+    cols = tf.sequence_mask(width, shape[2], dtype=features.dtype)
+    return rows[None, :, None, None] * cols[None, None, :, None]
 
 
 class TensorFlowStep(LossStep):
     """The loss-and-gradient step and the target function of one layer set, on one device."""
 
-    def __init__(self, extractor: Any, layers: tuple[str, ...], device: str) -> None:
+    def __init__(
+        self, extractor: Any, layers: tuple[str, ...], device: str, shape_step: int = 1
+    ) -> None:
         self.layers = layers
-        self._extractor = extractor
+        self.shape_step = shape_step
         self._device = f"/device:{device}"
+        self._extractor = extractor
+        # VGG16 is a chain: the extractor's layers in order, up to the deepest one `layers` needs.
+        self._chain = [
+            layer for layer in extractor.layers if not isinstance(layer, keras.layers.InputLayer)
+        ]
         channels = [int(output.shape[-1]) for output in extractor.outputs]
         content = tf.TensorSpec([None, None, None, channels[0]], tf.float32, name="content")
         grams = tuple(tf.TensorSpec([None, c, c], tf.float32, name="gram") for c in channels[1:])
-        self._targets = tf.function(self._targets_graph, input_signature=[_IMAGES])
-        self._loss_and_grad = tf.function(
-            self._loss_and_grad_graph, input_signature=[_IMAGES, content, grams, _WEIGHTS]
-        )
+        # Two versions of each function, keyed by whether the image is padded: an image the
+        # network runs at its own shape (a square, a side already on the step) takes the plain
+        # model and pays nothing for the masks. Each is traced once, on first use.
+        self._targets = {
+            pad: tf.function(
+                functools.partial(self._targets_graph, pad=pad),
+                input_signature=[_IMAGES, _PADDED],
+            )
+            for pad in (False, True)
+        }
+        self._loss_and_grad = {
+            pad: tf.function(
+                functools.partial(self._loss_and_grad_graph, pad=pad),
+                input_signature=[_IMAGES, _PADDED, content, grams, _WEIGHTS],
+            )
+            for pad in (False, True)
+        }
 
-    def _targets_graph(self, images: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        features = self._extractor(images, training=False)
+    def _features(self, images: tf.Tensor, padded: tf.Tensor, pad: bool) -> list[tf.Tensor]:
+        """The outputs of `layers` for `images`; with `pad`, run at the `padded` (height, width):
+        the content layer's cropped to the image's own part, the style layers' zero outside it."""
+        if not pad:
+            return list(self._extractor(images, training=False))
+        shape = tf.shape(images)
+        height, width = shape[1], shape[2]
+        x = tf.pad(images, [[0, 0], [0, padded[0] - height], [0, padded[1] - width], [0, 0]])
+        wanted = set(self.layers)
+        outputs: dict[str, tuple[tf.Tensor, tf.Tensor, tf.Tensor]] = {}
+        for layer in self._chain:
+            x = layer(x, training=False)
+            if isinstance(layer, keras.layers.MaxPooling2D):
+                # 2x2, stride 2, no padding: the image's part of the output is floor(h / 2).
+                height, width = height // 2, width // 2
+            x = x * _mask(x, height, width)
+            if layer.name in wanted:
+                outputs[layer.name] = (x, height, width)
+        content, content_height, content_width = outputs[self.layers[0]]
+        return [
+            content[:, :content_height, :content_width, :],
+            *(outputs[name][0] for name in self.layers[1:]),
+        ]
+
+    def _targets_graph(
+        self, images: tf.Tensor, padded: tf.Tensor, pad: bool
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        features = self._features(images, padded, pad)
         # float32 targets whatever the compute dtype (16 bits under mixed precision).
         content = tf.cast(features[0], tf.float32)
         return content, [losses.gram_matrix(f) for f in features[1:]]
@@ -55,22 +121,35 @@ class TensorFlowStep(LossStep):
     def _loss_and_grad_graph(
         self,
         images: tf.Tensor,
+        padded: tf.Tensor,
         content: tf.Tensor,
         grams: tuple[tf.Tensor, ...],
         weights: tf.Tensor,
+        pad: bool,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(images)
-            features = self._extractor(images, training=False)
+            features = self._features(images, padded, pad)
             terms = losses.loss_terms(features, images, content, grams, weights)
             # Samples are independent, so the gradient of the batch's summed total is each
             # sample's own gradient.
             total = tf.reduce_sum(terms[:, 0])
         return terms, tape.gradient(total, images)
 
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the network runs a `height` x `width` image at."""
+        return geometry.padded_size(height, width, self.shape_step)
+
+    def _padded(self, images: Array) -> tuple[bool, tf.Tensor]:
+        """Whether `images` run padded, and the (height, width) they run at."""
+        shape = images.shape[1:3]
+        padded = self.padded_size(*shape)
+        return padded != tuple(shape), tf.constant(padded, dtype=tf.int32)
+
     def targets(self, images: Array) -> tuple[Array, list[Array]]:
+        pad, padded = self._padded(images)
         with tf.device(self._device):
-            content, grams = self._targets(tf.constant(images, dtype=tf.float32))
+            content, grams = self._targets[pad](tf.constant(images, dtype=tf.float32), padded)
         return content.numpy(), [g.numpy() for g in grams]
 
     def put(self, content: Array, grams: Sequence[Array], weights: Array) -> DeviceTargets:
@@ -97,18 +176,17 @@ class TensorFlowStep(LossStep):
 
     def loss_and_grad(self, images: Array, targets: DeviceTargets) -> tuple[Array, Array]:
         batch = check_step_inputs(images, targets)
+        pad, padded = self._padded(batch)
         with tf.device(self._device):
-            terms, grad = self._loss_and_grad(
-                tf.constant(batch), targets.content, targets.grams, targets.weights
+            terms, grad = self._loss_and_grad[pad](
+                tf.constant(batch), padded, targets.content, targets.grams, targets.weights
             )
         return terms.numpy(), grad.numpy()
 
     @property
     def compilations(self) -> int:
-        return int(
-            self._targets.experimental_get_tracing_count()
-            + self._loss_and_grad.experimental_get_tracing_count()
-        )
+        functions = [*self._targets.values(), *self._loss_and_grad.values()]
+        return sum(int(f.experimental_get_tracing_count()) for f in functions)
 
 
 class TensorFlowBackend(Backend):
@@ -169,8 +247,10 @@ class TensorFlowBackend(Backend):
         tf.config.experimental.reset_memory_stats(device)
         return True
 
-    def make_step(self, extractor: Any, layers: tuple[str, ...], device: str) -> LossStep:
-        return TensorFlowStep(extractor, layers, device)
+    def make_step(
+        self, extractor: Any, layers: tuple[str, ...], device: str, shape_step: int = 1
+    ) -> LossStep:
+        return TensorFlowStep(extractor, layers, device, shape_step)
 
 
 BACKEND = TensorFlowBackend()

@@ -57,11 +57,16 @@ def test_flags_build_the_engine_and_reach_started_metrics_and_workers(
         precision="mixed_bfloat16",
         batch_window_ms=250.0,
         jobs_per_device=2,
+        shape_step=32,
     )
     try:
         engine = server.stylizer
         assert isinstance(engine, Stylizer)
         assert (engine.precision, engine.batch_window) == ("mixed_bfloat16", 0.25)
+        assert engine.shape_step == 32 and engine.step(StyleOptions()).padded_size(40, 64) == (
+            64,
+            64,
+        )
         # Workers default to jobs per device x devices (one CPU here).
         assert server.workers == 2
         events = collect(stub_of(server, channels), make_request())

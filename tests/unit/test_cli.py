@@ -140,6 +140,7 @@ def test_info_reports_backend_device_and_weights(
     assert lines["backend"] == "tensorflow"
     assert lines["device"] == "CPU:0" and lines["accelerators"] == "none"
     assert lines["precision"] == "float32"
+    assert lines["shape_step"] == "16"
     assert "tensorflow" in lines["backends_available"]
     assert lines["weights_path"] == str(seeded_weights)
     assert lines["weights_source"] == "explicit"
@@ -155,12 +156,14 @@ def test_stats_name_the_backend_and_a_conflicting_backend_is_a_usage_error(
     args = ["stylize", *map(str, inputs), "-o", str(tmp_path / "o.png")]
     common = ["--weights", str(seeded_weights), "--size", "32", "--max-evaluations", "2"]
     stats = tmp_path / "stats.json"
-    assert cli.main([*args, *common, "--no-progress", "--stats-json", str(stats)]) == 0
+    padding = ["--shape-step", "1"]
+    assert cli.main([*args, *common, *padding, "--no-progress", "--stats-json", str(stats)]) == 0
     data = json.loads(stats.read_text())
-    assert (data["backend"], data["device"], data["precision"]) == (
+    assert (data["backend"], data["device"], data["precision"], data["shape_step"]) == (
         "tensorflow",
         "CPU:0",
         "float32",
+        1,
     )
     capsys.readouterr()
     # Keras already runs TensorFlow in this process: JAX cannot be switched to, and says why.

@@ -10,6 +10,7 @@ from styletx.geometry import (
     cover_size,
     fit_longest,
     output_size,
+    padded_size,
     scale_sizes,
     style_size,
 )
@@ -72,3 +73,33 @@ def test_cover_size_covers_the_target_with_the_image_aspect_ratio(
     got = cover_size(*image, target)
     assert got == expected
     assert got[0] >= target[0] and got[1] >= target[1]
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "step", "padded"),
+    [
+        (173, 260, 16, (176, 260)),  # the shorter side rounds up, the longer stays
+        (260, 197, 16, (260, 208)),
+        (260, 160, 16, (260, 160)),  # already on the step
+        (260, 260, 16, (260, 260)),  # squares are never padded
+        (250, 252, 16, (252, 252)),  # never past the longer side
+        (173, 260, 1, (173, 260)),  # step 1: off
+        (17, 31, 32, (31, 31)),
+    ],
+)
+def test_padded_size_rounds_only_the_shorter_side(
+    height: int, width: int, step: int, padded: tuple[int, int]
+) -> None:
+    assert padded_size(height, width, step) == padded
+
+
+def test_padded_size_makes_many_aspect_ratios_share_few_shapes() -> None:
+    shapes = [(short, 260) for short in range(130, 261)] + [(260, s) for s in range(130, 261)]
+    # 144, 160, ..., 256 and 260 for each orientation; 260 x 260 is in both.
+    assert len({padded_size(h, w, 16) for h, w in shapes}) == 17
+    assert len({padded_size(h, w, 1) for h, w in shapes}) == len(set(shapes))
+
+
+def test_padded_size_needs_a_positive_step() -> None:
+    with pytest.raises(ValueError, match="step"):
+        padded_size(10, 20, 0)

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from styletx.batcher import BatchStats
+from styletx.geometry import DEFAULT_SHAPE_STEP
 from styletx_server.app import GPU_JOBS_PER_DEVICE, auto_jobs_per_device
 from styletx_server.config import ServerConfig, load_config
 from styletx_server.metrics import ServerMetrics
@@ -23,7 +24,9 @@ def test_gpu_options_come_from_flags_and_environment() -> None:
     config = load_config([], env={})
     assert (config.backend, config.precision, config.batch_window_ms) == (None, "float32", None)
     assert (config.jobs_per_device, config.device_memory_bytes) == (0, 0)
+    assert config.shape_step == DEFAULT_SHAPE_STEP == 16
     env = {
+        "STYLETX_SHAPE_STEP": "32",
         "STYLETX_BACKEND": "jax",
         "STYLETX_PRECISION": "mixed_bfloat16",
         "STYLETX_BATCH_WINDOW_MS": "2.5",
@@ -34,6 +37,8 @@ def test_gpu_options_come_from_flags_and_environment() -> None:
     assert config.backend == "jax" and config.precision == "mixed_float16"  # the flag wins
     assert (config.batch_window_ms, config.jobs_per_device) == (2.5, 3)
     assert config.device_memory_bytes == 16 * 2**30
+    assert config.shape_step == 32
+    assert load_config(["--shape-step", "1"], env=env).shape_step == 1
 
 
 @pytest.mark.parametrize(
@@ -45,6 +50,8 @@ def test_gpu_options_come_from_flags_and_environment() -> None:
         ["--batch-window-ms", "5000"],
         ["--jobs-per-device", "-2"],
         ["--device-memory-bytes", "-1"],
+        ["--shape-step", "0"],
+        ["--shape-step", "257"],
     ],
 )
 def test_bad_gpu_options_exit_2_naming_the_flag(
