@@ -264,7 +264,8 @@ class Stylizer:
         self.stylize(square, [square], options)
         if self.shape_step > 1:
             oblong = np.full((size, size - self.shape_step // 2 - 1, 3), 128, dtype=np.uint8)
-            self.stylize(oblong, [oblong], options)
+            # Once only, with a square style: a second use would make the shape run exact.
+            self.stylize(oblong, [square], options)
 
     def step(self, options: StyleOptions) -> LossStep:
         """The compiled step for `options`' layer set on this device (built on first use, kept in

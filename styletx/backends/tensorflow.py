@@ -5,8 +5,9 @@ Both compiled functions carry an input signature whose batch, height and width a
 for every aspect ratio and every coarse-to-fine scale: no per-shape trace.
 
 TensorFlow's oneDNN kernels still build and keep primitives (JIT code) for every shape they
-meet, a few MiB per shape, so with a `shape_step` the network runs each image padded to the
-shape `geometry.padded_size` gives, and many aspect ratios share one shape. The padding does
+meet, a few MiB per shape, so with a `shape_step` the network runs an image padded to the shape
+`geometry.padded_size` gives, and many aspect ratios share one shape; a shape in steady use runs
+exact (`styletx.shapes.ShapePlanner`). The padding does
 not change a single result: the pad is zeros in preprocessed space (what a 'same' convolution
 reads past the border anyway), and after every layer the activations outside the image's own
 part are multiplied by zero, so each convolution at the border sees the zeros it would have
@@ -25,7 +26,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from styletx import geometry, losses
+from styletx import losses
 from styletx.backends.base import (
     Array,
     Backend,
@@ -37,6 +38,7 @@ from styletx.backends.base import (
     check_weights,
     gram_columns,
 )
+from styletx.shapes import ShapePlanner
 
 _IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
 _WEIGHTS = tf.TensorSpec([None, len(losses.WEIGHT_FIELDS)], tf.float32, name="weights")
@@ -59,6 +61,7 @@ class TensorFlowStep(LossStep):
     ) -> None:
         self.layers = layers
         self.shape_step = shape_step
+        self.shapes = ShapePlanner(shape_step)
         self._device = f"/device:{device}"
         self._extractor = extractor
         # VGG16 is a chain: the extractor's layers in order, up to the deepest one `layers` needs.
@@ -136,17 +139,19 @@ class TensorFlowStep(LossStep):
             total = tf.reduce_sum(terms[:, 0])
         return terms, tape.gradient(total, images)
 
-    def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) the network runs a `height` x `width` image at."""
-        return geometry.padded_size(height, width, self.shape_step)
+    def run_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the network runs a `height` x `width` image at now (`ShapePlanner`)."""
+        return self.shapes.shape(height, width)
 
     def _padded(self, images: Array) -> tuple[bool, tf.Tensor]:
         """Whether `images` run padded, and the (height, width) they run at."""
         shape = images.shape[1:3]
-        padded = self.padded_size(*shape)
+        padded = self.run_shape(*shape)
         return padded != tuple(shape), tf.constant(padded, dtype=tf.int32)
 
     def targets(self, images: Array) -> tuple[Array, list[Array]]:
+        # Targets are computed once per job and scale: that is what makes a shape "in use".
+        self.shapes.count(*images.shape[1:3])
         pad, padded = self._padded(images)
         with tf.device(self._device):
             content, grams = self._targets[pad](tf.constant(images, dtype=tf.float32), padded)

@@ -63,7 +63,7 @@ def test_flags_build_the_engine_and_reach_started_metrics_and_workers(
         engine = server.stylizer
         assert isinstance(engine, Stylizer)
         assert (engine.precision, engine.batch_window) == ("mixed_bfloat16", 0.25)
-        assert engine.shape_step == 32 and engine.step(StyleOptions()).padded_size(40, 64) == (
+        assert engine.shape_step == 32 and engine.step(StyleOptions()).run_shape(40, 64) == (
             64,
             64,
         )

@@ -37,7 +37,7 @@ def _step(stylizer: Stylizer, shape_step: int) -> TensorFlowStep:
 class _Oversized(TensorFlowStep):
     """Pads far more, and unevenly, than any step would: the masks must still be exact."""
 
-    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+    def run_shape(self, height: int, width: int) -> tuple[int, int]:
         return height + 13, width + 22
 
 
@@ -77,7 +77,7 @@ def test_padded_targets_losses_and_gradients_are_the_unpadded_ones(
 
 def test_the_network_runs_at_the_padded_shape(stylizer: Stylizer) -> None:
     step = _step(stylizer, 16)
-    assert step.padded_size(37, 50) == (48, 50)
+    assert step.run_shape(37, 50) == (48, 50)
     images = tf.constant(_pictures((37, 50))[0])
     features = step._features(images, tf.constant([48, 50]), pad=True)
     # The content layer (after one pooling) is cropped to the image's own part, 18 x 25 ...
@@ -92,7 +92,7 @@ def test_a_padded_job_gives_the_unpadded_picture(seeded_weights: Path, stylizer:
     options = StyleOptions(size=50, max_evaluations=6, seed=0)
     content, style = tiny_image(37, 50, seed=1), tiny_image(40, 30, seed=2)
     padded = Stylizer(seeded_weights, shape_step=16)
-    assert padded.step(options).padded_size(37, 50) == (48, 50)
+    assert padded.step(options).run_shape(37, 50) == (48, 50)
     want = stylizer.stylize(content, [style], options)
     got = padded.stylize(content, [style], options)
     assert got.evaluations == want.evaluations
