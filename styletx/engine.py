@@ -229,11 +229,15 @@ class Stylizer:
         """The pixels of the job's largest pass; DeviceMemoryExceeded (an InvalidOptions on
         `size`, naming the largest size that fits) when the job cannot fit on the device alone.
         `content` and `styles` are (height, width) of the input images."""
-        pixels = memory.job_pixels(content, styles, options.size, options.style_scale)
+        pixels = memory.job_pixels(
+            content, styles, options.size, options.style_scale, self.shape_step
+        )
 
         def largest(fits: Callable[[int], bool]) -> int:
             return memory.largest_size(
-                lambda size: fits(memory.job_pixels(content, styles, size, options.style_scale)),
+                lambda size: fits(
+                    memory.job_pixels(content, styles, size, options.style_scale, self.shape_step)
+                ),
                 options.size,
             )
 

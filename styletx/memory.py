@@ -90,16 +90,17 @@ def job_pixels(
     styles: Sequence[tuple[int, int]],
     size: int,
     style_scale: float,
+    shape_step: int = 1,
 ) -> int:
     """Pixels of the largest pass of a job: its output (longest side `size`, content's aspect)
-    or a style image resized as the engine resizes it (`geometry.style_size`). Defined for
-    every size (no minimum side), so the largest size that fits can be searched for."""
+    or a style image resized as the engine resizes it (`geometry.style_size`), each as the
+    network may run it, padded to `geometry.padded_size(..., shape_step)`. Defined for every
+    size (no minimum side), so the largest size that fits can be searched for."""
     out_h, out_w = geometry.fit_longest(content[0], content[1], size)
-    passes = [out_h * out_w]
+    shapes = [(out_h, out_w)]
     for height, width in styles:
-        sh, sw = geometry.style_size(height, width, (out_h, out_w), style_scale)
-        passes.append(sh * sw)
-    return max(passes)
+        shapes.append(geometry.style_size(height, width, (out_h, out_w), style_scale))
+    return max(h * w for h, w in (geometry.padded_size(*shape, shape_step) for shape in shapes))
 
 
 def largest_size(fits: Callable[[int], bool], upper: int) -> int:

@@ -7,12 +7,13 @@ for every aspect ratio and every coarse-to-fine scale: no per-shape trace.
 TensorFlow's oneDNN kernels still build and keep primitives (JIT code) for every shape they
 meet, a few MiB per shape, so with a `shape_step` the network runs an image padded to the shape
 `geometry.padded_size` gives, and many aspect ratios share one shape; a shape in steady use runs
-exact (`styletx.shapes.ShapePlanner`). The padding does
-not change a single result: the pad is zeros in preprocessed space (what a 'same' convolution
-reads past the border anyway), and after every layer the activations outside the image's own
-part are multiplied by zero, so each convolution at the border sees the zeros it would have
-seen, each 2x2 pooling of the image's part reads only that part, and the pad adds nothing to a
-Gram matrix. The losses and the gradient are the unpadded image's (tests/unit/test_padding.py).
+exact (`styletx.shapes.ShapePlanner`). The padding does not change a single result: the pad is
+zeros in preprocessed space (what a 'same' convolution reads past the border anyway), and after
+every layer the activations outside the image's own part are multiplied by zero, so each
+convolution at the border sees the zeros it would have seen, each 2x2 pooling of the image's part
+reads only that part, and the pad adds nothing to a Gram matrix. The losses and the gradient are
+the unpadded image's (tests/unit/test_padding.py). A function of each kind is traced for padded
+and for unpadded images, so an image that needs no padding pays nothing for the masks.
 """
 
 from __future__ import annotations

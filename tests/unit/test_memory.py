@@ -36,6 +36,12 @@ def test_a_jobs_largest_pass_is_its_output_or_a_scaled_style() -> None:
     assert memory.job_pixels((300, 400), [], 200, 1.0) == 200 * 150
 
 
+def test_a_jobs_pixels_count_the_padding_the_network_may_run_it_with() -> None:
+    # 200 x 150 runs padded to 200 x 160 with shape_step 32 (geometry.padded_size).
+    assert memory.job_pixels((300, 400), [], 200, 1.0, shape_step=32) == 200 * 160
+    assert memory.job_pixels((300, 400), [(60, 50)], 200, 1.0, shape_step=32) == 200 * 192
+
+
 def test_largest_size_searches_a_monotonic_limit() -> None:
     assert memory.largest_size(lambda size: size * size <= 250_000, 4096) == 500
     assert memory.largest_size(lambda size: True, 300) == 300
