@@ -351,7 +351,7 @@ class Stylizer:
             targets = self._targets(step, base, styles, blend, options, should_stop)
             level = _Space(h, w, grey)
             if v is None or space is None:
-                v0 = _initial_point(level, options, base, styles, rng)
+                v0 = _initial_point(level, options, base, styles, rng, blend)
             else:
                 v0 = space.resized(v, h, w)
             space = level
@@ -638,9 +638,14 @@ def _initial_point(
     base: Image,
     styles: Sequence[Image],
     rng: np.random.Generator,
+    blend: Sequence[float],
 ) -> Vector:
     if options.init == "content":
         return space.point(base)
+    if options.init == "content_matched":
+        # Not in the tutorial: the content's colours moved to the style's, so the optimiser
+        # starts where the shallow layers' Grams (mostly colour) already fit (bench/RESULTS.md).
+        return space.point(images.match_colors(base, styles, blend))
     if options.init == "style":
         # The first style image covering the output, aspect ratio kept, centre cropped.
         return space.point(images.resize_cover(styles[0], space.height, space.width))

@@ -41,6 +41,7 @@ __all__ = [
     "encode_image",
     "format_for_path",
     "image_dimensions",
+    "match_colors",
     "match_luminance",
     "resize_cover",
     "resize_to",
@@ -222,6 +223,24 @@ def match_luminance(image: Image, reference: Image) -> Image:
     scale = target.std() / spread if spread > 0 else 0.0
     matched = (source - source.mean()) * scale + target.mean()
     return _grey_to_rgb(_round_to_uint8(matched))
+
+
+def match_colors(image: Image, references: Sequence[Image], weights: Sequence[float]) -> Image:
+    """`image` with each RGB channel's mean and spread moved to those of `references` blended
+    with `weights` (the statistics of their mixture): the content's shapes in the style's
+    palette, a start from which the style's low-level Gram matrices are already near."""
+    pixels = image.astype(np.float64).reshape(-1, 3)
+    means = np.array([r.astype(np.float64).reshape(-1, 3).mean(axis=0) for r in references])
+    squares = np.array(
+        [(r.astype(np.float64).reshape(-1, 3) ** 2).mean(axis=0) for r in references]
+    )
+    blend = np.asarray(weights, dtype=np.float64)[:, None]
+    mean = (blend * means).sum(axis=0)
+    spread = np.sqrt(np.maximum((blend * squares).sum(axis=0) - mean**2, 0.0))
+    own = pixels.std(axis=0)
+    scale = np.divide(spread, own, out=np.zeros(3), where=own > 0)
+    matched = (pixels - pixels.mean(axis=0)) * scale + mean
+    return _round_to_uint8(matched.reshape(image.shape))
 
 
 def transfer_luminance(luminance: Image, colors: Image) -> Image:

@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 from styletx.errors import InvalidOptions
 from styletx.geometry import MIN_SIDE
 
-InitMethod = Literal["random", "content", "style"]
+InitMethod = Literal["random", "content", "style", "content_matched"]
 INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
 ColorPreservation = Literal["off", "swap", "luminance"]
 COLOR_PRESERVATIONS: tuple[str, ...] = get_args(ColorPreservation)

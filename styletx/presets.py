@@ -40,7 +40,9 @@ from styletx.options import PRESETS
 PRESET_VALUES: Final[MappingProxyType[str, MappingProxyType[str, Any]]] = MappingProxyType(
     {
         "reference": MappingProxyType({}),
-        "fast": MappingProxyType({"init": "content", "max_evaluations": 40, "pixel_bounds": True}),
+        "fast": MappingProxyType(
+            {"init": "content_matched", "max_evaluations": 40, "pixel_bounds": True}
+        ),
         "high": MappingProxyType({"init": "content", "max_evaluations": 500, "pixel_bounds": True}),
     }
 )

@@ -113,6 +113,26 @@ def test_init_style_covers_the_output_without_squashing(stylizer: Stylizer) -> N
     assert np.abs(result.image.astype(int) - squashed.astype(int)).mean() > 5
 
 
+def test_init_content_matched_starts_from_the_content_in_the_styles_blended_colours(
+    stylizer: Stylizer,
+) -> None:
+    content = tiny_image(48, 64)
+    styles = [np.full((30, 30, 3), (200, 40, 40), np.uint8), tiny_image(40, 40, seed=9)]
+    options = FAST.replace(
+        init="content_matched",
+        content_weight=0.0,
+        style_weight=0.0,
+        tv_weight=0.0,
+        max_evaluations=1,
+        style_blend_weights=(3.0, 1.0),
+    )
+    result = stylizer.stylize(content, styles, options)
+    base = images.resize_to(content, 24, 32)
+    expected = images.match_colors(base, styles, [0.75, 0.25])
+    np.testing.assert_allclose(result.image.astype(int), expected.astype(int), atol=1)
+    assert np.abs(result.image.astype(int) - base.astype(int)).mean() > 20
+
+
 def test_cancellation_is_checked_between_style_images(stylizer: Stylizer) -> None:
     calls: list[int] = []
 

@@ -649,3 +649,33 @@ def test_match_luminance_takes_the_reference_statistics() -> None:
 def test_module_does_not_import_tensorflow() -> None:
     code = "import sys, styletx.images; sys.exit('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_match_colors_moves_each_channel_to_the_styles_mean_and_spread() -> None:
+    from styletx.images import match_colors
+
+    content = tiny_image(40, 50, seed=1)
+    style = (np.random.default_rng(2).normal((200, 90, 30), (10, 40, 5), (30, 30, 3))).clip(0, 255)
+    style = style.astype(np.uint8)
+    matched = match_colors(content, [style], [1.0])
+    assert matched.shape == content.shape and matched.dtype == np.uint8
+    got = matched.reshape(-1, 3).astype(float)
+    want = style.reshape(-1, 3).astype(float)
+    np.testing.assert_allclose(got.mean(axis=0), want.mean(axis=0), atol=1.0)
+    np.testing.assert_allclose(got.std(axis=0), want.std(axis=0), atol=1.5)
+    # The content's shapes stay: matching is an affine map per channel.
+    for c in range(3):
+        assert np.corrcoef(got[:, c], content.reshape(-1, 3)[:, c])[0, 1] > 0.99
+
+
+def test_match_colors_blends_several_styles_as_one_mixture() -> None:
+    from styletx.images import match_colors
+
+    content = tiny_image(32, 32, seed=3)
+    dark, light = np.full((8, 8, 3), 100, np.uint8), np.full((8, 8, 3), 160, np.uint8)
+    matched = match_colors(content, [dark, light], [0.5, 0.5]).reshape(-1, 3).astype(float)
+    # The mixture of 100 and 160 in equal parts: mean 130, spread 30 (each alone: spread 0).
+    np.testing.assert_allclose(matched.mean(axis=0), 130, atol=1.0)
+    np.testing.assert_allclose(matched.std(axis=0), 30, atol=1.0)
+    flat = match_colors(np.full((4, 4, 3), 7, np.uint8), [light], [1.0])
+    assert (flat == 160).all()  # nothing to scale: the style's mean

@@ -20,7 +20,7 @@ ColorPreservation: TypeAlias = Literal["swap", "luminance", "off"]
 Preset: TypeAlias = Literal["reference", "fast", "high"]
 """A named set of options chosen from measurements; explicit option fields override it."""
 
-InitMethod: TypeAlias = Literal["random", "content", "style"]
+InitMethod: TypeAlias = Literal["random", "content", "style", "content_matched"]
 """How the optimised image is initialised."""
 
 

@@ -212,6 +212,11 @@ class _InitMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InitMethod
     """Start from the content image (converges faster, keeps more structure)."""
     INIT_METHOD_STYLE: _InitMethod.ValueType  # 3
     """Start from the (first) style image."""
+    INIT_METHOD_CONTENT_MATCHED: _InitMethod.ValueType  # 4
+    """Start from the content image with its colours moved to the style's (each RGB channel's
+    mean and spread matched to the style images' blend): reaches a given loss in about half
+    the evaluations of INIT_METHOD_CONTENT (the `fast` preset's start).
+    """
 
 class InitMethod(_InitMethod, metaclass=_InitMethodEnumTypeWrapper):
     """How the optimised image is initialised."""
@@ -224,6 +229,11 @@ INIT_METHOD_CONTENT: InitMethod.ValueType  # 2
 """Start from the content image (converges faster, keeps more structure)."""
 INIT_METHOD_STYLE: InitMethod.ValueType  # 3
 """Start from the (first) style image."""
+INIT_METHOD_CONTENT_MATCHED: InitMethod.ValueType  # 4
+"""Start from the content image with its colours moved to the style's (each RGB channel's
+mean and spread matched to the style images' blend): reaches a given loss in about half
+the evaluations of INIT_METHOD_CONTENT (the `fast` preset's start).
+"""
 Global___InitMethod: _TypeAlias = InitMethod  # noqa: Y015
 
 @_typing.final
