@@ -9,21 +9,24 @@ machine-dependent (bench/RESULTS.md).
 
 Both keep the optimised pixels inside 0..255 (`pixel_bounds`, L-BFGS-B's box constraints):
 
-- `fast` = start from the content image, 40 evaluations: the tutorial's final loss after 29
-  evaluations (the tutorial takes 210), 0.057-0.070x the tutorial's run time on an Intel
-  AVX-512 CPU, about 0.05x on an AMD one (an engine evaluation costs 0.35-0.41 of the
-  tutorial's); ends at 0.85x its loss with the cat's face intact. Coarse-to-fine scales add
-  nothing from the content image (2 scales: 28.5 full-size-equivalent evaluations, 3: 28.4, plus
-  each scale's targets), and random init needs 59 evaluations (one scale) or 42 (three scales)
-  and blurs the face; 40 leaves a margin of 11 over the crossing.
+- `fast` = start from the content image in the style's colours (`init="content_matched"`: each
+  RGB channel's mean and spread moved to the styles'), 40 evaluations: the tutorial's final
+  loss after 14 evaluations (the tutorial takes 211; from the plain content image 29), 0.037x
+  the tutorial's run time on an Intel AVX-512 CPU (0.062x from the plain content image, same
+  run); ends at 0.72x its loss with the cat's face and eyes intact. The colour-matched start
+  already fits what the shallow style layers' Grams mostly measure, the palette, so the
+  evaluations go to the strokes. Coarse-to-fine scales added nothing from the content image
+  (2 scales: 28.5 full-size-equivalent evaluations, 3: 28.4, plus each scale's targets), and
+  random init needs 59 evaluations (one scale) or 42 (three scales) and blurs the face.
 - `high` = start from the content image, 500 evaluations: 0.62x the tutorial's final loss
   (100 evaluations give 0.68x; the rest sharpen the strokes) in about 0.8x its run time
-  (500 engine evaluations cost what ~175 of the tutorial's do).
+  (500 engine evaluations cost what ~175 of the tutorial's do). Not re-measured with the
+  colour-matched start.
 
 Without the bounds the optimiser pushes pixels far outside 0..255 (content init most: a photo
-has many near 0 or 255) and the clipped picture loses its style: `fast` ends at 2.9x the target
-loss, and nothing measured both reaches it under 0.08x and keeps the face (random init, 3
-scales, 150 evaluations: 53 equivalents, face blurred).
+has many near 0 or 255) and the clipped picture loses its style: `fast` from the plain content
+image ends at 2.9x the target loss, and nothing measured both reaches it under 0.08x and keeps
+the face (random init, 3 scales, 150 evaluations: 53 equivalents, face blurred).
 
 Every value stays overridable by an explicit option (the server applies them the same way).
 """
