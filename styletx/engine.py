@@ -127,7 +127,8 @@ class Stylizer:
     predicted to use (`styletx.memory`); None asks the backend (unknown, so unchecked, on a CPU).
     `shape_step` (px): the network runs an image with its shorter side padded up to a multiple of
     it, with masks that keep every loss and gradient exact, so many aspect ratios share the
-    framework's per-shape kernels and memory (TensorFlow; `geometry.padded_size`); 1: no padding.
+    framework's per-shape kernels and memory (TensorFlow; `geometry.padded_size`); shapes in
+    steady use run exact (`styletx.shapes`); 1: no padding.
     """
 
     def __init__(
@@ -267,7 +268,8 @@ class Stylizer:
         options = StyleOptions(size=size, max_evaluations=2, seed=0)
         self.stylize(square, [square], options)
         if self.shape_step > 1:
-            oblong = np.full((size, size - self.shape_step // 2 - 1, 3), 128, dtype=np.uint8)
+            # size x (size - 1): the shorter side rounds up to size whatever the step.
+            oblong = np.full((size, size - 1, 3), 128, dtype=np.uint8)
             # Once only, with a square style: a second use would make the shape run exact.
             self.stylize(oblong, [square], options)
 

@@ -42,8 +42,12 @@ def test_other_batch_sizes_scales_and_styles_reuse_the_trace(stylizer: Stylizer)
     assert step.compilations == traced
 
 
-def test_warmup_leaves_nothing_to_trace_for_the_first_job(seeded_weights: Path) -> None:
-    fresh = Stylizer(seeded_weights)
+# 256: a step larger than the warm-up's image, as the server's --shape-step allows.
+@pytest.mark.parametrize("shape_step", [16, 256])
+def test_warmup_leaves_nothing_to_trace_for_the_first_job(
+    seeded_weights: Path, shape_step: int
+) -> None:
+    fresh = Stylizer(seeded_weights, shape_step=shape_step)
     fresh.warmup(size=32)
     step = fresh.step(StyleOptions())
     traced = step.compilations
