@@ -19,11 +19,10 @@ Both keep the optimised pixels inside 0..255 (`pixel_bounds`, L-BFGS-B's box con
   (2 scales: 28.5 full-size-equivalent evaluations, 3: 28.4, plus each scale's targets), and
   random init needs 59 evaluations (one scale) or 42 (three scales) and blurs the face.
 - `high` = the same start, 500 evaluations: 0.63x the tutorial's final loss (from the plain
-  content image 100 evaluations gave 0.68x; the rest sharpen the strokes) in about the tutorial's
-  run time (500 engine
-  evaluations cost what ~175-200 of the tutorial's do); the target after 15 evaluations. From
-  the plain content image it ends at the same loss (0.632x against 0.630x, same run) and
-  reaches the target after 29.
+  content image 100 evaluations gave 0.68x; the rest sharpen the strokes) in about the
+  tutorial's run time (500 engine evaluations cost what ~175-200 of the tutorial's do); the
+  target after 15 evaluations. From the plain content image it ends at the same loss (0.632x
+  against 0.630x, same run) and reaches the target after 29.
 
 Without the bounds the optimiser pushes pixels far outside 0..255 (content init most: a photo
 has many near 0 or 255) and the clipped picture loses its style: `fast` from the plain content
