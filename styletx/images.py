@@ -230,13 +230,13 @@ def match_colors(image: Image, references: Sequence[Image], weights: Sequence[fl
     with `weights` (the statistics of their mixture): the content's shapes in the style's
     palette, a start from which the style's low-level Gram matrices are already near."""
     pixels = image.astype(np.float64).reshape(-1, 3)
-    means = np.array([r.astype(np.float64).reshape(-1, 3).mean(axis=0) for r in references])
-    squares = np.array(
-        [(r.astype(np.float64).reshape(-1, 3) ** 2).mean(axis=0) for r in references]
-    )
+    # Each style converted once: per channel its mean and mean square, whose blends are the
+    # mixture's.
+    flats = [r.astype(np.float64).reshape(-1, 3) for r in references]
     blend = np.asarray(weights, dtype=np.float64)[:, None]
-    mean = (blend * means).sum(axis=0)
-    spread = np.sqrt(np.maximum((blend * squares).sum(axis=0) - mean**2, 0.0))
+    mean = (blend * np.array([f.mean(axis=0) for f in flats])).sum(axis=0)
+    square = (blend * np.array([(f * f).mean(axis=0) for f in flats])).sum(axis=0)
+    spread = np.sqrt(np.maximum(square - mean**2, 0.0))
     own = pixels.std(axis=0)
     scale = np.divide(spread, own, out=np.zeros(3), where=own > 0)
     matched = (pixels - pixels.mean(axis=0)) * scale + mean

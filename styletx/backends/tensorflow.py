@@ -61,7 +61,6 @@ class TensorFlowStep(LossStep):
         self, extractor: Any, layers: tuple[str, ...], device: str, shape_step: int = 1
     ) -> None:
         self.layers = layers
-        self.shape_step = shape_step
         self.shapes = ShapePlanner(shape_step)
         self._device = f"/device:{device}"
         self._extractor = extractor
@@ -139,6 +138,11 @@ class TensorFlowStep(LossStep):
             # sample's own gradient.
             total = tf.reduce_sum(terms[:, 0])
         return terms, tape.gradient(total, images)
+
+    @property
+    def shape_step(self) -> int:
+        """The step the planner pads shorter sides to (1: no padding)."""
+        return self.shapes.step
 
     def run_shape(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the network runs a `height` x `width` image at now (`ShapePlanner`)."""
