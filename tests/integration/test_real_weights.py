@@ -41,3 +41,11 @@ def test_result_sits_between_content_and_style(real: Stylizer) -> None:
     # More like the painting than the photo is, and more like the photo than the painting is.
     assert final.style < content_own.style
     assert final.content < style_own.content
+
+
+def test_the_resolved_weights_are_the_pinned_imagenet_tensors(real: Stylizer) -> None:
+    """What `make weights` fetched (either source) matches the digest the images are checked
+    against, so a wrong pin fails here before it fails an image build."""
+    from styletx import weights
+
+    weights.check_imagenet(real.weights.path)

