@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
-PIP := $(BIN)/python -m pip
+# setuptools reports every editable install as a warning ("Editable installation... be careful
+# with folders named like your package"): information for packagers, noise for a newcomer.
+PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip
 export STYLETX_CACHE ?= $(HOME)/.cache/styletx
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
