@@ -13,11 +13,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: help venv weights proto proto-check lint test test-fast demo bench system-tools clean \
-	gpu-wheels gpu-weights gpu-prep
+	gpu-wheels gpu-weights gpu-prep container-tools image image-test deploy-test
 
 help:
 	@echo "make demo    - set up, start the server, stylize the sample images through the client"
 	@echo "make test    - set up and run lint, type checks and every test"
+	@echo "make image [GPU=1] - build the CPU (GPU) image with docker or podman"
+	@echo "make image-test - build, then run the CPU image as Kubernetes would and test it"
+	@echo "make deploy-test - build, then run the CPU overlay's manifests under podman kube play"
 	@echo "make venv | weights | proto | lint | bench | clean"
 	@echo "make gpu-prep - wheels and float16 weights into .whl/ for bench/gpu_check.sh on a lent GPU"
 
@@ -63,6 +66,20 @@ system-tools:
 
 test: venv weights system-tools lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Container engine and image tools (podman, buildah, runc, mmdebstrap, ...) when missing, as root.
+container-tools:
+	@bash tools/system_tools.sh --containers
+
+# IMAGE_TARGET stops at a stage of the Dockerfile (e.g. `make image GPU=1 IMAGE_TARGET=build`).
+image: container-tools
+	@bash tools/image.sh $(if $(GPU),gpu,cpu) $(IMAGE_TARGET)
+
+image-test: venv image
+	$(BIN)/pytest -m container tests/container/test_image.py $(PYTEST_ARGS)
+
+deploy-test: venv image
+	$(BIN)/pytest -m container tests/container/test_deploy.py $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/pytest -m "not slow and not real_weights" $(PYTEST_ARGS)

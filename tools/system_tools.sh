@@ -1,6 +1,28 @@
 #!/usr/bin/env bash
-# Install the Debian tools some tests use (promtool) when missing and when we may (root, apt).
+# Install the Debian tools the tests use when missing and when we may (root, apt-get):
+#   (no argument)   promtool, for the alert-rule tests (skipped without it)
+#   --containers    podman, buildah, runc, mmdebstrap and what `podman kube play` needs, for
+#                   make image / image-test / deploy-test (these fail without them)
 set -u
+if [ "${1:-}" = "--containers" ]; then
+  missing=""
+  for tool in podman buildah runc mmdebstrap catatonit slirp4netns; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/libexec/podman/$tool" ] || missing="$missing $tool"
+  done
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then exit 0; fi
+  if [ -z "$missing" ]; then exit 0; fi
+  if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: missing$missing; install them (Debian: apt-get install podman buildah runc" \
+      "mmdebstrap catatonit slirp4netns uidmap) or run a docker engine" >&2
+    exit 2
+  fi
+  echo "installing the container tools:$missing (Debian packages)..." >&2
+  apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      podman buildah runc mmdebstrap catatonit slirp4netns uidmap fuse-overlayfs \
+      containernetworking-plugins ca-certificates >/dev/null
+  exit $?
+fi
 if command -v promtool >/dev/null 2>&1; then exit 0; fi
 if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "note: promtool not installed (needs root + apt-get); its test will be skipped" >&2

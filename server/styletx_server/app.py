@@ -14,13 +14,13 @@ import threading
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from typing import Any, TypeVar
 
 import grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+import styletx
 from styletx.engine import Engine, load_stylizer
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
@@ -87,13 +87,6 @@ def _connection_age_options(age_seconds: float) -> list[tuple[str, int]]:
         ("grpc.max_connection_age_ms", int(age_seconds * 1000)),
         ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_SECONDS * 1000),
     ]
-
-
-def _version() -> str:
-    try:
-        return metadata.version("styletx")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class _LoopThread:
@@ -299,7 +292,7 @@ class StyletxServer:
             return
         backend, precision, device = engine_identity(stylizer)
         self.metrics.build_info.labels(
-            version=_version(), backend=backend, precision=precision
+            version=styletx.__version__, backend=backend, precision=precision
         ).set(1)
         self.metrics.watch(stylizer)
         log_event(

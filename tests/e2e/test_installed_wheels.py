@@ -200,6 +200,8 @@ def test_installed_server_serves_the_installed_sdk(
         assert max(Image.open(out).size) == 32
         assert str(installed.venv) in sdk.stdout
         assert server.stylize_requests("OK") == 1
+        version = installed.wheels["styletx_server"].name.split("-")[1]
+        assert f'version="{version}"' in server.metrics()  # styletx_build_info
     finally:
         server.stop()
     assert server.process.returncode == 0, "".join(server.lines[-20:])

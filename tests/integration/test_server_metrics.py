@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+import styletx
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_server.metrics import BUCKETS
 from tests.integration.conftest import EVALUATIONS, SIZE, ServerFactory, collect, make_request
@@ -81,7 +82,8 @@ def test_metrics_after_one_success_and_one_invalid_call(
     assert value(samples, "styletx_calls_in_flight") == 0
     info = [s for s in samples if s.name == "styletx_build_info"]
     assert len(info) == 1 and info[0].value == 1
-    assert info[0].labels["backend"] == "tensorflow" and info[0].labels["version"]
+    assert info[0].labels["backend"] == "tensorflow"
+    assert info[0].labels["version"] == styletx.__version__
     assert value(samples, "process_resident_memory_bytes") > 0
     # Buckets per DESIGN.md: 5 ms up to ten minutes.
     bounds = {
