@@ -127,13 +127,19 @@ def resolve_credentials(
     return grpc.ssl_channel_credentials() if tls else None
 
 
-def call_metadata(token: str | None, request_id: str) -> tuple[tuple[str, str], ...]:
-    """Per-call metadata: the request id the server logs, and the bearer token when auth is on.
+def call_metadata(
+    token: str | None, request_id: str, request_key: str = ""
+) -> tuple[tuple[str, str], ...]:
+    """Per-call metadata: the request id the server logs, the request key (so a proxy or mesh can
+    route every call of one key to one replica by hashing a header), and the bearer token when
+    auth is on.
 
     Sent as plain metadata rather than call credentials, which gRPC refuses on plaintext channels
     (a TLS-terminating proxy in front of the server is a common deployment).
     """
     metadata: list[tuple[str, str]] = [("x-request-id", request_id)]
+    if request_key:
+        metadata.append(("x-request-key", request_key))
     if token:
         metadata.append(("authorization", f"Bearer {token}"))
     return tuple(metadata)

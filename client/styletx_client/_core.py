@@ -102,8 +102,8 @@ class ClientCore(Generic[T]):
         )
         return StylizeCall(self, request, request_id, budget)
 
-    def metadata(self, request_id: str) -> tuple[tuple[str, str], ...]:
-        return call_metadata(self.settings.token, request_id)
+    def metadata(self, request_id: str, request_key: str = "") -> tuple[tuple[str, str], ...]:
+        return call_metadata(self.settings.token, request_id, request_key)
 
 
 class _Delivered:
@@ -151,7 +151,7 @@ class StylizeCall(Generic[T]):
         self.request = request
         self.request_id = request_id
         """The x-request-id of every attempt, which the server logs."""
-        self.metadata = core.metadata(request_id)
+        self.metadata = core.metadata(request_id, request.request_key)
         self._budget = budget
         self._delivered = _Delivered()
         self._home: str | None = None  # the replica that streamed this job: re-attach there

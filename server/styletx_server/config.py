@@ -59,7 +59,7 @@ class ServerConfig:
     result_ttl: float = 600.0
     max_stored_results: int = 64
     max_stored_result_bytes: int = 256 * MIB
-    grace_period: float = 30.0
+    grace_period: float = 60.0
     max_connection_age: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None

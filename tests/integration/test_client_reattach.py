@@ -101,6 +101,8 @@ def test_a_stream_broken_mid_way_reattaches_by_key_and_repeats_nothing(kind: Kin
     assert jobs.attached == 1
     assert [c.request.request_key for c in jobs.calls] == [key, key]
     assert len({c.metadata["x-request-id"] for c in jobs.calls}) == 1
+    # The key rides as a header too, for proxies that hash on it (deploy/README.md).
+    assert [c.metadata["x-request-key"] for c in jobs.calls] == [key, key]
 
 
 @pytest.mark.parametrize("kind", KINDS)

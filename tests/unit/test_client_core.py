@@ -74,7 +74,13 @@ def test_a_call_carries_a_fresh_uuid4_key_unless_given_one() -> None:
     assert call(client, "mine").request.request_key == "mine"
     assert call(client, "").request.request_key == ""
     assert first.request.options.size == 64
-    assert dict(first.metadata) == {"x-request-id": "rid", "authorization": "Bearer tok"}
+    assert dict(first.metadata) == {
+        "x-request-id": "rid",
+        "x-request-key": first.request_key,
+        "authorization": "Bearer tok",
+    }
+    # No key, no header (a proxy hashing on it then balances the call freely).
+    assert "x-request-key" not in dict(call(client, "").metadata)
 
 
 def test_a_key_that_is_not_a_string_is_refused() -> None:

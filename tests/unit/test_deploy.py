@@ -621,8 +621,9 @@ def test_termination_grace_covers_the_prestop_pause_and_the_servers_drain(
 
 @dataclass(frozen=True)
 class GraceRow:
-    """One row of deploy/README.md's drain arithmetic, in seconds."""
+    """One row of deploy/README.md's drain arithmetic: jobs sharing a device, then seconds."""
 
+    jobs_per_device: int
     p99_job: float
     grace: float
     pre_stop: float
@@ -640,15 +641,27 @@ def readme_grace_rows() -> dict[str, GraceRow]:
     """The table under "Drain and grace" in deploy/README.md, by overlay."""
     rows: dict[str, GraceRow] = {}
     lines = README.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| overlays | p99 job"))
+    start = next(
+        i for i, line in enumerate(lines) if line.startswith("| overlays | jobs per device")
+    )
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
-        values = [_seconds_cell(c) for c in cells[1:]]
+        values = [_seconds_cell(c) for c in cells[2:]]
         for overlay in cells[0].split(","):
-            rows[overlay.strip()] = GraceRow(*values)
+            rows[overlay.strip()] = GraceRow(int(cells[1]), *values)
     return rows
+
+
+def effective_jobs_per_device(rendered: Rendered) -> int:
+    """What the server would run per device with the overlay's flags: --jobs-per-device, else
+    its default on the overlay's hardware (GPUs for the gpu image, a CPU otherwise)."""
+    from styletx_server.app import auto_jobs_per_device
+    from styletx_server.config import load_config
+
+    gpus = 1 if rendered.variant == "gpu" else 0
+    return auto_jobs_per_device(load_config(argv=[], env=rendered.config), gpus)
 
 
 def test_readme_grace_arithmetic_is_what_the_manifests_say(rendered: Rendered) -> None:
@@ -663,8 +676,10 @@ def test_readme_grace_arithmetic_is_what_the_manifests_say(rendered: Rendered) -
     assert row.termination == rendered.pod_spec["terminationGracePeriodSeconds"]
     assert row.termination == row.pre_stop + row.grace + row.margin
     assert row.margin >= GRACE_MARGIN_S
-    # A running job may have just started when SIGTERM comes: the grace must hold a whole one.
+    # A running job may have just started when SIGTERM comes: the grace must hold a whole one,
+    # timed with as many jobs on its device as the overlay runs there.
     assert row.grace >= row.p99_job
+    assert row.jobs_per_device == effective_jobs_per_device(rendered)
 
 
 def test_server_default_grace_covers_the_gpu_p99_job() -> None:
@@ -1127,10 +1142,10 @@ def test_image_installs_the_project_pinned_by_the_lock(variant: str) -> None:
         if line.strip() and not line.lstrip().startswith("#"):
             requirement = Requirement(line)
             pins[canonicalize_name(requirement.name)] = requirement.specifier
-    own = {"styletx", "styletx-client"}
+    own = {"styletx-server", "styletx-client"}
     unpinned = sorted(
         name
-        for name in _runtime_closure("styletx") - own
+        for name in _runtime_closure("styletx-server") - own
         if name not in pins or not any(s.operator == "==" for s in pins[name])
     )
     assert not unpinned, f"requirements/lock.txt leaves these image packages floating: {unpinned}"

@@ -22,7 +22,7 @@ def test_defaults_match_the_contract() -> None:
     assert (config.default_evaluations, config.max_evaluations) == (None, 1000)
     assert (config.default_size, config.max_size) == (None, 1024)
     assert config.default_preset == "reference"
-    assert config.grace_period == 30
+    assert config.grace_period == 60
     assert config.warmup is True
     assert config.weights is None and config.auth_token is None
     assert (config.max_styles, config.max_style_size, config.max_scales) == (8, 1024, 4)

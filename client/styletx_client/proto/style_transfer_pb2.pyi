@@ -556,7 +556,7 @@ class StartedEvent(_message.Message):
     request_id: _builtins.str
     """Server-side identifier of the request."""
     backend: _builtins.str
-    """Keras backend computing the job: "tensorflow", "jax" or "torch"."""
+    """Keras backend computing the job: "tensorflow" or "jax"."""
     precision: _builtins.str
     """Numeric precision of the VGG16 activations: "float32", "mixed_bfloat16" or "mixed_float16"."""
     device: _builtins.str
