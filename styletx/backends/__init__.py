@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 SUPPORTED: tuple[str, ...] = ("tensorflow", "jax")
 DEFAULT = "tensorflow"
 _INSTALL_HINT = {
-    "tensorflow": "pip install tensorflow (a styletx dependency)",
-    "jax": "pip install 'styletx[jax]'",
+    "tensorflow": "pip install tensorflow (a styletx-server dependency)",
+    "jax": "pip install 'styletx-server[jax]'",
 }
 
 

@@ -78,7 +78,7 @@ def test_stylizer_reports_backend_precision_device_and_no_memory_on_cpu(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_JAX, reason="jax is not installed (pip install 'styletx[jax]')")
+@pytest.mark.skipif(not HAS_JAX, reason="jax is not installed (pip install 'styletx-server[jax]')")
 def test_the_same_job_on_tensorflow_and_jax(seeded_weights: Path) -> None:
     on_jax = backend_job.run_in_subprocess(seeded_weights, "jax", "--capacity", "2")
     on_tf = backend_job.run(seeded_weights, "tensorflow")
@@ -101,7 +101,7 @@ def test_the_same_job_on_tensorflow_and_jax(seeded_weights: Path) -> None:
     assert on_jax["cached_shapes"] == 4
 
 
-@pytest.mark.skipif(not HAS_JAX, reason="jax is not installed (pip install 'styletx[jax]')")
+@pytest.mark.skipif(not HAS_JAX, reason="jax is not installed (pip install 'styletx-server[jax]')")
 def test_jax_executables_are_a_bounded_lru_and_sum_in_float64() -> None:
     import jax
     import jax.numpy as jnp

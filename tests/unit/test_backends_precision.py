@@ -14,7 +14,7 @@ from tests.support import backend_job
 @pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("jax") is None,
-    reason="jax is not installed (pip install 'styletx[jax]')",
+    reason="jax is not installed (pip install 'styletx-server[jax]')",
 )
 def test_jax_runs_mixed_bfloat16_close_to_float32(seeded_weights: Path) -> None:
     on_jax = backend_job.run_in_subprocess(seeded_weights, "jax", "--precision", "mixed_bfloat16")

@@ -174,7 +174,7 @@ def test_stats_name_the_backend_and_a_conflicting_backend_is_a_usage_error(
 @pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("jax") is None,
-    reason="jax is not installed (pip install 'styletx[jax]')",
+    reason="jax is not installed (pip install 'styletx-server[jax]')",
 )
 def test_backend_flag_selects_jax_in_a_fresh_process(seeded_weights: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}

@@ -143,7 +143,7 @@ def test_a_missing_backend_exits_2_before_keras_loads() -> None:
     )
     out = _server_main(env, "--backend", "jax", "--metrics-port", "0", prelude=hide)
     assert out.returncode == 2, out.stderr[-2000:]
-    assert "backend 'jax' is not installed: pip install 'styletx[jax]'" in out.stderr
+    assert "backend 'jax' is not installed: pip install 'styletx-server[jax]'" in out.stderr
     assert out.stdout.strip() == "keras not loaded"
 
 
