@@ -297,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from styletx import backends
 
             backends.select(args.backend)
+        if args.command in ("stylize", "info"):
+            from styletx import startup
+
+            startup.load_framework()
         if args.command == "stylize":
             return _stylize(args)
         if args.command == "info":

@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from styletx import backends
+from styletx import backends, startup
 from styletx.errors import BackendUnavailable
 from styletx_server.config import ServerConfig, load_config
 from styletx_server.logs import configure_logging, log_event
@@ -38,8 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad flag or a backend that is not installed."""
     config = load_config(argv)
     configure_logging(config.log_level)
-    if select_backend(config) is None:
+    backend = select_backend(config)
+    if backend is None:
         return 2
+    try:
+        # Before anything else imports the framework, so its start-up notices become JSON log
+        # lines instead of raw text on stderr.
+        startup.load_framework(backend)
+    except Exception as exc:
+        log_event(log, "start_failed", level=logging.ERROR, exc_info=exc, error=str(exc))
+        return 1
     # Imported after logging is set up and the backend chosen: importing the engine loads the
     # framework (slow, chatty), and Keras takes its backend at its first import.
     from styletx_server.app import StyletxServer

@@ -49,7 +49,8 @@ class ServerProcess:
     """`python -m styletx_server` with its JSON log lines collected from stderr."""
 
     def __init__(self, *args: str) -> None:
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+        # TensorFlow's log level as the images set it.
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1", "CUDA_VISIBLE_DEVICES": ""}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "styletx_server", "--address", "127.0.0.1:0", *args],
             stderr=subprocess.PIPE,
@@ -68,7 +69,7 @@ class ServerProcess:
             try:
                 self.events.append(json.loads(line))
             except json.JSONDecodeError:
-                self.other_lines.append(line)  # TensorFlow's C++ logging bypasses Python's
+                self.other_lines.append(line)
 
     def event(self, name: str, timeout: float = START_TIMEOUT) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -159,6 +160,13 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(spawn: Any, seeded_weights
     assert names.index("draining") < names.index("drained") < names.index("stopped")
     finished = [e for e in server.events if e["event"] == "request" and e["code"] == "OK"]
     assert finished and finished[0]["evaluations"] == 100 and finished[0]["request_id"]
+    # One JSON object per line, TensorFlow's start-up notices included (styletx.startup).
+    assert server.other_lines == []
+    # ... as here, without a GPU, TensorFlow's failed cuInit (an absl error line) at INFO.
+    assert any(
+        e["logger"] == "styletx.startup" and "failed call to cuInit" in e["event"]
+        for e in server.events
+    )
 
 
 def test_jobs_past_the_grace_period_are_cancelled_and_exit_is_zero(
