@@ -22,6 +22,10 @@ _STANDARD_ATTRS = frozenset(
 )
 
 
+#: Third-party loggers kept at INFO even when the server logs at DEBUG.
+_CHATTY_LOGGERS = ("PIL", "grpc._cython")
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON line: time, level, logger, event, then its fields."""
 
@@ -53,6 +57,10 @@ def configure_logging(level: int | str = logging.INFO, stream: IO[str] | None = 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # At DEBUG these would log every PNG chunk of every upload and every event-loop lookup:
+    # noise that buries the server's own debug lines.
+    for chatty in _CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(logging.INFO)
 
 
 def log_event(

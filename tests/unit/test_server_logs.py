@@ -82,3 +82,25 @@ def test_insane_request_ids_are_replaced(bad: str) -> None:
 def test_request_id_generated_when_absent() -> None:
     first, second = request_id_from(None), request_id_from([("other", "v")])
     assert first != second and len(first) == 32
+
+
+def test_debug_level_keeps_image_decoders_and_grpc_internals_quiet() -> None:
+    """The CPU overlay logs at DEBUG: one upload must not bring a line per PNG chunk."""
+    import io as _io
+
+    from PIL import Image
+
+    stream = _io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging(logging.DEBUG, stream)
+        buffer = _io.BytesIO()
+        Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+        Image.open(_io.BytesIO(buffer.getvalue())).load()
+        logging.getLogger("styletx_server.test_logs").debug("ours")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["logger"] for e in events] == ["styletx_server.test_logs"]
