@@ -135,6 +135,14 @@ def _output(request: pb.StylizeRequest, checks: _Checks) -> tuple[str, int]:
     return fmt, quality
 
 
+def output_encoding(request: pb.StylizeRequest) -> tuple[str, int]:
+    """(format, quality) the caller wants the result in; InvalidRequestError when malformed."""
+    checks = _Checks()
+    encoding = _output(request, checks)
+    checks.raise_if_any()
+    return encoding
+
+
 def _dimensions(
     data: bytes, field: str, limits: IntakeLimits, checks: _Checks
 ) -> tuple[int, int] | None:
@@ -357,4 +365,5 @@ __all__ = [
     "JobSpec",
     "decode",
     "inspect",
+    "output_encoding",
 ]

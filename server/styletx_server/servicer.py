@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -21,13 +22,20 @@ from typing import Any
 
 import grpc
 
+from styletx.images import encode_image
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
 from styletx_server.admission import AdmissionQueue, QueueClosedError, QueueFullError, Throughput
 from styletx_server.budget import OverBudgetError, PixelBudget
-from styletx_server.convert import Limits
-from styletx_server.intake import IntakeLimits, InvalidRequestError, decode, inspect
+from styletx_server.convert import Limits, format_to_proto
+from styletx_server.intake import (
+    IntakeLimits,
+    InvalidRequestError,
+    decode,
+    inspect,
+    output_encoding,
+)
 from styletx_server.job import StylizeJob
 from styletx_server.jobs import JobRegistry, StoredResult, request_digest, valid_key
 from styletx_server.logs import REQUEST_ID_KEY, log_event, request_id_from
@@ -199,12 +207,18 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 if found.digest != digest:
                     self._end(context, call, statuses.key_reused(key))
                     return
+                try:
+                    # Only the encoding may differ from the job's: the caller gets its own.
+                    encoding = output_encoding(request)
+                except InvalidRequestError as exc:
+                    self._end(context, call, statuses.invalid_argument(exc.violations))
+                    return
                 if isinstance(found, StoredResult):
                     call.fields["attached"] = "stored"
-                    await self._deliver(found.final, context, call)
+                    await self._deliver(found.final, context, call, encoding)
                     return
                 call.fields["attached"] = "running"
-                await self._follow(found, context, call, arrived)
+                await self._follow(found, context, call, arrived, encoding)
                 return
         if p.lifecycle.draining.is_set():
             self._end(context, call, statuses.draining())
@@ -268,7 +282,9 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         task = asyncio.ensure_future(self._decode(job, request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        await self._follow(job, context, call, arrived)
+        await self._follow(
+            job, context, call, arrived, (inspection.output_format, inspection.output_quality)
+        )
 
     # -- decoding (after admission) ---------------------------------------------------------------
 
@@ -313,15 +329,48 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
 
     # -- streaming a job to one caller ------------------------------------------------------------
 
-    async def _deliver(self, final: Final, context: Any, call: _Call) -> None:
+    async def _deliver(
+        self, final: Final, context: Any, call: _Call, encoding: tuple[str, int]
+    ) -> None:
         if final.response is not None:
-            await context.write(final.response)
+            await context.write(await self._encoded(final, encoding, call))
             call.code, call.reason = grpc.StatusCode.OK, None
         else:
             assert final.status is not None
             self._end(context, call, final.status)
 
-    async def _follow(self, job: StylizeJob, context: Any, call: _Call, arrived: float) -> None:
+    async def _encoded(
+        self, final: Final, encoding: tuple[str, int], call: _Call
+    ) -> pb.StylizeResponse:
+        """The result event in the caller's `encoding` (re-encoded off the loop when the job's
+        was another: a caller that attached with only the format or quality changed)."""
+        response = final.response
+        assert response is not None
+        if (
+            final.encoding is None
+            or final.pixels is None
+            or _same_encoding(final.encoding, encoding)
+        ):
+            return response
+        fmt, quality = encoding
+        data = await self._loop.run_in_executor(
+            self._p.decode_pool, functools.partial(encode_image, final.pixels, fmt, quality=quality)
+        )
+        call.fields["reencoded"] = fmt
+        result = pb.ResultEvent()
+        result.CopyFrom(response.result)
+        result.image.data = data
+        result.image.format = format_to_proto(fmt)
+        return pb.StylizeResponse(result=result)
+
+    async def _follow(
+        self,
+        job: StylizeJob,
+        context: Any,
+        call: _Call,
+        arrived: float,
+        encoding: tuple[str, int],
+    ) -> None:
         """Subscribe to `job` and relay its events until its final one (or the caller leaves)."""
         mailbox = Mailbox(self._loop)
         job.subscribe(mailbox)
@@ -334,7 +383,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 item = await mailbox.get()
                 if isinstance(item, Final):
                     self._job_fields(job, call)
-                    await self._deliver(item, context, call)
+                    await self._deliver(item, context, call, encoding)
                     return
                 if first_progress and item.HasField("progress"):
                     first_progress = False
@@ -427,6 +476,11 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             duration_seconds=round(elapsed, 6),
             **call.fields,
         )
+
+
+def _same_encoding(one: tuple[str, int], other: tuple[str, int]) -> bool:
+    """True when both encodings give the same bytes (PNG has no quality)."""
+    return one == other or (one[0] == other[0] == "png")
 
 
 def _size(shape: tuple[int, ...]) -> str:
