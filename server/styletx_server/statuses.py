@@ -17,7 +17,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
-from styletx.errors import InvalidImage, InvalidOptions
+from styletx.errors import InvalidImage, InvalidOptions, NonFiniteLoss
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_client.proto.style_options import ErrorReason
 
@@ -225,6 +225,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def for_exception(exc: BaseException, request_id: str) -> ErrorStatus:
     """Status of an exception raised while running a job; internals never reach the caller."""
+    if isinstance(exc, NonFiniteLoss):
+        # Found mid-run: the weights were in range but overflowed on this image.
+        return invalid_argument(
+            [FieldViolation(request_field(exc.field), exc.message)], Reason.NON_FINITE_LOSS
+        )
     if isinstance(exc, InvalidOptions):
         return invalid_argument([FieldViolation(request_field(exc.field), exc.message)])
     if isinstance(exc, InvalidImage):
