@@ -127,8 +127,9 @@ class Stylizer:
     predicted to use (`styletx.memory`); None asks the backend (unknown, so unchecked, on a CPU).
     `shape_step` (px): the network runs an image with its shorter side padded up to a multiple of
     it, with masks that keep every loss and gradient exact, so many aspect ratios share the
-    framework's per-shape kernels and memory (TensorFlow; `geometry.padded_size`); shapes in
-    steady use run exact (`styletx.shapes`); 1: no padding.
+    framework's per-shape kernels and memory (TensorFlow; `geometry.padded_size`); always the
+    same shape for an image, so the same request gives the same bytes (`styletx.shapes`); 1: no
+    padding.
     """
 
     def __init__(
@@ -270,7 +271,6 @@ class Stylizer:
         if self.shape_step > 1:
             # size x (size - 1): the shorter side rounds up to size whatever the step.
             oblong = np.full((size, size - 1, 3), 128, dtype=np.uint8)
-            # Once only, with a square style: a second use would make the shape run exact.
             self.stylize(oblong, [square], options)
 
     def step(self, options: StyleOptions) -> LossStep:
