@@ -122,10 +122,19 @@ def invalid_argument(
 
 
 def resource_exhausted(
-    message: str, retry_after_seconds: float, reason: Reason = Reason.QUEUE_FULL
+    message: str,
+    retry_after_seconds: float,
+    reason: Reason = Reason.QUEUE_FULL,
+    metadata: Mapping[str, str] | None = None,
 ) -> ErrorStatus:
     """RESOURCE_EXHAUSTED with a google.rpc.RetryInfo: the server is busy, try again later."""
-    return _status(code_pb2.RESOURCE_EXHAUSTED, message, reason, _retry_info(retry_after_seconds))
+    return _status(
+        code_pb2.RESOURCE_EXHAUSTED,
+        message,
+        reason,
+        _retry_info(retry_after_seconds),
+        metadata=metadata,
+    )
 
 
 def out_of_memory(request_id: str) -> ErrorStatus:
@@ -175,6 +184,16 @@ def key_reused(key: str) -> ErrorStatus:
         f"request_key {key!r} was already used for a different request",
         Reason.KEY_REUSED,
         bad,
+    )
+
+
+def stalled(seconds: float) -> ErrorStatus:
+    """CANCELLED by the server: the caller read nothing for `seconds` (it rarely sees this)."""
+    return _status(
+        code_pb2.CANCELLED,
+        f"the call was ended: its reader accepted no data for {seconds:.0f} s; a job with a "
+        "request key keeps running for a while, re-attach with the same key",
+        Reason.STALLED,
     )
 
 
@@ -271,6 +290,7 @@ __all__ = [
     "reason_label",
     "request_field",
     "resource_exhausted",
+    "stalled",
     "unauthenticated",
     "unavailable",
 ]
