@@ -60,6 +60,8 @@ class ZeroWindowClient:
         )
         self._lock = threading.Lock()
         self.streams: dict[int, StreamState] = {}
+        #: Request bytes not sent yet (the server's receive window is respected).
+        self._pending: dict[int, bytes] = {}
         self.goaway = False
         self.closed = threading.Event()
         with self._lock:
@@ -89,11 +91,29 @@ class ZeroWindowClient:
                         *metadata,
                     ],
                 )
-                self.conn.send_data(stream, body, end_stream=True)
                 self.streams[stream] = StreamState()
+                self._pending[stream] = body
                 ids.append(stream)
+            self._pump()
             self.sock.sendall(self.conn.data_to_send())
         return ids
+
+    def _pump(self) -> None:
+        """Send what the server's flow-control windows allow of the pending requests."""
+        for stream, body in list(self._pending.items()):
+            window = min(
+                self.conn.local_flow_control_window(stream), self.conn.max_outbound_frame_size
+            )
+            while body and window > 0:
+                chunk, body = body[:window], body[window:]
+                self.conn.send_data(stream, chunk, end_stream=not body)
+                window = min(
+                    self.conn.local_flow_control_window(stream), self.conn.max_outbound_frame_size
+                )
+            if body:
+                self._pending[stream] = body
+            else:
+                del self._pending[stream]
 
     def _read(self) -> None:
         while not self.closed.is_set():
@@ -114,6 +134,11 @@ class ZeroWindowClient:
                     continue
                 for event in events:
                     self._record(event)
+                if self._pending:
+                    try:
+                        self._pump()
+                    except h2.exceptions.ProtocolError:  # the stream was closed meanwhile
+                        self._pending.clear()
                 with_reply = self.conn.data_to_send()
                 if with_reply:
                     try:
