@@ -739,17 +739,24 @@ def phase_rollout(weights: Path, calls: int, limit: float) -> dict[str, Any]:
                 thread.join(limit)
         out["outcomes"] = dict(Counter(r[0] for r in results))
         out["failed_calls"] = sum(r[0] != "OK" for r in results) + calls - len(results)
+        # A job did work on a replica when a call of its key there reports compute time or
+        # evaluations (the creator's line has them, or, when its caller left and came back,
+        # the line of the call that attached); each replica process counts once per key.
         computed: Counter[str] = Counter()
         for server in every:
-            for line in server.requests():
-                if (
-                    line.get("request_key")
-                    and "attached" not in line
-                    and line.get("compute_seconds", 0) > 0
-                ):
-                    computed[line["request_key"]] += 1
+            worked = {
+                line["request_key"]
+                for line in server.requests()
+                if line.get("request_key")
+                and (line.get("compute_seconds", 0) > 0 or line.get("evaluations", 0) > 0)
+            }
+            computed.update(worked)
         out["jobs_computed"] = sum(computed.values())
         out["jobs_computed_twice"] = sum(count > 1 for count in computed.values())
+        out["keys_never_computed"] = [key for key in keys if not computed[key]]
+        out["re_attached_calls"] = sum(
+            1 for server in every for line in server.requests() if line.get("attached")
+        )
         out["draining_refusals"] = sum(
             1 for line in victim.requests() if line.get("reason") == "draining"
         )

@@ -534,8 +534,8 @@ class Stylizer:
                     raise _non_finite(
                         terms,
                         evaluated[0] + 1,
-                        f" in {self._precision} even with the loss scaled by {scale.value:g} "
-                        "(use mixed_bfloat16 or float32)",
+                        f" (not finite even with the loss scaled by {scale.value:g} in "
+                        f"{self._precision}: use mixed_bfloat16 or float32)",
                     )
                 current[0] = step.with_weights(current[0], _scaled(base, scale.value))
                 terms, grad = evaluate(image)
