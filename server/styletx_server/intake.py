@@ -129,7 +129,9 @@ def _output(request: pb.StylizeRequest, checks: _Checks) -> tuple[str, int]:
     fmt = FORMATS.get(request.output_format)
     if fmt is None:
         allowed = ", ".join(
-            f"{number} ({pb.ImageFormat.Name(number)})" for number in sorted(FORMATS) if number
+            f"{number} ({pb.ImageFormat.Name(pb.ImageFormat.ValueType(number))})"
+            for number in sorted(FORMATS)
+            if number
         )
         checks.add(
             "output_format",
