@@ -48,7 +48,8 @@ class RetryPolicy:
     jitter"), or the server's RetryInfo delay times a random factor in [1, 1.5].
     `max_attempts` bounds the attempts in a row that deliver no new event, except that UNAVAILABLE
     (a replica restarting, loading, draining or unreachable) is retried for at least `ride_out`
-    seconds from the first failure in a row, so a restart or rollout of that long is ridden out;
+    seconds from the first failure in a row, so a restart or rollout of that long is ridden out
+    (`max_attempts=1` turns every retry off, the ride-out included);
     `throttling` (None: off) bounds the retries of server refusals across all calls of a client;
     the call's timeout bounds everything.
     """
@@ -168,6 +169,7 @@ class AttemptBudget:
             self._failing_since = now
         riding_out = (
             isinstance(error, UnavailableError)
+            and self._policy.max_attempts > 1
             and now - self._failing_since < self._policy.ride_out
         )
         if self._in_a_row >= self._policy.max_attempts and not riding_out:

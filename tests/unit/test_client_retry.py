@@ -185,12 +185,12 @@ def test_unavailable_is_ridden_out_for_the_window_whatever_max_attempts_says() -
 
 def test_progress_starts_a_new_ride_out_window() -> None:
     clock = FakeClock()
-    b = budget(RetryPolicy(max_attempts=1, ride_out=10.0), None, clock)
+    b = budget(RetryPolicy(max_attempts=2, ride_out=10.0), None, clock)
     b.start_attempt()
     assert b.retry_delay(UnavailableError("down")) is not None
     clock.now += 20.0
     b.start_attempt()
-    assert b.retry_delay(UnavailableError("down")) is None  # 20 s into the outage
+    assert b.retry_delay(UnavailableError("down")) is None  # 2 attempts, 20 s into the outage
     b.progressed()  # it came back and delivered an event; then broke again
     b.start_attempt()
     assert b.retry_delay(UnavailableError("down")) is not None
@@ -198,7 +198,13 @@ def test_progress_starts_a_new_ride_out_window() -> None:
 
 def test_the_ride_out_is_bounded_by_the_deadline() -> None:
     clock = FakeClock()
-    b = budget(RetryPolicy(max_attempts=1), 3.0, clock)
+    b = budget(RetryPolicy(max_attempts=2), 3.0, clock)
     b.start_attempt()
     clock.now += 2.9
     assert b.retry_delay(UnavailableError("down")) is None  # any wait would pass the deadline
+
+
+def test_one_attempt_means_no_retry_not_even_a_ride_out() -> None:
+    b = budget(RetryPolicy(max_attempts=1), None)
+    b.start_attempt()
+    assert b.retry_delay(UnavailableError("down")) is None
