@@ -1,12 +1,28 @@
-"""Load and fault report: a real server subprocess (real weights, small jobs) on loopback.
+"""Load and fault report: real server subprocesses (real weights, small jobs) on loopback.
 
 Bounded: a fixed number of requests per phase and an overall time limit. Phases:
 
 1. burst      - far more concurrent calls than queue slots; health checked every 20 ms meanwhile;
-2. slow       - streams that never read (a tiny flow-control window), then a normal call;
+2. slow       - keyed streams that stop reading (a tiny flow-control window) for longer than the
+                stall timeout, then a normal call; each slow caller then re-attaches by its key;
 3. reattach   - keyed calls dropped at a random point and re-attached with the same key;
 4. uploads    - 10 concurrent 30-megapixel PNG uploads while the queue is full;
 5. sigterm    - SIGTERM with one job running and others queued.
+
+Issue 17 (each on a server of its own; `--phases` picks them, `--scale` shrinks them):
+
+6. zero-window - 64 raw HTTP/2 streams from 64 loopback addresses that advertise a zero receive
+                 window and post a valid request, then calls through the SDK: slots freed within
+                 the stall timeout, other callers served; 64 more from one address: its share;
+7. overflow    - the overflowing weights of the issue (1e308 blends and weights, tv_power), each
+                 INVALID_ARGUMENT naming its field or OK with finite losses; never INTERNAL;
+8. restart     - a server killed (SIGKILL) and restarted on its port under 8 SDK calls with the
+                 default retry policy: failed calls (goal 0), the outage ridden out;
+9. largest     - RSS idle, at the peak of and after one largest-allowed job (1024 px content and
+                 style), then after small jobs: what the deploy manifests must hold;
+10. rollout    - three servers behind the SDK's key routing, one drained (SIGTERM) and restarted
+                 on its port while 30 calls run: failed calls and jobs computed twice (from the
+                 servers' request logs), goal 0 and 0.
 
 Prints requests, outcomes by code and reason, p50/p95 latency and queue wait, health-check
 latency p99 during the burst and the uploads, and the server's peak RSS (VmHWM) against the
@@ -14,6 +30,7 @@ configured budget. Goals on a 2-core CPU: 0 hung calls, 0 admitted jobs lost, he
 peak RSS <= idle RSS + decoded in-flight budget (3 B/px) + 1 GiB.
 
 Usage: python bench/load_report.py [--weights PATH] [--burst 40] [--time-limit 600] [--json F]
+       [--phases burst,slow,...] [--scale 0.25]
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import random
 import signal
@@ -28,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,8 +66,12 @@ from grpc_status import rpc_status  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from styletx.weights import resolve_weights  # noqa: E402
+from styletx_client import ServiceError, StyleTransferClient  # noqa: E402
+from styletx_client._routing import rendezvous_rank  # noqa: E402
 from styletx_client.proto import style_transfer_pb2 as pb  # noqa: E402
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc  # noqa: E402
+from tests.support.server_process import free_port  # noqa: E402
+from tests.support.zero_window import ZeroWindowClient  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"
@@ -57,6 +80,8 @@ GIB = 1024**3
 QUEUE = 4
 INFLIGHT_PIXELS = 128_000_000
 UPLOAD_PIXELS = 30_000_000
+#: The servers' --stall-timeout (their default).
+STALL_SECONDS = 5.0
 
 
 @dataclass
@@ -99,14 +124,16 @@ def reason_of(error: grpc.RpcError) -> str:
 
 
 class Server:
-    """`python -m styletx_server` on 127.0.0.1:0 (port from its `serving` log line)."""
+    """`python -m styletx_server` on 127.0.0.1 (`port` 0: any; the port from its `serving` log
+    line); `metrics_port` 0: no /metrics."""
 
-    def __init__(self, weights: Path, *args: str) -> None:
+    def __init__(self, weights: Path, *args: str, port: int = 0, metrics_port: int = 0) -> None:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+        self.metrics_port = metrics_port
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "styletx_server", "--address", "127.0.0.1:0",
-                "--metrics-port", "0", "--weights", str(weights), "--workers", "1",
+                sys.executable, "-m", "styletx_server", "--address", f"127.0.0.1:{port}",
+                "--metrics-port", str(metrics_port), "--weights", str(weights), "--workers", "1",
                 "--queue-size", str(QUEUE), "--max-inflight-pixels", str(INFLIGHT_PIXELS),
                 "--max-message-bytes", str(64 * 1024 * 1024), "--grace-period", "20", *args,
             ],
@@ -117,6 +144,39 @@ class Server:
         self.events: list[dict[str, Any]] = []
         self.port = self._read_port()
         self.process = psutil.Process(self.proc.pid)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample of the server's /metrics (0 when absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += sample.value
+        return total
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The request log lines so far."""
+        return [e for e in list(self.events) if e.get("event") == "request"]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(30)
 
     def _read_port(self) -> int:
         assert self.proc.stderr is not None
@@ -270,13 +330,19 @@ def phase_slow_readers(port: int, stub: Any, report: Report, streams: int, limit
         options=[("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)],
     )
     slow_stub = pb_grpc.StyleTransferServiceStub(stalled)
-    heavy = small_request(evaluations=20)
-    heavy.preview_every = 1
-    unread = [slow_stub.Stylize(heavy, timeout=limit) for _ in range(streams)]
+    requests = []
+    for i in range(streams):
+        heavy = small_request(evaluations=20, key=f"slow-{os.getpid()}-{i}", seed=50 + i)
+        heavy.preview_every = 1
+        requests.append(heavy)
+    unread = [slow_stub.Stylize(r, timeout=limit) for r in requests]
     time.sleep(1.0)
     # While nobody reads those streams, a normal call must still go through.
     run_call(stub, small_request(seed=99), "slow", report, limit)
-    for call in unread:  # read them now: each must still end with its result
+    time.sleep(STALL_SECONDS + 1.0)  # longer than the stall timeout: their calls are ended
+    for call, request in zip(unread, requests, strict=True):
+        # Read them now: each either still ends with its result, or was ended for stalling
+        # (CANCELLED, STALLED) and gets it by re-attaching with its key, as the SDK would.
         outcome = Outcome(phase="slow", code="OK", admitted=True)
         try:
             events = list(call)
@@ -286,6 +352,10 @@ def phase_slow_readers(port: int, stub: Any, report: Report, streams: int, limit
             outcome.code, outcome.reason = exc.code().name, reason_of(exc)
             if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 outcome.admitted = False  # refused at the door (queue full): not admitted
+        if outcome.reason == "STALLED":
+            report.notes.append("slow: a stalled stream re-attached by its key")
+            again = run_call(stub, request, "slow-reattach", report, limit)
+            outcome.code = "STALLED_REATTACHED" if again.code == "OK" else "STALLED_LOST"
         report.add(outcome)
     stalled.close()
 
@@ -370,6 +440,332 @@ def phase_sigterm(server: Server, stub: Any, report: Report, limit: float) -> in
     return server.proc.wait(60)
 
 
+# --- issue 17: hostile and unlucky clients, each on a server of its own ----------------------
+
+
+def _serving(server: Server) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        wait_serving(channel)
+
+
+def _sdk_call(
+    client: StyleTransferClient, key: str, evaluations: int, seed: int, size: int = 64
+) -> tuple[str, float]:
+    """One SDK stylize call: ("OK" or the error's class and reason, seconds)."""
+    started = time.perf_counter()
+    try:
+        client.stylize(
+            CONTENT.read_bytes(),
+            STYLE.read_bytes(),
+            request_key=key,
+            size=size,
+            max_evaluations=evaluations,
+            seed=seed,
+        )
+        outcome = "OK"
+    except ServiceError as exc:
+        outcome = f"{type(exc).__name__}/{exc.reason or '-'}"
+    return outcome, time.perf_counter() - started
+
+
+def _wait_for(condition: Callable[[], bool], limit: float, step: float = 0.05) -> float | None:
+    """Seconds until `condition()` held, or None if it did not within `limit`."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(step)
+    return None
+
+
+def phase_zero_window(weights: Path, readers: int, limit: float) -> dict[str, Any]:
+    """Readers that never read, from `readers` addresses, then from one address."""
+    metrics_port = free_port()
+    server = Server(
+        weights,
+        "--max-calls", str(readers), "--queue-size", str(2 * readers),
+        "--stall-timeout", str(STALL_SECONDS),
+        metrics_port=metrics_port,
+    )  # fmt: skip
+    out: dict[str, Any] = {"readers": readers, "max_calls": readers, "stall_timeout": STALL_SECONDS}
+    clients: list[ZeroWindowClient] = []
+    try:
+        _serving(server)
+        in_flight = lambda: server.metric("styletx_calls_in_flight")  # noqa: E731
+        stalled = lambda: server.metric("styletx_calls_stalled")  # noqa: E731
+        # 1. One stream each from `readers` loopback addresses: `readers` peers, so no share
+        # applies; only the stall timeout frees their slots.
+        began = time.monotonic()
+        for i in range(readers):
+            client = ZeroWindowClient(server.port, source=f"127.0.1.{i + 1}")
+            client.open_calls(small_request(evaluations=20, seed=i))
+            clients.append(client)
+        out["all_slots_held_s"] = _wait_for(lambda: in_flight() >= readers, limit)
+        with StyleTransferClient(server.address, timeout=limit) as sdk:
+            # A caller arriving while every slot is pinned: the SDK retries TOO_MANY_CALLS.
+            during: list[tuple[str, float]] = []
+            caller = threading.Thread(
+                target=lambda: during.append(_sdk_call(sdk, f"zw-during-{os.getpid()}", 10, 1))
+            )
+            caller.start()
+            freed = _wait_for(lambda: in_flight() <= 1 and stalled() >= readers, limit)
+            out["slots_freed_after_s"] = None if freed is None else time.monotonic() - began
+            caller.join(limit)
+            out["caller_while_pinned"] = {
+                "outcome": during[0][0] if during else "HUNG",
+                "seconds": round(during[0][1], 2) if during else None,
+            }
+            # Callers arriving after the stall timeout, the readers still connected (as many
+            # as one address may hold: they all come from 127.0.0.1).
+            results: list[tuple[str, float]] = []
+            in_threads(
+                max(1, min(4, readers // 4)),
+                lambda i: results.append(_sdk_call(sdk, f"zw-after-{os.getpid()}-{i}", 10, i)),
+                limit,
+            )
+        out["callers_after"] = dict(Counter(r[0] for r in results))
+        out["callers_after_p95_s"] = round(percentile([r[1] for r in results], 0.95), 2)
+        out["stalled_requests"] = server.metric(
+            "styletx_requests_total", code="CANCELLED", reason="stalled"
+        )
+        for client in clients:
+            client.close()
+        clients.clear()
+        out["stalled_released_after_close_s"] = _wait_for(lambda: stalled() == 0, 30)
+        # 2. The same number of streams from one address: its share (--max-peer-share 0.25).
+        hostile = ZeroWindowClient(server.port, source="127.0.2.1")
+        clients.append(hostile)
+        streams = hostile.open_calls(small_request(evaluations=20), readers)
+        _wait_for(lambda: sum(hostile.status(sid) is not None for sid in streams) > 0, 10)
+        time.sleep(0.5)
+        refused = sum(hostile.status(sid) == "8" for sid in streams)
+        out["one_address"] = {"streams": readers, "refused_at_once": refused}
+        with StyleTransferClient(server.address, timeout=limit) as sdk:
+            beside = _sdk_call(sdk, f"zw-beside-{os.getpid()}", 10, 2)
+        out["one_address"]["caller_beside"] = {"outcome": beside[0], "seconds": round(beside[1], 2)}
+        out["internal"] = server.metric("styletx_requests_total", code="INTERNAL")
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+    return out
+
+
+OVERFLOW_CASES: dict[str, tuple[dict[str, Any], list[float] | None]] = {
+    "blend weights 1e308, 1e308": ({}, [1e308, 1e308]),
+    "blend weights 1.8e308, 5e-324": ({}, [1.7976931348623157e308, 5e-324]),
+    "content_weight 1e308": ({"content_weight": 1e308}, None),
+    "style_weight 1e308": ({"style_weight": 1e308}, None),
+    "tv_weight 1e308": ({"tv_weight": 1e308}, None),
+    "tv_power 1e308": ({"tv_power": 1e308}, None),
+    "tv_power -1": ({"tv_power": -1.0}, None),
+    "every weight at its largest (1e12, tv_power 4)": (
+        {"content_weight": 1e12, "style_weight": 1e12, "tv_weight": 1e12, "tv_power": 4.0},
+        None,
+    ),
+}
+
+
+def phase_overflow(weights: Path, limit: float) -> dict[str, Any]:
+    server = Server(weights)
+    cases: dict[str, str] = {}
+    try:
+        _serving(server)
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.StyleTransferServiceStub(channel)
+            for name, (options, blend) in OVERFLOW_CASES.items():
+                request = small_request(evaluations=4)
+                for field_name, value in options.items():
+                    setattr(request.options, field_name, value)
+                if blend is not None:
+                    request.ClearField("style_images")
+                    for weight in blend:
+                        request.style_images.add(image=STYLE.read_bytes(), weight=weight)
+                try:
+                    events = list(stub.Stylize(request, timeout=limit))
+                    losses = events[-1].result.losses
+                    finite = all(
+                        math.isfinite(v)
+                        for v in (losses.total, losses.content, losses.style, losses.tv)
+                    )
+                    cases[name] = f"OK, losses {'finite' if finite else 'NOT FINITE'}"
+                except grpc.RpcError as exc:
+                    fields = ", ".join(violations_of(exc))
+                    cases[name] = f"{exc.code().name} {reason_of(exc)} [{fields}]"
+    finally:
+        server.stop()
+    return {
+        "cases": cases,
+        "internal": sum(v.startswith("INTERNAL") for v in cases.values()),
+        "ok_with_inf": sum("NOT FINITE" in v for v in cases.values()),
+    }
+
+
+def violations_of(error: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    found: list[str] = []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            found += [v.field for v in bad.field_violations]
+    return found
+
+
+def phase_restart(weights: Path, calls: int, limit: float) -> dict[str, Any]:
+    """SIGKILL and restart on the same port under `calls` SDK calls (default retry policy)."""
+    port = free_port()
+    args = ("--queue-size", str(2 * calls))
+    server = Server(weights, *args, port=port)
+    restarted: Server | None = None
+    results: list[tuple[str, float]] = []
+    out: dict[str, Any] = {"calls": calls}
+    try:
+        _serving(server)
+        with StyleTransferClient(server.address, timeout=limit) as sdk:
+            threads = [
+                threading.Thread(
+                    target=lambda i=i: results.append(
+                        _sdk_call(sdk, f"restart-{os.getpid()}-{i}", 30, i)
+                    ),
+                    daemon=True,
+                )
+                for i in range(calls)
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(3.0)  # jobs running and queued
+            killed = time.monotonic()
+            server.stop(signal.SIGKILL)
+            restarted = Server(weights, *args, port=port)
+            _serving(restarted)
+            out["outage_s"] = round(time.monotonic() - killed, 1)
+            for thread in threads:
+                thread.join(limit)
+        out["outcomes"] = dict(Counter(r[0] for r in results))
+        out["failed_calls"] = sum(r[0] != "OK" for r in results) + calls - len(results)
+        out["slowest_call_s"] = round(max((r[1] for r in results), default=0.0), 1)
+    finally:
+        server.stop(signal.SIGKILL)
+        if restarted is not None:
+            restarted.stop()
+    return out
+
+
+def _square_png(path: Path, side: int) -> bytes:
+    picture = Image.open(path).convert("RGB").resize((side, side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def phase_largest(weights: Path, limit: float, evaluations: int) -> dict[str, Any]:
+    """RSS idle, at the peak of and after one largest-allowed job, and after small jobs."""
+    server = Server(weights)
+    side = 1024  # the server's default --max-size and --max-style-size
+    out: dict[str, Any] = {"job": f"{side}x{side} content and style, size {side}"}
+    try:
+        _serving(server)
+        with grpc.insecure_channel(
+            server.address, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        ) as channel:
+            stub = pb_grpc.StyleTransferServiceStub(channel)
+            report = Report()
+            run_call(stub, small_request(), "largest", report, limit)
+            out["idle_rss_gib"] = round(server.rss() / GIB, 3)
+            request = pb.StylizeRequest(
+                content_image=_square_png(CONTENT, side),
+                style_images=[pb.StyleImage(image=_square_png(STYLE, side))],
+                options=pb.StyleOptions(size=side, max_evaluations=evaluations, seed=0),
+            )
+            began = time.perf_counter()
+            big = run_call(stub, request, "largest", report, limit)
+            out["job"] += (
+                f", {evaluations} evaluations: {big.code} in {time.perf_counter() - began:.0f} s"
+            )
+            out["peak_rss_gib"] = round(server.peak_rss() / GIB, 3)
+            out["rss_after_gib"] = round(server.rss() / GIB, 3)
+            for i in range(5):
+                run_call(stub, small_request(seed=i), "largest", report, limit)
+            out["rss_after_5_small_jobs_gib"] = round(server.rss() / GIB, 3)
+    finally:
+        server.stop()
+    return out
+
+
+def _stagger(threads: list[threading.Thread], interval: float) -> None:
+    for thread in threads:
+        thread.start()
+        time.sleep(interval)
+
+
+def phase_rollout(weights: Path, calls: int, limit: float) -> dict[str, Any]:
+    """Three servers behind key routing; the busiest drained and restarted under `calls` calls."""
+    ports = [free_port() for _ in range(3)]
+    args = ("--queue-size", str(calls), "--grace-period", "60")
+    servers = [Server(weights, *args, port=port) for port in ports]
+    every: list[Server] = list(servers)
+    results: list[tuple[str, float]] = []
+    out: dict[str, Any] = {"calls": calls, "replicas": 3}
+    try:
+        for server in servers:
+            _serving(server)
+        addresses = [server.address for server in servers]
+        keys = [f"rollout-{os.getpid()}-{i}" for i in range(calls)]
+        homes = Counter(rendezvous_rank(key, addresses)[0] for key in keys)
+        victim = max(servers, key=lambda server: homes[server.address])
+        out["keys_homed_on_the_drained_replica"] = homes[victim.address]
+        with StyleTransferClient(",".join(addresses), timeout=limit) as sdk:
+            threads = [
+                threading.Thread(
+                    target=lambda i=i: results.append(_sdk_call(sdk, keys[i], 20, i)),
+                    daemon=True,
+                )
+                for i in range(calls)
+            ]
+            # Calls arrive over the whole rollout: before the drain, during it and after.
+            starter = threading.Thread(target=_stagger, args=(threads, 0.3), daemon=True)
+            starter.start()
+            time.sleep(2.0)  # every replica busy
+            began = time.monotonic()
+            out["drained_exit_code"] = victim.stop(signal.SIGTERM, timeout=limit)
+            out["drain_s"] = round(time.monotonic() - began, 1)
+            replacement = Server(weights, *args, port=victim.port)
+            every.append(replacement)
+            _serving(replacement)
+            out["replaced_after_s"] = round(time.monotonic() - began, 1)
+            starter.join(limit)
+            for thread in threads:
+                thread.join(limit)
+        out["outcomes"] = dict(Counter(r[0] for r in results))
+        out["failed_calls"] = sum(r[0] != "OK" for r in results) + calls - len(results)
+        # A job did work on a replica when a call of its key there reports compute time or
+        # evaluations (the creator's line has them, or, when its caller left and came back,
+        # the line of the call that attached); each replica process counts once per key.
+        computed: Counter[str] = Counter()
+        for server in every:
+            worked = {
+                line["request_key"]
+                for line in server.requests()
+                if line.get("request_key")
+                and (line.get("compute_seconds", 0) > 0 or line.get("evaluations", 0) > 0)
+            }
+            computed.update(worked)
+        out["jobs_computed"] = sum(computed.values())
+        out["jobs_computed_twice"] = sum(count > 1 for count in computed.values())
+        out["keys_never_computed"] = [key for key in keys if not computed[key]]
+        out["re_attached_calls"] = sum(
+            1 for server in every for line in server.requests() if line.get("attached")
+        )
+        out["draining_refusals"] = sum(
+            1 for line in victim.requests() if line.get("reason") == "draining"
+        )
+    finally:
+        for server in every:
+            server.stop()
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -381,12 +777,18 @@ def lost_jobs(report: Report) -> list[str]:
     """Admitted calls that ended without a result and without a clear drain/retry status."""
     lost = []
     for o in report.outcomes:
-        if not o.admitted or o.code in ("OK", "CANCELLED_BY_TEST"):
+        if not o.admitted or o.code in ("OK", "CANCELLED_BY_TEST", "STALLED_REATTACHED"):
             continue
         if o.phase == "sigterm" and o.reason in ("DRAINING", "SHUTDOWN"):
             continue  # told at once to retry elsewhere: not lost
         lost.append(f"{o.phase}:{o.code}:{o.reason}")
     return lost
+
+
+PHASES = (
+    "burst", "slow", "reattach", "uploads", "sigterm",
+    "zero-window", "overflow", "restart", "largest", "rollout",
+)  # fmt: skip
 
 
 def main() -> None:
@@ -397,11 +799,58 @@ def main() -> None:
     parser.add_argument("--reattach", type=int, default=6, help="keyed calls dropped mid-way")
     parser.add_argument("--uploads", type=int, default=10, help="concurrent 30 Mpx uploads")
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds per phase")
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated, of {', '.join(PHASES)}"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the issue-17 phases' counts (64 readers, 8 restart calls, 30 rollout "
+        "calls) by this, for a quick run",
+    )
+    parser.add_argument(
+        "--largest-evaluations", type=int, default=2, help="evaluations of the largest job"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.phases.split(",") if name.strip()]
+    unknown = set(chosen) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     weights = Path(resolve_weights(args.weights).path)
     report = Report()
     rng = random.Random(0)
+    limit = args.time_limit
+    summary: dict[str, Any] = {}
+    classic = [name for name in chosen if name in PHASES[:5]]
+    if classic:
+        summary = run_classic(weights, report, rng, classic, args)
+    scale = args.scale
+    extra: dict[str, Callable[[], dict[str, Any]]] = {
+        "zero-window": lambda: phase_zero_window(weights, max(4, round(64 * scale)), limit),
+        "overflow": lambda: phase_overflow(weights, limit),
+        "restart": lambda: phase_restart(weights, max(2, round(8 * scale)), limit),
+        "largest": lambda: phase_largest(weights, limit, args.largest_evaluations),
+        "rollout": lambda: phase_rollout(weights, max(3, round(30 * scale)), limit),
+    }
+    for name in chosen:
+        if name in extra:
+            began = time.monotonic()
+            summary[name] = extra[name]()
+            summary[name]["phase_seconds"] = round(time.monotonic() - began, 1)
+            print(f"phase {name}: {time.monotonic() - began:.1f} s", file=sys.stderr)
+    print(json.dumps(summary, indent=2))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        outcomes = {"outcomes": [asdict(o) for o in report.outcomes]} if classic else {}
+        args.json.write_text(json.dumps({**summary, **outcomes}, indent=2))
+
+
+def run_classic(
+    weights: Path, report: Report, rng: random.Random, chosen: list[str], args: Any
+) -> dict[str, Any]:
+    """Phases 1-5 on one server, in order; the last (SIGTERM) ends it."""
     server = Server(weights)
     exit_code = None
     try:
@@ -421,22 +870,19 @@ def main() -> None:
                 ("uploads", lambda: phase_uploads(stub, port, report, args.uploads, limit)),
             ]
             for name, phase in phases:
+                if name not in chosen:
+                    continue
                 began = time.monotonic()
                 phase()
                 print(f"phase {name}: {time.monotonic() - began:.1f} s", file=sys.stderr)
             report.peak_rss = server.peak_rss()
-            exit_code = phase_sigterm(server, stub, report, args.time_limit)
+            if "sigterm" in chosen:
+                exit_code = phase_sigterm(server, stub, report, args.time_limit)
     finally:
         if server.proc.poll() is None:
             server.proc.kill()
     report.lost = lost_jobs(report)
-    summary = summarize(report, exit_code)
-    print(json.dumps(summary, indent=2))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({**summary, "outcomes": [asdict(o) for o in report.outcomes]})
-        )
+    return summarize(report, exit_code)
 
 
 def refusal_p95(outcomes: list[Outcome]) -> dict[str, float]:

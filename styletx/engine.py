@@ -23,7 +23,7 @@ from PIL import Image as PILImage
 
 from styletx import backends, geometry, heap, images, memory, vgg
 from styletx.batcher import DEFAULT_WINDOW_SECONDS, MAX_BATCH, Batcher, BatchStats, Seat
-from styletx.errors import Cancelled, InvalidImage, InvalidOptions, StyletxError
+from styletx.errors import Cancelled, InvalidImage, InvalidOptions, NonFiniteLoss
 from styletx.lru import LRUCache
 from styletx.optimize import Vector, minimize
 from styletx.options import StyleOptions
@@ -127,8 +127,9 @@ class Stylizer:
     predicted to use (`styletx.memory`); None asks the backend (unknown, so unchecked, on a CPU).
     `shape_step` (px): the network runs an image with its shorter side padded up to a multiple of
     it, with masks that keep every loss and gradient exact, so many aspect ratios share the
-    framework's per-shape kernels and memory (TensorFlow; `geometry.padded_size`); shapes in
-    steady use run exact (`styletx.shapes`); 1: no padding.
+    framework's per-shape kernels and memory (TensorFlow; `geometry.padded_size`); always the
+    same shape for an image, so the same request gives the same bytes (`styletx.shapes`); 1: no
+    padding.
     """
 
     def __init__(
@@ -270,7 +271,6 @@ class Stylizer:
         if self.shape_step > 1:
             # size x (size - 1): the shorter side rounds up to size whatever the step.
             oblong = np.full((size, size - 1, 3), 128, dtype=np.uint8)
-            # Once only, with a square style: a second use would make the shape run exact.
             self.stylize(oblong, [square], options)
 
     def step(self, options: StyleOptions) -> LossStep:
@@ -512,6 +512,7 @@ class Stylizer:
         durations: list[float] = [] if timings is None else timings
         base, scaled = _target_weights(step, targets, scale)
         current = [scaled]  # the targets under the job's loss scale now
+        evaluated = [0]
 
         def evaluate(image: Array) -> tuple[Array, Array]:
             if seat is not None:
@@ -530,12 +531,19 @@ class Stylizer:
                 and not (np.isfinite(grad).all() and np.isfinite(terms).all())
             ):
                 if not scale.overflowed():
-                    raise StyletxError(
-                        f"{self._precision}: the loss or its gradient is not finite even with "
-                        f"the loss scaled by {scale.value:g}; use mixed_bfloat16 or float32"
+                    raise _non_finite(
+                        terms,
+                        evaluated[0] + 1,
+                        f" (not finite even with the loss scaled by {scale.value:g} in "
+                        f"{self._precision}: use mixed_bfloat16 or float32)",
                     )
                 current[0] = step.with_weights(current[0], _scaled(base, scale.value))
                 terms, grad = evaluate(image)
+            evaluated[0] += 1
+            # 4 numbers and one pass over the gradient (~0.1 ms at 260 px): an overflow ends the
+            # job with a reason instead of an "OK" with inf or an optimiser lost in NaNs.
+            if not (np.isfinite(terms).all() and np.isfinite(grad).all()):
+                raise _non_finite(terms, evaluated[0])
             with self._lock:
                 self._evaluations_total += 1
             unscale = 1.0 if scale is None else 1.0 / scale.value
@@ -567,6 +575,27 @@ def _scaled(weights: Array, factor: float) -> Array:
     out = np.array(weights, dtype=np.float32, copy=True)
     out[:, :SCALED_WEIGHTS] *= factor
     return out
+
+
+#: The option that weighs each loss term (`losses.TERM_FIELDS` after the total).
+_TERM_WEIGHTS = (("content", "content_weight"), ("style", "style_weight"), ("tv", "tv_weight"))
+
+
+def _non_finite(terms: Array, evaluation: int, context: str = "") -> NonFiniteLoss:
+    """NonFiniteLoss naming the weight of the first term that overflowed (else of the largest
+    one: only the gradient did)."""
+    values = [float(t) for t in np.asarray(terms, dtype=np.float64).ravel()[1:4]]
+    bad = [i for i, v in enumerate(values) if not np.isfinite(v)]
+    index = bad[0] if bad else int(np.argmax(np.abs(values)))
+    term, field = _TERM_WEIGHTS[index]
+    what = f"the {term} loss became {values[index]}" if bad else "the loss gradient overflowed"
+    hint = " or tv_power" if term == "tv" else ""
+    return NonFiniteLoss(
+        field,
+        f"{what} at evaluation {evaluation}{context}; lower {field}{hint} or use a smaller "
+        f"image (losses: content {values[0]:.3g}, style {values[1]:.3g}, tv {values[2]:.3g})",
+        evaluation=evaluation,
+    )
 
 
 def _limit_blas_threads(threads: int) -> None:
@@ -620,9 +649,13 @@ def _loss_weights(options: StyleOptions) -> vgg.FloatImage:
 
 
 def _blend_weights(options: StyleOptions, count: int) -> list[float]:
+    """Blend weights normalised to sum 1; scaled by the largest first, so that any finite
+    weights (1e308 each) blend without their sum overflowing."""
     raw = list(options.style_blend_weights) or [1.0] * count
-    total = sum(raw)
-    return [w / total for w in raw]
+    largest = max(raw)
+    relative = [w / largest for w in raw]
+    total = sum(relative)
+    return [w / total for w in relative]
 
 
 def _split_budget(total: int, parts: int) -> list[int]:

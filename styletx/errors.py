@@ -61,6 +61,16 @@ class DeviceMemoryExceeded(InvalidOptions):
         self.max_size = max_size
 
 
+class NonFiniteLoss(InvalidOptions):
+    """A loss term or the gradient became inf or NaN while optimising: the weights (or the TV
+    power) are too large for float arithmetic at this image. An option error on the weight of
+    the term that overflowed (`field`), so the caller knows what to lower."""
+
+    def __init__(self, field: str, message: str, *, evaluation: int) -> None:
+        super().__init__(field, message)
+        self.evaluation = evaluation
+
+
 class WeightsError(StyletxError):
     """VGG16 weights are missing, unreadable or not the expected network."""
 

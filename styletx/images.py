@@ -265,7 +265,7 @@ def _decode_stream(stream: IO[bytes], *, max_pixels: int, field: str) -> Image:
         width, height = image.size
         if width * height > limit:
             raise ImageTooLarge(width * height, limit, field=field)
-        kind = (image.format or "image").upper()
+        kind = _NAMES.get((image.format or "").lower(), image.format or "image")
         try:
             image.load()
         except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
@@ -275,7 +275,14 @@ def _decode_stream(stream: IO[bytes], *, max_pixels: int, field: str) -> Image:
         except Exception as exc:
             # Pillow reports corrupt or truncated data with many exception types (OSError,
             # SyntaxError, ValueError, struct.error, ...); for untrusted bytes each means bad input.
-            raise InvalidImage(f"corrupt or truncated {kind} ({exc})", field=field) from exc
+            # Its wording ("unpack_from requires a buffer...") tells a caller nothing: logged only.
+            logger.debug("image data unreadable", extra={"field": field, "error": str(exc)})
+            raise InvalidImage(
+                f"the {kind} data is truncated or corrupt: it breaks off before all of its "
+                f"{width}x{height} pixels ({_size_of(stream)} received); send the complete, "
+                "undamaged file",
+                field=field,
+            ) from exc
         _apply_orientation(image, field)
         return _to_rgb_array(image, field)
 
@@ -284,11 +291,15 @@ def _open_header(stream: IO[bytes], *, field: str, limit: int) -> ImageFile.Imag
     """Identify the format from its magic bytes and parse only the header (no pixel data)."""
     prefix = stream.read(16)
     if not prefix:
-        raise InvalidImage("empty image data", field=field)
+        raise InvalidImage(
+            f"empty image data (0 bytes): send an encoded {_SUPPORTED} image", field=field
+        )
     kind = _sniff(prefix)
     if kind is None:
         raise InvalidImage(
-            f"not a recognised image (supported: {', '.join(INPUT_FORMATS)})", field=field
+            f"not an image in a supported format ({_SUPPORTED}): {_size_of(stream)} that start "
+            f"with {prefix[:8]!r}",
+            field=field,
         )
     stream.seek(0)
     try:
@@ -300,11 +311,35 @@ def _open_header(stream: IO[bytes], *, field: str, limit: int) -> ImageFile.Imag
     except MemoryError:
         raise
     except Exception as exc:
+        logger.debug("image header unreadable", extra={"field": field, "error": str(exc)})
         raise InvalidImage(
-            f"invalid or truncated {kind.upper()} data ({exc})", field=field
+            f"not a complete {_NAMES[kind]} file: {_size_of(stream)}, truncated or corrupt "
+            "within its header (signature, size, colours); send the complete, undamaged file",
+            field=field,
         ) from exc
     # ImageFile itself refuses a header declaring a zero width or height (a SyntaxError above).
     return image
+
+
+#: How messages name each input format.
+_NAMES = {
+    "png": "PNG",
+    "jpeg": "JPEG",
+    "mpo": "JPEG",
+    "webp": "WebP",
+    "gif": "GIF",
+    "bmp": "BMP",
+    "tiff": "TIFF",
+}
+_SUPPORTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
+
+
+def _size_of(stream: IO[bytes]) -> str:
+    """ "N bytes": the length of the data in `stream` (for messages)."""
+    position = stream.tell()
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(position)
+    return f"{size} bytes"
 
 
 def _sniff(prefix: bytes) -> str | None:

@@ -50,6 +50,12 @@ MIN_SIZE = MIN_SIDE
 MAX_EVALUATIONS = 100_000
 #: Most coarse-to-fine levels; levels under MIN_SIDE are left out (`geometry.scale_sizes`).
 MAX_SCALES = 4
+#: Largest content, style and TV weight: far above any useful one (PyTorch's tutorial weighs its
+#: style by 1e6) and far below where the float32 loss weights or gradients overflow; a job whose
+#: loss still turns non-finite stops with `NonFiniteLoss`.
+MAX_LOSS_WEIGHT = 1e12
+#: Largest TV exponent: beyond it the TV term of a noisy image overflows float32.
+MAX_TV_POWER = 4.0
 
 
 def _help(text: str) -> dict[str, str]:
@@ -73,7 +79,7 @@ class StyleOptions:
     )
     tv_weight: float = field(default=0.995, metadata=_help("weight of the total-variation loss"))
     tv_power: float = field(
-        default=1.25, metadata=_help("exponent of the total-variation loss (>= 1)")
+        default=1.25, metadata=_help("exponent of the total-variation loss (1-4)")
     )
     content_layer: LayerName = field(
         default="block2_conv2", metadata=_help("VGG16 layer of the content loss")
@@ -155,6 +161,14 @@ class StyleOptions:
         return out
 
 
+def _number_in(name: str, value: float, low: float, high: float) -> None:
+    """A real number in [low, high]; the message always states the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOptions(name, f"must be a number between {low:g} and {high:g}, got {value!r}")
+    if not low <= value <= high:  # also false for NaN
+        raise InvalidOptions(name, f"must be between {low:g} and {high:g}, got {value:g}")
+
+
 def _finite_non_negative(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidOptions(name, f"must be a number, got {type(value).__name__}")
@@ -174,11 +188,9 @@ def _int_in(name: str, value: int, low: int, high: int) -> None:
 def _validate(o: StyleOptions) -> None:
     _int_in("size", o.size, MIN_SIZE, MAX_SIZE)
     for name in ("content_weight", "style_weight", "tv_weight"):
-        _finite_non_negative(name, getattr(o, name))
-    _finite_non_negative("tv_power", o.tv_power)
-    if o.tv_power < 1.0:
-        # Below 1 the TV term is not differentiable at zero differences; L-BFGS then stalls.
-        raise InvalidOptions("tv_power", f"must be >= 1, got {o.tv_power}")
+        _number_in(name, getattr(o, name), 0.0, MAX_LOSS_WEIGHT)
+    # Below 1 the TV term is not differentiable at zero differences; L-BFGS then stalls.
+    _number_in("tv_power", o.tv_power, 1.0, MAX_TV_POWER)
     if o.content_layer not in VGG16_LAYERS:
         raise InvalidOptions(
             "content_layer",
@@ -232,6 +244,8 @@ __all__ = [
     "INIT_METHODS",
     "InitMethod",
     "LayerName",
+    "MAX_LOSS_WEIGHT",
+    "MAX_TV_POWER",
     "PRESETS",
     "Preset",
     "StyleOptions",

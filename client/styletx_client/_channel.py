@@ -17,6 +17,10 @@ DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 ChannelOption = tuple[str, str | int]
 
+RECONNECT_BACKOFF_MS = (250, 2000)
+"""gRPC's reconnect backoff, first and longest (ms): a server back from a restart is reached
+within about 2 s (gRPC's defaults, 1 s growing to 120 s, would leave it unused for minutes)."""
+
 
 def normalize_target(target: str) -> str:
     """Accept `host:port`, any gRPC URI, or `ip:port,ip:port` (made an `ipv4:`/`ipv6:` URI)."""
@@ -78,6 +82,10 @@ def channel_options(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.primary_user_agent", f"styletx-client/{__version__}"),
+        # gRPC waits up to 120 s between reconnects to a server that went away, and fails
+        # calls at once meanwhile: a restarted server would be found long after it is back.
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
     ]
     policy = lb_policy or ("round_robin" if is_multi_address(target) else None)
     if policy:

@@ -206,8 +206,9 @@ class StylizeCall(Generic[T]):
             raise error from None
         if not is_retryable(error):
             raise error from None
-        # A replica leaving on purpose is a rollout, not trouble: it does not spend the budget.
-        if not leaving and not self._core.throttle.failed():
+        # UNAVAILABLE (a replica restarting, loading, leaving or unreachable) cost no server any
+        # work: it spends no token (the ride-out window and the deadline bound those retries).
+        if not isinstance(error, UnavailableError) and not self._core.throttle.failed():
             logger.warning("retry budget spent; not retrying %s", error)
             raise error from None
         delay = self._budget.retry_delay(error)

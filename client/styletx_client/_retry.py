@@ -46,21 +46,28 @@ class RetryPolicy:
     mid-way (UNAVAILABLE) is re-attached by its request key. The n-th consecutive retry waits a
     uniformly random time in [0, min(max_backoff, initial_backoff * multiplier**(n-1))] ("full
     jitter"), or the server's RetryInfo delay times a random factor in [1, 1.5].
-    `max_attempts` bounds the attempts in a row that deliver no new event; `throttling` (None:
-    off) bounds retries across all calls of a client; the call's timeout bounds everything.
+    `max_attempts` bounds the attempts in a row that deliver no new event, except that UNAVAILABLE
+    (a replica restarting, loading, draining or unreachable) is retried for at least `ride_out`
+    seconds from the first failure in a row, so a restart or rollout of that long is ridden out
+    (`max_attempts=1` turns every retry off, the ride-out included);
+    `throttling` (None: off) bounds the retries of server refusals across all calls of a client;
+    the call's timeout bounds everything.
     """
 
     max_attempts: int = 5
     initial_backoff: float = 0.25
-    max_backoff: float = 10.0
+    max_backoff: float = 5.0
     multiplier: float = 2.0
     throttling: RetryThrottling | None = field(default_factory=RetryThrottling)
+    ride_out: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         if self.initial_backoff < 0 or self.max_backoff < 0 or self.multiplier < 1:
             raise ValueError("backoffs must be >= 0 and multiplier >= 1")
+        if self.ride_out < 0:
+            raise ValueError("ride_out must be >= 0 seconds")
 
     def backoff(self, retry: int, rng: random.Random) -> float:
         """Jittered wait before the `retry`-th retry in a row (1-based)."""
@@ -68,7 +75,7 @@ class RetryPolicy:
         return rng.uniform(0.0, cap)
 
 
-NO_RETRY = RetryPolicy(max_attempts=1)
+NO_RETRY = RetryPolicy(max_attempts=1, ride_out=0.0)
 
 
 def retry_info_delay(seconds: float, rng: random.Random) -> float:
@@ -128,6 +135,7 @@ class AttemptBudget:
         self.attempt = 0
         """Attempts started so far (all of them)."""
         self._in_a_row = 0
+        self._failing_since: float | None = None
 
     def start_attempt(self) -> float | None:
         """Count one attempt; return the gRPC timeout it may use (the time left, or None)."""
@@ -146,6 +154,7 @@ class AttemptBudget:
         """The current attempt delivered a new event: the next failure starts a fresh series
         (a job that outlives several broken connections is not cut off by max_attempts)."""
         self._in_a_row = 1
+        self._failing_since = None
 
     def retry_delay(self, error: ServiceError) -> float | None:
         """Seconds to wait before trying again, or None when attempts or the deadline are spent.
@@ -153,12 +162,22 @@ class AttemptBudget:
         Only busy and unavailable errors are ever retried; the caller narrows that further (a
         stream broken mid-way is re-attached only on UNAVAILABLE, and only with a request key).
         """
-        if not is_retryable(error) or self._in_a_row >= self._policy.max_attempts:
+        if not is_retryable(error):
+            return None
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        riding_out = (
+            isinstance(error, UnavailableError)
+            and self._policy.max_attempts > 1
+            and now - self._failing_since < self._policy.ride_out
+        )
+        if self._in_a_row >= self._policy.max_attempts and not riding_out:
             return None
         if error.retry_after is not None:
             delay = retry_info_delay(error.retry_after, self._rng)
         else:
             delay = self._policy.backoff(self._in_a_row, self._rng)
-        if self._deadline is not None and self._clock() + delay >= self._deadline:
+        if self._deadline is not None and now + delay >= self._deadline:
             return None  # waiting would use up the deadline: report the real cause instead
         return delay

@@ -37,6 +37,7 @@ from styletx_server.jobs import JobRegistry
 from styletx_server.logs import log_event, request_id_from
 from styletx_server.metrics import MetricsHttpServer, ServerMetrics
 from styletx_server.servicer import Lifecycle, ServicerParts, StyleTransferServicer
+from styletx_server.slots import CallSlots, share_limit
 from styletx_server.statuses import StopReason
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ T = TypeVar("T")
 
 #: How long final statuses may take to reach callers once the jobs have stopped.
 _STOP_GRACE_SECONDS = 5.0
-#: Calls still running when a connection reaches its maximum age may take this long to finish.
-CONNECTION_AGE_GRACE_SECONDS = 3600
 
 
 #: Jobs per GPU when batching is on and the operator names no number: enough concurrent jobs
@@ -75,17 +74,18 @@ def auto_workers(jobs_per_device: int = 1) -> int:
     return max(1, len(accelerators())) * jobs_per_device
 
 
-def _connection_age_options(age_seconds: float) -> list[tuple[str, int]]:
-    """gRPC channel arguments that recycle old connections (0 = keep them forever).
+def _connection_age_options(age_seconds: float, grace_seconds: float) -> list[tuple[str, int]]:
+    """gRPC channel arguments that recycle old connections (age 0 = keep them forever).
 
     Clients that balance over DNS (headless Service) only see new replicas when they reconnect;
-    a generous grace lets long stylizations on the old connection finish first.
+    the grace lets the longest job on the old connection finish first, and then closes what is
+    left (calls whose reader never read included).
     """
     if age_seconds <= 0:
         return []
     return [
         ("grpc.max_connection_age_ms", int(age_seconds * 1000)),
-        ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_SECONDS * 1000),
+        ("grpc.max_connection_age_grace_ms", int(grace_seconds * 1000)),
     ]
 
 
@@ -134,6 +134,11 @@ class StyletxServer:
             on_change=self._on_store_change,
         )
         self.throughput = Throughput()
+        self.slots = CallSlots(
+            config.max_calls,
+            share_limit(config.max_calls, config.max_peer_share),
+            on_change=self._on_calls_change,
+        )
         self._loop = _LoopThread.get()
         self._decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self.servicer = StyleTransferServicer(
@@ -147,14 +152,14 @@ class StyletxServer:
                 lifecycle=self.lifecycle,
                 throughput=self.throughput,
                 decode_pool=self._decode_pool,
-                max_calls=config.max_calls,
+                slots=self.slots,
                 linger=config.linger,
+                stall_timeout=config.stall_timeout,
             ),
             self._loop,
         )
         self._given_stylizer = stylizer
         self._grpc: grpc.aio.Server | None = None
-        self._grpc_stopping: asyncio.Future[None] | None = None
         self._metrics_http: MetricsHttpServer | None = None
         self._port: int | None = None
         self._ready = threading.Event()
@@ -193,6 +198,10 @@ class StyletxServer:
         self.metrics.jobs_in_flight.set(running)
         self.metrics.busyness.set((waiting + running) / self.workers)
 
+    def _on_calls_change(self, open_calls: int, stalled: int) -> None:
+        self.metrics.calls_in_flight.set(open_calls)
+        self.metrics.calls_stalled.set(stalled)
+
     def _on_store_change(self, results: int, size: int) -> None:
         self.metrics.stored_results.set(results)
         self.metrics.stored_result_bytes.set(size)
@@ -223,7 +232,9 @@ class StyletxServer:
                 ("grpc.max_send_message_length", config.max_message_bytes),
                 # One server per port: a second process must fail to bind, not share the port.
                 ("grpc.so_reuseport", 0),
-                *_connection_age_options(config.max_connection_age),
+                *_connection_age_options(
+                    config.max_connection_age, config.max_connection_age_grace
+                ),
             ],
         )
         pb_grpc.add_StyleTransferServiceServicer_to_server(self.servicer, server)
@@ -362,11 +373,9 @@ class StyletxServer:
             waiting=self.admission.waiting,
             refused=len(late),
         )
-        if self._grpc is not None and self._grpc_stopping is None:
-            # GOAWAY to every connection now; calls in flight go on (they end with their jobs).
-            self._grpc_stopping = asyncio.ensure_future(
-                self._grpc.stop(grace + _STOP_GRACE_SECONDS)
-            )
+        # The port stays open and connections stay up until the running jobs are done: a new
+        # call meanwhile gets UNAVAILABLE (DRAINING) and its client moves on at once, where a
+        # closed port would have cost it a connection timeout; `stop()` then sends GOAWAY.
         if await asyncio.to_thread(self.admission.wait_idle, grace):
             log_event(log, "drained")
             return True
@@ -382,9 +391,9 @@ class StyletxServer:
         return False
 
     def drain(self, grace: float | None = None) -> bool:
-        """Refuse new calls, report NOT_SERVING, refuse queued jobs that cannot finish in time,
-        send GOAWAY, let running jobs finish for `grace` seconds, then cancel the rest.
-        True when everything finished within the grace period."""
+        """Refuse new calls (UNAVAILABLE, DRAINING), report NOT_SERVING, refuse queued jobs that
+        cannot finish in time, let running jobs finish for `grace` seconds, then cancel the rest;
+        `stop()` closes the port and the connections. True when everything finished in time."""
         grace = self.config.grace_period if grace is None else grace
         return self._run(self._drain(grace))
 
@@ -397,8 +406,6 @@ class StyletxServer:
             # Let handlers of just-cancelled jobs send their final status.
             await asyncio.to_thread(self.admission.wait_idle, _STOP_GRACE_SECONDS)
             await self._grpc.stop(_STOP_GRACE_SECONDS)
-            if self._grpc_stopping is not None:
-                await self._grpc_stopping
 
     def stop(self) -> None:
         """Stop everything now (jobs cancelled); idempotent."""
@@ -434,7 +441,6 @@ class StyletxServer:
 
 
 __all__ = [
-    "CONNECTION_AGE_GRACE_SECONDS",
     "GPU_JOBS_PER_DEVICE",
     "StyletxServer",
     "accelerators",

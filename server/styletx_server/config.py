@@ -46,6 +46,10 @@ class ServerConfig:
     max_inflight_pixels: int = 128_000_000
     max_styles: int = 8
     max_calls: int = 64
+    #: Share of the call slots one caller (peer address) may hold at once.
+    max_peer_share: float = 0.25
+    #: Seconds a call's reader may accept no bytes before the call is ended (0: never).
+    stall_timeout: float = 5.0
     decode_threads: int = 2
     #: Operator overrides of the engine's defaults (None: the engine's own).
     default_evaluations: int | None = None
@@ -61,6 +65,8 @@ class ServerConfig:
     max_stored_result_bytes: int = 256 * MIB
     grace_period: float = 60.0
     max_connection_age: float = 300.0
+    #: Seconds calls may go on past a connection's age before it is closed under them.
+    max_connection_age_grace: float = 600.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -109,6 +115,10 @@ def _validate(c: ServerConfig) -> None:
         raise ValueError(f"--max-styles must be >= 1, got {c.max_styles}")
     if c.max_calls < 1:
         raise ValueError(f"--max-calls must be >= 1, got {c.max_calls}")
+    if not 0 < c.max_peer_share <= 1:
+        raise ValueError(f"--max-peer-share must be in (0, 1], got {c.max_peer_share}")
+    if not 0 <= c.stall_timeout <= 3600:
+        raise ValueError(f"--stall-timeout must be 0-3600 (0 = never), got {c.stall_timeout}")
     if c.decode_threads < 1:
         raise ValueError(f"--decode-threads must be >= 1, got {c.decode_threads}")
     if not MIN_SIZE <= c.max_style_size <= MAX_SIZE:
@@ -142,6 +152,10 @@ def _validate(c: ServerConfig) -> None:
         raise ValueError(f"--default-preset must be one of {', '.join(PRESETS)}")
     if c.max_connection_age < 0:
         raise ValueError(f"--max-connection-age must be >= 0, got {c.max_connection_age}")
+    if c.max_connection_age_grace < 0:
+        raise ValueError(
+            f"--max-connection-age-grace must be >= 0, got {c.max_connection_age_grace}"
+        )
     if c.grace_period < 0:
         raise ValueError(f"--grace-period must be >= 0, got {c.grace_period}")
     if (c.tls_cert is None) != (c.tls_key is None):
@@ -291,6 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
         "RESOURCE_EXHAUSTED (TOO_MANY_CALLS)",
     )
     add(
+        "--max-peer-share",
+        "share of the --max-calls slots one caller (peer address) may hold at once; more get "
+        "RESOURCE_EXHAUSTED (TOO_MANY_CALLS); 1 = no per-caller bound (behind a proxy that "
+        "hides client addresses every call is one peer)",
+    )
+    add(
+        "--stall-timeout",
+        "seconds a call's reader may accept no bytes (plus the time a slow reader needs for a "
+        "large message at 64 KiB/s) before the call is ended (CANCELLED, STALLED) and frees "
+        "its slot; a job with a request key keeps running for --linger; 0 = never",
+    )
+    add(
         "--decode-threads",
         "threads decoding admitted images (off the event loop)",
     )
@@ -346,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connection-age",
         "seconds after which a client connection is asked to reconnect (GOAWAY), so clients "
         "doing round robin over DNS find new replicas; calls in flight finish; 0 = never",
+    )
+    add(
+        "--max-connection-age-grace",
+        "seconds calls may go on past a connection's maximum age before the connection is "
+        "closed under them (which also ends calls whose reader stalled); size it from the "
+        "longest job the limits allow",
     )
     add("--tls-cert", "PEM certificate chain; enables TLS with --tls-key")
     add("--tls-key", "PEM private key; enables TLS with --tls-cert")

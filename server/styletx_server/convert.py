@@ -137,7 +137,9 @@ def _blend_weights(
             weight = 1.0
         weights.append(weight)
     if sum(weights) <= 0:
-        violations.append(FieldViolation("style_images", "weights must not all be zero"))
+        violations.append(
+            FieldViolation("style_images", "weights must not all be zero: at least one must be > 0")
+        )
         return ()
     return tuple(weights)
 

@@ -9,6 +9,7 @@ on a decode thread, for requests already holding their pixel reservation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -127,12 +128,32 @@ class _Checks:
 def _output(request: pb.StylizeRequest, checks: _Checks) -> tuple[str, int]:
     fmt = FORMATS.get(request.output_format)
     if fmt is None:
-        checks.add("output_format", f"unknown ImageFormat {request.output_format}")
+        allowed = ", ".join(
+            f"{number} ({pb.ImageFormat.Name(pb.ImageFormat.ValueType(number))})"
+            for number in sorted(FORMATS)
+            if number
+        )
+        checks.add(
+            "output_format",
+            f"unknown ImageFormat {request.output_format}; must be unset (PNG) or one of {allowed}",
+        )
         fmt = "png"
     if request.output_quality > 100:
-        checks.add("output_quality", f"must be 0-100, got {request.output_quality}")
+        checks.add(
+            "output_quality",
+            f"must be between 0 and 100 (0: the encoder's default, {DEFAULT_QUALITY}), "
+            f"got {request.output_quality}",
+        )
     quality = request.output_quality if 0 < request.output_quality <= 100 else DEFAULT_QUALITY
     return fmt, quality
+
+
+def output_encoding(request: pb.StylizeRequest) -> tuple[str, int]:
+    """(format, quality) the caller wants the result in; InvalidRequestError when malformed."""
+    checks = _Checks()
+    encoding = _output(request, checks)
+    checks.raise_if_any()
+    return encoding
 
 
 def _dimensions(
@@ -140,7 +161,9 @@ def _dimensions(
 ) -> tuple[int, int] | None:
     """(height, width) from the header, or None (with a violation) when unusable or too large."""
     if not data:
-        checks.add(field, "required: empty image")
+        checks.add(
+            field, "required: an encoded PNG, JPEG, WebP, GIF, BMP or TIFF image, got 0 bytes"
+        )
         return None
     try:
         width, height = image_dimensions(data)
@@ -215,21 +238,34 @@ def _check_style_size(
     scale = float(_effective(request, options, "style_scale"))
     if not MIN_SIZE <= size <= limits.max_size or not 0.1 <= scale <= 4.0:
         return  # already a violation; no meaningful style size
+    limit = limits.max_style_size
     # The output's longest side is `size` whatever the content's shape.
-    passes = [
-        geometry.style_size(dims[0], dims[1], (size, size), scale)
-        for dims in styles
-        if dims is not None
-    ] or [(round(scale * size), round(scale * size))]
-    longest = max(max(p) for p in passes)
-    if longest > limits.max_style_size:
+    scaled = max(1, round(scale * size))
+    if scaled > limit:
         checks.limit(
             "options.style_scale",
-            f"style images would be resized to {longest} px (longest side, style_scale "
-            f"{scale:g} x size {size}), over this server's limit of {limits.max_style_size} px; "
-            "lower style_scale or size",
+            f"style_scale {scale:g} x size {size} = {scaled} px per style pass, over this "
+            f"server's limit of {limit} px: style_scale must be at most "
+            f"{math.floor(limit / size * 100) / 100:g} at size {size} (or lower size)",
             "max_style_size",
-            limits.max_style_size,
+            limit,
+        )
+        return
+    for i, dims in enumerate(styles):
+        if dims is None:
+            continue
+        height, width = geometry.style_size(dims[0], dims[1], (size, size), scale)
+        if max(height, width) <= limit:
+            continue
+        # Only an elongated image gets here: its shorter side is raised to VGG16's minimum.
+        checks.limit(
+            f"style_images[{i}].image",
+            f"a {dims[1]}x{dims[0]} style image is too elongated: raising its shorter side to "
+            f"the {MIN_SIZE} px VGG16 needs makes it {width}x{height} px, over this server's "
+            f"limit of {limit} px per style pass; its sides may differ at most "
+            f"{limit // MIN_SIZE}:1 ({limit} / {MIN_SIZE}): crop it",
+            "max_style_size",
+            limit,
         )
 
 
@@ -357,4 +393,5 @@ __all__ = [
     "JobSpec",
     "decode",
     "inspect",
+    "output_encoding",
 ]

@@ -310,7 +310,13 @@ class StylizeJob:
                 request_id=self.request_id,
             )
         )
-        self._complete(Final(response=response))
+        self._complete(
+            Final(
+                response=response,
+                pixels=result.image,
+                encoding=(spec.output_format, spec.output_quality),
+            )
+        )
 
     def _finish_compute(self) -> None:
         if self.times.started is None or self.times.compute_seconds:

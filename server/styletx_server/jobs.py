@@ -3,7 +3,9 @@
 A call with a new key creates a job; a call with a known key attaches to the running job or gets
 the stored result at once, so a caller that lost its stream (a dropped connection, a restart)
 never pays for a second computation. Results are kept for a TTL, bounded by count and bytes
-(oldest dropped first). A key sent with a different request is an error (compared by digest).
+(oldest dropped first). A key sent with a different computation is an error (compared by digest);
+fields that only say how the result is delivered (`DELIVERY_FIELDS`) are left out of the digest,
+so a caller that changes only those attaches and gets the result in its own encoding.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from google.protobuf.message import Message
 
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_server.job import StylizeJob
@@ -29,9 +33,30 @@ def valid_key(key: str) -> bool:
     return _KEY.fullmatch(key) is not None
 
 
+#: StylizeRequest fields that say how the result is delivered, not what is computed.
+DELIVERY_FIELDS = frozenset({"output_format", "output_quality", "preview_every"})
+
+
 def request_digest(request: pb.StylizeRequest) -> bytes:
-    """SHA-256 of the request's deterministic serialization: same payload, same digest."""
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+    """SHA-256 of what defines the computation: every set field but `DELIVERY_FIELDS`, each
+    serialized deterministically and length-prefixed (no copy of a large request is made)."""
+    digest = hashlib.sha256()
+    for descriptor, value in request.ListFields():
+        if descriptor.name in DELIVERY_FIELDS:
+            continue
+        for item in value if descriptor.is_repeated else [value]:
+            data = _field_bytes(item)
+            digest.update(f"{descriptor.number}:{len(data)}:".encode())
+            digest.update(data)
+    return digest.digest()
+
+
+def _field_bytes(value: object) -> bytes:
+    if isinstance(value, Message):
+        return value.SerializeToString(deterministic=True)
+    if isinstance(value, bytes):
+        return value
+    return repr(value).encode()
 
 
 @dataclass(frozen=True)
@@ -109,7 +134,7 @@ class JobRegistry:
             if final.response is None or job.digest is None or self._ttl <= 0:
                 self._changed()
                 return
-            size = final.response.ByteSize()
+            size = final.size
             if size > self._max_bytes or self._max_results < 1:
                 self._changed()
                 return

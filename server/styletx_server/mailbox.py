@@ -14,6 +14,7 @@ import contextlib
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_server.statuses import ErrorStatus
@@ -29,6 +30,16 @@ class Final:
 
     response: pb.StylizeResponse | None = None
     status: ErrorStatus | None = None
+    #: The result's pixels and the (format, quality) `response` carries them in, so a caller
+    #: that attaches asking for another encoding gets the same picture re-encoded.
+    pixels: Any = None
+    encoding: tuple[str, int] | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes this outcome holds (the encoded result and its pixels)."""
+        encoded = 0 if self.response is None else self.response.ByteSize()
+        return encoded + int(getattr(self.pixels, "nbytes", 0))
 
 
 Item = pb.StylizeResponse | Final

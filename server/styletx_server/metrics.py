@@ -105,6 +105,7 @@ class ServerMetrics:
     requests: Counter
     request_duration: Histogram
     calls_in_flight: Gauge
+    calls_stalled: Gauge
     busyness: Gauge
     inflight_pixels: Gauge
     inflight_pixels_limit: Gauge
@@ -155,7 +156,14 @@ class ServerMetrics:
             ),
             calls_in_flight=Gauge(
                 "styletx_calls_in_flight",
-                "Stylize calls open now (streams attached to a job included)",
+                "Stylize calls holding a call slot now (streams attached to a job included)",
+                registry=reg,
+            ),
+            calls_stalled=Gauge(
+                "styletx_calls_stalled",
+                "Stylize calls ended for a reader that accepted no bytes (--stall-timeout) that "
+                "gRPC still holds until the reader comes back or its connection closes; they "
+                "hold no call slot but count against their caller's share",
                 registry=reg,
             ),
             busyness=Gauge(

@@ -6,12 +6,19 @@ stored result) -> draining -> option and header checks against the server's limi
 -> pixel-budget reservation -> queue slot -> decode on a decode thread -> run on a worker thread.
 Every refusal before the queue costs microseconds and no image memory. Whatever raises, the stream
 ends with a status (INTERNAL naming only the request id) and the job releases what it held.
+
+A caller that leaves is CANCELLED (or DEADLINE_EXCEEDED) in the logs and metrics, whatever the
+write it left in the middle of. A reader that accepts no bytes for `--stall-timeout` seconds has
+its call ended (CANCELLED, STALLED) and its slot freed at once; its job is left like any other
+caller's (a keyed one lingers for a re-attach), and the call itself waits for gRPC to let go of
+it (the reader comes back, or its connection closes), counted against its caller meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -21,18 +28,26 @@ from typing import Any
 
 import grpc
 
+from styletx.images import encode_image
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
 from styletx_server.admission import AdmissionQueue, QueueClosedError, QueueFullError, Throughput
 from styletx_server.budget import OverBudgetError, PixelBudget
-from styletx_server.convert import Limits
-from styletx_server.intake import IntakeLimits, InvalidRequestError, decode, inspect
+from styletx_server.convert import Limits, format_to_proto
+from styletx_server.intake import (
+    IntakeLimits,
+    InvalidRequestError,
+    decode,
+    inspect,
+    output_encoding,
+)
 from styletx_server.job import StylizeJob
 from styletx_server.jobs import JobRegistry, StoredResult, request_digest, valid_key
 from styletx_server.logs import REQUEST_ID_KEY, log_event, request_id_from
 from styletx_server.mailbox import Final, Mailbox
 from styletx_server.metrics import ServerMetrics
+from styletx_server.slots import CallSlots, Slot, TooManyCalls, caller_of
 from styletx_server.statuses import ErrorStatus, FieldViolation, Reason, StopReason
 
 log = logging.getLogger(__name__)
@@ -41,6 +56,12 @@ METHOD = "Stylize"
 _KEY_RULE = "must be 1-128 characters of [A-Za-z0-9._~:-]"
 #: A call that ends this close to its deadline ended because of it (clocks differ slightly).
 _DEADLINE_SLACK_SECONDS = 0.05
+#: A reader slower than this on average is as good as stalled: a message of n bytes gets
+#: `--stall-timeout` + n / this seconds to be accepted (a 3 MiB result: 48 s more).
+STALL_MIN_BYTES_PER_SECOND = 64 * 1024
+#: After a write failed, how long the handler waits for gRPC to cancel it (which it does once it
+#: has seen the call end) rather than try to send a status into a call that is gone.
+_LET_GO_SECONDS = 5.0
 
 
 class Lifecycle:
@@ -64,6 +85,34 @@ class _Call:
     code: grpc.StatusCode | None = None
     reason: Reason | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    #: The request line was written (a stalled call is recorded when it stalls).
+    recorded: bool = False
+
+
+class CallerGone(Exception):
+    """A write failed because the call is over on the caller's side (cancelled, deadline,
+    connection lost): nothing went wrong here."""
+
+
+class ReaderStalled(Exception):
+    """The caller accepted no bytes of a message for `seconds`; `write` is still pending."""
+
+    def __init__(self, write: asyncio.Future[None], seconds: float) -> None:
+        super().__init__(f"the reader accepted nothing for {seconds:.1f} s")
+        self.write = write
+        self.seconds = seconds
+
+
+async def _let_go() -> None:
+    """Wait (a bounded while) for gRPC to cancel a handler whose call is gone, so that it does
+    not try to send a status into a finished call (which gRPC logs with a traceback)."""
+    await asyncio.sleep(_LET_GO_SECONDS)
+
+
+def _retrieve(write: asyncio.Future[None]) -> None:
+    """Consume a write's outcome nobody awaits any more (no "exception never retrieved")."""
+    if not write.cancelled():
+        write.exception()
 
 
 @dataclass(frozen=True)
@@ -79,8 +128,9 @@ class ServicerParts:
     lifecycle: Lifecycle
     throughput: Throughput
     decode_pool: Executor
-    max_calls: int
+    slots: CallSlots
     linger: float
+    stall_timeout: float = 0.0
 
 
 def _ended_by_caller(context: Any) -> StopReason:
@@ -103,7 +153,6 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     def __init__(self, parts: ServicerParts, loop: asyncio.AbstractEventLoop) -> None:
         self._p = parts
         self._loop = loop
-        self._active = 0
         self._live: set[StylizeJob] = set()
         self._live_lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,28 +165,26 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         arrived = time.monotonic()
         request_id = request_id_from(context.invocation_metadata())
         call = _Call(request_id=request_id, peer=context.peer())
-        counted = False
+        slot: Slot | None = None
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-            if self._active >= self._p.max_calls:
-                self._end(
-                    context,
-                    call,
-                    statuses.resource_exhausted(
-                        f"server busy: {self._p.max_calls} calls open; retry later",
-                        self._p.admission.retry_after(),
-                        Reason.TOO_MANY_CALLS,
-                    ),
-                )
+            try:
+                slot = self._p.slots.acquire(caller_of(call.peer))
+            except TooManyCalls as exc:
+                self._end(context, call, self._too_many_calls(exc))
                 return
-            counted = True
-            self._active += 1
-            self._p.metrics.calls_in_flight.set(self._active)
             await self._stylize(request, context, call, arrived)
+        except ReaderStalled as stalled:
+            assert slot is not None
+            await self._stalled(context, call, arrived, slot, stalled)
         except asyncio.CancelledError:
             if call.code is None:
                 call.code, call.reason = _CODES[_ended_by_caller(context)]
             raise
+        except CallerGone:
+            if call.code is None:
+                call.code, call.reason = _CODES[_ended_by_caller(context)]
+            await _let_go()
         except Exception as exc:
             if context.done():  # the call is over: nobody to tell, nothing went wrong here
                 call.code, call.reason = _CODES[_ended_by_caller(context)]
@@ -151,10 +198,64 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 )
                 self._end(context, call, statuses.internal(request_id))
         finally:
-            if counted:
-                self._active -= 1
-                self._p.metrics.calls_in_flight.set(self._active)
-            self._record(call, arrived)
+            if slot is not None:
+                slot.close()
+            if not call.recorded:
+                self._record(call, arrived)
+
+    def _too_many_calls(self, exc: TooManyCalls) -> ErrorStatus:
+        retry_after = self._p.admission.retry_after()
+        if exc.per_caller:
+            return statuses.resource_exhausted(
+                f"this caller already holds {exc.limit} calls, its share of the server's "
+                f"{self._p.slots.limit}; retry when one of them ends",
+                retry_after,
+                Reason.TOO_MANY_CALLS,
+                metadata={"scope": "caller", "max_calls_per_caller": str(exc.limit)},
+            )
+        return statuses.resource_exhausted(
+            f"server busy: {exc.limit} calls open; retry later",
+            retry_after,
+            Reason.TOO_MANY_CALLS,
+            metadata={"scope": "server", "max_calls": str(exc.limit)},
+        )
+
+    async def _write(self, context: Any, message: pb.StylizeResponse) -> None:
+        """Send one message: CallerGone when the call is over on the caller's side,
+        ReaderStalled when the reader accepts none of it within the stall timeout."""
+        write: asyncio.Future[None] = asyncio.ensure_future(context.write(message))
+        write.add_done_callback(_retrieve)
+        timeout = self._p.stall_timeout
+        try:
+            if timeout > 0:
+                limit = timeout + message.ByteSize() / STALL_MIN_BYTES_PER_SECOND
+                done, _ = await asyncio.wait({write}, timeout=limit)
+                if not done:
+                    raise ReaderStalled(write, limit)
+            else:
+                await asyncio.wait({write})
+            write.result()
+        except asyncio.CancelledError:
+            write.cancel()
+            raise
+        except grpc.aio.BaseError as exc:  # the call ended under the write
+            raise CallerGone(str(exc)) from None
+
+    async def _stalled(
+        self, context: Any, call: _Call, arrived: float, slot: Slot, stalled: ReaderStalled
+    ) -> None:
+        """End a stalled call now for everyone but gRPC: free its slot, record it, set its
+        status; then wait until gRPC lets go of it (its reader comes back and gets the status,
+        or its connection closes)."""
+        slot.stall()
+        call.fields["stalled_seconds"] = round(stalled.seconds, 3)
+        self._end(context, call, statuses.stalled(stalled.seconds))
+        self._record(call, arrived)
+        call.recorded = True
+        try:
+            await stalled.write
+        except grpc.aio.BaseError:  # the connection closed: nobody to send the status to
+            await _let_go()
 
     def _end(self, context: Any, call: _Call, status: ErrorStatus) -> None:
         """Finish the call with `status` (the handler then returns)."""
@@ -199,12 +300,18 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 if found.digest != digest:
                     self._end(context, call, statuses.key_reused(key))
                     return
+                try:
+                    # Only the encoding may differ from the job's: the caller gets its own.
+                    encoding = output_encoding(request)
+                except InvalidRequestError as exc:
+                    self._end(context, call, statuses.invalid_argument(exc.violations))
+                    return
                 if isinstance(found, StoredResult):
                     call.fields["attached"] = "stored"
-                    await self._deliver(found.final, context, call)
+                    await self._deliver(found.final, context, call, encoding)
                     return
                 call.fields["attached"] = "running"
-                await self._follow(found, context, call, arrived)
+                await self._follow(found, context, call, arrived, encoding)
                 return
         if p.lifecycle.draining.is_set():
             self._end(context, call, statuses.draining())
@@ -268,7 +375,9 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         task = asyncio.ensure_future(self._decode(job, request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        await self._follow(job, context, call, arrived)
+        await self._follow(
+            job, context, call, arrived, (inspection.output_format, inspection.output_quality)
+        )
 
     # -- decoding (after admission) ---------------------------------------------------------------
 
@@ -313,15 +422,48 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
 
     # -- streaming a job to one caller ------------------------------------------------------------
 
-    async def _deliver(self, final: Final, context: Any, call: _Call) -> None:
+    async def _deliver(
+        self, final: Final, context: Any, call: _Call, encoding: tuple[str, int]
+    ) -> None:
         if final.response is not None:
-            await context.write(final.response)
+            await self._write(context, await self._encoded(final, encoding, call))
             call.code, call.reason = grpc.StatusCode.OK, None
         else:
             assert final.status is not None
             self._end(context, call, final.status)
 
-    async def _follow(self, job: StylizeJob, context: Any, call: _Call, arrived: float) -> None:
+    async def _encoded(
+        self, final: Final, encoding: tuple[str, int], call: _Call
+    ) -> pb.StylizeResponse:
+        """The result event in the caller's `encoding` (re-encoded off the loop when the job's
+        was another: a caller that attached with only the format or quality changed)."""
+        response = final.response
+        assert response is not None
+        if (
+            final.encoding is None
+            or final.pixels is None
+            or _same_encoding(final.encoding, encoding)
+        ):
+            return response
+        fmt, quality = encoding
+        data = await self._loop.run_in_executor(
+            self._p.decode_pool, functools.partial(encode_image, final.pixels, fmt, quality=quality)
+        )
+        call.fields["reencoded"] = fmt
+        result = pb.ResultEvent()
+        result.CopyFrom(response.result)
+        result.image.data = data
+        result.image.format = format_to_proto(fmt)
+        return pb.StylizeResponse(result=result)
+
+    async def _follow(
+        self,
+        job: StylizeJob,
+        context: Any,
+        call: _Call,
+        arrived: float,
+        encoding: tuple[str, int],
+    ) -> None:
         """Subscribe to `job` and relay its events until its final one (or the caller leaves)."""
         mailbox = Mailbox(self._loop)
         job.subscribe(mailbox)
@@ -334,12 +476,12 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 item = await mailbox.get()
                 if isinstance(item, Final):
                     self._job_fields(job, call)
-                    await self._deliver(item, context, call)
+                    await self._deliver(item, context, call, encoding)
                     return
                 if first_progress and item.HasField("progress"):
                     first_progress = False
                     self._p.metrics.time_to_first_progress.observe(time.monotonic() - arrived)
-                await context.write(item)
+                await self._write(context, item)
         except asyncio.CancelledError:
             reason = _ended_by_caller(context)
             call.code, call.reason = _CODES[reason]
@@ -427,6 +569,11 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             duration_seconds=round(elapsed, 6),
             **call.fields,
         )
+
+
+def _same_encoding(one: tuple[str, int], other: tuple[str, int]) -> bool:
+    """True when both encodings give the same bytes (PNG has no quality)."""
+    return one == other or (one[0] == other[0] == "png")
 
 
 def _size(shape: tuple[int, ...]) -> str:

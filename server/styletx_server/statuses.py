@@ -17,7 +17,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
-from styletx.errors import InvalidImage, InvalidOptions
+from styletx.errors import InvalidImage, InvalidOptions, NonFiniteLoss
 from styletx_client.proto import style_transfer_pb2 as pb
 from styletx_client.proto.style_options import ErrorReason
 
@@ -122,10 +122,19 @@ def invalid_argument(
 
 
 def resource_exhausted(
-    message: str, retry_after_seconds: float, reason: Reason = Reason.QUEUE_FULL
+    message: str,
+    retry_after_seconds: float,
+    reason: Reason = Reason.QUEUE_FULL,
+    metadata: Mapping[str, str] | None = None,
 ) -> ErrorStatus:
     """RESOURCE_EXHAUSTED with a google.rpc.RetryInfo: the server is busy, try again later."""
-    return _status(code_pb2.RESOURCE_EXHAUSTED, message, reason, _retry_info(retry_after_seconds))
+    return _status(
+        code_pb2.RESOURCE_EXHAUSTED,
+        message,
+        reason,
+        _retry_info(retry_after_seconds),
+        metadata=metadata,
+    )
 
 
 def out_of_memory(request_id: str) -> ErrorStatus:
@@ -178,6 +187,16 @@ def key_reused(key: str) -> ErrorStatus:
     )
 
 
+def stalled(seconds: float) -> ErrorStatus:
+    """CANCELLED by the server: the caller read nothing for `seconds` (it rarely sees this)."""
+    return _status(
+        code_pb2.CANCELLED,
+        f"the call was ended: its reader accepted no data for {seconds:.0f} s; a job with a "
+        "request key keeps running for a while, re-attach with the same key",
+        Reason.STALLED,
+    )
+
+
 def internal(request_id: str) -> ErrorStatus:
     """INTERNAL naming only the request id (the details are in the server log)."""
     return _status(code_pb2.INTERNAL, f"internal error (request id {request_id})", Reason.INTERNAL)
@@ -225,6 +244,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def for_exception(exc: BaseException, request_id: str) -> ErrorStatus:
     """Status of an exception raised while running a job; internals never reach the caller."""
+    if isinstance(exc, NonFiniteLoss):
+        # Found mid-run: the weights were in range but overflowed on this image.
+        return invalid_argument(
+            [FieldViolation(request_field(exc.field), exc.message)], Reason.NON_FINITE_LOSS
+        )
     if isinstance(exc, InvalidOptions):
         return invalid_argument([FieldViolation(request_field(exc.field), exc.message)])
     if isinstance(exc, InvalidImage):
@@ -266,6 +290,7 @@ __all__ = [
     "reason_label",
     "request_field",
     "resource_exhausted",
+    "stalled",
     "unauthenticated",
     "unavailable",
 ]

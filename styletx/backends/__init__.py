@@ -14,6 +14,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from styletx import heap
 from styletx.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -26,6 +27,11 @@ _INSTALL_HINT = {
     "tensorflow": "pip install tensorflow (a styletx-server dependency)",
     "jax": "pip install 'styletx-server[jax]'",
 }
+
+
+# Before anything here imports TensorFlow: large CPU tensors from the C heap, so that a big
+# job's memory goes back to the system after it (styletx.heap).
+heap.prefer_system_allocator()
 
 
 def available() -> tuple[str, ...]:

@@ -6,8 +6,8 @@ for every aspect ratio and every coarse-to-fine scale: no per-shape trace.
 
 TensorFlow's oneDNN kernels still build and keep primitives (JIT code) for every shape they
 meet, a few MiB per shape, so with a `shape_step` the network runs an image padded to the shape
-`geometry.padded_size` gives, and many aspect ratios share one shape; a shape in steady use runs
-exact (`styletx.shapes.ShapePlanner`). The padding does not change a single result: the pad is
+`geometry.padded_size` gives, and many aspect ratios share one shape, whatever ran before
+(`styletx.shapes.ShapePlanner`). The padding does not change a single result: the pad is
 zeros in preprocessed space (what a 'same' convolution reads past the border anyway), and after
 every layer the activations outside the image's own part are multiplied by zero, so each
 convolution at the border sees the zeros it would have seen, each 2x2 pooling of the image's part
@@ -145,7 +145,7 @@ class TensorFlowStep(LossStep):
         return self.shapes.step
 
     def run_shape(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) the network runs a `height` x `width` image at now (`ShapePlanner`)."""
+        """(height, width) the network runs a `height` x `width` image at (`ShapePlanner`)."""
         return self.shapes.shape(height, width)
 
     def _padded(self, images: Array) -> tuple[bool, tf.Tensor]:
@@ -155,8 +155,6 @@ class TensorFlowStep(LossStep):
         return padded != tuple(shape), tf.constant(padded, dtype=tf.int32)
 
     def targets(self, images: Array) -> tuple[Array, list[Array]]:
-        # Targets are computed once per job and scale: that is what makes a shape "in use".
-        self.shapes.count(*images.shape[1:3])
         pad, padded = self._padded(images)
         with tf.device(self._device):
             content, grams = self._targets[pad](tf.constant(images, dtype=tf.float32), padded)

@@ -107,6 +107,21 @@ def spawn() -> Iterator[Any]:
         process.kill()
 
 
+def reason(error: grpc.RpcError) -> str:
+    """The styletx ErrorInfo reason of a failed call."""
+    from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no rich details: {error.details()}"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    raise AssertionError("no ErrorInfo")
+
+
 def health_status(channel: grpc.Channel) -> int:
     stub = health_pb2_grpc.HealthStub(channel)
     return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status)
@@ -144,13 +159,16 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(spawn: Any, seeded_weights
 
         server.proc.send_signal(signal.SIGTERM)
         server.event("draining", timeout=30)
-        # GOAWAY went to every connection and the port is closed: new calls and probes fail.
-        with pytest.raises(grpc.RpcError) as caught:
-            health_status(channel)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        with pytest.raises(grpc.RpcError) as caught:
-            list(stub.Stylize(request(evaluations=2), timeout=30))
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Until the running job is done: probes say NOT_SERVING, and a new call, on this
+        # connection or a new one, is refused with its reason (DRAINING: move on at once),
+        # never "failed to connect".
+        assert health_status(channel) == NOT_SERVING
+        with grpc.insecure_channel(f"127.0.0.1:{serving['port']}") as fresh:
+            for new_stub in (stub, pb_grpc.StyleTransferServiceStub(fresh)):
+                with pytest.raises(grpc.RpcError) as caught:
+                    list(new_stub.Stylize(request(evaluations=2), timeout=30))
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert reason(caught.value) == "DRAINING"
 
         rest = list(call)  # the admitted job runs to its end during the grace period
         assert rest[-1].HasField("result")

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from styletx_client import (
+    NO_RETRY,
     AsyncStyleTransferClient,
     Event,
     OutOfMemoryError,
@@ -26,6 +27,7 @@ from styletx_client import (
     Result,
     RetryPolicy,
     RetryThrottling,
+    ServerBusyError,
     Started,
     StyleTransferClient,
     UnavailableError,
@@ -38,6 +40,7 @@ from tests.support.fake_server import (
     FakeStyleTransfer,
     error_info,
     fail,
+    retry_info,
     serve,
     started,
 )
@@ -142,7 +145,7 @@ def test_a_restarted_client_reattaches_with_its_stored_key() -> None:
     seen: list[Event] = []
     with serve(jobs) as server:
         with (
-            StyleTransferClient(server.address, retry=RetryPolicy(max_attempts=1)) as first,
+            StyleTransferClient(server.address, retry=NO_RETRY) as first,
             pytest.raises(UnavailableError),
         ):
             first.stylize(b"content", b"style", request_key=key, on_event=seen.append)
@@ -241,12 +244,13 @@ def test_a_job_broken_again_and_again_completes_while_each_attempt_progresses() 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_retry_budget_stops_a_retry_storm(kind: Kind) -> None:
-    fake = FakeStyleTransfer(fail(grpc.StatusCode.UNAVAILABLE, "down"))
+    # Refusals a server answered spend tokens (a replica restarting or leaving does not).
+    fake = FakeStyleTransfer(fail(grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", retry_info(0.01)))
     policy = RetryPolicy(max_attempts=10, throttling=RetryThrottling(max_tokens=4))
 
     def attempts(call: Callable[[], object]) -> int:
         before = len(fake.calls)
-        with pytest.raises(UnavailableError):
+        with pytest.raises(ServerBusyError):
             call()
         return len(fake.calls) - before
 
@@ -255,7 +259,7 @@ def test_the_retry_budget_stops_a_retry_storm(kind: Kind) -> None:
             counts = []
             for _ in range(2):
                 before = len(fake.calls)
-                with pytest.raises(UnavailableError):
+                with pytest.raises(ServerBusyError):
                     await aclient.stylize(b"c", b"s")
                 counts.append(len(fake.calls) - before)
             return counts

@@ -161,11 +161,26 @@ def test_total_deadline_spans_attempts() -> None:
 def test_unreachable_server_is_retried_then_reported_unavailable() -> None:
     sleeps = Sleeps()
     with (
-        client_for(closed_port_address(), sleeps, retry=RetryPolicy(max_attempts=3)) as client,
+        client_for(
+            closed_port_address(), sleeps, retry=RetryPolicy(max_attempts=3, ride_out=0)
+        ) as client,
         pytest.raises(UnavailableError),
     ):
         client.stylize(b"c", b"s")
     assert len(sleeps.calls) == 2
+
+
+def test_an_unreachable_server_is_retried_for_the_whole_ride_out_window() -> None:
+    """The default policy keeps trying a server that is down (a restart) for 30 s, however many
+    attempts that takes, and then reports it unavailable."""
+    sleeps = Sleeps()
+    with (
+        client_for(closed_port_address(), sleeps) as client,
+        pytest.raises(UnavailableError),
+    ):
+        client.stylize(b"c", b"s")
+    assert sum(sleeps.calls) >= RetryPolicy().ride_out
+    assert len(sleeps.calls) > RetryPolicy().max_attempts
 
 
 def test_real_sleep_is_used_by_default() -> None:

@@ -40,7 +40,8 @@ def test_calls_beyond_max_calls_are_refused_counted_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     gated = GatedStylizer(stylizer)
-    server = server_factory(engine=gated, max_calls=3, queue_size=4)
+    # One client here: no per-caller share below the server's limit.
+    server = server_factory(engine=gated, max_calls=3, queue_size=4, max_peer_share=1.0)
     stub = stub_for(server)
     held = [Consumer(stub, make_request()) for _ in range(3)]
     wait_for(lambda: server.admission.running + server.admission.waiting == 3)
@@ -61,10 +62,13 @@ def test_calls_beyond_max_calls_are_refused_counted_and_logged(
 def test_readers_that_never_read_block_neither_workers_nor_other_calls(
     server_factory: ServerFactory, stub_for: Any
 ) -> None:
-    """Many streams whose callers never read, each sending far more than the flow-control window
-    (a preview every iteration): every job still finishes, health answers, a normal call runs."""
+    """Many streams whose callers do not read until their jobs are done, each sending far more
+    than the flow-control window (a preview every iteration): every job still finishes, health
+    answers, a normal call runs. (With the stall timeout off: these readers come back late.)"""
     streams = 6
-    server = server_factory(queue_size=streams, max_calls=streams + 2)
+    server = server_factory(
+        queue_size=streams, max_calls=streams + 2, max_peer_share=1.0, stall_timeout=0
+    )
     stub = stub_for(server)
     heavy = make_request(
         preview_every=1, options=pb.StyleOptions(size=64, max_evaluations=40, seed=1)

@@ -89,10 +89,12 @@ def test_not_serving_until_warm_then_serving_then_not_serving_when_draining(
     assert statuses(server) == (SERVING, SERVING)
     assert stylize_code(server) == grpc.StatusCode.OK
     assert server.drain(grace=1.0)
-    # Draining sent GOAWAY and closed the port: probes and calls fail, so the pod leaves the
-    # Service at once (open streams see NOT_SERVING first: test_watch_streams_the_transitions).
-    assert check_code(server) == grpc.StatusCode.UNAVAILABLE
+    # Drained: probes say NOT_SERVING (the pod leaves the Service) and calls are refused with a
+    # reason, until stop() closes the port.
+    assert statuses(server) == (NOT_SERVING, NOT_SERVING)
     assert stylize_code(server) == grpc.StatusCode.UNAVAILABLE
+    server.stop()
+    assert check_code(server) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_watch_streams_the_transitions(stylizer: Stylizer, server_factory: ServerFactory) -> None:
@@ -157,13 +159,16 @@ def test_drain_lets_the_running_job_finish_and_refuses_new_calls(
         drainer = threading.Thread(target=lambda: drained.append(server.drain(grace=WAIT)))
         drainer.start()
         wait_for(lambda: server.lifecycle.draining.is_set())
-        assert next(watch).status == NOT_SERVING  # an open stream hears it before GOAWAY
+        assert next(watch).status == NOT_SERVING  # an open stream hears it at once
         watch.cancel()
-    # A new call on the running call's own channel: the connection got GOAWAY, the port is shut.
-    with pytest.raises(grpc.RpcError) as caught:
-        collect(stub, make_request())
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert check_code(server) == grpc.StatusCode.UNAVAILABLE
+    # Until the running job is done, a new call, on the running call's own connection or on a
+    # new one, is told why (DRAINING: the client moves on at once), not "failed to connect".
+    for channel_stub in (stub, stub_for(server)):
+        with pytest.raises(grpc.RpcError) as caught:
+            collect(channel_stub, make_request())
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert reason_of(caught.value) == "DRAINING"
+    assert statuses(server) == (NOT_SERVING, NOT_SERVING)
     gated.release()
     running.join(WAIT)
     drainer.join(WAIT)

@@ -161,3 +161,49 @@ def test_a_failed_keyed_job_can_be_retried_with_the_same_key(
         collect(stub, keyed())
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert collect(stub, keyed())[-1].HasField("result")
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["running", "stored"])
+@pytest.mark.parametrize(
+    "delivery",
+    [
+        {"preview_every": 2},
+        {"output_format": pb.IMAGE_FORMAT_JPEG},
+        {"output_format": pb.IMAGE_FORMAT_WEBP, "output_quality": 40},
+    ],
+    ids=["preview_every", "format", "format_and_quality"],
+)
+def test_a_key_resent_with_only_its_delivery_changed_attaches(
+    stylizer: Stylizer,
+    server_factory: ServerFactory,
+    stub_for: Any,
+    finished: bool,
+    delivery: dict[str, Any],
+) -> None:
+    """Preview cadence, output format and quality do not define the work: the job is computed
+    once and each caller gets the picture in the encoding it asked for."""
+    from styletx.images import decode_image, encode_image
+
+    gated = GatedStylizer(stylizer)
+    server = server_factory(engine=gated)
+    stub = stub_for(server)
+    first = Consumer(stub, keyed())
+    assert gated.paused.wait(WAIT)
+    if finished:
+        gated.release()
+        assert first.code() == grpc.StatusCode.OK
+    second = Consumer(stub, keyed(**delivery))
+    gated.release()
+    assert first.code() == grpc.StatusCode.OK
+    assert second.code() == grpc.StatusCode.OK, second.error
+    assert gated.calls == 1
+    mine, theirs = first.events[-1].result.image, second.events[-1].result.image
+    pixels = decode_image(mine.data)  # the first caller's default: lossless PNG
+    wanted = delivery.get("output_format", pb.IMAGE_FORMAT_PNG)
+    assert theirs.format == wanted
+    if wanted == pb.IMAGE_FORMAT_PNG:
+        assert theirs.data == mine.data
+    else:
+        fmt = pb.ImageFormat.Name(wanted).removeprefix("IMAGE_FORMAT_").lower()
+        quality = delivery.get("output_quality", 90)
+        assert theirs.data == encode_image(pixels, fmt, quality=quality)

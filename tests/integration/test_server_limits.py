@@ -23,6 +23,7 @@ from tests.integration.conftest import (
     png,
     reason_of,
     rich_details,
+    wait_for,
 )
 
 #: Small limits so each corner is cheap; the request of make_request() fits every one.
@@ -216,6 +217,8 @@ def test_a_full_queue_refuses_before_decoding(
     waiting = Consumer(stub, make_request())
     while server.admission.waiting != 1:
         threading.Event().wait(0.01)
+    # The waiting job decodes its two images after taking its slot: let it finish first.
+    wait_for(lambda: spy.decodes == 4)
     decodes = spy.decodes
     with pytest.raises(grpc.RpcError) as caught:
         collect(stub, make_request())

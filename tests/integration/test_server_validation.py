@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import grpc
@@ -115,6 +116,75 @@ def test_invalid_input_names_the_field(
     assert found[field]  # a description the caller can act on
     # Rejected before admission: no job ever reached the engine.
     assert server.admission.running == 0
+
+
+#: A description says what is allowed: a range, a limit, a choice, or what to send.
+ALLOWED = re.compile(
+    r"between|at most|at least|one of|choose|supported|required|>=|<=|limit|complete"
+)
+#: What a description must not leak: the decoder's own wording.
+LEAKS = ("unpack_from", "Traceback", "chunk b'", "struct.error", "buffer size")
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_every_description_says_what_is_allowed_in_its_own_words(
+    case: str, stub: pb_grpc.StyleTransferServiceStub
+) -> None:
+    overrides, field = CASES[case]
+    with pytest.raises(grpc.RpcError) as caught:
+        collect(stub, make_request(**overrides))
+    description = violations(caught.value)[field]
+    assert ALLOWED.search(description), description
+    assert not any(leak in description for leak in LEAKS), description
+
+
+def _png(height: int, width: int) -> bytes:
+    from styletx.images import encode_image
+    from tests.support.weights import tiny_image
+
+    return encode_image(tiny_image(height, width, 1), "png")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "wanted"),
+    [
+        # A PNG cut right after its header (signature + IHDR): no decoder wording.
+        ({"content_image": _png(40, 60)[:33]}, "content_image", ["not a complete PNG file"]),
+        (
+            {"content_image": _png(40, 60)[:2000]},
+            "content_image",
+            ["PNG data is truncated", "60x40 pixels", "2000 bytes", "send the complete"],
+        ),
+        ({"options": options(tv_power=-1)}, "options.tv_power", ["between 1 and 4", "got -1"]),
+        (
+            {"style_images": [pb.StyleImage(image=_png(2, 3000))]},
+            "style_images[0].image",
+            ["3000x2 style image", "too elongated", "1024 px", "64:1"],
+        ),
+        (
+            {"options": options(size=512, style_scale=3.0)},
+            "options.style_scale",
+            ["3 x size 512 = 1536 px", "at most 2 at size 512"],
+        ),
+    ],
+    ids=["png_cut_after_header", "png_cut_in_its_pixels", "tv_power", "thin_style", "style_scale"],
+)
+def test_the_issue_s_messages_name_the_input_the_fault_and_the_range(
+    server_factory: ServerFactory,
+    stub_for: Any,
+    overrides: dict[str, Any],
+    field: str,
+    wanted: list[str],
+) -> None:
+    stub = stub_for(server_factory(max_size=1024, max_style_size=1024))
+    with pytest.raises(grpc.RpcError) as caught:
+        collect(stub, make_request(**overrides))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = violations(caught.value)
+    assert list(found) == [field], found
+    for text in wanted:
+        assert text in found[field], found[field]
+    assert not any(leak in found[field] for leak in LEAKS)
 
 
 def test_every_violation_is_reported_at_once(stub: pb_grpc.StyleTransferServiceStub) -> None:

@@ -16,6 +16,7 @@ from styletx_client import (
     Reason,
     RetryPolicy,
     RetryThrottling,
+    ServerBusyError,
     ServiceError,
     UnavailableError,
 )
@@ -59,6 +60,9 @@ def rpc_error(code: grpc.StatusCode, *details: Message) -> FakeRpcError:
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 UNAVAILABLE = rpc_error(grpc.StatusCode.UNAVAILABLE)
 DRAINING = rpc_error(grpc.StatusCode.UNAVAILABLE, error_info(Reason.DRAINING))
+BUSY = rpc_error(
+    grpc.StatusCode.RESOURCE_EXHAUSTED, error_info(Reason.QUEUE_FULL), retry_info(0.01)
+)
 
 
 def feed(attempt: Attempt[str], *messages: pb.StylizeResponse) -> list[object]:
@@ -172,15 +176,16 @@ def test_a_refused_connection_or_a_draining_replica_moves_the_call_to_the_next_b
     assert call(client, "k").next_attempt().endpoint.address == ranked[2]
 
 
-def test_the_retry_budget_is_shared_and_spared_by_draining_replicas() -> None:
+def test_the_retry_budget_is_shared_and_spared_by_unavailable_replicas() -> None:
     client = core(max_attempts=100, throttling=RetryThrottling(max_tokens=4, token_ratio=1))
     c = call(client)
     for _ in range(5):
         assert c.next_attempt().fail(DRAINING) >= 0  # a rollout costs no tokens
+        assert c.next_attempt().fail(UNAVAILABLE) >= 0  # nor does a restart
     assert client.throttle.tokens == 4
-    assert c.next_attempt().fail(UNAVAILABLE) >= 0  # 4 -> 3
-    with pytest.raises(UnavailableError):
-        call(client).next_attempt().fail(UNAVAILABLE)  # 3 -> 2: at half, no more retries
+    assert c.next_attempt().fail(BUSY) >= 0  # 4 -> 3: a server refused work
+    with pytest.raises(ServerBusyError):
+        call(client).next_attempt().fail(BUSY)  # 3 -> 2: at half, no more retries
     done = call(client).next_attempt()
     feed(done, started(), result())
     done.succeed()
@@ -188,7 +193,7 @@ def test_the_retry_budget_is_shared_and_spared_by_draining_replicas() -> None:
 
 
 def test_max_attempts_counts_failures_in_a_row_and_progress_starts_a_new_series() -> None:
-    c = call(core(max_attempts=2, throttling=None))
+    c = call(core(max_attempts=2, throttling=None, ride_out=0))
     assert c.next_attempt().fail(UNAVAILABLE) >= 0  # 1 in a row
     progressing = c.next_attempt()  # 2 in a row, but it delivers iteration 1: back to 1
     feed(progressing, progress(1, 1))

@@ -86,7 +86,7 @@ def budget(
 
 
 def test_attempts_are_bounded() -> None:
-    b = budget(RetryPolicy(max_attempts=3, initial_backoff=1.0), None)
+    b = budget(RetryPolicy(max_attempts=3, initial_backoff=1.0, ride_out=0), None)
     delays = []
     for _ in range(5):
         b.start_attempt()
@@ -158,3 +158,53 @@ def test_starting_an_attempt_after_the_deadline_raises() -> None:
 def test_without_timeout_attempts_have_no_deadline() -> None:
     b = budget(RetryPolicy(), None)
     assert b.start_attempt() is None
+
+
+def test_unavailable_is_ridden_out_for_the_window_whatever_max_attempts_says() -> None:
+    """A restart of up to `ride_out` seconds: attempts go on past max_attempts until the window
+    since the first failure in a row is over (then max_attempts bounds them again)."""
+    clock = FakeClock()
+    b = budget(RetryPolicy(max_attempts=2, initial_backoff=1.0, max_backoff=4.0), None, clock)
+    waited = 0.0
+    while True:
+        b.start_attempt()
+        delay = b.retry_delay(UnavailableError("connection refused"))
+        if delay is None:
+            break
+        clock.now += delay
+        waited += delay
+    assert waited >= RetryPolicy().ride_out == 30.0
+    assert b.attempt > 2
+    # A busy server is not an outage: max_attempts alone bounds it.
+    busy = budget(RetryPolicy(max_attempts=2), None, FakeClock())
+    busy.start_attempt()
+    assert busy.retry_delay(ServerBusyError("queue full")) is not None
+    busy.start_attempt()
+    assert busy.retry_delay(ServerBusyError("queue full")) is None
+
+
+def test_progress_starts_a_new_ride_out_window() -> None:
+    clock = FakeClock()
+    b = budget(RetryPolicy(max_attempts=2, ride_out=10.0), None, clock)
+    b.start_attempt()
+    assert b.retry_delay(UnavailableError("down")) is not None
+    clock.now += 20.0
+    b.start_attempt()
+    assert b.retry_delay(UnavailableError("down")) is None  # 2 attempts, 20 s into the outage
+    b.progressed()  # it came back and delivered an event; then broke again
+    b.start_attempt()
+    assert b.retry_delay(UnavailableError("down")) is not None
+
+
+def test_the_ride_out_is_bounded_by_the_deadline() -> None:
+    clock = FakeClock()
+    b = budget(RetryPolicy(max_attempts=2), 3.0, clock)
+    b.start_attempt()
+    clock.now += 2.9
+    assert b.retry_delay(UnavailableError("down")) is None  # any wait would pass the deadline
+
+
+def test_one_attempt_means_no_retry_not_even_a_ride_out() -> None:
+    b = budget(RetryPolicy(max_attempts=1), None)
+    b.start_attempt()
+    assert b.retry_delay(UnavailableError("down")) is None

@@ -154,7 +154,7 @@ def test_decode_returns_a_writeable_contiguous_array() -> None:
 
 def test_formats_outside_the_supported_set_are_refused_unparsed() -> None:
     ico = save(PILImage.new("RGB", (16, 16)), "ICO")
-    with pytest.raises(InvalidImage, match="not a recognised image"):
+    with pytest.raises(InvalidImage, match="not an image in a supported format"):
         decode_image(ico, field="style_images[0]")
 
 

@@ -28,6 +28,9 @@ def test_defaults_match_the_contract() -> None:
     assert (config.max_styles, config.max_style_size, config.max_scales) == (8, 1024, 4)
     assert config.max_request_pixels <= config.max_inflight_pixels
     assert config.require_gpu is False and config.tls_client_ca is None
+    # Issue 17: readers that never read, one caller's share, the connection-age grace.
+    assert (config.stall_timeout, config.max_peer_share) == (5.0, 0.25)
+    assert config.max_connection_age_grace == 600.0
 
 
 def test_environment_variables_set_every_option() -> None:
@@ -62,6 +65,9 @@ def test_environment_variables_set_every_option() -> None:
         "STYLETX_MAX_STORED_RESULT_BYTES": "4096",
         "STYLETX_TLS_CLIENT_CA": "/tls/ca.pem",
         "STYLETX_REQUIRE_GPU": "1",
+        "STYLETX_STALL_TIMEOUT": "2.5",
+        "STYLETX_MAX_PEER_SHARE": "0.5",
+        "STYLETX_MAX_CONNECTION_AGE_GRACE": "90",
     }
     config = load_config([], env=env)
     assert config == ServerConfig(
@@ -95,6 +101,9 @@ def test_environment_variables_set_every_option() -> None:
         max_stored_result_bytes=4096,
         tls_client_ca=Path("/tls/ca.pem"),
         require_gpu=True,
+        stall_timeout=2.5,
+        max_peer_share=0.5,
+        max_connection_age_grace=90.0,
     )
 
 
@@ -128,6 +137,10 @@ def test_false_boolean_environment_keeps_warmup() -> None:
         (["--max-inflight-pixels", "10", "--max-request-pixels", "20"], {}),
         (["--max-styles", "0"], {}),
         (["--max-calls", "0"], {}),
+        (["--max-peer-share", "0"], {}),
+        (["--max-peer-share", "1.5"], {}),
+        (["--stall-timeout", "-1"], {}),
+        (["--max-connection-age-grace", "-1"], {}),
         (["--max-style-size", "5000"], {}),
         (["--max-scales", "5"], {}),
         (["--linger", "-1"], {}),

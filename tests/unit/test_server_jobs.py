@@ -107,3 +107,29 @@ def test_digest_follows_the_payload() -> None:
     same = pb.StylizeRequest(content_image=b"abc", request_key="k")
     other = pb.StylizeRequest(content_image=b"abd", request_key="k")
     assert request_digest(one) == request_digest(same) != request_digest(other)
+
+
+def test_digest_leaves_out_only_how_the_result_is_delivered() -> None:
+    base = pb.StylizeRequest(
+        content_image=b"abc",
+        style_images=[pb.StyleImage(image=b"s", weight=0.5)],
+        options=pb.StyleOptions(size=64, seed=3),
+        request_key="k",
+    )
+    delivery = pb.StylizeRequest()
+    delivery.CopyFrom(base)
+    delivery.output_format = pb.IMAGE_FORMAT_WEBP
+    delivery.output_quality = 40
+    delivery.preview_every = 5
+    assert request_digest(delivery) == request_digest(base)
+    for change in (
+        lambda r: setattr(r.options, "seed", 4),
+        lambda r: setattr(r.style_images[0], "weight", 0.6),
+        lambda r: r.style_images.add(image=b"t"),
+        lambda r: setattr(r, "content_image", b"abd"),
+        lambda r: r.options.ClearField("size"),
+    ):
+        other = pb.StylizeRequest()
+        other.CopyFrom(base)
+        change(other)
+        assert request_digest(other) != request_digest(base)

@@ -77,6 +77,18 @@ def test_engine_option_errors_name_the_request_field() -> None:
     assert list(field_violations(blend)) == ["style_images"]
 
 
+def test_a_non_finite_loss_is_invalid_argument_naming_the_weight() -> None:
+    from styletx.errors import NonFiniteLoss
+
+    error = NonFiniteLoss("tv_weight", "the tv loss became inf at evaluation 3", evaluation=3)
+    status = statuses.for_exception(error, "rid")
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(status).reason == "NON_FINITE_LOSS"
+    assert field_violations(status) == {
+        "options.tv_weight": "the tv loss became inf at evaluation 3"
+    }
+
+
 def test_image_errors_keep_their_field() -> None:
     status = statuses.for_exception(ImageTooLarge(10, 5, field="style_images[2].image"), "rid")
     assert list(field_violations(status)) == ["style_images[2].image"]

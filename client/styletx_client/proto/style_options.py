@@ -32,16 +32,16 @@ class StyleOptionArgs(TypedDict, total=False):
     """Longest side of the output in pixels; the content image's aspect ratio is kept."""
 
     content_weight: float
-    """Weight of the content loss (finite, >= 0)."""
+    """Weight of the content loss (0 to 1e12)."""
 
     style_weight: float
-    """Total weight of the style loss, shared equally by the style layers (finite, >= 0)."""
+    """Total weight of the style loss, shared equally by the style layers (0 to 1e12)."""
 
     tv_weight: float
-    """Weight of the total-variation (smoothness) loss (finite, >= 0)."""
+    """Weight of the total-variation (smoothness) loss (0 to 1e12)."""
 
     tv_power: float
-    """Exponent of the total-variation loss (finite, >= 1)."""
+    """Exponent of the total-variation loss (1 to 4)."""
 
     content_layer: str
     """VGG16 layer whose features the content loss compares, e.g. \"block2_conv2\"."""
@@ -89,16 +89,16 @@ class ResolvedOptions:
     """Longest side of the output in pixels; the content image's aspect ratio is kept."""
 
     content_weight: float | None = None
-    """Weight of the content loss (finite, >= 0)."""
+    """Weight of the content loss (0 to 1e12)."""
 
     style_weight: float | None = None
-    """Total weight of the style loss, shared equally by the style layers (finite, >= 0)."""
+    """Total weight of the style loss, shared equally by the style layers (0 to 1e12)."""
 
     tv_weight: float | None = None
-    """Weight of the total-variation (smoothness) loss (finite, >= 0)."""
+    """Weight of the total-variation (smoothness) loss (0 to 1e12)."""
 
     tv_power: float | None = None
-    """Exponent of the total-variation loss (finite, >= 1)."""
+    """Exponent of the total-variation loss (1 to 4)."""
 
     content_layer: str | None = None
     """VGG16 layer whose features the content loss compares, e.g. \"block2_conv2\"."""
@@ -183,14 +183,20 @@ class ErrorReason(StrEnum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     """DEADLINE_EXCEEDED: the call's deadline passed before the job finished."""
 
+    NON_FINITE_LOSS = "NON_FINITE_LOSS"
+    """INVALID_ARGUMENT with BadRequest: a loss or its gradient became inf or NaN while optimising; the field named is the weight to lower (or use a smaller image)."""
+
+    STALLED = "STALLED"
+    """CANCELLED: the caller accepted no bytes for the server's stall timeout, so the server ended the call; a job with a request key keeps running for a while: re-attach with the key."""
+
 
 #: One-line help of every option, from its proto comment (for CLIs).
 OPTION_HELP: Final[dict[str, str]] = {
     "size": "Longest side of the output in pixels; the content image's aspect ratio is kept.",
-    "content_weight": 'Weight of the content loss (finite, >= 0).',
-    "style_weight": 'Total weight of the style loss, shared equally by the style layers (finite, >= 0).',
-    "tv_weight": 'Weight of the total-variation (smoothness) loss (finite, >= 0).',
-    "tv_power": 'Exponent of the total-variation loss (finite, >= 1).',
+    "content_weight": 'Weight of the content loss (0 to 1e12).',
+    "style_weight": 'Total weight of the style loss, shared equally by the style layers (0 to 1e12).',
+    "tv_weight": 'Weight of the total-variation (smoothness) loss (0 to 1e12).',
+    "tv_power": 'Exponent of the total-variation loss (1 to 4).',
     "content_layer": 'VGG16 layer whose features the content loss compares, e.g. "block2_conv2".',
     "style_layers": 'VGG16 layers whose Gram matrices the style loss compares; empty means the default five.',
     "max_evaluations": 'Budget of loss-and-gradient evaluations of the L-BFGS optimisation.',

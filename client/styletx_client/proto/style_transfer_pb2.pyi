@@ -66,6 +66,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """CANCELLED: the caller cancelled the call (seen in the server's logs and metrics)."""
     ERROR_REASON_DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 14
     """DEADLINE_EXCEEDED: the call's deadline passed before the job finished."""
+    ERROR_REASON_NON_FINITE_LOSS: _ErrorReason.ValueType  # 15
+    """INVALID_ARGUMENT with BadRequest: a loss or its gradient became inf or NaN while optimising;
+    the field named is the weight to lower (or use a smaller image).
+    """
+    ERROR_REASON_STALLED: _ErrorReason.ValueType  # 16
+    """CANCELLED: the caller accepted no bytes for the server's stall timeout, so the server ended
+    the call; a job with a request key keeps running for a while: re-attach with the key.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed. Every error status carries a google.rpc.ErrorInfo with domain "styletx.v1"
@@ -102,6 +110,14 @@ ERROR_REASON_CANCELLED: ErrorReason.ValueType  # 13
 """CANCELLED: the caller cancelled the call (seen in the server's logs and metrics)."""
 ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 14
 """DEADLINE_EXCEEDED: the call's deadline passed before the job finished."""
+ERROR_REASON_NON_FINITE_LOSS: ErrorReason.ValueType  # 15
+"""INVALID_ARGUMENT with BadRequest: a loss or its gradient became inf or NaN while optimising;
+the field named is the weight to lower (or use a smaller image).
+"""
+ERROR_REASON_STALLED: ErrorReason.ValueType  # 16
+"""CANCELLED: the caller accepted no bytes for the server's stall timeout, so the server ended
+the call; a job with a request key keeps running for a while: re-attach with the key.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _ImageFormat:
@@ -301,7 +317,9 @@ class StyleImage(_message.Message):
     image: _builtins.bytes
     """Encoded style image, in any format `StylizeRequest.content_image` accepts. Required."""
     weight: _builtins.float
-    """Relative blend weight (finite, >= 0); unset means 1. Weights are normalised to sum 1."""
+    """Relative blend weight (finite, >= 0, not all 0); unset means 1. Weights are normalised to
+    sum 1, so only their ratios matter.
+    """
     def __init__(
         self,
         *,
@@ -348,13 +366,13 @@ class StyleOptions(_message.Message):
     size: _builtins.int
     """Longest side of the output in pixels; the content image's aspect ratio is kept."""
     content_weight: _builtins.float
-    """Weight of the content loss (finite, >= 0)."""
+    """Weight of the content loss (0 to 1e12)."""
     style_weight: _builtins.float
-    """Total weight of the style loss, shared equally by the style layers (finite, >= 0)."""
+    """Total weight of the style loss, shared equally by the style layers (0 to 1e12)."""
     tv_weight: _builtins.float
-    """Weight of the total-variation (smoothness) loss (finite, >= 0)."""
+    """Weight of the total-variation (smoothness) loss (0 to 1e12)."""
     tv_power: _builtins.float
-    """Exponent of the total-variation loss (finite, >= 1)."""
+    """Exponent of the total-variation loss (1 to 4)."""
     content_layer: _builtins.str
     """VGG16 layer whose features the content loss compares, e.g. "block2_conv2"."""
     max_evaluations: _builtins.int
