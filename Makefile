@@ -76,10 +76,10 @@ image: container-tools
 	@bash tools/image.sh $(if $(GPU),gpu,cpu) $(IMAGE_TARGET)
 
 image-test: venv image
-	$(BIN)/pytest -m container tests/container/test_image.py $(PYTEST_ARGS)
+	STYLETX_CONTAINER_TESTS=1 $(BIN)/pytest tests/container/test_image.py $(PYTEST_ARGS)
 
 deploy-test: venv image
-	$(BIN)/pytest -m container tests/container/test_deploy.py $(PYTEST_ARGS)
+	STYLETX_CONTAINER_TESTS=1 $(BIN)/pytest tests/container/test_deploy.py $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/pytest -m "not slow and not real_weights" $(PYTEST_ARGS)
