@@ -27,18 +27,18 @@ help:
 # Two stamps: `make demo` installs only what it runs (engine, server, SDK with Pillow); the dev
 # tools and the JAX backend come with `make test`. Recipes are silent: a newcomer sees what
 # happens, not the commands.
-$(RUNTIME_STAMP): pyproject.toml client/pyproject.toml requirements/lock.txt
+$(RUNTIME_STAMP): pyproject.toml client/pyproject.toml api/pyproject.toml requirements/lock.txt
 	@echo "setting up $(VENV) (first time: a few minutes)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install --quiet --upgrade pip
 	@# The engine's distribution was called `styletx` before the rename; drop an old install.
 	@$(PIP) uninstall --quiet --yes styletx >/dev/null 2>&1 || true
-	@$(PIP) install --quiet -c requirements/lock.txt -e './client[pil]' -e .
+	@$(PIP) install --quiet -c requirements/lock.txt -e ./api -e './client[pil]' -e .
 	@touch $@
 
 $(DEV_STAMP): $(RUNTIME_STAMP)
 	@echo "installing the development tools into $(VENV)"
-	@$(PIP) install --quiet -c requirements/lock.txt -e './client[pil]' -e '.[dev,jax]'
+	@$(PIP) install --quiet -c requirements/lock.txt -e ./api -e './client[pil]' -e '.[dev,jax]'
 	@touch $@
 
 venv: $(DEV_STAMP)
@@ -57,7 +57,7 @@ proto-check: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy styletx server/styletx_server client/styletx_client
+	$(BIN)/mypy styletx server/styletx_server client/styletx_client api/styletx_api
 	cd protos && ../$(BIN)/buf lint
 
 # Debian tools some tests use (promtool for alert rules); installed once when running as root.

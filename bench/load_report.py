@@ -66,10 +66,10 @@ from grpc_status import rpc_status  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from styletx.weights import resolve_weights  # noqa: E402
+from styletx_api.v1 import style_transfer_pb2 as pb  # noqa: E402
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc  # noqa: E402
 from styletx_client import ServiceError, StyleTransferClient  # noqa: E402
 from styletx_client._routing import rendezvous_rank  # noqa: E402
-from styletx_client.proto import style_transfer_pb2 as pb  # noqa: E402
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc  # noqa: E402
 from tests.support.server_process import free_port  # noqa: E402
 from tests.support.zero_window import ZeroWindowClient  # noqa: E402
 

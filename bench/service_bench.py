@@ -36,8 +36,8 @@ from styletx import images  # noqa: E402
 from styletx.engine import Stylizer  # noqa: E402
 from styletx.options import StyleOptions  # noqa: E402
 from styletx.weights import resolve_weights  # noqa: E402
-from styletx_client.proto import style_transfer_pb2 as pb  # noqa: E402
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc  # noqa: E402
+from styletx_api.v1 import style_transfer_pb2 as pb  # noqa: E402
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"

@@ -12,7 +12,9 @@ from typing import Final, cast, get_args
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
-from ._schema import OPTION_NAMES, enum_choice, enum_number, read_options, write_options
+from styletx_api.schema import OPTION_NAMES, enum_choice, enum_number, read_options, write_options
+from styletx_api.v1 import style_transfer_pb2 as pb
+
 from .events import (
     EncodedImage,
     Event,
@@ -31,7 +33,6 @@ from .options import (
     Styles,
     StylizeOptions,
 )
-from .proto import style_transfer_pb2 as pb
 
 IMAGE_FORMATS: Final[tuple[ImageFormat, ...]] = get_args(ImageFormat)
 #: File extensions spelled differently from their format's name.

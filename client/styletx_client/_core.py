@@ -25,6 +25,8 @@ from typing import Generic, TypeVar
 
 import grpc
 
+from styletx_api.v1 import style_transfer_pb2 as pb
+
 from ._channel import ChannelOption, ClientSettings, call_metadata
 from ._convert import build_request, event_from_proto
 from ._retry import AttemptBudget, Clock, RetryThrottle, is_retryable
@@ -38,7 +40,6 @@ from .errors import (
 )
 from .events import Event, Progress, Queued, Result, Started
 from .options import ImageInput, Styles, StylizeOptions
-from .proto import style_transfer_pb2 as pb
 
 logger = logging.getLogger(__name__)
 

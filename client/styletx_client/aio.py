@@ -17,6 +17,8 @@ from typing import Self, Unpack
 import grpc
 import grpc.aio
 
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
+
 from . import health as _health
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, ChannelOption, TlsConfig, make_settings
 from ._core import ClientCore, StylizeCall
@@ -25,7 +27,6 @@ from ._routing import resolve_quietly
 from .errors import missing_result
 from .events import Event, Result
 from .options import ImageInput, Styles, StylizeOptions
-from .proto import style_transfer_pb2_grpc as pb_grpc
 
 
 @dataclass(frozen=True, slots=True)

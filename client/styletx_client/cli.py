@@ -17,13 +17,15 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 
+from styletx_api.schema import OPTION_FIELDS, OPTION_NAMES, enum_choices
+from styletx_api.v1.style_options import OPTION_HELP
+
 from . import __version__
 from ._channel import ChannelOption, TlsConfig
 from ._convert import IMAGE_FORMATS, build_request, format_for_path
 from ._core import new_request_key
 from ._progress import ProgressReporter, format_losses
 from ._retry import RetryPolicy
-from ._schema import OPTION_FIELDS, OPTION_NAMES, enum_choices
 from ._side_by_side import PILLOW_HINT, compose, pillow_available
 from .client import StyleTransferClient
 from .errors import (
@@ -38,7 +40,6 @@ from .errors import (
 )
 from .health import ServingStatus
 from .options import Style, StylizeOptions
-from .proto.style_options import OPTION_HELP
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
-from .proto.style_options import ErrorReason
+from styletx_api.v1.style_options import ErrorReason
 
 logger = logging.getLogger(__name__)
 

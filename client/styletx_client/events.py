@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
+from styletx_api.v1.style_options import ResolvedOptions
+
 from .options import ImageFormat
-from .proto.style_options import ResolvedOptions
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol, TypeAlias
 
-from .proto.style_options import (
+from styletx_api.v1.style_options import (
     ColorPreservation,
     ImageFormat,
     InitMethod,

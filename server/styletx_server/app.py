@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 import styletx
 from styletx.engine import Engine, load_stylizer
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
 from styletx_server.admission import AdmissionQueue, Throughput, plan_drain
 from styletx_server.auth import BearerAuthInterceptor

@@ -16,14 +16,14 @@ from styletx import Losses, StyleOptions
 from styletx.errors import InvalidOptions
 from styletx.options import MIN_SIZE
 from styletx.presets import preset_values
-from styletx_client._schema import (
+from styletx_api.schema import (
     OPTION_NAMES,
     enum_choices,
     enum_number,
     read_options,
     write_options,
 )
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.config import ServerConfig
 from styletx_server.statuses import FieldViolation, request_field
 

@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 
 API_SERVICE = pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name
 HEALTH_SERVICE: str = health.SERVICE_NAME

@@ -17,7 +17,7 @@ from styletx import Image, StyleOptions, geometry
 from styletx.errors import DeviceMemoryExceeded, InvalidImage, InvalidOptions
 from styletx.images import DEFAULT_QUALITY, decode_image, image_dimensions
 from styletx.options import MIN_SIZE
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.config import ServerConfig
 from styletx_server.convert import FORMATS, Limits, resolve_options
 from styletx_server.statuses import FieldViolation, Reason

@@ -21,7 +21,7 @@ from styletx import Progress
 from styletx.errors import Cancelled
 from styletx.geometry import output_size
 from styletx.images import encode_image
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server import statuses
 from styletx_server.admission import Throughput
 from styletx_server.budget import Reservation

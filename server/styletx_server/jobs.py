@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.job import StylizeJob
 from styletx_server.mailbox import Final
 

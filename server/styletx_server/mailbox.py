@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.statuses import ErrorStatus
 
 #: Pending progress events kept before the newest one is overwritten (a fast reader never sees

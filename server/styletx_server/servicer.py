@@ -29,8 +29,8 @@ from typing import Any
 import grpc
 
 from styletx.images import encode_image
-from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
 from styletx_server.admission import AdmissionQueue, QueueClosedError, QueueFullError, Throughput
 from styletx_server.budget import OverBudgetError, PixelBudget

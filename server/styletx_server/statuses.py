@@ -18,8 +18,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[i
 from grpc_status import rpc_status
 
 from styletx.errors import InvalidImage, InvalidOptions, NonFiniteLoss
-from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_client.proto.style_options import ErrorReason
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1.style_options import ErrorReason
 
 #: ErrorInfo.domain of every styletx error.
 DOMAIN = "styletx.v1"

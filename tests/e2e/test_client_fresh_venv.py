@@ -1,4 +1,4 @@
-"""`pip install ./client` into a fresh virtualenv without TensorFlow, then stylize through a real
+"""`pip install ./api ./client` into a fresh virtualenv without TensorFlow, then stylize through a real
 server with both the installed SDK and the installed CLI."""
 
 from __future__ import annotations
@@ -56,13 +56,17 @@ def test_fresh_venv_install_has_no_ml_stack_and_stylizes(
     created = run(base_python, "-m", "venv", venv, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     python = venv / "bin" / "python"
-    # A copy, so the build leaves no build/ or egg-info behind in the checkout.
-    source = shutil.copytree(
-        ROOT / "client",
-        tmp_path / "client",
-        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
-    )
-    installed = run(python, "-m", "pip", "install", "--quiet", source, cwd=tmp_path, timeout=110)
+    # Copies, so the build leaves no build/ or egg-info behind in the checkout. The SDK needs
+    # the API distribution (styletx-api) and nothing of the server's.
+    sources = [
+        shutil.copytree(
+            ROOT / name,
+            tmp_path / name,
+            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+        )
+        for name in ("api", "client")
+    ]
+    installed = run(python, "-m", "pip", "install", "--quiet", *sources, cwd=tmp_path, timeout=110)
     assert installed.returncode == 0, installed.stdout + installed.stderr
 
     for module in ("tensorflow", "numpy", "scipy"):

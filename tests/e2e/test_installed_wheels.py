@@ -1,5 +1,5 @@
-"""What users install is what is tested: build the sdists and wheels of both distributions from
-the checkout, install the wheels (not editable) into a fresh virtualenv and run the engine CLI,
+"""What users install is what is tested: build the sdists and wheels of the three distributions
+from the checkout, install the wheels (not editable) into a fresh virtualenv and run the engine CLI,
 the server and the SDK from there, away from the checkout."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VERSION_FILES = {
     "styletx_server": ROOT / "styletx" / "__init__.py",
     "styletx_client": ROOT / "client" / "styletx_client" / "_version.py",
+    "styletx_api": ROOT / "api" / "styletx_api" / "__init__.py",
 }
 
 SDK_SCRIPT = """
@@ -99,12 +100,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     dist = tmp / "dist"
     # `python -m build` makes the sdist, then the wheel from the sdist: a file missing from the
     # sdist fails here too.
-    for project in (src / "client", src):
+    for project in (src / "api", src / "client", src):
         run(sys.executable, "-m", "build", "--outdir", dist, project, cwd=tmp, timeout=600)
     wheels = {
         path.name.split("-")[0]: path for path in dist.glob("*.whl")
     }  # distribution (normalised) -> wheel
-    assert set(wheels) == {"styletx_server", "styletx_client"}, sorted(dist.iterdir())
+    assert set(wheels) == set(VERSION_FILES), sorted(dist.iterdir())
 
     venv = tmp / "venv"
     run(Path(sys.base_prefix) / "bin" / "python3", "-m", "venv", venv, cwd=tmp)
@@ -125,6 +126,7 @@ def test_wheels_ship_every_package_of_the_source_tree(installed: Installed) -> N
         "styletx_server": source_packages(ROOT / "styletx")
         | source_packages(ROOT / "server" / "styletx_server"),
         "styletx_client": source_packages(ROOT / "client" / "styletx_client"),
+        "styletx_api": source_packages(ROOT / "api" / "styletx_api"),
     }
     for dist, wheel in installed.wheels.items():
         with zipfile.ZipFile(wheel) as archive:
@@ -134,6 +136,9 @@ def test_wheels_ship_every_package_of_the_source_tree(installed: Installed) -> N
         }
         assert shipped == expected[dist], f"{wheel.name}: {sorted(expected[dist] ^ shipped)}"
         assert any(name.endswith("py.typed") for name in names)
+        if dist == "styletx_api":  # the proto travels with its generated code
+            assert "styletx_api/v1/style_transfer.proto" in names
+            assert "styletx_api/v1/style_transfer_pb2.pyi" in names
         assert any("licenses/LICENSE" in name for name in names), names
         assert not any(name.startswith(("tests/", "bench/", "tools/")) for name in names)
 
@@ -155,8 +160,9 @@ def test_imports_come_from_the_installed_wheels(installed: Installed) -> None:
         installed.bin("python"),
         "-c",
         "import styletx, styletx.backends.tensorflow, styletx_server.app, styletx_client;"
+        "import styletx_api.v1.style_transfer_pb2 as pb;"
         "print(styletx.__file__); print(styletx_server.app.__file__);"
-        "print(styletx_client.__file__)",
+        "print(styletx_client.__file__); print(pb.__file__)",
         cwd=installed.home,
     )
     for path in probe.stdout.split():

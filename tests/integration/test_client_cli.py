@@ -13,10 +13,10 @@ import pytest
 from grpc_health.v1 import health_pb2
 from PIL import Image
 
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import Progress, cli
 from styletx_client._progress import ProgressReporter
 from styletx_client.cli import main
-from styletx_client.proto import style_transfer_pb2 as pb
 from tests.support.fake_server import (
     Break,
     FakeJobs,

@@ -11,6 +11,7 @@ import grpc
 import pytest
 from PIL import Image
 
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import (
     NO_RETRY,
     AuthenticationError,
@@ -24,7 +25,6 @@ from styletx_client import (
     Style,
     StyleTransferClient,
 )
-from styletx_client.proto import style_transfer_pb2 as pb
 from tests.support.fake_server import (
     FakeStyleTransfer,
     bad_request,

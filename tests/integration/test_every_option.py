@@ -20,10 +20,10 @@ from PIL import Image
 from styletx import Progress, Result, StyleOptions
 from styletx import cli as engine_cli
 from styletx.engine import Stylizer
+from styletx_api.schema import OPTION_FIELDS, OPTION_NAMES, enum_choices
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import StyleTransferClient
 from styletx_client import cli as client_cli
-from styletx_client._schema import OPTION_FIELDS, OPTION_NAMES, enum_choices
-from styletx_client.proto import style_transfer_pb2 as pb
 from tests.integration.conftest import WAIT, ServerFactory
 from tests.support.weights import tiny_image
 

@@ -10,7 +10,7 @@ from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
 from styletx.engine import Stylizer
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from tests.integration.conftest import (
     WAIT,
     Consumer,

@@ -7,7 +7,7 @@ import threading
 import grpc
 
 from styletx.engine import Stylizer
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from tests.integration.conftest import (
     WAIT,
     GatedStylizer,

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from styletx import Progress, Result, StyleOptions
 from styletx.engine import Stylizer
 from styletx.memory import HEADROOM, job_pixels
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.app import StyletxServer
 from styletx_server.config import ServerConfig
 from tests.integration.conftest import WAIT, Consumer, collect, make_request, wait_for
@@ -34,7 +34,7 @@ def started_server(stylizer: Any = None, **config: Any) -> StyletxServer:
 
 
 def stub_of(server: StyletxServer, channels: list[grpc.Channel]) -> Any:
-    from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+    from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     channels.append(channel)

@@ -16,8 +16,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from prometheus_client import CollectorRegistry
 
 from styletx.engine import Stylizer
-from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.app import StyletxServer
 from styletx_server.config import ServerConfig
 from styletx_server.health import API_SERVICE

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from styletx.engine import Stylizer
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from tests.integration.conftest import (
     EVALUATIONS,
     WAIT,

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from styletx import geometry
 from styletx.engine import Stylizer
-from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.app import StyletxServer
 from styletx_server.config import ServerConfig
 from tests.integration.conftest import WAIT, channel_to, png

@@ -10,7 +10,7 @@ import pytest
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 
 from styletx.engine import Stylizer
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server import intake
 from tests.integration.conftest import (
     WAIT,

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 import styletx
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.metrics import BUCKETS
 from tests.integration.conftest import EVALUATIONS, SIZE, ServerFactory, collect, make_request
 

@@ -16,7 +16,7 @@ import pytest
 
 from styletx import Progress, Result, StyleOptions
 from styletx.engine import Stylizer
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from tests.integration.conftest import (
     ServerFactory,
     collect,

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.health import API_SERVICE
 from tests.integration.conftest import (
     WAIT,

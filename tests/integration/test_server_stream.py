@@ -9,8 +9,8 @@ from PIL import Image
 
 from styletx.engine import Stylizer
 from styletx.options import DEFAULT_STYLE_LAYERS
-from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from tests.integration.conftest import EVALUATIONS, SIZE, WAIT, collect, make_request
 
 

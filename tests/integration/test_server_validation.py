@@ -11,8 +11,8 @@ import pytest
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
-from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.app import StyletxServer
 from tests.integration.conftest import (
     SIZE,

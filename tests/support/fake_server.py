@@ -28,8 +28,8 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from styletx_client.proto import style_transfer_pb2 as pb
-from styletx_client.proto import style_transfer_pb2_grpc as pb_grpc
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 
 Script = Callable[[pb.StylizeRequest, grpc.ServicerContext], Iterator[pb.StylizeResponse]]
 SERVER_MESSAGE_BYTES = 64 * 1024 * 1024

@@ -19,7 +19,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 
 PATH = "/styletx.v1.StyleTransferService/Stylize"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import (
     EncodedImage,
     Losses,
@@ -27,7 +28,6 @@ from styletx_client._convert import (
     read_image,
     style_list,
 )
-from styletx_client.proto import style_transfer_pb2 as pb
 from tests.support.fake_server import png_bytes, progress, queued, result, started
 
 

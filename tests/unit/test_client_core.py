@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import (
     InvalidRequestError,
     OutOfMemoryError,
@@ -23,7 +24,6 @@ from styletx_client import (
 from styletx_client._channel import make_settings
 from styletx_client._core import Attempt, ClientCore, StylizeCall
 from styletx_client._routing import rendezvous_rank
-from styletx_client.proto import style_transfer_pb2 as pb
 from tests.support.fake_server import error_info, progress, queued, result, retry_info, started
 from tests.unit.test_client_errors import FakeRpcError, status_trailer
 

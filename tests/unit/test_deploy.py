@@ -594,7 +594,7 @@ def test_probes_ask_the_grpc_health_service_on_the_grpc_port(rendered: Rendered)
 
 
 def test_probe_service_name_is_the_protos_service() -> None:
-    from styletx_client.proto import style_transfer_pb2 as pb
+    from styletx_api.v1 import style_transfer_pb2 as pb
 
     assert pb.DESCRIPTOR.services_by_name["StyleTransferService"].full_name == API_SERVICE
 
@@ -1136,13 +1136,13 @@ def test_image_installs_the_project_pinned_by_the_lock(variant: str) -> None:
         r for r in parse_dockerfile(DOCKERFILES[variant]).args("RUN", 0) if "pip install" in r
     ]
     assert "-c requirements/lock.txt" in install
-    assert "./client ." in install
+    assert "./api ." in install  # the server and the API it serves; not the SDK
     pins: dict[str, SpecifierSet] = {}
     for line in (REPO / "requirements" / "lock.txt").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             requirement = Requirement(line)
             pins[canonicalize_name(requirement.name)] = requirement.specifier
-    own = {"styletx-server", "styletx-client"}
+    own = {"styletx-server", "styletx-api"}
     unpinned = sorted(
         name
         for name in _runtime_closure("styletx-server") - own
@@ -1197,8 +1197,9 @@ def dockerignored(path: str) -> bool:
 
 def test_dockerignore_matcher_follows_docker_semantics() -> None:
     assert dockerignored(".git/config")
-    assert not dockerignored("client/styletx_client/__init__.py")
-    assert dockerignored("client/styletx_client/__pycache__/x.cpython-311.pyc")
+    assert not dockerignored("api/styletx_api/__init__.py")
+    assert dockerignored("api/styletx_api/__pycache__/x.cpython-311.pyc")
+    assert dockerignored("client/styletx_client/__init__.py")  # the images hold no SDK
 
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-GENERATED = ROOT / "client" / "styletx_client" / "proto"
+GENERATED = ROOT / "api" / "styletx_api" / "v1"
 
 
 def _tool(name: str) -> str:
@@ -54,7 +54,7 @@ def test_generated_imports_do_not_collide_with_the_engine() -> None:
             if line.startswith(("import ", "from ")):
                 assert "styletx.v1" not in line, f"{path.name}: {line}"
     code = (
-        "import sys; import styletx_client.proto.style_transfer_pb2_grpc as g; "
+        "import sys; import styletx_api.v1.style_transfer_pb2_grpc as g; "
         "assert 'styletx' not in sys.modules, sorted(m for m in sys.modules if 'styletx' in m); "
         "print(g.StyleTransferServiceStub.__name__)"
     )
@@ -64,10 +64,31 @@ def test_generated_imports_do_not_collide_with_the_engine() -> None:
 
 
 def test_error_reasons_are_the_proto_enum_on_both_sides() -> None:
+    from styletx_api.v1 import style_transfer_pb2 as pb
     from styletx_client.errors import Reason as ClientReason
-    from styletx_client.proto import style_transfer_pb2 as pb
     from styletx_server.statuses import Reason as ServerReason
 
     wire = {v.name.removeprefix("ERROR_REASON_") for v in pb.ErrorReason.DESCRIPTOR.values}
     assert {r.value for r in ClientReason} == wire - {"UNSPECIFIED"}
     assert ServerReason is ClientReason
+
+
+def test_the_packaged_proto_is_the_source() -> None:
+    """The copy `styletx-api` ships beside its generated code is protos/' file, byte for byte."""
+    source = ROOT / "protos" / "styletx" / "v1" / "style_transfer.proto"
+    assert (GENERATED / "style_transfer.proto").read_bytes() == source.read_bytes()
+
+
+def test_the_server_depends_on_the_api_not_on_the_sdk() -> None:
+    """Importing the whole server loads no module of the client distribution."""
+    code = (
+        "import sys, styletx_server.app, styletx_server.__main__; "
+        "print(sorted(m for m in sys.modules if m.startswith('styletx_client')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    sources = (ROOT / "server" / "styletx_server").rglob("*.py")
+    assert not [p.name for p in sources if "styletx_client" in p.read_text()]

@@ -179,7 +179,7 @@ def test_env_name() -> None:
 def test_server_defaults_follow_the_engine_unless_the_operator_sets_them() -> None:
     from styletx import StyleOptions
     from styletx.presets import preset_values
-    from styletx_client.proto import style_transfer_pb2 as pb
+    from styletx_api.v1 import style_transfer_pb2 as pb
     from styletx_server.convert import Limits, resolve_options
 
     def resolved(argv: list[str]) -> StyleOptions:

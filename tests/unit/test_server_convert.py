@@ -13,7 +13,7 @@ import pytest
 from styletx import StyleOptions
 from styletx.images import encode_image
 from styletx.options import DEFAULT_STYLE_LAYERS
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.convert import Limits, duration, options_to_proto
 from styletx_server.intake import IntakeLimits, InvalidRequestError, JobSpec, decode, inspect
 from tests.support.weights import tiny_image

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from styletx.images import encode_image
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.convert import Limits
 from styletx_server.intake import IntakeLimits, InvalidRequestError, inspect
 from styletx_server.statuses import Reason

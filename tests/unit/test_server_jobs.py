@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.jobs import JobRegistry, StoredResult, request_digest, valid_key
 from styletx_server.mailbox import Final
 

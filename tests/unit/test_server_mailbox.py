@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from styletx_client.proto import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server import statuses
 from styletx_server.mailbox import Final, Item, Mailbox
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from .proto import style_transfer_pb2 as pb
+from .v1 import style_transfer_pb2 as pb
 
 OPTION_FIELDS: Final[tuple[FieldDescriptor, ...]] = tuple(pb.StyleOptions.DESCRIPTOR.fields)
 OPTION_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in OPTION_FIELDS)
