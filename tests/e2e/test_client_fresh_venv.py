@@ -1,5 +1,5 @@
-"""`pip install ./api ./client` into a fresh virtualenv without TensorFlow, then stylize through a real
-server with both the installed SDK and the installed CLI."""
+"""`pip install ./api ./client` into a fresh virtualenv without TensorFlow, then stylize through a
+real server with both the installed SDK and the installed CLI."""
 
 from __future__ import annotations
 
