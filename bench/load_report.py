@@ -9,7 +9,8 @@ Bounded: a fixed number of requests per phase and an overall time limit. Phases:
 4. uploads    - 10 concurrent 30-megapixel PNG uploads while the queue is full;
 5. sigterm    - SIGTERM with one job running and others queued.
 
-Issue 17 (each on a server of its own; `--phases` picks them, `--scale` shrinks them):
+Hostile and unlucky clients (each on a server of its own; `--phases` picks them, `--scale`
+shrinks them):
 
 6. zero-window - 64 raw HTTP/2 streams from 64 loopback addresses that advertise a zero receive
                  window and post a valid request, then calls through the SDK: slots freed within
@@ -440,7 +441,7 @@ def phase_sigterm(server: Server, stub: Any, report: Report, limit: float) -> in
     return server.proc.wait(60)
 
 
-# --- issue 17: hostile and unlucky clients, each on a server of its own ----------------------
+# --- hostile and unlucky clients, each on a server of its own ----------------------------------
 
 
 def _serving(server: Server) -> None:

@@ -2,16 +2,16 @@
 
 Side by side in one run, real weights, the Chelsea photo and Starry Night:
 (a) seconds per loss-and-gradient evaluation at one fixed 260 px shape (warm, interleaved
-    repeats, median): the old way (`OldEngine`, a faithful copy of the engine before issue 9:
+    repeats, median): the old way (`OldEngine`, a faithful copy of the engine's former step:
     `tf.function` traced per shape, float32 sums) versus the new `Stylizer` step: exact
     (`shape_step` 1, the fixed-shape case) and as the server runs it (`shape_step` 16: the
-    photo's 173 x 260 runs padded to 176 x 260, masked, on every job since issue 17, so that a
+    photo's 173 x 260 runs padded to 176 x 260, masked, on every job, so that a
     request gives the same bytes whatever ran before). Goal: exact within 5 % of the old; padded
     over exact is what the same-bytes guarantee costs at this shape.
 (b) time of the first job (targets + a few evaluations) at a never-seen aspect ratio minus the
     same job run a third time, now warm: the extra cost of a new shape. Goal: <= 0.3 s at 260 px
-    on CPU. Also shown: what the second job costs extra (nothing changes after the first since
-    issue 17: every job at a shape runs it the same way).
+    on CPU. Also shown: what the second job costs extra (nothing should: every job at a shape
+    runs it the same way).
 (c) resident memory (VmRSS) of a fresh process after jobs at 50 distinct aspect ratios minus
     after the first (the largest, so the others need no more activation memory): the old engine,
     the new one as the server runs it (warmed up at start; `shape_step` 16) and the new one
@@ -21,7 +21,7 @@ Side by side in one run, real weights, the Chelsea photo and Starry Night:
     interleaved) and the RSS growth of (c). oneDNN keeps a per-thread cache of primitives for
     every shape it has seen, which is where the growth of (c) comes from.
 (e) TensorFlow's CPU tensors from the C heap (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`, the engine's
-    default since issue 17, `styletx.heap`) versus its oneDNN BFC pool (`=0`): seconds per
+    default, `styletx.heap`) versus its oneDNN BFC pool (`=0`): seconds per
     evaluation (fresh processes, interleaved) and the RSS growth of (c).
 
 Usage: python bench/shape_bench.py [--weights PATH] [--quick] [--json out.json]
@@ -61,7 +61,7 @@ SIZE = 260
 Objective = Callable[[Vector], tuple[tuple[float, ...], Vector]]
 
 
-# --- the old way, as the engine did it before issue 9 (commit 3eb1b92), kept verbatim ---------
+# --- the old way: the engine's former per-shape step (commit 3eb1b92), kept verbatim ----------
 
 
 def _old_gram_matrix(features: tf.Tensor) -> tf.Tensor:

@@ -4,7 +4,7 @@ TensorFlow's oneDNN kernels keep compiled primitives for every shape they meet, 
 (bench/shape_bench.py), so a service fed photos of every aspect ratio pads them onto a few shared
 shapes. The shape depends on the image and the step alone, never on what ran before: padded and
 exact runs agree only to float rounding, which L-BFGS amplifies into different pixels, so a shape
-that switched to running exact once "in steady use" (as it did before issue 17) gave its first job
+that switched to running exact once "in steady use" (as an earlier version did) gave its first job
 other bytes than the next ones, and a keyed job recomputed after a restart other bytes than the
 stored result. Squares and sides already on the step are not padded at all; the rest pay for the
 padding on every job (bench/RESULTS.md, shapes).

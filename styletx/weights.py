@@ -1,6 +1,6 @@
 """VGG16 conv-base weights: find them, fetch them once, convert the offline ONNX source, verify.
 
-Resolution order (DESIGN "Weights"): explicit path -> $STYLETX_WEIGHTS -> the styletx cache ->
+Resolution order: explicit path -> $STYLETX_WEIGHTS -> the styletx cache ->
 Keras's own cache file -> (only when allowed) Keras's download, then the offline ONNX source.
 """
 

@@ -209,7 +209,7 @@ class StylizeCall(Generic[T]):
             raise error from None
         # UNAVAILABLE (a replica restarting, loading, leaving or unreachable) cost no server any
         # work: it spends no token (the ride-out window and the deadline bound those retries).
-        if not isinstance(error, UnavailableError) and not self._core.throttle.failed():
+        if not isinstance(error, UnavailableError) and not self._core.throttle.take_token():
             logger.warning("retry budget spent; not retrying %s", error)
             raise error from None
         delay = self._budget.retry_delay(error)

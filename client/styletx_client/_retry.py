@@ -100,7 +100,7 @@ class RetryThrottle:
     def tokens(self) -> float:
         return self._tokens
 
-    def failed(self) -> bool:
+    def take_token(self) -> bool:
         """Take a token for a retryable failure; True while retries are still allowed."""
         if self._config is None:
             return True

@@ -48,7 +48,7 @@ _STOP_GRACE_SECONDS = 5.0
 
 
 #: Jobs per GPU when batching is on and the operator names no number: enough concurrent jobs
-#: of one shape for the batcher to fill batches (4 x 256 px is the issue's benchmark).
+#: of one shape for the batcher to fill batches (bench/gpu_bench.py measures 4 x 256 px).
 GPU_JOBS_PER_DEVICE = 4
 
 
@@ -67,11 +67,6 @@ def auto_jobs_per_device(config: ServerConfig, gpus: int) -> int:
         return config.jobs_per_device
     batching = config.batch_window_ms is None or config.batch_window_ms > 0
     return GPU_JOBS_PER_DEVICE if gpus and batching else 1
-
-
-def auto_workers(jobs_per_device: int = 1) -> int:
-    """`jobs_per_device` workers per visible GPU; that many on a CPU (one by default)."""
-    return max(1, len(accelerators())) * jobs_per_device
 
 
 def _connection_age_options(age_seconds: float, grace_seconds: float) -> list[tuple[str, int]]:
@@ -420,10 +415,6 @@ class StyletxServer:
             self._stopped.set()
             log_event(log, "stopped")
 
-    def wait_for_termination(self, timeout: float | None = None) -> bool:
-        """Block until `stop()` completed; False on timeout."""
-        return self._stopped.wait(timeout)
-
     def _count_rejected(self, method: str, metadata: Any) -> None:
         code = grpc.StatusCode.UNAUTHENTICATED
         reason = statuses.reason_label(code, statuses.Reason.UNAUTHENTICATED)
@@ -445,5 +436,4 @@ __all__ = [
     "StyletxServer",
     "accelerators",
     "auto_jobs_per_device",
-    "auto_workers",
 ]

@@ -39,10 +39,6 @@ class Reservation:
             self._released = True
         self._budget._give_back(self.pixels)
 
-    @property
-    def released(self) -> bool:
-        return self._released
-
 
 class PixelBudget:
     """A counter of reserved pixels with a hard limit; `on_change(used)` observes every change."""

@@ -28,8 +28,12 @@ from styletx_server.mailbox import Final
 _KEY = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
 
 
+#: What a request key must be, as a refusal says it.
+KEY_RULE = "must be 1-128 characters of [A-Za-z0-9._~:-]"
+
+
 def valid_key(key: str) -> bool:
-    """True when `key` is 1-128 characters of [A-Za-z0-9._~:-]."""
+    """True when `key` matches `KEY_RULE`."""
     return _KEY.fullmatch(key) is not None
 
 
@@ -166,4 +170,4 @@ class JobRegistry:
             self._on_change(len(self._results), self._bytes)
 
 
-__all__ = ["JobRegistry", "StoredResult", "request_digest", "valid_key"]
+__all__ = ["KEY_RULE", "JobRegistry", "StoredResult", "request_digest", "valid_key"]

@@ -1,7 +1,7 @@
 """The asyncio Stylize servicer: admission before work, jobs that streams subscribe to.
 
 Each call is a coroutine on the event loop: it costs no thread, however slowly its caller reads.
-Order of work (DESIGN.md): too many calls -> loading -> request key (attach to a running job or a
+Order of work: too many calls -> loading -> request key (attach to a running job or a
 stored result) -> draining -> option and header checks against the server's limits (no decoding)
 -> pixel-budget reservation -> queue slot -> decode on a decode thread -> run on a worker thread.
 Every refusal before the queue costs microseconds and no image memory. Whatever raises, the stream
@@ -43,7 +43,7 @@ from styletx_server.intake import (
     output_encoding,
 )
 from styletx_server.job import StylizeJob
-from styletx_server.jobs import JobRegistry, StoredResult, request_digest, valid_key
+from styletx_server.jobs import KEY_RULE, JobRegistry, StoredResult, request_digest, valid_key
 from styletx_server.logs import REQUEST_ID_KEY, log_event, request_id_from
 from styletx_server.mailbox import Final, Mailbox
 from styletx_server.metrics import ServerMetrics
@@ -53,7 +53,6 @@ from styletx_server.statuses import ErrorStatus, FieldViolation, Reason, StopRea
 log = logging.getLogger(__name__)
 
 METHOD = "Stylize"
-_KEY_RULE = "must be 1-128 characters of [A-Za-z0-9._~:-]"
 #: A call that ends this close to its deadline ended because of it (clocks differ slightly).
 _DEADLINE_SLACK_SECONDS = 0.05
 #: A reader slower than this on average is as good as stalled: a message of n bytes gets
@@ -284,13 +283,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 self._end(
                     context,
                     call,
-                    statuses.invalid_argument(
-                        [
-                            FieldViolation(
-                                "request_key", "must be 1-128 characters of [A-Za-z0-9._~:-]"
-                            )
-                        ]
-                    ),
+                    statuses.invalid_argument([FieldViolation("request_key", KEY_RULE)]),
                 )
                 return
             # Hashing a large request takes milliseconds: not on the loop.

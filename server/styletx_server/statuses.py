@@ -28,10 +28,6 @@ DOMAIN = "styletx.v1"
 _PER_STYLE_IMAGE = {"style_blend_weights": "style_images", "styles": "style_images"}
 
 
-#: Out-of-memory exception types of TensorFlow and PyTorch.
-_OOM_NAMES = frozenset({"ResourceExhaustedError", "OutOfMemoryError"})
-
-
 #: ErrorInfo.reason values, declared in the proto (`styletx.v1.ErrorReason`); lower-cased, they
 #: are the `reason` label of the request metric.
 Reason = ErrorReason

@@ -1,4 +1,4 @@
-"""A real server killed and restarted under an SDK call (issue 17, items 3 and 4).
+"""A real server killed and restarted under an SDK call.
 
 The SDK's default policy rides out the restart (connection refused, then LOADING) and re-attaches
 by key; the job, recomputed by the new process, gives the same bytes the old process gave and

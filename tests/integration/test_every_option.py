@@ -1,7 +1,7 @@
 """Every option of the proto, through the SDK, the server, both CLIs and into the engine.
 
 Nothing here names an option: the values are derived from the proto's fields and the engine's
-`StyleOptions` types, so a new option is exercised the day it is declared (issue 8).
+`StyleOptions` types, so a new option is exercised the day it is declared.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def test_metrics_after_one_success_and_one_invalid_call(
     assert info[0].labels["backend"] == "tensorflow"
     assert info[0].labels["version"] == styletx.__version__
     assert value(samples, "process_resident_memory_bytes") > 0
-    # Buckets per DESIGN.md: 5 ms up to ten minutes.
+    # Buckets from 5 ms up to ten minutes (the longest allowed job).
     bounds = {
         float(s.labels["le"])
         for s in samples

@@ -1,4 +1,4 @@
-"""Overflowing numbers through the API (issue 17, item 2): every weight combination either runs
+"""Overflowing numbers through the API: every weight combination either runs
 with finite losses or is refused with INVALID_ARGUMENT naming the field; a loss that turns
 non-finite mid-run ends the job with INVALID_ARGUMENT, reason NON_FINITE_LOSS: never INTERNAL,
 never an OK with inf."""

@@ -1,4 +1,4 @@
-"""Hostile and unlucky readers (issue 17, item 1): a reader that accepts no bytes does not pin a
+"""Hostile and unlucky readers: a reader that accepts no bytes does not pin a
 call slot, a caller that leaves is CANCELLED (never INTERNAL, no traceback), one caller cannot
 hold more than its share of the slots, and the connection-age grace closes what is left.
 

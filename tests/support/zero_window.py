@@ -1,5 +1,5 @@
 """A raw HTTP/2 client that posts a valid Stylize request and then never reads: it advertises a
-zero receive window on its streams, so the server can send it no data at all (issue 17).
+zero receive window on its streams, so the server can send it no data at all.
 
 Built on `h2` (no gRPC client library), so nothing reads on its behalf. `source` binds another
 loopback address (127.0.0.2, ...), which the server sees as another peer.

@@ -1,5 +1,5 @@
 """Overflowing numbers: every weight either runs with finite losses or is refused naming its
-option; a loss that still turns non-finite stops the job with `NonFiniteLoss` (issue 17)."""
+option; a loss that still turns non-finite stops the job with `NonFiniteLoss`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A big job's memory goes back to the system after it (issue 17, item 8).
+"""A big job's memory goes back to the system after it.
 
 TensorFlow's oneDNN build keeps CPU tensors in a BFC pool that never shrinks; the engine has
 TensorFlow use the C heap instead (`styletx.heap.prefer_system_allocator`) and trims it after

@@ -1,4 +1,4 @@
-"""Same request, same bytes, whatever ran before (issue 17, item 3): the first job at a shape and
+"""Same request, same bytes, whatever ran before: the first job at a shape and
 every later one compute with the same arithmetic (the shape the network runs depends on the image
 and --shape-step alone)."""
 

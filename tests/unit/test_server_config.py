@@ -18,7 +18,7 @@ def test_defaults_match_the_contract() -> None:
     assert config.queue_size == 16
     assert config.max_message_bytes == 32 * 1024 * 1024
     assert config.max_pixels == 40_000_000
-    # No restated engine defaults: unset means the engine's own (issue 8).
+    # No restated engine defaults: unset means the engine's own.
     assert (config.default_evaluations, config.max_evaluations) == (None, 1000)
     assert (config.default_size, config.max_size) == (None, 1024)
     assert config.default_preset == "reference"
@@ -28,7 +28,7 @@ def test_defaults_match_the_contract() -> None:
     assert (config.max_styles, config.max_style_size, config.max_scales) == (8, 1024, 4)
     assert config.max_request_pixels <= config.max_inflight_pixels
     assert config.require_gpu is False and config.tls_client_ca is None
-    # Issue 17: readers that never read, one caller's share, the connection-age grace.
+    # Readers that never read, one caller's share, the connection-age grace.
     assert (config.stall_timeout, config.max_peer_share) == (5.0, 0.25)
     assert config.max_connection_age_grace == 600.0
 
