@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -167,9 +168,9 @@ class ServerMetrics:
                 registry=reg,
             ),
             busyness=Gauge(
-                "styletx_busyness_ratio",
+                "styletx_busyness",
                 "(running + queued jobs) / workers: 1 means every worker is busy and nothing "
-                "waits; the autoscaler's signal",
+                "waits, above 1 jobs queue; the autoscaler's signal",
                 registry=reg,
             ),
             inflight_pixels=Gauge(
@@ -200,8 +201,9 @@ class ServerMetrics:
             ),
             request_duration=Histogram(
                 "styletx_request_duration_seconds",
-                "End-to-end duration of a call, from arrival to final status",
-                ["method"],
+                "End-to-end duration of a call, from arrival to final status, by its status code "
+                "(refusals end in milliseconds: latency alerts look at code OK)",
+                ["method", "code"],
                 buckets=b,
                 registry=reg,
             ),
@@ -261,12 +263,22 @@ class ServerMetrics:
 
 
 class MetricsHttpServer:
-    """The `/metrics` endpoint on its own port, in a daemon thread."""
+    """The `/metrics` endpoint on its own port, in a daemon thread.
 
-    def __init__(self, registry: CollectorRegistry, port: int, address: str = "0.0.0.0") -> None:
+    By default on every address, IPv6 and IPv4 like the gRPC port (`[::]`: a dual-stack socket),
+    so scrapers reach it on either family; where the host has no IPv6, on every IPv4 address.
+    """
+
+    def __init__(self, registry: CollectorRegistry, port: int, address: str | None = None) -> None:
         self._server: WSGIServer
         self._thread: threading.Thread
-        self._server, self._thread = start_http_server(port, addr=address, registry=registry)
+        if address is not None:
+            self._server, self._thread = start_http_server(port, addr=address, registry=registry)
+            return
+        try:
+            self._server, self._thread = _dual_stack(registry, port)
+        except OSError:  # no IPv6 on this host (or in this pod)
+            self._server, self._thread = start_http_server(port, addr="0.0.0.0", registry=registry)
 
     @property
     def port(self) -> int:
@@ -278,6 +290,20 @@ class MetricsHttpServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def _dual_stack(registry: CollectorRegistry, port: int) -> tuple[WSGIServer, threading.Thread]:
+    """`start_http_server` on `::` with IPV6_V6ONLY off, whatever the host's default
+    (net.ipv6.bindv6only), so that one socket takes IPv4 connections too."""
+    if not socket.has_dualstack_ipv6():
+        raise OSError("no dual-stack IPv6 on this host")
+    server, thread = start_http_server(port, addr="::", registry=registry)
+    if server.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY):
+        # The host binds IPv6-only by default: serve IPv4 from a plain socket instead.
+        server.shutdown()
+        server.server_close()
+        raise OSError("IPv6 sockets are IPv6-only on this host")
+    return server, thread
 
 
 __all__ = [

@@ -550,7 +550,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         reason = statuses.reason_label(code, call.reason)
         elapsed = time.monotonic() - arrived
         self._p.metrics.requests.labels(method=METHOD, code=code.name, reason=reason).inc()
-        self._p.metrics.request_duration.labels(method=METHOD).observe(elapsed)
+        self._p.metrics.request_duration.labels(method=METHOD, code=code.name).observe(elapsed)
         log_event(
             log,
             "request",

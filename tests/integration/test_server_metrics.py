@@ -50,7 +50,13 @@ def test_metrics_after_one_success_and_one_invalid_call(
     assert value(samples, "styletx_requests_total", method="Stylize", code="OK", reason="ok") == 1
     invalid = {"method": "Stylize", "code": "INVALID_ARGUMENT", "reason": "invalid_input"}
     assert value(samples, "styletx_requests_total", **invalid) == 1
-    assert value(samples, "styletx_request_duration_seconds_count", method="Stylize") == 2
+    # Durations by status code: the refusal (milliseconds) is kept apart from the completed call.
+    duration = "styletx_request_duration_seconds"
+    assert value(samples, f"{duration}_count", method="Stylize", code="OK") == 1
+    assert value(samples, f"{duration}_count", method="Stylize", code="INVALID_ARGUMENT") == 1
+    assert value(samples, f"{duration}_sum", method="Stylize", code="INVALID_ARGUMENT") < (
+        value(samples, f"{duration}_sum", method="Stylize", code="OK")
+    )
     for histogram in (
         "styletx_queue_wait_seconds",
         "styletx_compute_duration_seconds",
@@ -76,7 +82,7 @@ def test_metrics_after_one_success_and_one_invalid_call(
     assert value(samples, "styletx_workers") == 1
     assert value(samples, "styletx_jobs_in_flight") == 0
     assert value(samples, "styletx_queue_depth") == 0
-    assert value(samples, "styletx_busyness_ratio") == 0
+    assert value(samples, "styletx_busyness") == 0
     assert value(samples, "styletx_inflight_pixels") == 0  # every reservation was given back
     assert value(samples, "styletx_inflight_pixels_limit") == server.config.max_inflight_pixels
     assert value(samples, "styletx_calls_in_flight") == 0
@@ -151,11 +157,30 @@ def test_busyness_counts_running_and_queued_jobs_per_worker(
     assert gated.paused.wait(30)
     queued = [Consumer(stub, make_request()) for _ in range(2)]
     wait_for(lambda: server.admission.waiting == 2)
-    assert registry.get_sample_value("styletx_busyness_ratio") == 3.0  # 1 running + 2 queued
+    assert registry.get_sample_value("styletx_busyness") == 3.0  # 1 running + 2 queued
     in_flight = registry.get_sample_value("styletx_inflight_pixels")
     assert in_flight == 3 * (48 * 64 + 40 * 40)  # header pixels of three requests
     gated.release()
     for consumer in (running, *queued):
         assert consumer.code() == grpc.StatusCode.OK
-    wait_for(lambda: registry.get_sample_value("styletx_busyness_ratio") == 0)
+    wait_for(lambda: registry.get_sample_value("styletx_busyness") == 0)
     assert registry.get_sample_value("styletx_inflight_pixels") == 0
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_metrics_answer_on_ipv6_and_ipv4(server_factory: ServerFactory) -> None:
+    """Like the gRPC port (`[::]`), /metrics listens on both families."""
+    server = server_factory(metrics_port=free_port())
+    for host in ("127.0.0.1", "[::1]"):
+        url = f"http://{host}:{server.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert b"styletx_busyness" in response.read()

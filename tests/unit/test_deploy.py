@@ -81,7 +81,7 @@ CONTRACT_METRICS: dict[str, str] = {
     "styletx_evaluation_duration_seconds": "histogram",
     "styletx_image_pixels": "histogram",
     "styletx_gpu_memory_bytes": "gauge",
-    "styletx_busyness_ratio": "gauge",
+    "styletx_busyness": "gauge",
     "styletx_inflight_pixels": "gauge",
     "styletx_inflight_pixels_limit": "gauge",
     "styletx_build_info": "gauge",
@@ -107,7 +107,7 @@ REQUEST_REASONS = frozenset(
 CONTRACT_FLAGS = frozenset({"--require-gpu", "--max-inflight-pixels", "--max-style-size"})
 CONTRACT_SERIES = frozenset(
     {
-        "styletx_busyness_ratio",
+        "styletx_busyness",
         "styletx_inflight_pixels",
         "styletx_inflight_pixels_limit",
         "styletx_build_info",
@@ -693,7 +693,7 @@ def test_hpa_scales_on_busyness_before_jobs_queue(gpu_rendered: Rendered) -> Non
     """Busyness is (running + queued) / workers: a target under 1 adds pods while every job
     still finds a free worker, instead of waiting for a queue to form."""
     (metric,) = gpu_rendered.one("HorizontalPodAutoscaler")["spec"]["metrics"]
-    assert metric["pods"]["metric"]["name"] == "styletx_busyness_ratio"
+    assert metric["pods"]["metric"]["name"] == "styletx_busyness"
     target = metric["pods"]["target"]
     assert target["type"] == "AverageValue"
     assert 0.5 <= quantity(target["averageValue"]) < 1
@@ -1293,7 +1293,7 @@ def adapter_metric_names() -> set[str]:
 def test_adapter_rule_serves_the_busyness_per_pod() -> None:
     (rule,) = yaml.safe_load(ADAPTER_RULES.read_text(encoding="utf-8"))["rules"]
     (series,) = promql_metrics(rule["seriesQuery"])
-    assert contract_metric(series) == "styletx_busyness_ratio"
+    assert contract_metric(series) == "styletx_busyness"
     assert re.fullmatch(rule["name"]["matches"], series)
     assert rule["name"]["as"] == series
     overrides = rule["resources"]["overrides"]
@@ -1308,7 +1308,7 @@ def test_adapter_query_gives_each_pod_its_smoothed_busyness(tmp_path: Path) -> N
     (rule,) = yaml.safe_load(ADAPTER_RULES.read_text(encoding="utf-8"))["rules"]
     query = (
         rule["metricsQuery"]
-        .replace("<<.Series>>", "styletx_busyness_ratio")
+        .replace("<<.Series>>", "styletx_busyness")
         .replace("<<.LabelMatchers>>", 'namespace="styletx",pod=~"styletx-a|styletx-b"')
         .replace("<<.GroupBy>>", "pod")
     )
@@ -1324,13 +1324,13 @@ def test_adapter_query_gives_each_pod_its_smoothed_busyness(tmp_path: Path) -> N
                 "interval": "15s",
                 "input_series": [
                     # Jobs of seconds on a GPU: the gauge alternates between idle and busy.
-                    {"series": f'styletx_busyness_ratio{{{common}, pod="styletx-a"}}',
+                    {"series": f'styletx_busyness{{{common}, pod="styletx-a"}}',
                      "values": flapping},
-                    {"series": f'styletx_busyness_ratio{{{common}, pod="styletx-b"}}',
+                    {"series": f'styletx_busyness{{{common}, pod="styletx-b"}}',
                      "values": "0.5x20"},
-                    {"series": f'styletx_busyness_ratio{{{common}, pod="styletx-c"}}',
+                    {"series": f'styletx_busyness{{{common}, pod="styletx-c"}}',
                      "values": "9x20"},
-                    {"series": 'styletx_busyness_ratio{job="styletx", namespace="other", '
+                    {"series": 'styletx_busyness{job="styletx", namespace="other", '
                                'pod="styletx-a"}',
                      "values": "9x20"},
                 ],

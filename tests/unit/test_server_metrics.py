@@ -24,7 +24,7 @@ EXPECTED = {
     "styletx_evaluation_duration_seconds": "histogram",
     "styletx_image_pixels": "histogram",
     "styletx_calls_in_flight": "gauge",
-    "styletx_busyness_ratio": "gauge",
+    "styletx_busyness": "gauge",
     "styletx_inflight_pixels": "gauge",
     "styletx_inflight_pixels_limit": "gauge",
     "styletx_stored_results": "gauge",
@@ -38,7 +38,7 @@ def test_every_metric_is_registered_on_the_given_registry() -> None:
     metrics = ServerMetrics.create(registry)
     metrics.requests.labels(method="Stylize", code="OK", reason="ok").inc()
     metrics.build_info.labels(version="1", backend="tensorflow", precision="float32").set(1)
-    metrics.request_duration.labels(method="Stylize").observe(1)
+    metrics.request_duration.labels(method="Stylize", code="OK").observe(1)
     metrics.image_pixels.labels(role="content").observe(100)
     families = {m.name: m.type for m in registry.collect()}
     for name, kind in EXPECTED.items():
