@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from styletx_server.refusals import QueueClosed, QueueFull
+
 log = logging.getLogger(__name__)
 
 #: Weight of the newest job in the running mean of job durations (for retry hints).
@@ -46,19 +48,6 @@ class Job(Protocol):
     def run(self) -> None:
         """Do the work, on a worker thread."""
         ...
-
-
-class QueueFullError(Exception):
-    """The queue holds `capacity` waiting jobs already."""
-
-    def __init__(self, capacity: int, retry_after: float) -> None:
-        super().__init__(f"all {capacity} queue slots are taken")
-        self.capacity = capacity
-        self.retry_after = retry_after
-
-
-class QueueClosedError(Exception):
-    """The queue no longer accepts jobs (the server is draining)."""
 
 
 class AdmissionQueue:
@@ -133,12 +122,12 @@ class AdmissionQueue:
     # -- producers -------------------------------------------------------------------------
 
     def submit(self, job: Job) -> int:
-        """Enqueue `job` and return its 1-based position; QueueFullError/QueueClosedError."""
+        """Enqueue `job` and return its 1-based position; QueueFull/QueueClosed."""
         with self._cond:
             if self._closed:
-                raise QueueClosedError("the server is shutting down")
+                raise QueueClosed("the server is shutting down")
             if len(self._waiting) >= self.capacity:
-                raise QueueFullError(self.capacity, max(1.0, self._mean_job_seconds))
+                raise QueueFull(self.capacity, max(1.0, self._mean_job_seconds))
             self._waiting.append(job)
             position = len(self._waiting)
             self._renumber()
@@ -314,8 +303,6 @@ class Throughput:
 __all__ = [
     "AdmissionQueue",
     "Job",
-    "QueueClosedError",
-    "QueueFullError",
     "Throughput",
     "plan_drain",
 ]

@@ -28,10 +28,9 @@ from styletx_server.admission import AdmissionQueue, Throughput, plan_drain
 from styletx_server.auth import BearerAuthInterceptor
 from styletx_server.budget import PixelBudget
 from styletx_server.config import ServerConfig
-from styletx_server.convert import Limits
 from styletx_server.devices import require_gpu
 from styletx_server.health import API_SERVICE, HEALTH_SERVICE, HealthState
-from styletx_server.intake import IntakeLimits
+from styletx_server.intake import Limits
 from styletx_server.job import StylizeJob, engine_identity
 from styletx_server.jobs import JobRegistry
 from styletx_server.logs import log_event, request_id_from
@@ -139,7 +138,6 @@ class StyletxServer:
         self.servicer = StyleTransferServicer(
             ServicerParts(
                 limits=Limits.from_config(config),
-                intake=IntakeLimits.from_config(config),
                 admission=self.admission,
                 budget=self.budget,
                 registry=self.jobs,

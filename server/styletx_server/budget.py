@@ -10,17 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-
-class OverBudgetError(Exception):
-    """The reservation does not fit in what is left of the budget right now."""
-
-    def __init__(self, wanted: int, available: int, limit: int) -> None:
-        super().__init__(
-            f"{wanted} pixels wanted, {available} of {limit} free in the in-flight pixel budget"
-        )
-        self.wanted = wanted
-        self.available = available
-        self.limit = limit
+from styletx_server.refusals import OverBudget
 
 
 class Reservation:
@@ -57,13 +47,13 @@ class PixelBudget:
             return self._used
 
     def reserve(self, pixels: int) -> Reservation:
-        """Hold `pixels` (OverBudgetError when they do not fit now)."""
+        """Hold `pixels` (OverBudget when they do not fit now)."""
         if pixels < 0:
             raise ValueError("cannot reserve a negative number of pixels")
         with self._lock:
             available = self.limit - self._used
             if pixels > available:
-                raise OverBudgetError(pixels, available, self.limit)
+                raise OverBudget(pixels, available, self.limit)
             self._used += pixels
             used = self._used
         if self._on_change is not None:
@@ -78,4 +68,4 @@ class PixelBudget:
             self._on_change(used)
 
 
-__all__ = ["OverBudgetError", "PixelBudget", "Reservation"]
+__all__ = ["PixelBudget", "Reservation"]

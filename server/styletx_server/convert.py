@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass, fields
 from typing import Any
 
 from google.protobuf import duration_pb2
 
 from styletx import Losses, StyleOptions
 from styletx.errors import InvalidOptions
-from styletx.options import MIN_SIZE
 from styletx.presets import preset_values
 from styletx_api.schema import (
     OPTION_NAMES,
@@ -24,8 +22,8 @@ from styletx_api.schema import (
     write_options,
 )
 from styletx_api.v1 import style_transfer_pb2 as pb
-from styletx_server.config import ServerConfig
-from styletx_server.statuses import FieldViolation, request_field
+from styletx_server.refusals import FieldViolation
+from styletx_server.statuses import request_field
 
 #: proto ImageFormat number -> engine encoder name; UNSPECIFIED means PNG, as the proto says.
 FORMATS: dict[int, str] = {
@@ -34,50 +32,27 @@ FORMATS: dict[int, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Server-side bounds and defaults applied to every request."""
-
-    max_pixels: int
-    max_size: int
-    max_evaluations: int
-    #: Operator overrides of the engine's defaults; None keeps the engine's.
-    default_size: int | None = None
-    default_evaluations: int | None = None
-    default_preset: str = StyleOptions().preset
-
-    @classmethod
-    def from_config(cls, config: ServerConfig) -> Limits:
-        """The limits named like ServerConfig fields, taken from `config`."""
-        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
-
-    def base_options(self) -> StyleOptions:
-        """The engine's defaults with the operator's overrides, before any preset."""
-        options = StyleOptions()
-        if self.default_size is not None:
-            options = options.replace(size=self.default_size)
-        if self.default_evaluations is not None:
-            options = options.replace(max_evaluations=self.default_evaluations)
-        return options
-
-
 def resolve_options(
-    request: pb.StylizeRequest, limits: Limits, violations: list[FieldViolation]
+    request: pb.StylizeRequest,
+    defaults: StyleOptions,
+    default_preset: str,
+    violations: list[FieldViolation],
 ) -> StyleOptions:
-    """Engine options for `request`; appends violations.
+    """Engine options for `request`; appends violations of the engine's rules (the server's
+    limits are intake's to check).
 
-    Precedence, lowest first: the engine's defaults, this server's defaults, the preset's
-    values, the request's own fields. Each set field is checked on its own against the engine's
-    rules, so one bad field does not hide another; cross-field rules are checked last. A field in
-    violation keeps its default.
+    Precedence, lowest first: `defaults` (the engine's with this server's overrides), the
+    preset's values, the request's own fields. Each set field is checked on its own against the
+    engine's rules, so one bad field does not hide another; cross-field rules are checked last. A
+    field in violation keeps its default.
     """
     given = read_options(request.options)
-    preset = given.pop("preset", limits.default_preset)
+    preset = given.pop("preset", default_preset)
     try:
-        base = limits.base_options().replace(**preset_values(preset), preset=preset)
+        base = defaults.replace(**preset_values(preset), preset=preset)
     except InvalidOptions as exc:  # an unknown enum number
         violations.append(FieldViolation(request_field(exc.field), exc.message))
-        base = limits.base_options()
+        base = defaults
     changes: dict[str, Any] = {}
 
     def accept(name: str, value: Any) -> None:
@@ -103,19 +78,6 @@ def resolve_options(
     except InvalidOptions as exc:  # a cross-field rule, e.g. too many scales for the size
         violations.append(FieldViolation(request_field(exc.field), exc.message))
         return base
-    if resolved.size > limits.max_size:
-        violations.append(
-            FieldViolation(
-                "options.size", f"must be between {MIN_SIZE} and {limits.max_size} on this server"
-            )
-        )
-    if resolved.max_evaluations > limits.max_evaluations:
-        violations.append(
-            FieldViolation(
-                "options.max_evaluations",
-                f"must be between 1 and {limits.max_evaluations} on this server",
-            )
-        )
     return resolved
 
 
@@ -169,7 +131,6 @@ def duration(seconds: float) -> duration_pb2.Duration:
 
 __all__ = [
     "FORMATS",
-    "Limits",
     "duration",
     "format_to_proto",
     "losses_to_proto",

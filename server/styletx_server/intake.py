@@ -13,19 +13,20 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from styletx import Image, StyleOptions, geometry
+from styletx import StyleOptions, geometry
 from styletx.errors import DeviceMemoryExceeded, InvalidImage, InvalidOptions
-from styletx.images import DEFAULT_QUALITY, decode_image, image_dimensions
+from styletx.images import DEFAULT_QUALITY, image_dimensions
 from styletx.options import MIN_SIZE
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.config import ServerConfig
-from styletx_server.convert import FORMATS, Limits, resolve_options
-from styletx_server.statuses import FieldViolation, Reason
+from styletx_server.convert import FORMATS, resolve_options
+from styletx_server.refusals import FieldViolation, InvalidRequest
 
 
 @dataclass(frozen=True)
-class IntakeLimits:
-    """The server's bounds on the work one request may cause, checked before admission."""
+class Limits:
+    """The server's bounds on the work one request may cause, and its defaults for options a
+    request leaves unset; checked before admission."""
 
     max_styles: int
     max_pixels: int
@@ -34,37 +35,24 @@ class IntakeLimits:
     max_style_size: int
     max_scales: int
     max_evaluations: int
+    #: Operator overrides of the engine's defaults; None keeps the engine's.
+    default_size: int | None = None
+    default_evaluations: int | None = None
+    default_preset: str = StyleOptions().preset
 
     @classmethod
-    def from_config(cls, config: ServerConfig) -> IntakeLimits:
+    def from_config(cls, config: ServerConfig) -> Limits:
         """The limits named like ServerConfig fields, taken from `config`."""
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
-
-class InvalidRequestError(Exception):
-    """The request breaks one or more rules; `violations` names every bad field.
-
-    `limits` maps each exceeded server limit to its value. When every violation is a server limit
-    the reason is LIMIT_EXCEEDED (a well-formed request asking for more work than this server
-    does), otherwise INVALID_INPUT.
-    """
-
-    def __init__(
-        self,
-        violations: list[FieldViolation],
-        limits: dict[str, int] | None = None,
-        *,
-        only_limits: bool = False,
-    ) -> None:
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
-        self.violations = violations
-        self.limits = dict(limits or {})
-        self.reason = Reason.LIMIT_EXCEEDED if only_limits and self.limits else Reason.INVALID_INPUT
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        """ErrorInfo metadata: each exceeded limit and this server's value of it."""
-        return {name: str(value) for name, value in self.limits.items()}
+    def base_options(self) -> StyleOptions:
+        """The engine's defaults with the operator's overrides, before any preset."""
+        options = StyleOptions()
+        if self.default_size is not None:
+            options = options.replace(size=self.default_size)
+        if self.default_evaluations is not None:
+            options = options.replace(max_evaluations=self.default_evaluations)
+        return options
 
 
 @dataclass(frozen=True)
@@ -79,17 +67,6 @@ class Inspection:
     style_count: int
     #: Pixels of the output (the engine's working size), for time estimates.
     output_pixels: int
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """A decoded request: images, resolved options, output encoding."""
-
-    content: Image
-    styles: tuple[Image, ...]
-    options: StyleOptions
-    output_format: str
-    output_quality: int
 
 
 class _Checks:
@@ -118,7 +95,7 @@ class _Checks:
         if not self._found:
             return
         limits = dict(lim for _, lim in self._found if lim is not None)
-        raise InvalidRequestError(
+        raise InvalidRequest(
             [v for v, _ in self._found],
             limits,
             only_limits=all(lim is not None for _, lim in self._found),
@@ -149,16 +126,14 @@ def _output(request: pb.StylizeRequest, checks: _Checks) -> tuple[str, int]:
 
 
 def output_encoding(request: pb.StylizeRequest) -> tuple[str, int]:
-    """(format, quality) the caller wants the result in; InvalidRequestError when malformed."""
+    """(format, quality) the caller wants the result in; InvalidRequest when malformed."""
     checks = _Checks()
     encoding = _output(request, checks)
     checks.raise_if_any()
     return encoding
 
 
-def _dimensions(
-    data: bytes, field: str, limits: IntakeLimits, checks: _Checks
-) -> tuple[int, int] | None:
+def _dimensions(data: bytes, field: str, limits: Limits, checks: _Checks) -> tuple[int, int] | None:
     """(height, width) from the header, or None (with a violation) when unusable or too large."""
     if not data:
         checks.add(
@@ -192,7 +167,7 @@ def _effective(request: pb.StylizeRequest, resolved: StyleOptions, name: str) ->
 
 
 def _check_options(
-    request: pb.StylizeRequest, options: StyleOptions, limits: IntakeLimits, checks: _Checks
+    request: pb.StylizeRequest, options: StyleOptions, limits: Limits, checks: _Checks
 ) -> None:
     """Server limits on size, evaluations and scales, quoting the server's ranges."""
     size = int(_effective(request, options, "size"))
@@ -230,7 +205,7 @@ def _check_style_size(
     request: pb.StylizeRequest,
     options: StyleOptions,
     styles: list[tuple[int, int] | None],
-    limits: IntakeLimits,
+    limits: Limits,
     checks: _Checks,
 ) -> None:
     """Each style pass (size x style_scale, as the engine sizes it) within --max-style-size."""
@@ -287,51 +262,49 @@ def _check_device_memory(
         checks.limit("options.size", exc.message, "max_size_for_device_memory", exc.max_size)
 
 
-def inspect(
-    request: pb.StylizeRequest, limits: Limits, intake: IntakeLimits, engine: Any = None
-) -> Inspection:
+def inspect(request: pb.StylizeRequest, limits: Limits, engine: Any = None) -> Inspection:
     """Validate options and image headers against every rule and limit; no pixel is decoded.
 
     With the loaded `engine`, also whether the job fits its device's memory. Raises
-    InvalidRequestError naming every bad field.
+    InvalidRequest naming every bad field.
     """
     checks = _Checks()
     violations: list[FieldViolation] = []
-    options = resolve_options(request, limits, violations)
+    options = resolve_options(request, limits.base_options(), limits.default_preset, violations)
     checks.extend(violations)
     fmt, quality = _output(request, checks)
     count = len(request.style_images)
     if count == 0:
         checks.add("style_images", "at least one style image is required")
-    content = _dimensions(request.content_image, "content_image", intake, checks)
+    content = _dimensions(request.content_image, "content_image", limits, checks)
     styles: list[tuple[int, int] | None] = []
-    if count > intake.max_styles:
+    if count > limits.max_styles:
         # Refused on the count alone: none of their headers is even parsed.
         checks.limit(
             "style_images",
-            f"{count} style images, more than this server's limit of {intake.max_styles}",
+            f"{count} style images, more than this server's limit of {limits.max_styles}",
             "max_styles",
-            intake.max_styles,
+            limits.max_styles,
         )
     else:
         styles = [
-            _dimensions(style.image, f"style_images[{i}].image", intake, checks)
+            _dimensions(style.image, f"style_images[{i}].image", limits, checks)
             for i, style in enumerate(request.style_images)
         ]
     pixels = sum(h * w for dims in (content, *styles) if dims is not None for h, w in [dims])
-    if pixels > intake.max_request_pixels:
+    if pixels > limits.max_request_pixels:
         checks.limit(
             "style_images",
             f"the content and style images declare {pixels} pixels together, more than this "
-            f"server's limit of {intake.max_request_pixels} per request",
+            f"server's limit of {limits.max_request_pixels} per request",
             "max_request_pixels",
-            intake.max_request_pixels,
+            limits.max_request_pixels,
         )
-    _check_options(request, options, intake, checks)
-    _check_style_size(request, options, styles, intake, checks)
+    _check_options(request, options, limits, checks)
+    _check_style_size(request, options, styles, limits, checks)
     size = int(_effective(request, options, "size"))
     output_pixels = size * size
-    if content is not None and MIN_SIZE <= size <= intake.max_size:
+    if content is not None and MIN_SIZE <= size <= limits.max_size:
         try:
             out_h, out_w = geometry.output_size(content[0], content[1], size)
             output_pixels = out_h * out_w
@@ -350,48 +323,4 @@ def inspect(
     )
 
 
-def _decode(data: bytes, field: str, max_pixels: int, checks: _Checks) -> Image | None:
-    try:
-        return decode_image(data, max_pixels=max_pixels, field=field)
-    except InvalidImage as exc:
-        checks.add(exc.field, exc.message)
-        return None
-
-
-def decode(request: pb.StylizeRequest, inspection: Inspection, max_pixels: int) -> JobSpec:
-    """Decode the images of an inspected request (blocking: run it on a decode thread).
-
-    Raises InvalidRequestError for data the header promised but the body does not deliver
-    (truncated, corrupt); MemoryError propagates (the caller maps it to OUT_OF_MEMORY).
-    """
-    checks = _Checks()
-    content = _decode(request.content_image, "content_image", max_pixels, checks)
-    styles = [
-        _decode(style.image, f"style_images[{i}].image", max_pixels, checks)
-        for i, style in enumerate(request.style_images)
-    ]
-    if content is not None:
-        try:  # EXIF orientation may turn the image; the shorter side is the same
-            geometry.output_size(content.shape[0], content.shape[1], inspection.options.size)
-        except InvalidOptions as exc:
-            checks.add("options.size", exc.message)
-    checks.raise_if_any()
-    assert content is not None
-    return JobSpec(
-        content=content,
-        styles=tuple(s for s in styles if s is not None),
-        options=inspection.options,
-        output_format=inspection.output_format,
-        output_quality=inspection.output_quality,
-    )
-
-
-__all__ = [
-    "Inspection",
-    "IntakeLimits",
-    "InvalidRequestError",
-    "JobSpec",
-    "decode",
-    "inspect",
-    "output_encoding",
-]
+__all__ = ["Inspection", "Limits", "inspect", "output_encoding"]

@@ -26,7 +26,8 @@ from styletx_server import statuses
 from styletx_server.admission import Throughput
 from styletx_server.budget import Reservation
 from styletx_server.convert import duration, format_to_proto, losses_to_proto, options_to_proto
-from styletx_server.intake import Inspection, JobSpec
+from styletx_server.decode import JobSpec
+from styletx_server.intake import Inspection
 from styletx_server.logs import log_event
 from styletx_server.mailbox import Final, Mailbox
 from styletx_server.metrics import ServerMetrics

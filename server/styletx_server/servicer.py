@@ -32,23 +32,26 @@ from styletx.images import encode_image
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
-from styletx_server.admission import AdmissionQueue, QueueClosedError, QueueFullError, Throughput
-from styletx_server.budget import OverBudgetError, PixelBudget
-from styletx_server.convert import Limits, format_to_proto
-from styletx_server.intake import (
-    IntakeLimits,
-    InvalidRequestError,
-    decode,
-    inspect,
-    output_encoding,
-)
+from styletx_server.admission import AdmissionQueue, Throughput
+from styletx_server.budget import PixelBudget
+from styletx_server.convert import format_to_proto
+from styletx_server.decode import decode
+from styletx_server.intake import Inspection, Limits, inspect, output_encoding
 from styletx_server.job import StylizeJob
 from styletx_server.jobs import KEY_RULE, JobRegistry, StoredResult, request_digest, valid_key
 from styletx_server.logs import REQUEST_ID_KEY, log_event, request_id_from
 from styletx_server.mailbox import Final, Mailbox
 from styletx_server.metrics import ServerMetrics
-from styletx_server.slots import CallSlots, Slot, TooManyCalls, caller_of
-from styletx_server.statuses import ErrorStatus, FieldViolation, Reason, StopReason
+from styletx_server.refusals import (
+    Draining,
+    InvalidKey,
+    InvalidRequest,
+    KeyReused,
+    NotReady,
+    Refused,
+)
+from styletx_server.slots import CallSlots, Slot, caller_of
+from styletx_server.statuses import ErrorStatus, Reason, StopReason
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class _Call:
 
     request_id: str
     peer: str
+    arrived: float
     code: grpc.StatusCode | None = None
     reason: Reason | None = None
     fields: dict[str, Any] = field(default_factory=dict)
@@ -119,7 +123,6 @@ class ServicerParts:
     """Everything the servicer works with (built and owned by the server)."""
 
     limits: Limits
-    intake: IntakeLimits
     admission: AdmissionQueue
     budget: PixelBudget
     registry: JobRegistry
@@ -163,19 +166,22 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     ) -> None:
         arrived = time.monotonic()
         request_id = request_id_from(context.invocation_metadata())
-        call = _Call(request_id=request_id, peer=context.peer())
+        call = _Call(request_id=request_id, peer=context.peer(), arrived=arrived)
         slot: Slot | None = None
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-            try:
-                slot = self._p.slots.acquire(caller_of(call.peer))
-            except TooManyCalls as exc:
-                self._end(context, call, self._too_many_calls(exc))
-                return
+            slot = self._p.slots.acquire(caller_of(call.peer))
             await self._stylize(request, context, call, arrived)
+        except Refused as refusal:
+            # Every refusal, wherever it was found, ends the call here.
+            status = statuses.for_refusal(refusal, self._p.admission.retry_after())
+            call.fields.update(_refusal_fields(refusal))
+            await self._abort(context, call, status)
         except ReaderStalled as stalled:
             assert slot is not None
             await self._stalled(context, call, arrived, slot, stalled)
+        except grpc.aio.AbortError:
+            raise  # the call ended with its status (`_abort`)
         except asyncio.CancelledError:
             if call.code is None:
                 call.code, call.reason = _CODES[_ended_by_caller(context)]
@@ -195,29 +201,12 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                     exc_info=exc,
                     request_id=request_id,
                 )
-                self._end(context, call, statuses.internal(request_id))
+                await self._abort(context, call, statuses.internal(request_id))
         finally:
             if slot is not None:
                 slot.close()
             if not call.recorded:
-                self._record(call, arrived)
-
-    def _too_many_calls(self, exc: TooManyCalls) -> ErrorStatus:
-        retry_after = self._p.admission.retry_after()
-        if exc.per_caller:
-            return statuses.resource_exhausted(
-                f"this caller already holds {exc.limit} calls, its share of the server's "
-                f"{self._p.slots.limit}; retry when one of them ends",
-                retry_after,
-                Reason.TOO_MANY_CALLS,
-                metadata={"scope": "caller", "max_calls_per_caller": str(exc.limit)},
-            )
-        return statuses.resource_exhausted(
-            f"server busy: {exc.limit} calls open; retry later",
-            retry_after,
-            Reason.TOO_MANY_CALLS,
-            metadata={"scope": "server", "max_calls": str(exc.limit)},
-        )
+                self._record(call)
 
     async def _write(self, context: Any, message: pb.StylizeResponse) -> None:
         """Send one message: CallerGone when the call is over on the caller's side,
@@ -249,19 +238,26 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         slot.stall()
         call.fields["stalled_seconds"] = round(stalled.seconds, 3)
         self._end(context, call, statuses.stalled(stalled.seconds))
-        self._record(call, arrived)
-        call.recorded = True
+        self._record(call)
         try:
             await stalled.write
         except grpc.aio.BaseError:  # the connection closed: nobody to send the status to
             await _let_go()
 
     def _end(self, context: Any, call: _Call, status: ErrorStatus) -> None:
-        """Finish the call with `status` (the handler then returns)."""
+        """Set the call's final `status` without ending the handler (a stalled call, which must
+        wait for gRPC to let go of it)."""
         call.code, call.reason = status.code, status.reason
         context.set_code(status.code)
         context.set_details(status.details)
         context.set_trailing_metadata(status.trailing_metadata)
+
+    async def _abort(self, context: Any, call: _Call, status: ErrorStatus) -> None:
+        """End the call with `status` now (raises grpc.aio.AbortError out of the handler),
+        recorded first: the caller may act on the status before the handler unwinds."""
+        call.code, call.reason = status.code, status.reason
+        self._record(call)
+        await context.abort_with_status(status)
 
     async def _stylize(
         self,
@@ -270,67 +266,66 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         call: _Call,
         arrived: float,
     ) -> None:
+        """The request's path: engine ready -> request key (attach) -> draining -> intake ->
+        admission (pixel budget, queue) -> decode (a task) -> follow the job. Each step raises
+        its refusal; `Stylize` turns it into the call's status."""
         p = self._p
         engine = p.lifecycle.stylizer
         if engine is None:
-            self._end(context, call, statuses.loading())
-            return
+            raise NotReady("model is loading")
         key = request.request_key or None
         digest = None
         if key is not None:
             call.fields["request_key"] = key
-            if not valid_key(key):
-                self._end(
-                    context,
-                    call,
-                    statuses.invalid_argument([FieldViolation("request_key", KEY_RULE)]),
-                )
-                return
-            # Hashing a large request takes milliseconds: not on the loop.
-            digest = await asyncio.to_thread(request_digest, request)
-            found = p.registry.lookup(key)
-            if found is not None:
-                if found.digest != digest:
-                    self._end(context, call, statuses.key_reused(key))
-                    return
-                try:
-                    # Only the encoding may differ from the job's: the caller gets its own.
-                    encoding = output_encoding(request)
-                except InvalidRequestError as exc:
-                    self._end(context, call, statuses.invalid_argument(exc.violations))
-                    return
-                if isinstance(found, StoredResult):
-                    call.fields["attached"] = "stored"
-                    await self._deliver(found.final, context, call, encoding)
-                    return
-                call.fields["attached"] = "running"
-                await self._follow(found, context, call, arrived, encoding)
-                return
+            digest = await self._attach_or_digest(request, key, context, call, arrived)
+            if digest is None:
+                return  # attached: the call followed the existing job or got its result
         if p.lifecycle.draining.is_set():
-            self._end(context, call, statuses.draining())
-            return
-        try:
-            inspection = inspect(request, p.limits, p.intake, engine)
-        except InvalidRequestError as exc:
-            call.fields["violations"] = [v.field for v in exc.violations]
-            self._end(
-                context, call, statuses.invalid_argument(exc.violations, exc.reason, exc.metadata)
-            )
-            return
-        try:
-            reservation = p.budget.reserve(inspection.pixels)
-        except OverBudgetError as exc:
-            self._end(
-                context,
-                call,
-                statuses.resource_exhausted(
-                    f"server busy: {exc.wanted} pixels do not fit in the in-flight pixel budget "
-                    f"({exc.available} of {exc.limit} free); retry later",
-                    p.admission.retry_after(),
-                    Reason.OVER_BUDGET,
-                ),
-            )
-            return
+            raise Draining("draining")
+        inspection = inspect(request, p.limits, engine)
+        job = self._admit(call, key, digest, inspection, engine)
+        task = asyncio.ensure_future(self._decode(job, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await self._follow(
+            job, context, call, arrived, (inspection.output_format, inspection.output_quality)
+        )
+
+    async def _attach_or_digest(
+        self, request: pb.StylizeRequest, key: str, context: Any, call: _Call, arrived: float
+    ) -> bytes | None:
+        """Follow the job or stored result of `key` and return None; or, when the key is new,
+        return the request's digest for the new job."""
+        if not valid_key(key):
+            raise InvalidKey(KEY_RULE)
+        # Hashing a large request takes milliseconds: not on the loop.
+        digest = await asyncio.to_thread(request_digest, request)
+        found = self._p.registry.lookup(key)
+        if found is None:
+            return digest
+        if found.digest != digest:
+            raise KeyReused(key)
+        # Only the encoding may differ from the job's: the caller gets its own.
+        encoding = output_encoding(request)
+        if isinstance(found, StoredResult):
+            call.fields["attached"] = "stored"
+            await self._deliver(found.final, context, call, encoding)
+        else:
+            call.fields["attached"] = "running"
+            await self._follow(found, context, call, arrived, encoding)
+        return None
+
+    def _admit(
+        self,
+        call: _Call,
+        key: str | None,
+        digest: bytes | None,
+        inspection: Inspection,
+        engine: Any,
+    ) -> StylizeJob:
+        """Reserve the request's pixels and queue its job (OverBudget, QueueFull, QueueClosed)."""
+        p = self._p
+        reservation = p.budget.reserve(inspection.pixels)
         job = StylizeJob(
             request_id=call.request_id,
             key=key,
@@ -345,32 +340,14 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         )
         try:
             p.admission.submit(job)
-        except QueueFullError as exc:
+        except Refused:
             reservation.release()
-            self._end(
-                context,
-                call,
-                statuses.resource_exhausted(
-                    f"server busy: all {exc.capacity} queue slots taken; retry later",
-                    exc.retry_after,
-                    Reason.QUEUE_FULL,
-                ),
-            )
-            return
-        except QueueClosedError:
-            reservation.release()
-            self._end(context, call, statuses.draining())
-            return
+            raise
         with self._live_lock:
             self._live.add(job)
         if key is not None:
             p.registry.add(job)
-        task = asyncio.ensure_future(self._decode(job, request))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        await self._follow(
-            job, context, call, arrived, (inspection.output_format, inspection.output_quality)
-        )
+        return job
 
     # -- decoding (after admission) ---------------------------------------------------------------
 
@@ -380,7 +357,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         status: ErrorStatus | None = None
         try:
             spec = await self._loop.run_in_executor(
-                p.decode_pool, decode, request, job.inspection, p.intake.max_pixels
+                p.decode_pool, decode, request, job.inspection, p.limits.max_pixels
             )
             if job.final is None:
                 pixels = p.metrics.image_pixels
@@ -391,8 +368,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                     _size(spec.content.shape),
                     [_size(style.shape) for style in spec.styles],
                 )
-        except InvalidRequestError as exc:
-            status = statuses.invalid_argument(exc.violations, exc.reason, exc.metadata)
+        except InvalidRequest as exc:
+            status = statuses.for_refusal(exc, 0.0)
         except Exception as exc:
             status = statuses.for_exception(exc, job.request_id)
             if status.reason is Reason.INTERNAL:
@@ -423,7 +400,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             call.code, call.reason = grpc.StatusCode.OK, None
         else:
             assert final.status is not None
-            self._end(context, call, final.status)
+            await self._abort(context, call, final.status)
 
     async def _encoded(
         self, final: Final, encoding: tuple[str, int], call: _Call
@@ -545,10 +522,14 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         if job.request_id != call.request_id:
             call.fields["job_request_id"] = job.request_id
 
-    def _record(self, call: _Call, arrived: float) -> None:
+    def _record(self, call: _Call) -> None:
+        """Count the call and write its request line, once."""
+        if call.recorded:
+            return
+        call.recorded = True
         code = call.code or grpc.StatusCode.CANCELLED
         reason = statuses.reason_label(code, call.reason)
-        elapsed = time.monotonic() - arrived
+        elapsed = time.monotonic() - call.arrived
         self._p.metrics.requests.labels(method=METHOD, code=code.name, reason=reason).inc()
         self._p.metrics.request_duration.labels(method=METHOD, code=code.name).observe(elapsed)
         log_event(
@@ -562,6 +543,13 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             duration_seconds=round(elapsed, 6),
             **call.fields,
         )
+
+
+def _refusal_fields(refusal: Refused) -> dict[str, Any]:
+    """What the request log line says of a refusal beyond its status."""
+    if isinstance(refusal, InvalidRequest):
+        return {"violations": [v.field for v in refusal.violations]}
+    return {}
 
 
 def _same_encoding(one: tuple[str, int], other: tuple[str, int]) -> bool:

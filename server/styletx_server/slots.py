@@ -17,6 +17,8 @@ import math
 import threading
 from collections.abc import Callable
 
+from styletx_server.refusals import TooManyCalls
+
 #: Peer strings gRPC gives (`ipv4:10.0.0.7:51234`, `ipv6:[::1]:51234`, `unix:/path`).
 _IP_SCHEMES = ("ipv4:", "ipv6:")
 
@@ -37,16 +39,6 @@ def caller_of(peer: str) -> str:
 def share_limit(max_calls: int, share: float) -> int:
     """Slots one caller may hold: `share` of `max_calls`, at least one."""
     return max(1, math.floor(max_calls * share + 1e-9))
-
-
-class TooManyCalls(Exception):
-    """No slot: the server holds `limit` calls (`per_caller` False) or this caller does."""
-
-    def __init__(self, limit: int, *, per_caller: bool) -> None:
-        who = "this caller holds" if per_caller else "the server holds"
-        super().__init__(f"{who} {limit} calls")
-        self.limit = limit
-        self.per_caller = per_caller
 
 
 class CallSlots:
@@ -96,7 +88,7 @@ class CallSlots:
                 raise TooManyCalls(self.limit, per_caller=False)
             held = self._by_caller.get(caller, 0)
             if held >= self.per_caller:
-                raise TooManyCalls(self.per_caller, per_caller=True)
+                raise TooManyCalls(self.per_caller, per_caller=True, server_limit=self.limit)
             self._open += 1
             self._by_caller[caller] = held + 1
             counts = self._open, self._stalled

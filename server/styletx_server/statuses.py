@@ -20,6 +20,8 @@ from grpc_status import rpc_status
 from styletx.errors import InvalidImage, InvalidOptions, NonFiniteLoss
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1.style_options import ErrorReason
+from styletx_server import refusals
+from styletx_server.refusals import FieldViolation
 
 #: ErrorInfo.domain of every styletx error.
 DOMAIN = "styletx.v1"
@@ -31,14 +33,6 @@ _PER_STYLE_IMAGE = {"style_blend_weights": "style_images", "styles": "style_imag
 #: ErrorInfo.reason values, declared in the proto (`styletx.v1.ErrorReason`); lower-cased, they
 #: are the `reason` label of the request metric.
 Reason = ErrorReason
-
-
-@dataclass(frozen=True)
-class FieldViolation:
-    """One bad request field, named by its path in StylizeRequest (e.g. `style_images[1].image`)."""
-
-    field: str
-    description: str
 
 
 @dataclass(frozen=True)
@@ -193,6 +187,51 @@ def stalled(seconds: float) -> ErrorStatus:
     )
 
 
+def for_refusal(exc: refusals.Refused, retry_after: float) -> ErrorStatus:
+    """The status of a refusal: the one mapping from `refusals` to gRPC. `retry_after` is the
+    server's hint for refusals that a later retry may get past (busy, not yet loaded)."""
+    match exc:
+        case refusals.TooManyCalls(per_caller=True):
+            return resource_exhausted(
+                f"this caller already holds {exc.limit} calls, its share of the server's "
+                f"{exc.server_limit}; retry when one of them ends",
+                retry_after,
+                Reason.TOO_MANY_CALLS,
+                metadata={"scope": "caller", "max_calls_per_caller": str(exc.limit)},
+            )
+        case refusals.TooManyCalls():
+            return resource_exhausted(
+                f"server busy: {exc.limit} calls open; retry later",
+                retry_after,
+                Reason.TOO_MANY_CALLS,
+                metadata={"scope": "server", "max_calls": str(exc.limit)},
+            )
+        case refusals.NotReady():
+            return loading()
+        case refusals.Draining() | refusals.QueueClosed():
+            return draining()
+        case refusals.InvalidKey():
+            return invalid_argument([FieldViolation("request_key", exc.rule)])
+        case refusals.KeyReused():
+            return key_reused(exc.key)
+        case refusals.InvalidRequest():
+            return invalid_argument(exc.violations, exc.reason, exc.metadata)
+        case refusals.OverBudget():
+            return resource_exhausted(
+                f"server busy: {exc.wanted} pixels do not fit in the in-flight pixel budget "
+                f"({exc.available} of {exc.limit} free); retry later",
+                retry_after,
+                Reason.OVER_BUDGET,
+            )
+        case refusals.QueueFull():
+            return resource_exhausted(
+                f"server busy: all {exc.capacity} queue slots taken; retry later",
+                exc.retry_after,
+                Reason.QUEUE_FULL,
+            )
+    raise TypeError(f"no status for refusal {type(exc).__name__}")  # a new refusal type
+
+
 def internal(request_id: str) -> ErrorStatus:
     """INTERNAL naming only the request id (the details are in the server log)."""
     return _status(code_pb2.INTERNAL, f"internal error (request id {request_id})", Reason.INTERNAL)
@@ -276,6 +315,7 @@ __all__ = [
     "StopReason",
     "draining",
     "for_exception",
+    "for_refusal",
     "for_stop",
     "internal",
     "invalid_argument",

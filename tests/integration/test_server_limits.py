@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 
 from styletx.engine import Stylizer
 from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_server import decode as decoding
 from styletx_server import intake
 from tests.integration.conftest import (
     WAIT,
@@ -42,13 +43,13 @@ SMALL: dict[str, Any] = {
 
 
 class DecodeSpy:
-    """Counts header reads and decodes by the intake (wraps the real functions)."""
+    """Counts header reads by the intake and decodes after admission (wraps the real functions)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.headers = 0
         self.decodes = 0
         self._lock = threading.Lock()
-        real_header, real_decode = intake.image_dimensions, intake.decode_image
+        real_header, real_decode = intake.image_dimensions, decoding.decode_image
 
         def header(data: bytes) -> tuple[int, int]:
             with self._lock:
@@ -61,7 +62,7 @@ class DecodeSpy:
             return real_decode(data, **kwargs)
 
         monkeypatch.setattr(intake, "image_dimensions", header)
-        monkeypatch.setattr(intake, "decode_image", decode)
+        monkeypatch.setattr(decoding, "decode_image", decode)
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 
 from styletx_server.admission import (
     AdmissionQueue,
-    QueueClosedError,
-    QueueFullError,
+    QueueClosed,
+    QueueFull,
     Throughput,
     plan_drain,
 )
@@ -100,7 +100,7 @@ def test_full_queue_refuses_with_a_retry_hint(queue: AdmissionQueue) -> None:
     running = busy(queue)
     queue.submit(RecordingJob())
     queue.submit(RecordingJob())
-    with pytest.raises(QueueFullError) as caught:
+    with pytest.raises(QueueFull) as caught:
         queue.submit(RecordingJob())
     assert caught.value.capacity == 2
     assert caught.value.retry_after >= 1.0
@@ -155,7 +155,7 @@ def test_closed_queue_refuses_but_finishes_admitted_work(queue: AdmissionQueue) 
     waiting = RecordingJob()
     queue.submit(waiting)
     queue.close()
-    with pytest.raises(QueueClosedError):
+    with pytest.raises(QueueClosed):
         queue.submit(RecordingJob())
     running.release.set()
     waiting.release.set()
@@ -220,7 +220,7 @@ def test_a_job_still_decoding_holds_its_slot_and_position_but_does_not_block_oth
     decoding.ready = False
     queue.submit(decoding)
     queue.submit(decoded)
-    with pytest.raises(QueueFullError):  # the job being decoded counts against the capacity
+    with pytest.raises(QueueFull):  # the job being decoded counts against the capacity
         queue.submit(RecordingJob())
     running.release.set()
     assert decoded.started.wait(WAIT)  # the runnable job goes first

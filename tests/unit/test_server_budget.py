@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from styletx_server.budget import OverBudgetError, PixelBudget
+from styletx_server.budget import PixelBudget
+from styletx_server.refusals import OverBudget
 
 
 def test_reservations_fit_until_the_limit_and_are_given_back_once() -> None:
@@ -12,7 +13,7 @@ def test_reservations_fit_until_the_limit_and_are_given_back_once() -> None:
     budget = PixelBudget(100, seen.append)
     first = budget.reserve(60)
     second = budget.reserve(40)
-    with pytest.raises(OverBudgetError) as caught:
+    with pytest.raises(OverBudget) as caught:
         budget.reserve(1)
     assert (caught.value.wanted, caught.value.available, caught.value.limit) == (1, 0, 100)
     first.release()

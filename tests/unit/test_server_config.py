@@ -180,12 +180,18 @@ def test_server_defaults_follow_the_engine_unless_the_operator_sets_them() -> No
     from styletx import StyleOptions
     from styletx.presets import preset_values
     from styletx_api.v1 import style_transfer_pb2 as pb
-    from styletx_server.convert import Limits, resolve_options
+    from styletx_server.convert import resolve_options
+    from styletx_server.intake import Limits
 
     def resolved(argv: list[str]) -> StyleOptions:
         limits = Limits.from_config(load_config(argv, env={}))
         violations: list[object] = []
-        options = resolve_options(pb.StylizeRequest(), limits, violations)  # type: ignore[arg-type]
+        options = resolve_options(
+            pb.StylizeRequest(),
+            limits.base_options(),
+            limits.default_preset,
+            violations,  # type: ignore[arg-type]
+        )
         assert violations == []
         return options
 

@@ -14,14 +14,13 @@ from styletx import StyleOptions
 from styletx.images import encode_image
 from styletx.options import DEFAULT_STYLE_LAYERS
 from styletx_api.v1 import style_transfer_pb2 as pb
-from styletx_server.convert import Limits, duration, options_to_proto
-from styletx_server.intake import IntakeLimits, InvalidRequestError, JobSpec, decode, inspect
+from styletx_server.convert import duration, options_to_proto
+from styletx_server.decode import JobSpec, decode
+from styletx_server.intake import Limits, inspect
+from styletx_server.refusals import InvalidRequest
 from tests.support.weights import tiny_image
 
 LIMITS = Limits(
-    max_pixels=100_000, default_size=64, max_size=128, default_evaluations=30, max_evaluations=50
-)
-INTAKE = IntakeLimits(
     max_styles=8,
     max_pixels=100_000,
     max_request_pixels=1_000_000,
@@ -29,11 +28,13 @@ INTAKE = IntakeLimits(
     max_style_size=512,
     max_scales=4,
     max_evaluations=50,
+    default_size=64,
+    default_evaluations=30,
 )
 
 
 def parse_request(req: pb.StylizeRequest, limits: Limits) -> JobSpec:
-    return decode(req, inspect(req, limits, INTAKE), INTAKE.max_pixels)
+    return decode(req, inspect(req, limits), limits.max_pixels)
 
 
 def png(height: int = 24, width: int = 32, seed: int = 0) -> bytes:
@@ -50,7 +51,7 @@ def request(**fields: Any) -> pb.StylizeRequest:
 
 
 def violated(req: pb.StylizeRequest) -> dict[str, str]:
-    with pytest.raises(InvalidRequestError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         parse_request(req, LIMITS)
     return {v.field: v.description for v in caught.value.violations}
 

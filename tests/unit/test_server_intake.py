@@ -10,15 +10,12 @@ import pytest
 
 from styletx.images import encode_image
 from styletx_api.v1 import style_transfer_pb2 as pb
-from styletx_server.convert import Limits
-from styletx_server.intake import IntakeLimits, InvalidRequestError, inspect
+from styletx_server.intake import Limits, inspect
+from styletx_server.refusals import InvalidRequest
 from styletx_server.statuses import Reason
 from tests.support.weights import tiny_image
 
 LIMITS = Limits(
-    max_pixels=10_000, default_size=64, max_size=128, default_evaluations=10, max_evaluations=20
-)
-INTAKE = IntakeLimits(
     max_styles=2,
     max_pixels=10_000,
     max_request_pixels=15_000,
@@ -26,6 +23,8 @@ INTAKE = IntakeLimits(
     max_style_size=192,
     max_scales=2,
     max_evaluations=20,
+    default_size=64,
+    default_evaluations=10,
 )
 
 
@@ -50,14 +49,14 @@ def request(**fields: Any) -> pb.StylizeRequest:
     return pb.StylizeRequest(**base)
 
 
-def refused(req: pb.StylizeRequest) -> InvalidRequestError:
-    with pytest.raises(InvalidRequestError) as caught:
-        inspect(req, LIMITS, INTAKE)
+def refused(req: pb.StylizeRequest) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as caught:
+        inspect(req, LIMITS)
     return caught.value
 
 
 def test_a_fitting_request_reserves_its_declared_pixels() -> None:
-    inspection = inspect(request(), LIMITS, INTAKE)
+    inspection = inspect(request(), LIMITS)
     assert inspection.pixels == 24 * 32 + 20 * 20
     assert inspection.output_pixels == 48 * 64  # 24x32 content at the default size 64
     assert inspection.options.size == 64
@@ -80,16 +79,16 @@ def test_limit_and_input_errors_together_are_invalid_input() -> None:
 
 
 def test_style_size_is_size_times_style_scale_as_the_engine_computes_it() -> None:
-    assert inspect(request(options=pb.StyleOptions(size=96, style_scale=2.0)), LIMITS, INTAKE)
+    assert inspect(request(options=pb.StyleOptions(size=96, style_scale=2.0)), LIMITS)
     error = refused(request(options=pb.StyleOptions(size=100, style_scale=2.0)))
     assert error.limits == {"max_style_size": 192}
     assert "200" in error.violations[0].description
 
 
 def test_preset_values_are_held_to_the_limits_too() -> None:
-    tight = IntakeLimits(**{**INTAKE.__dict__, "max_evaluations": 5})
-    with pytest.raises(InvalidRequestError) as caught:
-        inspect(request(), LIMITS, tight)  # the server's default of 10 evaluations is over 5
+    tight = Limits(**{**LIMITS.__dict__, "max_evaluations": 5})
+    with pytest.raises(InvalidRequest) as caught:
+        inspect(request(), tight)  # the server's default of 10 evaluations is over 5
     assert caught.value.limits == {"max_evaluations": 5}
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from styletx_server.slots import CallSlots, TooManyCalls, caller_of, share_limit
+from styletx_server.refusals import TooManyCalls
+from styletx_server.slots import CallSlots, caller_of, share_limit
 
 
 @pytest.mark.parametrize(

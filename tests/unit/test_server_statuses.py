@@ -10,7 +10,8 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 
 from styletx.errors import ImageTooLarge, InvalidOptions
 from styletx_server import statuses
-from styletx_server.statuses import FieldViolation, Reason, StopReason
+from styletx_server.refusals import FieldViolation
+from styletx_server.statuses import Reason, StopReason
 
 
 def details(status: grpc.Status) -> status_pb2.Status:
