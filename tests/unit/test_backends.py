@@ -15,6 +15,7 @@ from styletx.backends.base import canonical_device
 from styletx.engine import Stylizer
 from styletx.errors import BackendUnavailable
 from tests.support import backend_job
+from tests.support.precision import auto_on_this_cpu
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_JAX = importlib.util.find_spec("jax") is not None
@@ -69,7 +70,7 @@ def test_stylizer_reports_backend_precision_device_and_no_memory_on_cpu(
     stylizer = Stylizer(seeded_weights)
     assert (stylizer.backend, stylizer.precision, stylizer.device) == (
         "tensorflow",
-        "float32",
+        auto_on_this_cpu(),  # the default precision is auto
         "CPU:0",
     )
     assert stylizer.memory_info() == {}
