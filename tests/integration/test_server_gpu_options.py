@@ -180,3 +180,38 @@ def test_a_job_that_cannot_fit_the_device_memory_is_refused_naming_the_size_that
         assert value(samples, "styletx_gpu_memory_capacity_bytes", device="CPU:0") == capacity
     finally:
         server.stop()
+
+
+def test_auto_resolves_each_job_and_says_so_in_started_and_metrics(
+    seeded_weights: Path, channels: list[grpc.Channel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from styletx.backends.tensorflow import TensorFlowBackend
+
+    # A device with native bfloat16 (this test's CPU may have none).
+    monkeypatch.setattr(
+        TensorFlowBackend, "bfloat16_native", lambda self, device: (True, "test device")
+    )
+    server = started_server(weights=seeded_weights)  # --precision defaults to auto
+    try:
+        assert server.config.precision == "auto"
+        stub = stub_of(server, channels)
+        precisions = {}
+        for name, preset in (("fast", pb.PRESET_FAST), ("reference", pb.PRESET_REFERENCE)):
+            options = pb.StyleOptions(size=32, max_evaluations=10, seed=1, preset=preset)
+            events = collect(stub, make_request(options=options))
+            started = next(e.started for e in events if e.HasField("started"))
+            precisions[name] = started.precision
+            assert np.isfinite(events[-1].result.losses.total)
+        assert precisions == {"fast": "mixed_bfloat16", "reference": "float32"}
+        assert server.metrics_port is not None
+        samples = scrape(server.metrics_port)
+        info = [s for s in samples if s.name == "styletx_build_info"]
+        assert [s.labels["precision"] for s in info] == ["mixed_bfloat16"]
+        counts = {
+            s.labels["precision"]: s.value
+            for s in samples
+            if s.name == "styletx_evaluation_duration_seconds_count"
+        }
+        assert set(counts) == {"mixed_bfloat16", "float32"} and min(counts.values()) >= 1
+    finally:
+        server.stop()
