@@ -53,6 +53,13 @@ StopCallback = Callable[[], bool]
 #: used evicted first. The presets share one layer set; a few custom ones stay warm.
 STEPS_PER_STYLIZER = 4
 
+#: With `pixel_bounds`, the root-mean-square change (pixel levels) of L-BFGS-B's first trial
+#: point (`optimize.minimize`'s `first_step`). Left to itself, L-BFGS-B first tries `x - g`,
+#: which at the tutorial's loss scale throws every pixel onto 0 or 255, and backtracks from
+#: there. Measured (`fast`, 260 px, three content/style pairs): the tutorial's final loss after
+#: TODO evaluations instead of 14 (bench/RESULTS.md).
+FIRST_STEP = 8.0
+
 #: Leading columns of the loss weights (`losses.WEIGHT_FIELDS`, not imported here: it imports
 #: Keras) that multiply a loss term: content, style per layer, tv; not the TV power.
 SCALED_WEIGHTS = 3
@@ -463,6 +470,7 @@ class Stylizer:
                     # The reference lets pixels stray outside 0..255 and clips only the
                     # delivered picture, which undoes part of the style (bench/RESULTS.md).
                     bounds=level.bounds() if options.pixel_bounds else None,
+                    first_step=FIRST_STEP if options.pixel_bounds else None,
                 )
             v, terms = found.x, found.terms
             iterations += found.iterations
