@@ -150,6 +150,10 @@ def part_guard(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "rule_violated": (not passed) and auto != FLOAT32,
                 }
                 rows.append(row)
+                if args.json:  # after every case: a long run cut short keeps what it measured
+                    args.json.parent.mkdir(parents=True, exist_ok=True)
+                    partial = {"size": args.size, "guard": rows}
+                    args.json.write_text(json.dumps(partial, indent=1, default=str) + "\n")
                 flag = " RULE VIOLATED" if row["rule_violated"] else ""
                 print(
                     f"{preset:<10} {pair:<22} {variant:<16} {options.max_evaluations:>5} "
