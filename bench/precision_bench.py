@@ -17,6 +17,8 @@ Parts (`--part`, repeatable; default `guard`):
 - `memory`: peak resident memory growth (VmHWM) of one job per precision and size, each in a
   fresh process, and the linear fit per precision (`styletx.memory.MemoryModel.fit`): how much
   of float32's bytes per pixel bfloat16 keeps (`memory.SIXTEEN_BIT_SHARE`).
+- `bounds`: L-BFGS-B's fixed cost per job with pixel bounds: scipy's `fmin_l_bfgs_b` (bounds
+  converted in Python loops) against `styletx.optimize` (bounds as arrays), 2 evaluations.
 - `flops`: the FLOPs of one evaluation (VGG16's convolutions up to the deepest layer used,
   forward plus the input gradient: twice the forward's) divided by the median measured
   evaluation time per precision, next to the CPU's peak (`--ghz` x cores x FLOP per cycle).
@@ -231,7 +233,7 @@ def part_cli(args: argparse.Namespace) -> list[dict[str, Any]]:
                 )
 
     def median(setting: str, key: str) -> float:
-        return statistics.median(r[key] for r in rows if r["setting"] == setting)
+        return float(statistics.median(r[key] for r in rows if r["setting"] == setting))
 
     ratio = median("auto", "evaluation_seconds_median") / median(
         FLOAT32, "evaluation_seconds_median"
@@ -397,13 +399,58 @@ def part_flops(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+# --- bounds ------------------------------------------------------------------------------------
+
+
+def part_bounds(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """L-BFGS-B's fixed cost per job with pixel bounds, scipy's loop against ours."""
+    from scipy.optimize import fmin_l_bfgs_b
+
+    from styletx.optimize import minimize
+
+    n = args.size * args.size * 3
+    lower, upper = np.zeros(n), np.full(n, 255.0)
+    x0 = np.full(n, 100.0)
+
+    def quadratic(x: np.ndarray) -> tuple[float, np.ndarray]:
+        return float(np.sum((x - 3.0) ** 2)), 2.0 * (x - 3.0)
+
+    def scipy_bounded() -> None:
+        box = np.stack([lower, upper], axis=1)
+        fmin_l_bfgs_b(quadratic, x0, maxfun=2, factr=0.0, pgtol=0.0, bounds=box)
+
+    def scipy_unbounded() -> None:
+        fmin_l_bfgs_b(quadratic, x0, maxfun=2, factr=0.0, pgtol=0.0)
+
+    def ours() -> None:
+        minimize(lambda x: ((quadratic(x)[0],), quadratic(x)[1]), x0, max_evaluations=2,
+                 bounds=(lower, upper))  # fmt: skip
+
+    runs = {"fmin_l_bfgs_b, bounds": scipy_bounded, "fmin_l_bfgs_b, no bounds": scipy_unbounded,
+            "styletx.optimize, bounds": ours}  # fmt: skip
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            began = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - began)
+    rows = []
+    print(f"{n} variables ({args.size}x{args.size}x3), 2 evaluations of a quadratic:")
+    for name, values in times.items():
+        rows.append({"run": name, "seconds": statistics.median(values)})
+        print(f"  {name:<26} {statistics.median(values):.3f} s (median of {args.repeats})")
+    return rows
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--weights", help="VGG16 weights (default: resolved like the engine)")
-    parser.add_argument("--part", action="append", choices=["guard", "cli", "memory", "flops"])
+    parser.add_argument(
+        "--part", action="append", choices=["guard", "cli", "memory", "flops", "bounds"]
+    )
     parser.add_argument("--size", type=int, default=260, help="longest side of the output")
     parser.add_argument("--preset", action="append", choices=PRESETS)
     parser.add_argument("--pair", action="append", choices=list(PAIRS))
@@ -436,7 +483,13 @@ def main() -> int:
         flush=True,
     )
     report: dict[str, Any] = {"size": args.size}
-    parts = {"guard": part_guard, "cli": part_cli, "memory": part_memory, "flops": part_flops}
+    parts = {
+        "guard": part_guard,
+        "cli": part_cli,
+        "memory": part_memory,
+        "flops": part_flops,
+        "bounds": part_bounds,
+    }
     for name in args.part or ["guard"]:
         print(f"\n== {name}", flush=True)
         report[name] = parts[name](args)

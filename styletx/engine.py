@@ -56,8 +56,9 @@ STEPS_PER_STYLIZER = 4
 #: With `pixel_bounds`, the root-mean-square change (pixel levels) of L-BFGS-B's first trial
 #: point (`optimize.minimize`'s `first_step`). Left to itself, L-BFGS-B first tries `x - g`,
 #: which at the tutorial's loss scale throws every pixel onto 0 or 255, and backtracks from
-#: there. Measured (`fast`, 260 px, three content/style pairs): the tutorial's final loss after
-#: TODO evaluations instead of 14 (bench/RESULTS.md).
+#: there. Measured (`fast`, 260 px, three content/style pairs, float32 and bfloat16): the loss
+#: the default reached after 14 evaluations, after 12-13 (first steps of 6, 11 and 16 did as
+#: well or one or two worse on some pair; 1 and 4 worse than none; bench/RESULTS.md).
 FIRST_STEP = 8.0
 
 #: Leading columns of the loss weights (`losses.WEIGHT_FIELDS`, not imported here: it imports
