@@ -75,10 +75,12 @@ class MemoryModel:
 _XLA_CPU = "XLA buffer assignment, JAX on CPU (provisional until measured on a GPU)"
 #: Share of float32's bytes per pixel that are VGG16's activations, which a mixed precision
 #: keeps in 16 bits where the device does (the rest: the float32 input image and its gradient,
-#: the loss layers' features widened to float32, the Gram matrices).
-#: Measured with TensorFlow on a CPU (`bench/precision_bench.py --memory`): TODO
-SIXTEEN_BIT_SHARE = 0.8
-_SHARE = "TensorFlow CPU measurement, bench/precision_bench.py --memory"
+#: the loss layers' features widened to float32 for the Gram matrices and differences).
+#: Measured with TensorFlow on a CPU (`bench/precision_bench.py --part memory`, peak RSS growth
+#: of one job at 256, 384 and 512 px, 2026-12-05): float32 4085 B/px, mixed_bfloat16 3080 B/px,
+#: 0.754 of float32's, so 2 x (1 - 0.754) = 0.49 of float32's bytes went to 16 bits.
+SIXTEEN_BIT_SHARE = 0.49
+_SHARE = "halved share measured on TensorFlow's CPU kernels, bench/precision_bench.py"
 DEFAULT_MODELS: dict[str, MemoryModel] = {
     "float32": MemoryModel(3_812.0, 120e6, _XLA_CPU),
     "mixed_bfloat16": MemoryModel(4_038.0, 178e6, _XLA_CPU),
