@@ -232,6 +232,10 @@ class Stylizer:
                 self._models[precision] = model
             return model
 
+    def memory_model_for(self, options: StyleOptions) -> memory.MemoryModel:
+        """The device-memory model of a job with `options` (at the precision it runs at)."""
+        return self._memory_model_of(self.precision_for(options))
+
     def _memory_model_of(self, precision: Precision) -> memory.MemoryModel:
         """The device-memory model of a job at `precision` (the one given, else the default
         of this precision where its activations are stored: `memory.default_model`)."""
@@ -283,7 +287,7 @@ class Stylizer:
         pixels = memory.job_pixels(
             content, styles, options.size, options.style_scale, self.shape_step
         )
-        model = self._memory_model_of(self.precision_for(options))
+        model = self.memory_model_for(options)
 
         def largest(fits: Callable[[int], bool]) -> int:
             return memory.largest_size(
@@ -367,7 +371,7 @@ class Stylizer:
         pixels = self.check_fits(content.shape[:2], [s.shape[:2] for s in styles], options)
         try:
             # Waits while the jobs running on this device leave too little memory (GPUs only).
-            model = self._memory_model_of(self.precision_for(options))
+            model = self.memory_model_for(options)
             with self.memory.reserve(pixels, should_stop, model):
                 return self._stylize(
                     content, styles, options, on_progress, should_stop, started, (height, width)

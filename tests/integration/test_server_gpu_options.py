@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from styletx import Progress, Result, StyleOptions
+from styletx import Progress, Result, StyleOptions, memory
 from styletx.engine import Stylizer
 from styletx.memory import HEADROOM, job_pixels
 from styletx_client.proto import style_transfer_pb2 as pb
@@ -151,7 +151,9 @@ def test_a_job_that_cannot_fit_the_device_memory_is_refused_naming_the_size_that
 ) -> None:
     capacity = 200_000_000
     engine = Stylizer(seeded_weights, memory_capacity=capacity)
-    model = engine.memory.model
+    # The requests below run the reference preset: float32 under auto, float32's model.
+    model = engine.memory_model_for(StyleOptions())
+    assert model == memory.default_model("float32")
     server = started_server(engine, workers=1, max_size=512, max_style_size=1024)
     try:
         stub = stub_of(server, channels)

@@ -230,6 +230,8 @@ def test_the_memory_model_counts_two_byte_activations(
         (float32.fixed + (float32.per_pixel + bfloat16.per_pixel) / 2 * pixels) / memory.HEADROOM
     )
     stylizer = _stylizer(seeded_weights, monkeypatch, native=True, memory_capacity=capacity)
+    assert stylizer.memory_model_for(FAST) == bfloat16
+    assert stylizer.memory_model_for(REFERENCE) == float32
     shapes = ((600, 600), [(600, 600)])
     assert stylizer.check_fits(*shapes, FAST.replace(size=600)) == pixels
     with pytest.raises(DeviceMemoryExceeded) as refused:
