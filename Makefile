@@ -92,6 +92,8 @@ bench: venv weights
 	$(BIN)/python bench/engine_bench.py --json out/engine_bench.json
 	$(BIN)/python bench/service_bench.py --json out/service_bench.json
 	$(BIN)/python bench/quality_bench.py --json out/quality_bench.json --images out/quality
+	$(BIN)/python bench/precision_bench.py --part cli --part flops --part memory \
+		--json out/precision_bench.json
 
 # What bench/gpu_check.sh needs on a GPU machine that has JAX, CUDA, numpy, scipy, Pillow, h5py
 # and grpcio but can download nothing: Keras and the dependencies it lacks there (namex,

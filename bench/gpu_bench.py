@@ -2,8 +2,10 @@
 
 Prints ONE table, every ratio measured side by side in this run (same weights, images, seeds):
 
-- per precision (float32, mixed_bfloat16, mixed_float16) and size (260, 512, 1024 px, square
-  content and style): seconds per evaluation (the loss-and-gradient step as L-BFGS calls it,
+- per precision (auto, float32, mixed_bfloat16, mixed_float16; auto's row names what it
+  resolved to) and size (260, 512, 1024 px, square content and style; the `high` preset's
+  options with N evaluations, so that auto runs them in bfloat16 where the GPU has it):
+  seconds per evaluation (the loss-and-gradient step as L-BFGS calls it,
   host transfers included), the job's optimisation seconds for all its evaluations (L-BFGS on
   the host included), the peak device memory of the job (on a CPU: the growth of the process's
   peak RSS) and the final total loss after N evaluations (500 by default);
@@ -46,7 +48,7 @@ import numpy as np  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 MIB = 1024**2
 GIB = 1024**3
 
@@ -122,19 +124,17 @@ def part_precision(args: argparse.Namespace, precision: str, device: str | None)
                 continue
         content, style = _pictures(size)
         began = time.time()
+        # `high`'s options (its start, its bounds), the budget set here: what auto resolves
+        # for the service's quality jobs (the reference preset stays float32 under auto).
+        options = StyleOptions.from_preset("high", size=size, max_evaluations=evaluations, seed=0)
         # Compiles every executable of this shape (JAX) before the timed job.
-        stylizer.stylize(content, [style], StyleOptions(size=size, max_evaluations=2, seed=0))
+        stylizer.stylize(content, [style], options.replace(max_evaluations=2))
         durations: list[float] = []
 
         def record(progress: Any, into: list[float] = durations) -> None:
             into.extend(progress.evaluation_seconds)
 
-        result = stylizer.stylize(
-            content,
-            [style],
-            StyleOptions(size=size, max_evaluations=evaluations, seed=0),
-            on_progress=record,
-        )
+        result = stylizer.stylize(content, [style], options, on_progress=record)
         peak = stylizer.peak_memory() if accelerated else _peak_rss() - baseline
         emit(
             {
@@ -142,6 +142,7 @@ def part_precision(args: argparse.Namespace, precision: str, device: str | None)
                 "backend": stylizer.backend,
                 "device": stylizer.device,
                 "precision": precision,
+                "resolved": result.precision,
                 "size": size,
                 "pixels": size * size,
                 "evaluations": result.evaluations,
@@ -225,6 +226,8 @@ def part_xla_memory(args: argparse.Namespace) -> None:
     from styletx.options import StyleOptions
 
     for precision in PRECISIONS:
+        if precision == "auto":
+            continue  # one of the others, per device: nothing of its own to measure
         stylizer = Stylizer(args.weights, precision=precision)
         step: Any = stylizer.step(StyleOptions())
         points = []
@@ -297,7 +300,12 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
                 (
                     r["backend"],
                     r["device"],
-                    r["precision"],
+                    r["precision"]
+                    + (
+                        f" ({r['resolved']})"
+                        if r.get("resolved", r["precision"]) != r["precision"]
+                        else ""
+                    ),
                     str(r["size"]),
                     str(r["evaluations"]),
                     _fmt(r["seconds_per_evaluation"], ".4f"),
@@ -417,9 +425,11 @@ def orchestrate(args: argparse.Namespace) -> int:
     ]
     # The parent never imports the framework: JAX would take most of the GPU's memory from the
     # parts. The CPU-rows part itself checks whether the main device is an accelerator.
-    order: list[list[str]] = [["--part", args.precisions[0]]]
+    # float32 first (the baseline every ratio needs), then batching, then the others.
+    first = "float32" if "float32" in args.precisions else args.precisions[0]
+    order: list[list[str]] = [["--part", first]]
     order.append(["--part", "batching"])
-    order += [["--part", p] for p in args.precisions[1:]]
+    order += [["--part", p] for p in args.precisions if p != first]
     order.append(["--part", "float32", "--cpu-rows"])
     records: list[dict[str, Any]] = []
     notes: list[str] = []

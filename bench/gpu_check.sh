@@ -3,8 +3,8 @@
 # with JAX (CUDA), numpy, scipy, Pillow, h5py and grpcio but can download nothing. It installs
 # Keras and the pure-Python pieces that Python lacks from a wheel folder prepared beforehand,
 # loads a float16 copy of the VGG16 weights given to it, runs the engine on KERAS_BACKEND=jax and
-# prints ONE table (bench/gpu_bench.py): per precision (float32, mixed_bfloat16, mixed_float16)
-# and size (260, 512, 1024 px) the seconds per evaluation, the job's seconds for 500 evaluations,
+# prints ONE table (bench/gpu_bench.py): per precision (auto, which the table resolves, float32,
+# mixed_bfloat16, mixed_float16) and size (260, 512, 1024 px) the seconds per evaluation, the job's seconds for 500 evaluations,
 # the peak GPU memory and the final loss; 4 concurrent 256 px jobs one at a time versus batched,
 # in jobs per minute; the same step on the CPU backend (smaller settings) for the GPU/CPU ratio;
 # then the memory model fitted from the peaks and the largest size that fits 16 and 80 GiB.

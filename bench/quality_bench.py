@@ -15,8 +15,12 @@ method, evaluations (and full-size-equivalent evaluations: a coarse-scale evalua
 side costs about a quarter) and seconds until a full-size iterate first scores at or under it,
 and those seconds as a multiple of the reference way's whole run.
 
+Engine methods run at `--precision` (default `auto`, what the CLI and the server run: bfloat16
+for `fast` and `high` where the CPU has it); `method@float32` runs one method at another
+precision. Every picture is scored in float32.
+
 Usage: python bench/quality_bench.py [--size 260] [--method fast --method 'fast,scales=3' ...]
-       [--json out/quality.json] [--images out/quality] [--quick]
+       [--method fast@float32] [--json out/quality.json] [--images out/quality] [--quick]
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ class Trace:
     full_equivalent: float
     final: np.ndarray
     options: dict[str, Any] = field(default_factory=dict)
+    #: Precision the method ran at (the engine's `auto` resolves per job; the tutorial: float32).
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,7 @@ def run_engine(
         full_equivalent=equivalents[-1],
         final=result.image,
         options=options.as_dict(),
+        precision=result.precision,
     )
 
 
@@ -295,6 +302,9 @@ def main() -> int:
     parser.add_argument("--maxfun", type=int, default=20, help="reference-way maxfun per round")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--precision", default="auto", help="the engine methods' precision (default: auto)"
+    )
+    parser.add_argument(
         "--score-stride",
         type=int,
         default=1,
@@ -313,34 +323,46 @@ def main() -> int:
     from styletx import images, vgg
     from styletx.engine import Stylizer
 
-    stylizer = Stylizer(args.weights)
+    # --precision auto, as the CLI and the server run: jobs run at what it picks for them. A
+    # method 'preset,...@float32' runs on a Stylizer of that precision instead.
+    stylizers = {args.precision: Stylizer(args.weights, precision=args.precision)}
+    stylizer = stylizers[args.precision]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
     print(f"weights: {stylizer.weights.path} ({stylizer.weights.source})")
     content, style = load_inputs(args.size)
     scoring = StyleOptions(size=args.size)
+    # Every picture is scored with the tutorial's loss in float32, whatever the method ran at.
+    if stylizer.precision_for(scoring) != "float32":
+        stylizer_scoring = Stylizer(args.weights, precision="float32")
+    else:
+        stylizer_scoring = stylizer
 
     def score(image: np.ndarray) -> float:
-        return float(stylizer.evaluate(content, [style], image, scoring).total)
+        return float(stylizer_scoring.evaluate(content, [style], image, scoring).total)
 
-    methods: list[tuple[str, StyleOptions]] = []
+    methods: list[tuple[str, StyleOptions, Any]] = []
     for spec in specs:
-        preset, overrides = parse_method(spec)
+        method, _, precision = spec.partition("@")
+        preset, overrides = parse_method(method)
         options = StyleOptions.from_preset(preset, **overrides).replace(size=args.size)
         if args.seed is not None and options.seed is None:
             options = options.replace(seed=args.seed)
         if args.quick:
             options = options.replace(max_evaluations=min(options.max_evaluations, 60))
-        methods.append((spec, options))
-        warm_up(stylizer, content, style, options)
+        precision = precision or args.precision
+        if precision not in stylizers:
+            stylizers[precision] = Stylizer(args.weights, precision=precision)
+        methods.append((spec, options, stylizers[precision]))
+        warm_up(stylizers[precision], content, style, options)
     score(content)  # trace the scoring function too
 
     model = vgg.build_vgg16(stylizer.weights.path)
     traces = [run_reference_way(model, content, style, args.seed, args.rounds, args.maxfun)]
-    for spec, options in methods:
-        traces.append(run_engine(stylizer, content, style, spec, options))
+    for spec, options, runner in methods:
+        traces.append(run_engine(runner, content, style, spec, options))
 
     # Scoring, after every timed run.
-    finals = [stylizer.evaluate(content, [style], t.final, scoring) for t in traces]
+    finals = [stylizer_scoring.evaluate(content, [style], t.final, scoring) for t in traces]
     target = finals[0].total
     crossings = [crossing(t, target, score, args.score_stride) for t in traces]
     # "The reference's time" is its whole run: what the tutorial makes a user wait for the picture
@@ -366,8 +388,10 @@ def main() -> int:
     for trace, hit, final in zip(traces, crossings, finals, strict=True):
         ratio = None if hit.seconds is None else hit.seconds / reference_seconds
         run_ratio = trace.seconds / reference_seconds
+        tags = {"float32": "", "mixed_bfloat16": " [bf16]", "mixed_float16": " [fp16]"}
+        label = trace.method + tags.get(trace.precision, f" [{trace.precision}]")
         print(
-            f"{trace.method:<34} {_fmt(hit.evaluations, 'd'):>6} "
+            f"{label:<34} {_fmt(hit.evaluations, 'd'):>6} "
             f"{_fmt(hit.full_equivalent, '.1f'):>8} {_fmt(hit.seconds, '.2f'):>8} "
             f"{_fmt(ratio, '.3f'):>6} {final.total:>11.5g} {final.total / target:>6.3f} "
             f"{final.content:>10.4g} {final.style:>10.4g} {final.tv:>10.4g} "
@@ -383,6 +407,7 @@ def main() -> int:
                 "full_equivalent": trace.full_equivalent,
                 "seconds": trace.seconds,
                 "run_ratio": run_ratio,
+                "precision": trace.precision,
                 "options": trace.options,
             }
         )

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import statistics
 import sys
 import typing
 from collections.abc import Sequence
@@ -25,8 +26,8 @@ from styletx.errors import (
 )
 from styletx.geometry import DEFAULT_SHAPE_STEP
 from styletx.images import DEFAULT_QUALITY
-from styletx.options import StyleOptions
-from styletx.precision import DEFAULT_PRECISION, PRECISIONS
+from styletx.options import PRESETS, StyleOptions
+from styletx.precision import DEFAULT_PRECISION, PRECISION_SETTINGS
 
 log = logging.getLogger("styletx.cli")
 
@@ -82,10 +83,13 @@ def _add_backend_flag(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=PRECISION_SETTINGS,
         default=DEFAULT_PRECISION,
-        help="Keras dtype policy of the model: mixed_* run VGG16's activations in 16 bits "
-        "(faster on GPUs with tensor cores); losses and gradients are summed in float32 or wider",
+        help="Keras dtype policy of the model: mixed_* run VGG16's activations in 16 bits, "
+        "losses and gradients are summed in float32 or wider; auto: mixed_bfloat16 where the "
+        "device computes bfloat16 natively (CPUs with AVX512_BF16/AMX-BF16, GPUs of compute "
+        "capability >= 8.0), float32 elsewhere and for the reference preset "
+        f"(default: {DEFAULT_PRECISION})",
     )
     parser.add_argument(
         "--shape-step",
@@ -173,7 +177,10 @@ def _stylize(args: argparse.Namespace) -> int:
         total=options.max_evaluations, unit="eval", disable=args.no_progress, file=sys.stderr
     )
 
+    durations: list[float] = []
+
     def on_progress(p: Progress) -> None:
+        durations.extend(p.evaluation_seconds)
         bar.update(p.evaluations - bar.n)
         bar.set_postfix(
             it=p.iteration,
@@ -209,6 +216,8 @@ def _stylize(args: argparse.Namespace) -> int:
         "setup_seconds": result.setup_seconds,
         "optimize_seconds": result.optimize_seconds,
         "seconds_per_evaluation": result.seconds_per_evaluation,
+        # The loss-and-gradient step alone (no L-BFGS), robust to the first one's set-up.
+        "evaluation_seconds_median": statistics.median(durations) if durations else None,
         "losses": dataclasses.asdict(result.losses),
         "width": int(result.image.shape[1]),
         "height": int(result.image.shape[0]),
@@ -216,7 +225,8 @@ def _stylize(args: argparse.Namespace) -> int:
         "weights": {"path": str(stylizer.weights.path), "source": stylizer.weights.source},
         "backend": stylizer.backend,
         "device": stylizer.device,
-        "precision": stylizer.precision,
+        "precision": result.precision,
+        "precision_setting": args.precision,
         "shape_step": stylizer.shape_step,
     }
     if args.stats_json:
@@ -225,7 +235,7 @@ def _stylize(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.output} ({stats['width']}x{stats['height']}) in "
         f"{result.total_seconds:.1f} s, {result.evaluations} evaluations, "
-        f"loss {result.losses.total:.4g}"
+        f"loss {result.losses.total:.4g}, {result.precision}"
     )
     return EXIT_OK
 
@@ -249,6 +259,10 @@ def _info(args: argparse.Namespace) -> int:
         "device": stylizer.device,
         "accelerators": ", ".join(found.accelerators()) or "none",
         "precision": stylizer.precision,
+        "precision_policy": stylizer.precision_policy.describe(),
+        "precision_by_preset": ", ".join(
+            f"{p}={stylizer.precision_for(StyleOptions.from_preset(p))}" for p in PRESETS
+        ),
         "shape_step": stylizer.shape_step,
         **{f"weights_{k}": v for k, v in weights.describe(stylizer.weights.path).items()},
     }

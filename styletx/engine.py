@@ -26,8 +26,15 @@ from styletx.batcher import DEFAULT_WINDOW_SECONDS, MAX_BATCH, Batcher, BatchSta
 from styletx.errors import Cancelled, InvalidImage, InvalidOptions, NonFiniteLoss
 from styletx.lru import LRUCache
 from styletx.optimize import Vector, minimize
-from styletx.options import StyleOptions
-from styletx.precision import DEFAULT_PRECISION, LossScale, Precision, check_precision, with_policy
+from styletx.options import PRESETS, StyleOptions
+from styletx.precision import (
+    DEFAULT_PRECISION,
+    LossScale,
+    Precision,
+    PrecisionPolicy,
+    check_setting,
+    with_policy,
+)
 from styletx.result import Image, Losses, Progress, Result
 from styletx.weights import ResolvedWeights, resolve_weights
 
@@ -45,6 +52,14 @@ StopCallback = Callable[[], bool]
 #: Layer sets (content layer + style layers) whose compiled step a Stylizer keeps, least recently
 #: used evicted first. The presets share one layer set; a few custom ones stay warm.
 STEPS_PER_STYLIZER = 4
+
+#: With `pixel_bounds`, the root-mean-square change (pixel levels) of L-BFGS-B's first trial
+#: point (`optimize.minimize`'s `first_step`). Left to itself, L-BFGS-B first tries `x - g`,
+#: which at the tutorial's loss scale throws every pixel onto 0 or 255, and backtracks from
+#: there. Measured (`fast`, 260 px, three content/style pairs, float32 and bfloat16): the loss
+#: the default reached after 14 evaluations, after 12-13 (first steps of 6, 11 and 16 did as
+#: well or one or two worse on some pair; 1 and 4 worse than none; bench/RESULTS.md).
+FIRST_STEP = 8.0
 
 #: Leading columns of the loss weights (`losses.WEIGHT_FIELDS`, not imported here: it imports
 #: Keras) that multiply a loss term: content, style per layer, tv; not the TV power.
@@ -120,8 +135,10 @@ class Stylizer:
     `backend` names the Keras backend ("tensorflow", "jax"); None takes the one Keras runs
     (`KERAS_BACKEND`, default TensorFlow). `device` is any name the backend understands
     ("CPU:0", "GPU:1", TensorFlow's "/job:.../device:GPU:0"); None: the first GPU, else the CPU.
-    `precision` is a Keras dtype policy: "float32", or "mixed_bfloat16" / "mixed_float16" for
-    16-bit activations (`styletx.precision`). `batch_window` (seconds) turns on cross-job
+    `precision` is "auto" (bfloat16 where the device runs it natively, float32 elsewhere and for
+    the jobs the quality guard keeps in float32: `styletx.precision.PrecisionPolicy`) or a Keras
+    dtype policy: "float32", or "mixed_bfloat16" / "mixed_float16" for 16-bit activations
+    (`styletx.precision`). `batch_window` (seconds) turns on cross-job
     batching of concurrent jobs' evaluations (`styletx.batcher`); None: on (10 ms) on an
     accelerator, off on a CPU. `memory_capacity` (bytes) bounds the device memory jobs are
     predicted to use (`styletx.memory`); None asks the backend (unknown, so unchecked, on a CPU).
@@ -149,7 +166,7 @@ class Stylizer:
         if shape_step < 1:
             raise ValueError(f"shape_step must be at least 1, got {shape_step}")
         self.shape_step = shape_step
-        self._precision: Precision = check_precision(precision)
+        setting = check_setting(precision)
         self.weights: ResolvedWeights = resolve_weights(weights)
         if blas_threads is not None:
             _limit_blas_threads(blas_threads)
@@ -157,17 +174,24 @@ class Stylizer:
         self._backend.configure()
         self._device = self._backend.device_name(device)
         accelerated = not self._device.startswith("CPU")
-        with self._backend.placement(self._device):
-            self._vgg = with_policy(vgg.build_vgg16(self.weights.path), self._precision)
-        self._steps: LRUCache[tuple[str, ...], LossStep] = LRUCache(STEPS_PER_STYLIZER)
+        native, why = (
+            self._backend.bfloat16_native(self._device) if setting == "auto" else (False, "")
+        )
+        self.precision_policy = PrecisionPolicy(setting, native, why)
+        self._precision: Precision = self.precision_policy.default
         self._lock = threading.Lock()
+        # One model per precision a job may run at, the default built now, others on first use.
+        self._models: dict[Precision, Any] = {}
+        self._vgg = self._model(self._precision)
+        self._steps: LRUCache[tuple[str, ...], LossStep] = LRUCache(STEPS_PER_STYLIZER)
         self._evaluations_total = 0
         if batch_window is None:
             batch_window = DEFAULT_WINDOW_SECONDS if accelerated else 0.0
         self._batcher = Batcher(batch_window, max_batch) if batch_window > 0 else None
         capacity = memory_capacity or self._backend.memory_capacity(self._device)
+        self._memory_model = memory_model
         self.memory = memory.MemoryBudget(
-            memory_model or memory.default_model(self._precision), capacity, self._device
+            self._memory_model_of(self._precision), capacity, self._device
         )
         log.info(
             "stylizer ready",
@@ -175,6 +199,7 @@ class Stylizer:
                 "backend": self.backend,
                 "device": self.device,
                 "precision": self.precision,
+                "precision_policy": self.precision_policy.describe(),
                 "batch_window": batch_window,
                 "memory_capacity": capacity,
                 "shape_step": shape_step,
@@ -189,9 +214,38 @@ class Stylizer:
 
     @property
     def precision(self) -> str:
-        """Keras dtype policy of the model: "float32", "mixed_bfloat16" or "mixed_float16"
-        (activations in 16 bits; Gram matrices and losses are summed in float32/float64)."""
+        """Keras dtype policy of this Stylizer's jobs ("float32", "mixed_bfloat16" or
+        "mixed_float16": activations in 16 bits, Gram matrices and losses summed in float32 or
+        wider), `auto` resolved for this device; `precision_for` gives a given job's."""
         return self._precision
+
+    def precision_for(self, options: StyleOptions) -> Precision:
+        """The precision a job with `options` runs at (`auto` keeps some jobs in float32)."""
+        return self.precision_policy.for_job(options)
+
+    def _model(self, precision: Precision) -> Any:
+        """VGG16 computing under `precision`, built (on this device) on first use."""
+        with self._lock:
+            model = self._models.get(precision)
+            if model is None:
+                with self._backend.placement(self._device):
+                    model = with_policy(vgg.build_vgg16(self.weights.path), precision)
+                self._models[precision] = model
+            return model
+
+    def memory_model_for(self, options: StyleOptions) -> memory.MemoryModel:
+        """The device-memory model of a job with `options` (at the precision it runs at)."""
+        return self._memory_model_of(self.precision_for(options))
+
+    def _memory_model_of(self, precision: Precision) -> memory.MemoryModel:
+        """The device-memory model of a job at `precision` (the one given, else the default
+        of this precision where its activations are stored: `memory.default_model`)."""
+        if self._memory_model is not None:
+            return self._memory_model
+        # XLA's CPU backend computes 16-bit convolutions in float32 and keeps both copies;
+        # GPUs, and TensorFlow's CPU kernels, keep 16-bit activations in 2 bytes.
+        widened = self.backend == "jax" and self._device.startswith("CPU")
+        return memory.default_model(precision, two_bytes=not widened)
 
     @property
     def device(self) -> str:
@@ -234,6 +288,7 @@ class Stylizer:
         pixels = memory.job_pixels(
             content, styles, options.size, options.style_scale, self.shape_step
         )
+        model = self.memory_model_for(options)
 
         def largest(fits: Callable[[int], bool]) -> int:
             return memory.largest_size(
@@ -243,7 +298,7 @@ class Stylizer:
                 options.size,
             )
 
-        self.memory.check(pixels, largest)
+        self.memory.check(pixels, largest, model)
         return pixels
 
     @property
@@ -264,24 +319,34 @@ class Stylizer:
     def warmup(self, size: int = 64) -> None:
         """Run tiny jobs so the default step is compiled and the kernels are loaded before the
         first request (on TensorFlow those traces serve every image shape): a square one and,
-        with a `shape_step`, one the network runs padded."""
+        with a `shape_step`, one the network runs padded; once per precision the presets'
+        jobs run at (`auto` may run some in float32)."""
         square = np.full((size, size, 3), 128, dtype=np.uint8)
-        options = StyleOptions(size=size, max_evaluations=2, seed=0)
-        self.stylize(square, [square], options)
-        if self.shape_step > 1:
-            # size x (size - 1): the shorter side rounds up to size whatever the step.
-            oblong = np.full((size, size - 1, 3), 128, dtype=np.uint8)
-            self.stylize(oblong, [square], options)
+        warmed: set[str] = set()
+        for preset in PRESETS:
+            options = StyleOptions.from_preset(preset, size=size, max_evaluations=2, seed=0)
+            if self.precision_for(options) in warmed:
+                continue
+            warmed.add(self.precision_for(options))
+            self.stylize(square, [square], options)
+            if self.shape_step > 1:
+                # size x (size - 1): the shorter side rounds up to size whatever the step.
+                oblong = np.full((size, size - 1, 3), 128, dtype=np.uint8)
+                self.stylize(oblong, [square], options)
 
     def step(self, options: StyleOptions) -> LossStep:
         """The compiled step for `options`' layer set on this device (built on first use, kept in
         an LRU of `STEPS_PER_STYLIZER`): what each evaluation of such a job calls, and what a
         cross-job batcher calls with several jobs' rows at once."""
         layers = (options.content_layer, *options.style_layers)
+        precision = self.precision_for(options)
         return self._steps.get_or_create(
-            layers,
+            (precision, *layers),
             lambda: self._backend.make_step(
-                vgg.feature_extractor(self._vgg, layers), layers, self._device, self.shape_step
+                vgg.feature_extractor(self._model(precision), layers),
+                layers,
+                self._device,
+                self.shape_step,
             ),
         )
 
@@ -306,7 +371,8 @@ class Stylizer:
         pixels = self.check_fits(content.shape[:2], [s.shape[:2] for s in styles], options)
         try:
             # Waits while the jobs running on this device leave too little memory (GPUs only).
-            with self.memory.reserve(pixels, should_stop):
+            model = self.memory_model_for(options)
+            with self.memory.reserve(pixels, should_stop, model):
                 return self._stylize(
                     content, styles, options, on_progress, should_stop, started, (height, width)
                 )
@@ -337,9 +403,10 @@ class Stylizer:
             content = images.to_luminance(content)
             styles = [images.match_luminance(style, content) for style in styles]
         step = self.step(options)
+        precision = self.precision_for(options)
         blend = _blend_weights(options, len(styles))
         rng = np.random.default_rng(options.seed)
-        loss_scale = LossScale(self._precision)
+        loss_scale = LossScale(precision)
         setup = time.perf_counter() - started
         optimize_started = time.perf_counter()
         v: Vector | None = None
@@ -392,7 +459,7 @@ class Stylizer:
                     )
                 )
 
-            with self._seat((step.layers, h, w)) as seat:
+            with self._seat((precision, step.layers, h, w)) as seat:
                 objective = self._objective(
                     step, targets, level, timings, seat, should_stop, loss_scale
                 )
@@ -408,6 +475,7 @@ class Stylizer:
                     # The reference lets pixels stray outside 0..255 and clips only the
                     # delivered picture, which undoes part of the style (bench/RESULTS.md).
                     bounds=level.bounds() if options.pixel_bounds else None,
+                    first_step=FIRST_STEP if options.pixel_bounds else None,
                 )
             v, terms = found.x, found.terms
             iterations += found.iterations
@@ -421,6 +489,7 @@ class Stylizer:
             evaluations=evaluations,
             setup_seconds=setup,
             optimize_seconds=time.perf_counter() - optimize_started,
+            precision=precision,
         )
 
     def evaluate(
@@ -446,7 +515,8 @@ class Stylizer:
         base = images.resize_to(content, h, w)
         targets = self._targets(step, base, styles, _blend_weights(options, len(styles)), options)
         space = _Space(h, w, grey)
-        objective = self._objective(step, targets, space, scale=LossScale(self._precision))
+        scale = LossScale(self.precision_for(options))
+        objective = self._objective(step, targets, space, scale=scale)
         terms, _ = objective(space.point(images.resize_to(image, h, w)))
         return _losses(terms)
 

@@ -73,6 +73,14 @@ class MemoryModel:
 #: convolutions in float32 and keeps both copies, so the mixed figures are no smaller there; on
 #: a GPU they should be (16-bit activations): these err on the safe side.
 _XLA_CPU = "XLA buffer assignment, JAX on CPU (provisional until measured on a GPU)"
+#: Share of float32's bytes per pixel that are VGG16's activations, which a mixed precision
+#: keeps in 16 bits where the device does (the rest: the float32 input image and its gradient,
+#: the loss layers' features widened to float32 for the Gram matrices and differences).
+#: Measured with TensorFlow on a CPU (`bench/precision_bench.py --part memory`, peak RSS growth
+#: of one job at 256, 384 and 512 px, 2026-12-05): float32 4085 B/px, mixed_bfloat16 3080 B/px,
+#: 0.754 of float32's, so 2 x (1 - 0.754) = 0.49 of float32's bytes went to 16 bits.
+SIXTEEN_BIT_SHARE = 0.49
+_SHARE = "halved share measured on TensorFlow's CPU kernels, bench/precision_bench.py"
 DEFAULT_MODELS: dict[str, MemoryModel] = {
     "float32": MemoryModel(3_812.0, 120e6, _XLA_CPU),
     "mixed_bfloat16": MemoryModel(4_038.0, 178e6, _XLA_CPU),
@@ -80,9 +88,18 @@ DEFAULT_MODELS: dict[str, MemoryModel] = {
 }
 
 
-def default_model(precision: str) -> MemoryModel:
-    """The provisional model of `precision` (see `DEFAULT_MODELS`)."""
-    return DEFAULT_MODELS[precision]
+def default_model(precision: str, two_bytes: bool = True) -> MemoryModel:
+    """The provisional model of a job at `precision` (see `DEFAULT_MODELS`).
+
+    `two_bytes`: the device keeps 16-bit activations in 2 bytes (a GPU; TensorFlow's CPU
+    kernels). Then a mixed precision's job needs float32's bytes with the activations' share
+    halved (`SIXTEEN_BIT_SHARE`); otherwise (XLA on a CPU widens them) the measured XLA figures.
+    """
+    if precision == "float32" or not two_bytes:
+        return DEFAULT_MODELS[precision]
+    base = DEFAULT_MODELS["float32"]
+    per_pixel = base.per_pixel * (1.0 - SIXTEEN_BIT_SHARE / 2.0)
+    return MemoryModel(per_pixel, base.fixed, f"float32's with 2-byte activations ({_SHARE})")
 
 
 def job_pixels(
@@ -121,7 +138,8 @@ class MemoryBudget:
     """The device memory the running jobs of one device are predicted to use.
 
     `capacity` None (unknown, e.g. a CPU) turns every check off. Otherwise jobs share
-    `capacity * HEADROOM - model.fixed` bytes.
+    `capacity * HEADROOM - model.fixed` bytes. Each call may name the job's own `model` (jobs
+    of one device may run at different precisions); `model` is the default.
     """
 
     def __init__(self, model: MemoryModel, capacity: int | None, device: str = "") -> None:
@@ -143,27 +161,39 @@ class MemoryBudget:
         with self._cond:
             return self._reserved
 
-    def fits(self, pixels: int) -> bool:
+    def fits(self, pixels: int, model: MemoryModel | None = None) -> bool:
         """Whether a job of `pixels` fits on this device when it runs alone."""
+        model = model or self.model
         usable = self.usable
-        return usable is None or self.model.fixed + self.model.job_bytes(pixels) <= usable
+        return usable is None or model.fixed + model.job_bytes(pixels) <= usable
 
-    def check(self, pixels: int, largest: Callable[[Callable[[int], bool]], int]) -> None:
+    def check(
+        self,
+        pixels: int,
+        largest: Callable[[Callable[[int], bool]], int],
+        model: MemoryModel | None = None,
+    ) -> None:
         """DeviceMemoryExceeded when a job of `pixels` cannot fit alone; `largest(fits)` gives
         the largest output size that would (for the message)."""
-        if self.fits(pixels):
+        model = model or self.model
+        if self.fits(pixels, model):
             return
         usable = self.usable
         assert usable is not None
         raise DeviceMemoryExceeded(
-            needed=self.model.fixed + self.model.job_bytes(pixels),
+            needed=model.fixed + model.job_bytes(pixels),
             available=usable,
             device=self.device,
-            max_size=largest(self.fits),
+            max_size=largest(lambda p: self.fits(p, model)),
         )
 
     @contextlib.contextmanager
-    def reserve(self, pixels: int, should_stop: StopCallback | None = None) -> Iterator[None]:
+    def reserve(
+        self,
+        pixels: int,
+        should_stop: StopCallback | None = None,
+        model: MemoryModel | None = None,
+    ) -> Iterator[None]:
         """Hold a job's predicted bytes while the block runs; waits while running jobs leave
         too little (polling `should_stop`). The caller checks `fits` first: a job that cannot
         fit alone would wait for ever, so it is admitted alone instead."""
@@ -171,7 +201,8 @@ class MemoryBudget:
         if usable is None:
             yield
             return
-        wanted = self.model.job_bytes(pixels)
+        model = model or self.model
+        wanted = model.job_bytes(pixels)
         room = usable - self.model.fixed
         with self._cond:
             while self._reserved > 0 and self._reserved + wanted > room:

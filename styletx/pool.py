@@ -66,6 +66,11 @@ class StylizerPool:
         """Activation dtype of every member."""
         return self.members[0].precision
 
+    def precision_for(self, options: StyleOptions) -> str:
+        """The precision a job with `options` runs at (the first member's answer: a pool's
+        devices are alike; the job's `Result.precision` is the one it ran at)."""
+        return self.members[0].precision_for(options)
+
     @property
     def device(self) -> str:
         """The members' devices, comma-separated ("GPU:0,GPU:1")."""

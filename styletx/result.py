@@ -49,6 +49,8 @@ class Result:
     setup_seconds: float
     #: Seconds spent in the L-BFGS optimisation.
     optimize_seconds: float
+    #: Precision the job ran at ("float32", "mixed_bfloat16", ...; `auto` resolved).
+    precision: str = "float32"
 
     @property
     def total_seconds(self) -> float:

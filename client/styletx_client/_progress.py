@@ -38,7 +38,10 @@ class ProgressReporter:
         if isinstance(event, Queued):
             self._bar.set_description_str(f"queued (position {event.position})")
         elif isinstance(event, Started):
-            self._bar.set_description_str(f"stylizing {event.width}x{event.height}")
+            # The precision the server resolved for this job (its --precision auto may pick
+            # bfloat16 for some jobs and float32 for others).
+            precision = f" ({event.precision})" if event.precision else ""
+            self._bar.set_description_str(f"stylizing {event.width}x{event.height}{precision}")
             if event.options.max_evaluations:
                 self._bar.reset(total=event.options.max_evaluations)
         elif isinstance(event, Progress):

@@ -20,7 +20,7 @@ from styletx.options import (
     PRESETS,
     StyleOptions,
 )
-from styletx.precision import DEFAULT_PRECISION, PRECISIONS
+from styletx.precision import DEFAULT_PRECISION, PRECISION_SETTINGS
 
 ENV_PREFIX = "STYLETX_"
 MIB = 1024 * 1024
@@ -166,8 +166,10 @@ def _validate(c: ServerConfig) -> None:
         raise ValueError("--auth-token must not be blank")
     if c.backend is not None and c.backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {c.backend!r}")
-    if c.precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
+    if c.precision not in PRECISION_SETTINGS:
+        raise ValueError(
+            f"--precision must be one of {', '.join(PRECISION_SETTINGS)}, got {c.precision!r}"
+        )
     if c.batch_window_ms is not None and not 0 <= c.batch_window_ms <= 1000:
         raise ValueError(f"--batch-window-ms must be 0-1000 (0 = off), got {c.batch_window_ms}")
     if c.jobs_per_device < 0:
@@ -248,9 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--precision",
-        "Keras dtype policy of the model: mixed_* run VGG16's activations in 16 bits (faster "
-        "on GPUs with tensor cores); losses and gradients are summed in float32 or wider",
-        choices=PRECISIONS,
+        "Keras dtype policy of the model: mixed_* run VGG16's activations in 16 bits, losses "
+        "and gradients are summed in float32 or wider; auto: mixed_bfloat16 where the device "
+        "computes bfloat16 natively (CPUs with AVX512_BF16/AMX-BF16, GPUs of compute "
+        "capability >= 8.0), float32 elsewhere and for the reference preset",
+        choices=PRECISION_SETTINGS,
     )
     add(
         "--batch-window-ms",

@@ -21,6 +21,7 @@ from styletx import Progress
 from styletx.errors import Cancelled
 from styletx.geometry import output_size
 from styletx.images import encode_image
+from styletx.options import StyleOptions
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server import statuses
 from styletx_server.admission import Throughput
@@ -61,6 +62,14 @@ def engine_identity(engine: Any) -> tuple[str, str, str]:
     precision = str(getattr(engine, "precision", None) or "float32")
     device = str(getattr(engine, "device", None) or "")
     return backend, precision, device
+
+
+def job_precision(engine: Any, options: StyleOptions) -> str:
+    """The precision `engine` runs a job of `options` at (`auto` resolves per device and job)."""
+    precision_for = getattr(engine, "precision_for", None)
+    if precision_for is None:
+        return engine_identity(engine)[1]
+    return str(precision_for(options))
 
 
 class StylizeJob:
@@ -106,6 +115,8 @@ class StylizeJob:
         # Progress counters already added to the metrics (progress is cumulative per job).
         self._counted_iterations = 0
         self._counted_evaluations = 0
+        #: The precision the job runs at, known when it starts (a label of its metrics).
+        self._precision = ""
         #: Timer that cancels a keyed job nobody watches any more (owned by the servicer).
         self.linger: Any = None
 
@@ -265,7 +276,8 @@ class StylizeJob:
         times.queue_seconds = times.started - times.admitted
         self._metrics.queue_wait.observe(times.queue_seconds)
         height, width = output_size(spec.content.shape[0], spec.content.shape[1], spec.options.size)
-        backend, precision, device = engine_identity(self._engine)
+        backend, _, device = engine_identity(self._engine)
+        precision = self._precision = job_precision(self._engine, spec.options)
         self._publish(
             pb.StylizeResponse(
                 started=pb.StartedEvent(
@@ -338,7 +350,7 @@ class StylizeJob:
         self._count(progress.iteration, progress.evaluations)
         pixels = self.inspection.output_pixels
         for seconds in progress.evaluation_seconds:
-            self._metrics.evaluation_duration.observe(seconds)
+            self._metrics.evaluation_duration.labels(precision=self._precision).observe(seconds)
             self._throughput.observe(seconds, pixels)
         event = pb.ProgressEvent(
             iteration=progress.iteration,

@@ -247,7 +247,9 @@ class ServerMetrics:
             ),
             evaluation_duration=Histogram(
                 "styletx_evaluation_duration_seconds",
-                "Duration of each loss-and-gradient evaluation",
+                "Duration of each loss-and-gradient evaluation, by the precision the job ran at "
+                "(--precision auto resolves per device and job)",
+                ["precision"],
                 buckets=b,
                 registry=reg,
             ),

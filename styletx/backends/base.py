@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from styletx.losses import TERM_FIELDS, WEIGHT_FIELDS
+from styletx.precision import gpu_bfloat16
 
 Array = npt.NDArray[Any]
 
@@ -122,6 +123,22 @@ class Backend(ABC):
     def peak_memory(self, device: str) -> int | None:
         """Most bytes in use on `device` so far (since the process started, or the last
         `reset_peak_memory`); None for a CPU."""
+
+    def bfloat16_native(self, device: str) -> tuple[bool, str]:
+        """Whether this backend computes bfloat16 convolutions natively on `device`, and what
+        that was decided from (for `auto` precision, `styletx.precision.PrecisionPolicy`).
+        By default a GPU of compute capability >= 8.0 (`compute_capability`) and no CPU."""
+        if device.startswith("CPU"):
+            return False, f"{self.name} on a CPU: no native bfloat16 convolutions"
+        capability = self.compute_capability(device)
+        if capability is None:
+            return False, f"{device}: compute capability unknown"
+        found = f"{device} compute capability {capability[0]}.{capability[1]}"
+        return gpu_bfloat16(capability), found
+
+    def compute_capability(self, device: str) -> tuple[int, int] | None:
+        """CUDA compute capability (major, minor) of a GPU `device`; None where unknown."""
+        return None
 
     def reset_peak_memory(self, device: str) -> bool:
         """Start `peak_memory` over from the bytes in use now; False where the framework

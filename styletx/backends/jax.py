@@ -39,6 +39,7 @@ from styletx.backends.base import (
     gram_columns,
 )
 from styletx.lru import LRUCache
+from styletx.precision import parse_capability
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,18 @@ class JaxBackend(Backend):
     def placement(self, device: str) -> contextlib.AbstractContextManager[object]:
         placed: contextlib.AbstractContextManager[object] = jax.default_device(self._device(device))
         return placed
+
+    def bfloat16_native(self, device: str) -> tuple[bool, str]:
+        if device.startswith("CPU"):
+            # XLA's CPU backend converts bfloat16 convolutions to float32 and back: slower than
+            # float32 (bench/RESULTS.md, GPU section), whatever the CPU's flags.
+            return False, "JAX on a CPU computes bfloat16 convolutions in float32"
+        return super().bfloat16_native(device)
+
+    def compute_capability(self, device: str) -> tuple[int, int] | None:
+        if device.startswith("CPU"):
+            return None
+        return parse_capability(getattr(self._device(device), "compute_capability", None))
 
     def _stats(self, device: str) -> dict[str, Any]:
         if device.startswith("CPU"):

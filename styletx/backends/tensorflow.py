@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ from styletx.backends.base import (
     check_weights,
     gram_columns,
 )
+from styletx.precision import cpu_bfloat16_flags
 from styletx.shapes import ShapePlanner
 
 _IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
@@ -232,6 +234,27 @@ class TensorFlowBackend(Backend):
         # tf.device is thread-local: every entry point run on a worker thread enters it.
         placed: contextlib.AbstractContextManager[object] = tf.device(f"/device:{device}")
         return placed
+
+    def bfloat16_native(self, device: str) -> tuple[bool, str]:
+        if not device.startswith("CPU"):
+            return super().bfloat16_native(device)
+        # oneDNN (on by default on x86 Linux) runs bfloat16 convolutions on the CPU's bfloat16
+        # instructions; without it TensorFlow's own kernels emulate them, slower than float32.
+        if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("0", "false"):
+            return False, "TensorFlow's oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0)"
+        flags = cpu_bfloat16_flags()
+        if not flags:
+            return False, "CPU without AVX512_BF16 or AMX-BF16"
+        return True, f"CPU flags {', '.join(flags)}, TensorFlow with oneDNN"
+
+    def compute_capability(self, device: str) -> tuple[int, int] | None:
+        kind, _, index = device.partition(":")
+        gpus = tf.config.list_physical_devices(kind)
+        if kind != "GPU" or int(index or 0) >= len(gpus):
+            return None
+        details = tf.config.experimental.get_device_details(gpus[int(index or 0)])
+        found = details.get("compute_capability")
+        return (int(found[0]), int(found[1])) if found else None
 
     def memory_info(self, device: str) -> dict[str, int]:
         if device.startswith("CPU"):

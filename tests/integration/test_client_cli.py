@@ -60,7 +60,7 @@ def test_stylize_writes_the_result_and_shows_progress(
     assert Image.open(output).size == (8, 6)
     err = capsys.readouterr().err
     assert "queued (position 2)" in err
-    assert "stylizing 8x6" in err
+    assert "stylizing 8x6 (mixed_bfloat16)" in err  # with the precision the server resolved
     assert "iter 2" in err and "loss" in err and "content" in err and "tv" in err
     assert f"wrote {output}" in err
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from styletx import Progress, Result, StyleOptions
+from styletx import Progress, Result, StyleOptions, memory
 from styletx.engine import Stylizer
 from styletx.memory import HEADROOM, job_pixels
 from styletx_api.v1 import style_transfer_pb2 as pb
@@ -151,7 +151,9 @@ def test_a_job_that_cannot_fit_the_device_memory_is_refused_naming_the_size_that
 ) -> None:
     capacity = 200_000_000
     engine = Stylizer(seeded_weights, memory_capacity=capacity)
-    model = engine.memory.model
+    # The requests below run the reference preset: float32 under auto, float32's model.
+    model = engine.memory_model_for(StyleOptions())
+    assert model == memory.default_model("float32")
     server = started_server(engine, workers=1, max_size=512, max_style_size=1024)
     try:
         stub = stub_of(server, channels)
@@ -178,5 +180,40 @@ def test_a_job_that_cannot_fit_the_device_memory_is_refused_naming_the_size_that
         refused = {"method": "Stylize", "code": "INVALID_ARGUMENT", "reason": "limit_exceeded"}
         assert value(samples, "styletx_requests_total", **refused) == 1
         assert value(samples, "styletx_gpu_memory_capacity_bytes", device="CPU:0") == capacity
+    finally:
+        server.stop()
+
+
+def test_auto_resolves_each_job_and_says_so_in_started_and_metrics(
+    seeded_weights: Path, channels: list[grpc.Channel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from styletx.backends.tensorflow import TensorFlowBackend
+
+    # A device with native bfloat16 (this test's CPU may have none).
+    monkeypatch.setattr(
+        TensorFlowBackend, "bfloat16_native", lambda self, device: (True, "test device")
+    )
+    server = started_server(weights=seeded_weights)  # --precision defaults to auto
+    try:
+        assert server.config.precision == "auto"
+        stub = stub_of(server, channels)
+        precisions = {}
+        for name, preset in (("fast", pb.PRESET_FAST), ("reference", pb.PRESET_REFERENCE)):
+            options = pb.StyleOptions(size=32, max_evaluations=10, seed=1, preset=preset)
+            events = collect(stub, make_request(options=options))
+            started = next(e.started for e in events if e.HasField("started"))
+            precisions[name] = started.precision
+            assert np.isfinite(events[-1].result.losses.total)
+        assert precisions == {"fast": "mixed_bfloat16", "reference": "float32"}
+        assert server.metrics_port is not None
+        samples = scrape(server.metrics_port)
+        info = [s for s in samples if s.name == "styletx_build_info"]
+        assert [s.labels["precision"] for s in info] == ["mixed_bfloat16"]
+        counts = {
+            s.labels["precision"]: s.value
+            for s in samples
+            if s.name == "styletx_evaluation_duration_seconds_count"
+        }
+        assert set(counts) == {"mixed_bfloat16", "float32"} and min(counts.values()) >= 1
     finally:
         server.stop()

@@ -68,9 +68,11 @@ def test_metrics_after_one_success_and_one_invalid_call(
     assert value(samples, "styletx_lbfgs_iterations_total") == result.iterations
     # Each evaluation the engine reported (with its own wall time) is one observation.
     progress = [e.progress for e in events if e.HasField("progress")]
-    observed = value(samples, "styletx_evaluation_duration_seconds_count")
+    # Labelled with the precision the job ran at, as its Started event says.
+    precision = next(e.started.precision for e in events if e.HasField("started"))
+    observed = value(samples, "styletx_evaluation_duration_seconds_count", precision=precision)
     assert observed == progress[-1].evaluations and 0 < observed <= EVALUATIONS
-    assert value(samples, "styletx_evaluation_duration_seconds_sum") < value(
+    assert value(samples, "styletx_evaluation_duration_seconds_sum", precision=precision) < value(
         samples, "styletx_compute_duration_seconds_sum"
     )
     assert value(samples, "styletx_image_pixels_count", role="content") == 1

@@ -56,6 +56,8 @@ def run(
         "backend": stylizer.backend,
         "device": stylizer.device,
         "precision": stylizer.precision,
+        # What `auto` would decide from on this backend and device.
+        "bfloat16_native": backends.load().bfloat16_native(stylizer.device)[0],
         "memory_info": stylizer.memory_info(),
         "first_evaluation": evaluated[0],
         "evaluations": result.evaluations,

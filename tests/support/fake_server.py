@@ -56,7 +56,9 @@ def queued(position: int, request_id: str = "rid") -> pb.StylizeResponse:
 def started(
     width: int = 8, height: int = 6, max_evaluations: int = 4, request_id: str = "rid"
 ) -> pb.StylizeResponse:
-    event = pb.StartedEvent(width=width, height=height, request_id=request_id)
+    event = pb.StartedEvent(
+        width=width, height=height, request_id=request_id, precision="mixed_bfloat16"
+    )
     event.options.size = max(width, height)
     event.options.max_evaluations = max_evaluations
     event.options.init = pb.INIT_METHOD_CONTENT

@@ -15,6 +15,7 @@ from styletx.backends.base import canonical_device
 from styletx.engine import Stylizer
 from styletx.errors import BackendUnavailable
 from tests.support import backend_job
+from tests.support.precision import auto_on_this_cpu
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_JAX = importlib.util.find_spec("jax") is not None
@@ -69,7 +70,7 @@ def test_stylizer_reports_backend_precision_device_and_no_memory_on_cpu(
     stylizer = Stylizer(seeded_weights)
     assert (stylizer.backend, stylizer.precision, stylizer.device) == (
         "tensorflow",
-        "float32",
+        auto_on_this_cpu(),  # the default precision is auto
         "CPU:0",
     )
     assert stylizer.memory_info() == {}
@@ -86,6 +87,9 @@ def test_the_same_job_on_tensorflow_and_jax(seeded_weights: Path) -> None:
     assert on_jax["backend"] == "jax" and on_tf["backend"] == "tensorflow"
     assert on_jax["precision"] == on_tf["precision"] == "float32"
     assert on_jax["device"] == "CPU:0" and on_jax["memory_info"] == {}
+    # auto: XLA's CPU backend widens bfloat16 convolutions to float32, so never bfloat16 there.
+    assert on_jax["bfloat16_native"] is False
+    assert on_tf["bfloat16_native"] is (auto_on_this_cpu() == "mixed_bfloat16")
     # Same init, same weights, same maths: every loss term agrees at the first evaluation.
     assert on_jax["first_evaluation"] == pytest.approx(on_tf["first_evaluation"], rel=1e-4)
     for report in (on_tf, on_jax):

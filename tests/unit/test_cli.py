@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from styletx import cli
+from tests.support.precision import auto_on_this_cpu
 from tests.support.weights import tiny_image
 
 
@@ -139,7 +140,12 @@ def test_info_reports_backend_device_and_weights(
     lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
     assert lines["backend"] == "tensorflow"
     assert lines["device"] == "CPU:0" and lines["accelerators"] == "none"
-    assert lines["precision"] == "float32"
+    assert lines["precision"] == auto_on_this_cpu()  # the default, auto, resolved here
+    assert lines["precision_policy"].startswith(f"auto: {auto_on_this_cpu()}")
+    # The reference preset stays float32 whatever the CPU; fast and high follow auto.
+    assert lines["precision_by_preset"] == (
+        f"reference=float32, fast={auto_on_this_cpu()}, high={auto_on_this_cpu()}"
+    )
     assert lines["shape_step"] == "16"
     assert "tensorflow" in lines["backends_available"]
     assert lines["weights_path"] == str(seeded_weights)

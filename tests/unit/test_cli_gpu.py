@@ -66,3 +66,37 @@ def test_weights_export_refuses_a_name_keras_cannot_read(
     assert cli.main(args) == 2
     assert "must end in .weights.h5" in capsys.readouterr().err
     assert not (tmp_path / "w.h5").exists()
+
+
+@pytest.mark.parametrize(("native", "fast"), [(True, "mixed_bfloat16"), (False, "float32")])
+def test_auto_is_the_default_and_its_resolution_is_in_the_stats(
+    tmp_path: Path,
+    seeded_weights: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    native: bool,
+    fast: str,
+) -> None:
+    from styletx.backends.tensorflow import TensorFlowBackend
+
+    monkeypatch.setattr(
+        TensorFlowBackend, "bfloat16_native", lambda self, device: (native, "test device")
+    )
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    Image.fromarray(tiny_image(32, 32, seed=1)).save(content)
+    Image.fromarray(tiny_image(32, 32, seed=2)).save(style)
+    common = ["--weights", str(seeded_weights), "--size", "32", "--max-evaluations", "8"]
+    for preset, expected in (("fast", fast), ("reference", "float32")):
+        stats = tmp_path / f"{preset}.json"
+        args = ["stylize", str(content), str(style), "-o", str(tmp_path / f"{preset}.png")]
+        flags = ["--preset", preset, "--no-progress", "--stats-json", str(stats)]
+        assert cli.main([*args, *common, *flags]) == 0  # no --precision: auto
+        data = json.loads(stats.read_text())
+        assert (data["precision_setting"], data["precision"]) == ("auto", expected)
+        assert 0 < data["evaluation_seconds_median"] < data["seconds"]
+        assert capsys.readouterr().out.rstrip().endswith(expected)
+    assert cli.main(["info", "--weights", str(seeded_weights)]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert lines["precision"] == fast
+    assert lines["precision_by_preset"] == f"reference=float32, fast={fast}, high={fast}"
+    assert "test device" in lines["precision_policy"]

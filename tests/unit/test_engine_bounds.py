@@ -105,3 +105,19 @@ def test_engine_cli_flag_is_a_switch(flags: list[str], expected: bool | None) ->
     assert args.pixel_bounds is expected
     options = cli._options_from(args)
     assert options.pixel_bounds is (expected if expected is not None else False)
+
+
+def test_a_bounded_jobs_first_trial_moves_the_pixels_by_the_first_step(stylizer: Stylizer) -> None:
+    from styletx.engine import FIRST_STEP
+
+    # From mid-grey noise the first trial stays inside the box: its move is exactly FIRST_STEP.
+    options = FAST.replace(pixel_bounds=True, init="random", max_evaluations=2)
+    seen = _seen_pixels(stylizer, options)
+    move = float(np.sqrt(np.mean(np.square(seen[1] - seen[0]))))
+    clipped = float(np.mean((seen[1] <= 1e-3) | (seen[1] >= 255 - 1e-3)))
+    assert clipped < 0.05  # (L-BFGS-B's own first trial, x - g, puts nearly all on a bound)
+    assert move == pytest.approx(FIRST_STEP, rel=0.05)
+    # Unbounded (the reference's way): scipy's own first step, of unit length in all.
+    unbounded = _seen_pixels(stylizer, FAST.replace(max_evaluations=2))
+    total = float(np.sqrt(np.sum(np.square(unbounded[1] - unbounded[0]))))
+    assert total == pytest.approx(1.0, rel=1e-3)

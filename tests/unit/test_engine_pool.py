@@ -13,6 +13,7 @@ from styletx.engine import Stylizer, StylizerPool, load_stylizer
 from styletx.errors import Cancelled
 from styletx.options import StyleOptions
 from styletx.result import Progress
+from tests.support.precision import auto_on_this_cpu
 from tests.support.weights import tiny_image
 
 OPTIONS = StyleOptions(size=32, max_evaluations=6, seed=4)
@@ -74,7 +75,13 @@ def test_stylizer_caps_blas_threads_unless_told_not_to(seeded_weights: Path) -> 
 
 def test_pool_reports_what_its_members_run_on(seeded_weights: Path) -> None:
     pool = StylizerPool(seeded_weights, ["/CPU:0", "CPU:0"])
-    assert (pool.backend, pool.precision, pool.device) == ("tensorflow", "float32", "CPU:0,CPU:0")
+    assert (pool.backend, pool.precision, pool.device) == (
+        "tensorflow",
+        auto_on_this_cpu(),
+        "CPU:0,CPU:0",
+    )
+    assert pool.precision_for(StyleOptions.from_preset("reference")) == "float32"
+    assert pool.precision_for(StyleOptions.from_preset("fast")) == auto_on_this_cpu()
     assert pool.memory_info() == {}
 
 

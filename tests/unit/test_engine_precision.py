@@ -104,7 +104,7 @@ def test_the_loss_scale_leaves_the_tv_power_alone() -> None:
 
 
 def test_unknown_precision_is_an_option_error(seeded_weights: Path) -> None:
-    with pytest.raises(InvalidOptions, match="precision: must be one of float32"):
+    with pytest.raises(InvalidOptions, match="precision: must be one of auto, float32"):
         Stylizer(seeded_weights, precision="float8")
     assert PRECISIONS == ("float32", "mixed_bfloat16", "mixed_float16")
     model = object()

@@ -66,5 +66,5 @@ def test_layer_sets_live_in_a_bounded_lru(stylizer: Stylizer) -> None:
             FAST.replace(max_evaluations=1, style_layers=(layer,)),
         )
     assert len(stylizer._steps) == engine.STEPS_PER_STYLIZER < len(layers)
-    kept = [key[1:] for key in stylizer._steps.keys_by_age()]
+    kept = [key[2:] for key in stylizer._steps.keys_by_age()]  # (precision, content, *style)
     assert kept == [(layer,) for layer in layers[-engine.STEPS_PER_STYLIZER :]]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_gpu_options_come_from_flags_and_environment() -> None:
     config = load_config([], env={})
-    assert (config.backend, config.precision, config.batch_window_ms) == (None, "float32", None)
+    assert (config.backend, config.precision, config.batch_window_ms) == (None, "auto", None)
     assert (config.jobs_per_device, config.device_memory_bytes) == (0, 0)
     assert config.shape_step == DEFAULT_SHAPE_STEP == 16
     env = {
