@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -34,6 +34,16 @@ from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
 from styletx_server.admission import AdmissionQueue, Throughput
 from styletx_server.budget import PixelBudget
+from styletx_server.calls import (
+    METHOD,
+    Call,
+    CallerGone,
+    Context,
+    ReaderStalled,
+    ended_by_caller,
+    let_go,
+    write,
+)
 from styletx_server.convert import format_to_proto
 from styletx_server.decode import decode
 from styletx_server.intake import Inspection, Limits, inspect, output_encoding
@@ -55,16 +65,6 @@ from styletx_server.statuses import ErrorStatus, Reason, StopReason
 
 log = logging.getLogger(__name__)
 
-METHOD = "Stylize"
-#: A call that ends this close to its deadline ended because of it (clocks differ slightly).
-_DEADLINE_SLACK_SECONDS = 0.05
-#: A reader slower than this on average is as good as stalled: a message of n bytes gets
-#: `--stall-timeout` + n / this seconds to be accepted (a 3 MiB result: 48 s more).
-STALL_MIN_BYTES_PER_SECOND = 64 * 1024
-#: After a write failed, how long the handler waits for gRPC to cancel it (which it does once it
-#: has seen the call end) rather than try to send a status into a call that is gone.
-_LET_GO_SECONDS = 5.0
-
 
 class Lifecycle:
     """Server-wide state the handlers and jobs consult."""
@@ -76,46 +76,6 @@ class Lifecycle:
         self.draining = threading.Event()
         #: Every job still running or waiting must stop now (grace period over).
         self.shutting_down = threading.Event()
-
-
-@dataclass
-class _Call:
-    """What the request log line and the metrics say about one call."""
-
-    request_id: str
-    peer: str
-    arrived: float
-    code: grpc.StatusCode | None = None
-    reason: Reason | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
-    #: The request line was written (a stalled call is recorded when it stalls).
-    recorded: bool = False
-
-
-class CallerGone(Exception):
-    """A write failed because the call is over on the caller's side (cancelled, deadline,
-    connection lost): nothing went wrong here."""
-
-
-class ReaderStalled(Exception):
-    """The caller accepted no bytes of a message for `seconds`; `write` is still pending."""
-
-    def __init__(self, write: asyncio.Future[None], seconds: float) -> None:
-        super().__init__(f"the reader accepted nothing for {seconds:.1f} s")
-        self.write = write
-        self.seconds = seconds
-
-
-async def _let_go() -> None:
-    """Wait (a bounded while) for gRPC to cancel a handler whose call is gone, so that it does
-    not try to send a status into a finished call (which gRPC logs with a traceback)."""
-    await asyncio.sleep(_LET_GO_SECONDS)
-
-
-def _retrieve(write: asyncio.Future[None]) -> None:
-    """Consume a write's outcome nobody awaits any more (no "exception never retrieved")."""
-    if not write.cancelled():
-        write.exception()
 
 
 @dataclass(frozen=True)
@@ -135,20 +95,6 @@ class ServicerParts:
     stall_timeout: float = 0.0
 
 
-def _ended_by_caller(context: Any) -> StopReason:
-    """Why a call ended on the caller's side: its deadline, or a cancellation."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS:
-        return StopReason.DEADLINE_EXCEEDED
-    return StopReason.CLIENT_CANCELLED
-
-
-_CODES = {
-    StopReason.DEADLINE_EXCEEDED: (grpc.StatusCode.DEADLINE_EXCEEDED, Reason.DEADLINE_EXCEEDED),
-    StopReason.CLIENT_CANCELLED: (grpc.StatusCode.CANCELLED, Reason.CANCELLED),
-}
-
-
 class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     """styletx.v1.StyleTransferService on grpc.aio."""
 
@@ -162,11 +108,11 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     # -- the RPC -------------------------------------------------------------------------------
 
     async def Stylize(  # type: ignore[override]  # noqa: N802 (the gRPC method name)
-        self, request: pb.StylizeRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: pb.StylizeRequest, context: Context
     ) -> None:
         arrived = time.monotonic()
         request_id = request_id_from(context.invocation_metadata())
-        call = _Call(request_id=request_id, peer=context.peer(), arrived=arrived)
+        call = Call(request_id=request_id, peer=context.peer(), arrived=arrived)
         slot: Slot | None = None
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
@@ -175,7 +121,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         except Refused as refusal:
             # Every refusal, wherever it was found, ends the call here.
             status = statuses.for_refusal(refusal, self._p.admission.retry_after())
-            call.fields.update(_refusal_fields(refusal))
+            call.refused(refusal)
             await self._abort(context, call, status)
         except ReaderStalled as stalled:
             assert slot is not None
@@ -183,16 +129,15 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         except grpc.aio.AbortError:
             raise  # the call ended with its status (`_abort`)
         except asyncio.CancelledError:
-            if call.code is None:
-                call.code, call.reason = _CODES[_ended_by_caller(context)]
+            call.ended_by_caller(context)
             raise
         except CallerGone:
-            if call.code is None:
-                call.code, call.reason = _CODES[_ended_by_caller(context)]
-            await _let_go()
+            call.ended_by_caller(context)
+            await let_go()
         except Exception as exc:
             if context.done():  # the call is over: nobody to tell, nothing went wrong here
-                call.code, call.reason = _CODES[_ended_by_caller(context)]
+                call.code = None
+                call.ended_by_caller(context)
             else:
                 log_event(
                     log,
@@ -205,65 +150,36 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         finally:
             if slot is not None:
                 slot.close()
-            if not call.recorded:
-                self._record(call)
-
-    async def _write(self, context: Any, message: pb.StylizeResponse) -> None:
-        """Send one message: CallerGone when the call is over on the caller's side,
-        ReaderStalled when the reader accepts none of it within the stall timeout."""
-        write: asyncio.Future[None] = asyncio.ensure_future(context.write(message))
-        write.add_done_callback(_retrieve)
-        timeout = self._p.stall_timeout
-        try:
-            if timeout > 0:
-                limit = timeout + message.ByteSize() / STALL_MIN_BYTES_PER_SECOND
-                done, _ = await asyncio.wait({write}, timeout=limit)
-                if not done:
-                    raise ReaderStalled(write, limit)
-            else:
-                await asyncio.wait({write})
-            write.result()
-        except asyncio.CancelledError:
-            write.cancel()
-            raise
-        except grpc.aio.BaseError as exc:  # the call ended under the write
-            raise CallerGone(str(exc)) from None
+            call.record(self._p.metrics)
 
     async def _stalled(
-        self, context: Any, call: _Call, arrived: float, slot: Slot, stalled: ReaderStalled
+        self, context: Context, call: Call, arrived: float, slot: Slot, stalled: ReaderStalled
     ) -> None:
         """End a stalled call now for everyone but gRPC: free its slot, record it, set its
         status; then wait until gRPC lets go of it (its reader comes back and gets the status,
         or its connection closes)."""
         slot.stall()
         call.fields["stalled_seconds"] = round(stalled.seconds, 3)
-        self._end(context, call, statuses.stalled(stalled.seconds))
-        self._record(call)
+        call.end(context, statuses.stalled(stalled.seconds))
+        call.record(self._p.metrics)
         try:
             await stalled.write
         except grpc.aio.BaseError:  # the connection closed: nobody to send the status to
-            await _let_go()
+            await let_go()
 
-    def _end(self, context: Any, call: _Call, status: ErrorStatus) -> None:
-        """Set the call's final `status` without ending the handler (a stalled call, which must
-        wait for gRPC to let go of it)."""
-        call.code, call.reason = status.code, status.reason
-        context.set_code(status.code)
-        context.set_details(status.details)
-        context.set_trailing_metadata(status.trailing_metadata)
-
-    async def _abort(self, context: Any, call: _Call, status: ErrorStatus) -> None:
+    async def _abort(self, context: Context, call: Call, status: ErrorStatus) -> None:
         """End the call with `status` now (raises grpc.aio.AbortError out of the handler),
         recorded first: the caller may act on the status before the handler unwinds."""
         call.code, call.reason = status.code, status.reason
-        self._record(call)
-        await context.abort_with_status(status)
+        call.record(self._p.metrics)
+        # grpc.aio has it (grpc/aio/_base_server.py); the types-grpcio stubs do not list it yet.
+        await context.abort_with_status(status)  # type: ignore[attr-defined]
 
     async def _stylize(
         self,
         request: pb.StylizeRequest,
-        context: Any,
-        call: _Call,
+        context: Context,
+        call: Call,
         arrived: float,
     ) -> None:
         """The request's path: engine ready -> request key (attach) -> draining -> intake ->
@@ -292,7 +208,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         )
 
     async def _attach_or_digest(
-        self, request: pb.StylizeRequest, key: str, context: Any, call: _Call, arrived: float
+        self, request: pb.StylizeRequest, key: str, context: Context, call: Call, arrived: float
     ) -> bytes | None:
         """Follow the job or stored result of `key` and return None; or, when the key is new,
         return the request's digest for the new job."""
@@ -317,7 +233,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
 
     def _admit(
         self,
-        call: _Call,
+        call: Call,
         key: str | None,
         digest: bytes | None,
         inspection: Inspection,
@@ -393,17 +309,17 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     # -- streaming a job to one caller ------------------------------------------------------------
 
     async def _deliver(
-        self, final: Final, context: Any, call: _Call, encoding: tuple[str, int]
+        self, final: Final, context: Context, call: Call, encoding: tuple[str, int]
     ) -> None:
         if final.response is not None:
-            await self._write(context, await self._encoded(final, encoding, call))
+            await write(context, await self._encoded(final, encoding, call), self._p.stall_timeout)
             call.code, call.reason = grpc.StatusCode.OK, None
         else:
             assert final.status is not None
             await self._abort(context, call, final.status)
 
     async def _encoded(
-        self, final: Final, encoding: tuple[str, int], call: _Call
+        self, final: Final, encoding: tuple[str, int], call: Call
     ) -> pb.StylizeResponse:
         """The result event in the caller's `encoding` (re-encoded off the loop when the job's
         was another: a caller that attached with only the format or quality changed)."""
@@ -429,8 +345,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     async def _follow(
         self,
         job: StylizeJob,
-        context: Any,
-        call: _Call,
+        context: Context,
+        call: Call,
         arrived: float,
         encoding: tuple[str, int],
     ) -> None:
@@ -445,21 +361,21 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             while True:
                 item = await mailbox.get()
                 if isinstance(item, Final):
-                    self._job_fields(job, call)
+                    call.add_job(job)
                     await self._deliver(item, context, call, encoding)
                     return
                 if first_progress and item.HasField("progress"):
                     first_progress = False
                     self._p.metrics.time_to_first_progress.observe(time.monotonic() - arrived)
-                await self._write(context, item)
+                await write(context, item, self._p.stall_timeout)
         except asyncio.CancelledError:
-            reason = _ended_by_caller(context)
-            call.code, call.reason = _CODES[reason]
-            self._job_fields(job, call)
+            call.code = None
+            reason = call.ended_by_caller(context)
+            call.add_job(job)
             self._leave(job, mailbox, reason)
             raise
         except BaseException:
-            self._leave(job, mailbox, _ended_by_caller(context))
+            self._leave(job, mailbox, ended_by_caller(context))
             raise
         finally:
             if mailbox.coalesced:
@@ -506,50 +422,6 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         for job in self.live_jobs() if jobs is None else jobs:
             job.stop(reason)
             self._p.admission.withdraw(job)
-
-    # -- records -----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _job_fields(job: StylizeJob, call: _Call) -> None:
-        call.fields["queue_seconds"] = round(job.times.queue_seconds, 6)
-        call.fields["compute_seconds"] = round(job.times.compute_seconds, 6)
-        if job.input_sizes is not None:
-            call.fields["content_size"], call.fields["style_sizes"] = job.input_sizes
-        if job.stats is not None:
-            call.fields["output_size"] = job.stats.output_size
-            call.fields["iterations"] = job.stats.iterations
-            call.fields["evaluations"] = job.stats.evaluations
-        if job.request_id != call.request_id:
-            call.fields["job_request_id"] = job.request_id
-
-    def _record(self, call: _Call) -> None:
-        """Count the call and write its request line, once."""
-        if call.recorded:
-            return
-        call.recorded = True
-        code = call.code or grpc.StatusCode.CANCELLED
-        reason = statuses.reason_label(code, call.reason)
-        elapsed = time.monotonic() - call.arrived
-        self._p.metrics.requests.labels(method=METHOD, code=code.name, reason=reason).inc()
-        self._p.metrics.request_duration.labels(method=METHOD, code=code.name).observe(elapsed)
-        log_event(
-            log,
-            "request",
-            request_id=call.request_id,
-            method=METHOD,
-            peer=call.peer,
-            code=code.name,
-            reason=reason,
-            duration_seconds=round(elapsed, 6),
-            **call.fields,
-        )
-
-
-def _refusal_fields(refusal: Refused) -> dict[str, Any]:
-    """What the request log line says of a refusal beyond its status."""
-    if isinstance(refusal, InvalidRequest):
-        return {"violations": [v.field for v in refusal.violations]}
-    return {}
 
 
 def _same_encoding(one: tuple[str, int], other: tuple[str, int]) -> bool:
