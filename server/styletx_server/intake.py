@@ -1,10 +1,10 @@
-"""Intake of a StylizeRequest: header-only inspection against the server's limits, then decoding.
+"""Intake of a StylizeRequest: header-only inspection against the server's limits.
 
 `inspect` runs before admission and reads nothing but the images' headers (declared dimensions)
 and the options, so a refusal costs microseconds and no image memory; it checks every server
 limit (style images, pixels per image and per request, output size, style size = size x
-style_scale, scales, evaluations) and names the limit in the error. `decode` runs after admission,
-on a decode thread, for requests already holding their pixel reservation.
+style_scale, scales, evaluations) and names the limit in the error. Decoding comes after
+admission (`decode.py`), for requests already holding their pixel reservation.
 """
 
 from __future__ import annotations
