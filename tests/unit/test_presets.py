@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from styletx.errors import InvalidOptions
-from styletx.options import PRESETS, StyleOptions
-from styletx.presets import PRESET_VALUES, preset_values
+from styletx.options import StyleOptions
+from styletx.presets import PRESET_VALUES, PRESETS, preset_values
 
 
 @pytest.mark.parametrize("name", PRESETS)
