@@ -49,8 +49,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from styletx.options import PRESETS, StyleOptions  # noqa: E402
+from styletx.options import StyleOptions  # noqa: E402
 from styletx.precision import GUARD_TOLERANCE, PrecisionPolicy  # noqa: E402
+from styletx.presets import PRESETS  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 #: name -> (content, style): three pairs, each photo with another painting.

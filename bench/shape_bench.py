@@ -50,10 +50,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from styletx import heap, images, vgg  # noqa: E402
-from styletx.engine import Stylizer, _Space  # noqa: E402
+from styletx.engine import Stylizer  # noqa: E402
 from styletx.geometry import DEFAULT_SHAPE_STEP  # noqa: E402
+from styletx.objective import make_objective  # noqa: E402
 from styletx.optimize import Vector, minimize  # noqa: E402
 from styletx.options import StyleOptions  # noqa: E402
+from styletx.space import Space  # noqa: E402
+from styletx.targets import style_targets  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"
@@ -189,8 +192,8 @@ def aspect_ratios(count: int, offset: int = 0) -> list[tuple[int, int]]:
 
 def _new_objective(stylizer: Stylizer, options: StyleOptions, base: np.ndarray, style: Any) -> Any:
     step = stylizer.step(options)
-    targets = stylizer._targets(step, base, [style], [1.0], options)
-    return stylizer._objective(step, targets, _Space(base.shape[0], base.shape[1], grey=False))
+    targets = style_targets(step, base, [style], [1.0], options)
+    return make_objective(step, targets, Space(base.shape[0], base.shape[1], grey=False))
 
 
 def _timed(work: Callable[[], object]) -> tuple[float, float]:

@@ -26,8 +26,9 @@ from styletx.errors import (
 )
 from styletx.geometry import DEFAULT_SHAPE_STEP
 from styletx.images import DEFAULT_QUALITY
-from styletx.options import PRESETS, StyleOptions
+from styletx.options import StyleOptions
 from styletx.precision import DEFAULT_PRECISION, PRECISION_SETTINGS
+from styletx.presets import PRESETS
 
 log = logging.getLogger("styletx.cli")
 

@@ -85,3 +85,8 @@ class BackendUnavailable(StyletxError):
 
 class Cancelled(StyletxError):
     """The caller's `should_stop` asked the optimisation to stop."""
+
+
+class OutOfMemory(StyletxError):
+    """The framework ran out of memory (device or host) running a job: the backends raise it
+    in place of TensorFlow's, JAX's or Python's own error, which is chained as its cause."""

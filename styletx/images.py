@@ -1,4 +1,5 @@
-"""Decode untrusted image bytes to RGB uint8 arrays, encode results, and resize/compose images.
+"""Decode untrusted image bytes to RGB uint8 arrays, encode results, and resize/compose images
+(colour transforms: `styletx.colors`).
 
 Used by the engine, the CLI and the server; it must not import TensorFlow.
 """
@@ -12,10 +13,9 @@ import re
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
-import numpy.typing as npt
 from PIL import (
     BmpImagePlugin,
     GifImagePlugin,
@@ -28,6 +28,7 @@ from PIL import (
 )
 from PIL import Image as PILImage
 
+from styletx.colors import grey_to_rgb, round_to_uint8
 from styletx.errors import ImageTooLarge, InvalidImage, InvalidOptions
 from styletx.geometry import cover_size
 from styletx.result import Image
@@ -41,15 +42,9 @@ __all__ = [
     "encode_image",
     "format_for_path",
     "image_dimensions",
-    "match_colors",
-    "match_luminance",
     "resize_cover",
     "resize_to",
-    "rgb_to_yiq",
     "side_by_side",
-    "to_luminance",
-    "transfer_luminance",
-    "yiq_to_rgb",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,8 +59,6 @@ DEFAULT_QUALITY = 90
 _EXTENSION_ALIASES = {"jpg": "jpeg"}
 #: Formats `decode_image` reads; anything else is refused before a parser sees it.
 INPUT_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "gif", "bmp", "tiff")
-
-FloatArray = npt.NDArray[np.float32]
 
 # Header parsers of the accepted formats, called directly instead of PIL.Image.open: open() runs
 # PIL's process-wide decompression-bomb check (a warning from 89 Mpx, an error from 179 Mpx) on
@@ -87,12 +80,6 @@ _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
-
-# NTSC RGB -> YIQ (FCC coefficients); Y is the luminance neural-style keeps for -original_colors.
-_RGB_TO_YIQ = np.array(
-    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float64
-)
-_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 
 def decode_image(
@@ -193,66 +180,6 @@ def side_by_side(images: Sequence[Image], *, height: int | None = None, gap: int
         canvas[:, x : x + panel.shape[1]] = panel
         x += panel.shape[1] + gap
     return canvas
-
-
-def rgb_to_yiq(image: FloatArray) -> FloatArray:
-    """RGB (0..255 floats, channels last) to YIQ; Y is luminance in 0..255."""
-    return np.asarray(image, dtype=np.float32) @ _RGB_TO_YIQ.T.astype(np.float32)
-
-
-def yiq_to_rgb(image: FloatArray) -> FloatArray:
-    """Inverse of `rgb_to_yiq` (not clipped: out-of-gamut YIQ gives values outside 0..255)."""
-    return np.asarray(image, dtype=np.float32) @ _YIQ_TO_RGB.T.astype(np.float32)
-
-
-def to_luminance(image: Image) -> Image:
-    """The image's luminance (Y) in all three channels: the input of luminance-only transfer."""
-    luminance = rgb_to_yiq(image.astype(np.float32))[..., 0]
-    return _grey_to_rgb(_round_to_uint8(luminance))
-
-
-def match_luminance(image: Image, reference: Image) -> Image:
-    """Luminance of `image` shifted and scaled to the mean and spread of `reference`'s luminance.
-
-    Gatys et al. (2016) do this to the style image before luminance-only transfer, so the style's
-    brightness statistics do not overrule the content's.
-    """
-    source = rgb_to_yiq(image.astype(np.float32))[..., 0].astype(np.float64)
-    target = rgb_to_yiq(reference.astype(np.float32))[..., 0].astype(np.float64)
-    spread = source.std()
-    scale = target.std() / spread if spread > 0 else 0.0
-    matched = (source - source.mean()) * scale + target.mean()
-    return _grey_to_rgb(_round_to_uint8(matched))
-
-
-def match_colors(image: Image, references: Sequence[Image], weights: Sequence[float]) -> Image:
-    """`image` with each RGB channel's mean and spread moved to those of `references` blended
-    with `weights` (the statistics of their mixture): the content's shapes in the style's
-    palette, a start from which the style's low-level Gram matrices are already near."""
-    pixels = image.astype(np.float64).reshape(-1, 3)
-    # Each style converted once: per channel its mean and mean square, whose blends are the
-    # mixture's.
-    flats = [r.astype(np.float64).reshape(-1, 3) for r in references]
-    blend = np.asarray(weights, dtype=np.float64)[:, None]
-    mean = (blend * np.array([f.mean(axis=0) for f in flats])).sum(axis=0)
-    square = (blend * np.array([(f * f).mean(axis=0) for f in flats])).sum(axis=0)
-    spread = np.sqrt(np.maximum(square - mean**2, 0.0))
-    own = pixels.std(axis=0)
-    scale = np.divide(spread, own, out=np.zeros(3), where=own > 0)
-    matched = (pixels - pixels.mean(axis=0)) * scale + mean
-    return _round_to_uint8(matched.reshape(image.shape))
-
-
-def transfer_luminance(luminance: Image, colors: Image) -> Image:
-    """Combine the luminance (Y) of `luminance` with the chrominance (I, Q) of `colors`.
-
-    This is preserve_colors' last step: the stylized image's structure in the content's colours.
-    """
-    if luminance.shape != colors.shape:
-        raise ValueError(f"shapes differ: {luminance.shape} vs {colors.shape}")
-    yiq = rgb_to_yiq(colors.astype(np.float32))
-    yiq[..., 0] = rgb_to_yiq(luminance.astype(np.float32))[..., 0]
-    return _round_to_uint8(yiq_to_rgb(yiq))
 
 
 # --- decoding internals ---------------------------------------------------------------------
@@ -430,7 +357,7 @@ def _high_depth_to_rgb(image: PILImage.Image) -> Image:
         # Float images are either normalised (0..1) or already on the 8-bit scale.
         if values.size and values.max() <= 1.0:
             values = values * 255.0
-        grey = _round_to_uint8(values)
+        grey = round_to_uint8(values)
     else:
         ints = raw.astype(np.int64)
         # 16-bit modes always use the full 0..65535 range; mode "I" declares no range, so values
@@ -443,20 +370,10 @@ def _high_depth_to_rgb(image: PILImage.Image) -> Image:
     if isinstance(transparent, int):
         # A tRNS grey key marks fully transparent pixels: white, like the alpha modes.
         grey[raw == transparent] = 255
-    return _grey_to_rgb(grey)
+    return grey_to_rgb(grey)
 
 
 # --- array helpers --------------------------------------------------------------------------
-
-
-def _round_to_uint8(values: npt.NDArray[np.floating[Any]]) -> Image:
-    """Round half up and clip to 0..255."""
-    rounded: Image = np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
-    return rounded
-
-
-def _grey_to_rgb(grey: Image) -> Image:
-    return np.ascontiguousarray(np.repeat(grey[..., np.newaxis], 3, axis=-1))
 
 
 def _to_pil(image: Image) -> PILImage.Image:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Self, get_args
 
 from styletx.errors import InvalidOptions
 from styletx.geometry import MIN_SIDE
+from styletx.presets import PRESET_VALUES, PRESETS, Preset
 
 InitMethod = Literal["random", "content", "style", "content_matched"]
 INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
 ColorPreservation = Literal["off", "swap", "luminance"]
 COLOR_PRESERVATIONS: tuple[str, ...] = get_args(ColorPreservation)
-Preset = Literal["reference", "fast", "high"]
-PRESETS: tuple[str, ...] = get_args(Preset)
 
 #: Convolution layers of the Keras VGG16 conv base, in network order.
 LayerName = Literal[
@@ -67,7 +66,10 @@ def _help(text: str) -> dict[str, str]:
 class StyleOptions:
     """Every option of one stylization; the defaults reproduce the reference tutorial.
 
-    Each field's `metadata["help"]` is its description, shown by the CLIs' --help.
+    `preset` fills the fields a call leaves out with that preset's values (`styletx.presets`):
+    `StyleOptions(preset="fast", size=512)` is the fast run at 512 px. A call that names a field
+    keeps its value, so `dataclasses.replace`, which names them all, only relabels. Each field's
+    `metadata["help"]` is its description, shown by the CLIs' --help.
     """
 
     size: int = field(
@@ -138,15 +140,29 @@ class StyleOptions:
         metadata=_help("named option set the other options were resolved from (see presets)"),
     )
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        """Note the fields the call names, for `__post_init__` to fill the others from the
+        preset (a copy or an unpickling names none and is not filled)."""
+        self = super().__new__(cls)
+        if args or kwargs:
+            names = [f.name for f in dataclasses.fields(cls)]
+            object.__setattr__(self, _NAMED, frozenset(names[: len(args)]) | kwargs.keys())
+        return self
+
     def __post_init__(self) -> None:
+        named: frozenset[str] = self.__dict__.pop(_NAMED, frozenset())
+        # An unknown preset fills nothing; `_validate` names it.
+        values = PRESET_VALUES.get(self.preset) if isinstance(self.preset, str) else None
+        for name, value in (values or {}).items():
+            if name not in named:
+                object.__setattr__(self, name, value)
         _validate(self)
 
     @classmethod
     def from_preset(cls, preset: str = "reference", **overrides: Any) -> StyleOptions:
         """The options of `preset` (see `styletx.presets`), with `overrides` on top."""
-        from styletx.presets import preset_values
-
-        return cls(**{**preset_values(preset), **overrides, "preset": preset})
+        _check_preset(preset)
+        return cls(**{**overrides, "preset": preset})
 
     def replace(self, **changes: Any) -> StyleOptions:
         """Return a copy with `changes` applied (and validated)."""
@@ -159,6 +175,15 @@ class StyleOptions:
             if isinstance(value, tuple):
                 out[key] = list(value)
         return out
+
+
+#: Instance attribute, present only while a call constructs the options: the fields it named.
+_NAMED = "_named_by_call"
+
+
+def _check_preset(preset: object) -> None:
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise InvalidOptions("preset", f"must be one of {', '.join(PRESETS)}, got {preset!r}")
 
 
 def _number_in(name: str, value: float, low: float, high: float) -> None:
@@ -226,8 +251,7 @@ def _validate(o: StyleOptions) -> None:
             "preserve_colors",
             f"must be one of {', '.join(COLOR_PRESERVATIONS)}, got {o.preserve_colors!r}",
         )
-    if o.preset not in PRESETS:
-        raise InvalidOptions("preset", f"must be one of {', '.join(PRESETS)}, got {o.preset!r}")
+    _check_preset(o.preset)
     # Any count up to MAX_SCALES suits any size: the pyramid leaves out levels too small for
     # VGG16, so a preset's scales never make a small request fail.
     _int_in("scales", o.scales, 1, MAX_SCALES)
@@ -246,8 +270,6 @@ __all__ = [
     "LayerName",
     "MAX_LOSS_WEIGHT",
     "MAX_TV_POWER",
-    "PRESETS",
-    "Preset",
     "StyleOptions",
     "VGG16_LAYERS",
 ]

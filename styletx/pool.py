@@ -1,4 +1,4 @@
-"""`StylizerPool` (one `Stylizer` per device), `load_stylizer`, and the `Engine` the server runs."""
+"""`StylizerPool` (one `Stylizer` per device) and `load_stylizer`, which picks one or the other."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 
 from styletx import backends
 from styletx.batcher import BatchStats
-from styletx.engine import ProgressCallback, StopCallback, Stylizer
+from styletx.engine import Stylizer
 from styletx.errors import Cancelled
 from styletx.options import StyleOptions
+from styletx.protocol import ProgressCallback, StopCallback
 from styletx.result import Image, Losses, Result
 
 #: How often a job waiting for a free device polls its `should_stop`.
@@ -193,7 +194,4 @@ def load_stylizer(
     return Stylizer(weights, backend=backend, **stylizer_options)
 
 
-#: What the server runs jobs on: one Stylizer, or one per device.
-Engine = Stylizer | StylizerPool
-
-__all__ = ["WAIT_POLL_SECONDS", "Engine", "StylizerPool", "load_stylizer"]
+__all__ = ["WAIT_POLL_SECONDS", "StylizerPool", "load_stylizer"]

@@ -203,12 +203,14 @@ class LossScale:
     MAX_RETRIES = 8
 
     def __init__(self, precision: str) -> None:
-        self.enabled = check_precision(precision) == "mixed_float16"
+        self.precision = check_precision(precision)
+        self.enabled = self.precision == "mixed_float16"
         self.value = 1.0
         self.overflows = 0
 
-    def overflowed(self) -> bool:
-        """Lower the scale after a non-finite gradient; False when retries are exhausted."""
+    def back_off(self) -> bool:
+        """Lower the scale after a non-finite gradient; False (scale unchanged) when disabled or
+        the retries are exhausted."""
         if not self.enabled or self.overflows >= self.MAX_RETRIES:
             return False
         self.overflows += 1

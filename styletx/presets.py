@@ -1,4 +1,4 @@
-"""Preset option sets: what `StyleOptions.from_preset` applies before the caller's own options.
+"""Preset option sets: what `StyleOptions(preset=...)` applies beneath the caller's own options.
 
 `reference` is the tutorial's method unchanged (the `StyleOptions` defaults: random init, one
 scale, 200 evaluations). `fast` and `high` were chosen with `bench/quality_bench.py` at 260 px:
@@ -26,7 +26,7 @@ Both keep the optimised pixels inside 0..255 (`pixel_bounds`, L-BFGS-B's box con
 
 Both also run in bfloat16 under `--precision auto` where the device has it (their final loss
 stays within 1 % of float32's: `bench/precision_bench.py`), and, being bounded, start L-BFGS-B
-with a first trial step of 8 pixel levels RMS (`engine.FIRST_STEP`) instead of its own `x - g`,
+with a first trial step of 8 pixel levels RMS (`scales.FIRST_STEP`) instead of its own `x - g`,
 which throws every pixel onto a bound: 12-13 evaluations instead of 14 to the same loss on
 three content/style pairs, the loss 6-14 % lower at the 14th evaluation and 1-2 % at the 40th
 (bench/RESULTS.md). Tried for `fast` and not taken (evaluations to the tutorial's
@@ -45,10 +45,12 @@ Every value stays overridable by an explicit option (the server applies them the
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 from styletx.errors import InvalidOptions
-from styletx.options import PRESETS
+
+Preset = Literal["reference", "fast", "high"]
+PRESETS: tuple[str, ...] = get_args(Preset)
 
 #: Option values of each preset beyond the `StyleOptions` defaults.
 PRESET_VALUES: Final[MappingProxyType[str, MappingProxyType[str, Any]]] = MappingProxyType(
@@ -71,4 +73,4 @@ def preset_values(preset: str) -> dict[str, Any]:
     return dict(PRESET_VALUES[preset])
 
 
-__all__ = ["PRESET_VALUES", "preset_values"]
+__all__ = ["PRESETS", "PRESET_VALUES", "Preset", "preset_values"]

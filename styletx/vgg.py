@@ -34,7 +34,7 @@ def deprocess(x: npt.NDArray[Any]) -> Image:
 
 def build_vgg16(weights_path: Path) -> Any:
     """The Keras VGG16 conv base (no classifier head) with verified weights from `weights_path`."""
-    from styletx.weights import load_conv_base
+    from styletx.weights_file import load_conv_base
 
     model = load_conv_base(weights_path)
     model.trainable = False

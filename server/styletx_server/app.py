@@ -21,7 +21,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 import styletx
-from styletx.engine import Engine, load_stylizer
+from styletx.pool import load_stylizer
+from styletx.protocol import Engine
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
 from styletx_server.admission import AdmissionQueue, Throughput, plan_drain
@@ -31,7 +32,7 @@ from styletx_server.config import ServerConfig
 from styletx_server.devices import require_gpu
 from styletx_server.health import API_SERVICE, HEALTH_SERVICE, HealthState
 from styletx_server.intake import Limits
-from styletx_server.job import StylizeJob, engine_identity
+from styletx_server.job import StylizeJob
 from styletx_server.jobs import JobRegistry
 from styletx_server.logs import log_event, request_id_from
 from styletx_server.metrics import MetricsHttpServer, ServerMetrics
@@ -106,7 +107,7 @@ class StyletxServer:
         self,
         config: ServerConfig,
         *,
-        stylizer: Engine | Any | None = None,
+        stylizer: Engine | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config
@@ -182,7 +183,7 @@ class StyletxServer:
         return None if self._metrics_http is None else self._metrics_http.port
 
     @property
-    def stylizer(self) -> Any:
+    def stylizer(self) -> Engine | None:
         """The loaded engine, None until ready."""
         return self.lifecycle.stylizer
 
@@ -294,7 +295,7 @@ class StyletxServer:
             log_event(log, "model_failed", level=logging.ERROR, exc_info=exc, error=str(exc))
             self._ready.set()
             return
-        backend, precision, device = engine_identity(stylizer)
+        backend, precision = stylizer.backend, stylizer.precision
         self.metrics.build_info.labels(
             version=styletx.__version__, backend=backend, precision=precision
         ).set(1)
@@ -304,10 +305,10 @@ class StyletxServer:
             "engine",
             backend=backend,
             precision=precision,
-            device=device,
+            device=stylizer.device,
             jobs_per_device=self.jobs_per_device,
-            batch_window_ms=round(1000 * float(getattr(stylizer, "batch_window", 0.0)), 3),
-            memory_capacity=getattr(stylizer, "memory_capacity", dict)(),
+            batch_window_ms=round(1000 * stylizer.batch_window, 3),
+            memory_capacity=stylizer.memory_capacity(),
         )
         self.lifecycle.stylizer = stylizer
         if not self.lifecycle.draining.is_set():

@@ -17,10 +17,10 @@ from styletx.options import (
     MAX_SCALES,
     MAX_SIZE,
     MIN_SIZE,
-    PRESETS,
     StyleOptions,
 )
 from styletx.precision import DEFAULT_PRECISION, PRECISION_SETTINGS
+from styletx.presets import PRESETS
 
 ENV_PREFIX = "STYLETX_"
 MIB = 1024 * 1024

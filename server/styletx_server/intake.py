@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
 
 from styletx import StyleOptions, geometry
 from styletx.errors import DeviceMemoryExceeded, InvalidImage, InvalidOptions
 from styletx.images import DEFAULT_QUALITY, image_dimensions
 from styletx.options import MIN_SIZE
+from styletx.protocol import Engine
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.config import ServerConfig
 from styletx_server.convert import FORMATS, resolve_options
@@ -245,7 +245,7 @@ def _check_style_size(
 
 
 def _check_device_memory(
-    engine: Any,
+    engine: Engine | None,
     content: tuple[int, int] | None,
     styles: list[tuple[int, int] | None],
     options: StyleOptions,
@@ -253,16 +253,15 @@ def _check_device_memory(
 ) -> None:
     """The engine's device-memory check (`Stylizer.check_fits`) from header sizes: a job that
     cannot fit the GPU even alone is refused now, naming the largest size that would."""
-    check_fits = getattr(engine, "check_fits", None)
-    if check_fits is None or content is None or any(s is None for s in styles):
+    if engine is None or content is None or any(s is None for s in styles):
         return
     try:
-        check_fits(content, [s for s in styles if s is not None], options)
+        engine.check_fits(content, [s for s in styles if s is not None], options)
     except DeviceMemoryExceeded as exc:
         checks.limit("options.size", exc.message, "max_size_for_device_memory", exc.max_size)
 
 
-def inspect(request: pb.StylizeRequest, limits: Limits, engine: Any = None) -> Inspection:
+def inspect(request: pb.StylizeRequest, limits: Limits, engine: Engine | None = None) -> Inspection:
     """Validate options and image headers against every rule and limit; no pixel is decoded.
 
     With the loaded `engine`, also whether the job fits its device's memory. Raises

@@ -21,7 +21,7 @@ from styletx import Progress
 from styletx.errors import Cancelled
 from styletx.geometry import output_size
 from styletx.images import encode_image
-from styletx.options import StyleOptions
+from styletx.protocol import Engine
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server import statuses
 from styletx_server.admission import Throughput
@@ -56,22 +56,6 @@ class JobStats:
     evaluations: int
 
 
-def engine_identity(engine: Any) -> tuple[str, str, str]:
-    """(backend, precision, device) the engine reports; today's engine predates the attributes."""
-    backend = str(getattr(engine, "backend", None) or "tensorflow")
-    precision = str(getattr(engine, "precision", None) or "float32")
-    device = str(getattr(engine, "device", None) or "")
-    return backend, precision, device
-
-
-def job_precision(engine: Any, options: StyleOptions) -> str:
-    """The precision `engine` runs a job of `options` at (`auto` resolves per device and job)."""
-    precision_for = getattr(engine, "precision_for", None)
-    if precision_for is None:
-        return engine_identity(engine)[1]
-    return str(precision_for(options))
-
-
 class StylizeJob:
     """Implements admission.Job; created by the first call of a request, attached to by others."""
 
@@ -83,7 +67,7 @@ class StylizeJob:
         digest: bytes | None,
         inspection: Inspection,
         reservation: Reservation,
-        engine: Any,
+        engine: Engine,
         metrics: ServerMetrics,
         throughput: Throughput,
         shutting_down: Callable[[], bool] = lambda: False,
@@ -276,8 +260,9 @@ class StylizeJob:
         times.queue_seconds = times.started - times.admitted
         self._metrics.queue_wait.observe(times.queue_seconds)
         height, width = output_size(spec.content.shape[0], spec.content.shape[1], spec.options.size)
-        backend, _, device = engine_identity(self._engine)
-        precision = self._precision = job_precision(self._engine, spec.options)
+        backend, device = self._engine.backend, self._engine.device
+        # `auto` resolves per device and job.
+        precision = self._precision = self._engine.precision_for(spec.options)
         self._publish(
             pb.StylizeResponse(
                 started=pb.StartedEvent(
@@ -375,4 +360,4 @@ class StylizeJob:
         self._publish(pb.StylizeResponse(progress=event))
 
 
-__all__ = ["JobStats", "JobTimes", "StylizeJob", "engine_identity"]
+__all__ = ["JobStats", "JobTimes", "StylizeJob"]

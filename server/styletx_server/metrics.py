@@ -7,7 +7,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -21,6 +20,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from styletx.protocol import Engine
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,15 @@ class GpuMemoryCollector(Collector):
     """
 
     def __init__(self) -> None:
-        self.engine: Any = None
+        self.engine: Engine | None = None
 
     def collect(self) -> Iterator[Metric]:
         engine = self.engine
         if engine is None:
             return
         try:
-            in_use = engine.memory_info() if hasattr(engine, "memory_info") else {}
-            capacity = engine.memory_capacity() if hasattr(engine, "memory_capacity") else {}
+            in_use = engine.memory_info()
+            capacity = engine.memory_capacity()
         except Exception:  # a scrape must never fail because of a driver hiccup
             log.debug("GPU memory query failed", exc_info=True)
             return
@@ -79,12 +80,12 @@ class BatchingCollector(Collector):
     """Cross-job batching counters of the loaded engine (its `batch_stats`)."""
 
     def __init__(self) -> None:
-        self.engine: Any = None
+        self.engine: Engine | None = None
 
     def collect(self) -> Iterator[Metric]:
-        stats = getattr(self.engine, "batch_stats", None)
-        if stats is None:
+        if self.engine is None:
             return
+        stats = self.engine.batch_stats
         yield CounterMetricFamily(
             "styletx_batches",
             "Batched loss-and-gradient step calls (each carries the evaluations of one or more "
@@ -129,7 +130,7 @@ class ServerMetrics:
     gpu_memory: GpuMemoryCollector = field(default_factory=GpuMemoryCollector)
     batching: BatchingCollector = field(default_factory=BatchingCollector)
 
-    def watch(self, engine: Any) -> None:
+    def watch(self, engine: Engine) -> None:
         """Report `engine`'s device memory and batching counters from now on."""
         self.gpu_memory.engine = engine
         self.batching.engine = engine

@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 
 from styletx.images import encode_image
+from styletx.protocol import Engine
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
@@ -71,7 +72,7 @@ class Lifecycle:
 
     def __init__(self) -> None:
         #: Set by the server once the model is loaded and warm.
-        self.stylizer: Any = None
+        self.stylizer: Engine | None = None
         #: New jobs are refused with UNAVAILABLE (DRAINING); admitted ones continue.
         self.draining = threading.Event()
         #: Every job still running or waiting must stop now (grace period over).
@@ -237,7 +238,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         key: str | None,
         digest: bytes | None,
         inspection: Inspection,
-        engine: Any,
+        engine: Engine,
     ) -> StylizeJob:
         """Reserve the request's pixels and queue its job (OverBudget, QueueFull, QueueClosed)."""
         p = self._p

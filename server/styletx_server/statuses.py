@@ -17,7 +17,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
-from styletx.errors import InvalidImage, InvalidOptions, NonFiniteLoss
+from styletx.errors import InvalidImage, InvalidOptions, NonFiniteLoss, OutOfMemory
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1.style_options import ErrorReason
 from styletx_server import refusals
@@ -256,22 +256,13 @@ def for_stop(reason: StopReason) -> ErrorStatus:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """MemoryError, or a framework's out-of-memory error (matched by name: no framework import).
-
-    TensorFlow raises ResourceExhaustedError, PyTorch OutOfMemoryError, JAX an XlaRuntimeError
-    (JaxRuntimeError) whose message starts with RESOURCE_EXHAUSTED; engines may wrap them.
-    """
+    """The engine's OutOfMemory (what its backends raise for the framework's own error) or a
+    MemoryError, raised or anywhere in what caused it."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        name = type(current).__name__
-        if isinstance(current, MemoryError) or name in (
-            "ResourceExhaustedError",
-            "OutOfMemoryError",
-        ):
-            return True
-        if name in ("XlaRuntimeError", "JaxRuntimeError") and "RESOURCE_EXHAUSTED" in str(current):
+        if isinstance(current, (OutOfMemory, MemoryError)):
             return True
         current = current.__cause__ or current.__context__
     return False

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from styletx.errors import OutOfMemory
 from styletx.losses import TERM_FIELDS, WEIGHT_FIELDS
 from styletx.precision import gpu_bfloat16
 
@@ -155,6 +157,31 @@ class Backend(ABC):
         from fewer shapes."""
 
 
+class OutOfMemoryBoundary(contextlib.ContextDecorator):
+    """Where a backend's code meets the framework: a framework's out-of-memory error (as
+    `is_framework_oom` tells) or a MemoryError raised inside leaves as the engine's
+    `OutOfMemory`, the original chained. A context manager, or a decorator of methods."""
+
+    def __init__(self, is_framework_oom: Callable[[Exception], bool]) -> None:
+        self._is_framework_oom = is_framework_oom
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, Exception) or isinstance(exc, OutOfMemory):
+            return
+        if isinstance(exc, MemoryError) or self._is_framework_oom(exc):
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise OutOfMemory(f"out of memory: {first}") from exc
+
+
 def canonical_device(name: str) -> str:
     """'CPU:0' from '/job:localhost/replica:0/task:0/device:CPU:0', '/gpu:1', 'cuda:1', ..."""
     tail = name.rsplit("/", 1)[-1].removeprefix("device:")
@@ -198,6 +225,7 @@ __all__ = [
     "Backend",
     "DeviceTargets",
     "LossStep",
+    "OutOfMemoryBoundary",
     "TERM_FIELDS",
     "WEIGHT_FIELDS",
     "canonical_device",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -32,6 +32,7 @@ from styletx.backends.base import (
     Backend,
     DeviceTargets,
     LossStep,
+    OutOfMemoryBoundary,
     canonical_device,
     check_step_inputs,
     check_target_shapes,
@@ -48,6 +49,11 @@ log = logging.getLogger(__name__)
 EXECUTABLES_PER_STEP = 16
 
 _ShapeKey = tuple[Any, tuple[tuple[tuple[int, ...], str], ...]]
+
+#: XLA reports a failed allocation as a JaxRuntimeError whose message starts RESOURCE_EXHAUSTED.
+_OUT_OF_MEMORY = OutOfMemoryBoundary(
+    lambda exc: isinstance(exc, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(exc)
+)
 
 
 def _shape_key(args: tuple[Any, ...]) -> _ShapeKey:
@@ -126,10 +132,12 @@ class JaxStep(LossStep):
     def _put(self, array: Array) -> Any:
         return jax.device_put(np.asarray(array, dtype=np.float32), self._device)
 
+    @_OUT_OF_MEMORY
     def targets(self, images: Array) -> tuple[Array, list[Array]]:
         content, grams = self._targets(self._trainable, self._frozen, self._put(images))
         return np.asarray(content), [np.asarray(g) for g in grams]
 
+    @_OUT_OF_MEMORY
     def put(self, content: Array, grams: Sequence[Array], weights: Array) -> DeviceTargets:
         check_target_shapes(content, grams, weights)
         return DeviceTargets(
@@ -138,10 +146,12 @@ class JaxStep(LossStep):
             weights=self._put(weights),
         )
 
+    @_OUT_OF_MEMORY
     def with_weights(self, targets: DeviceTargets, weights: Array) -> DeviceTargets:
         check_weights(targets, weights)
         return dataclasses.replace(targets, weights=self._put(weights))
 
+    @_OUT_OF_MEMORY
     def concat(self, parts: Sequence[DeviceTargets]) -> DeviceTargets:
         return DeviceTargets(
             content=jnp.concatenate([p.content for p in parts], axis=0),
@@ -149,6 +159,7 @@ class JaxStep(LossStep):
             weights=jnp.concatenate([p.weights for p in parts], axis=0),
         )
 
+    @_OUT_OF_MEMORY
     def loss_and_grad(self, images: Array, targets: DeviceTargets) -> tuple[Array, Array]:
         batch = self._put(check_step_inputs(images, targets))
         (_, terms), grad = self._loss_and_grad(
@@ -210,9 +221,10 @@ class JaxBackend(Backend):
         gpus = self.accelerators()
         return gpus[0] if gpus else "CPU:0"
 
-    def placement(self, device: str) -> contextlib.AbstractContextManager[object]:
-        placed: contextlib.AbstractContextManager[object] = jax.default_device(self._device(device))
-        return placed
+    @contextlib.contextmanager
+    def placement(self, device: str) -> Iterator[None]:
+        with jax.default_device(self._device(device)), _OUT_OF_MEMORY:
+            yield
 
     def bfloat16_native(self, device: str) -> tuple[bool, str]:
         if device.startswith("CPU"):
@@ -246,6 +258,7 @@ class JaxBackend(Backend):
         peak = self._stats(device).get("peak_bytes_in_use")
         return None if peak is None else int(peak)
 
+    @_OUT_OF_MEMORY
     def make_step(
         self, extractor: Any, layers: tuple[str, ...], device: str, shape_step: int = 1
     ) -> LossStep:

@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
@@ -34,6 +34,7 @@ from styletx.backends.base import (
     Backend,
     DeviceTargets,
     LossStep,
+    OutOfMemoryBoundary,
     canonical_device,
     check_step_inputs,
     check_target_shapes,
@@ -46,6 +47,9 @@ from styletx.shapes import ShapePlanner
 _IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
 _WEIGHTS = tf.TensorSpec([None, len(losses.WEIGHT_FIELDS)], tf.float32, name="weights")
 _PADDED = tf.TensorSpec([2], tf.int32, name="padded")
+
+#: TensorFlow reports an allocation that fails, on a device or the host, as ResourceExhausted.
+_OUT_OF_MEMORY = OutOfMemoryBoundary(lambda exc: isinstance(exc, tf.errors.ResourceExhaustedError))
 
 
 def _mask(features: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
@@ -156,12 +160,14 @@ class TensorFlowStep(LossStep):
         padded = self.run_shape(*shape)
         return padded != tuple(shape), tf.constant(padded, dtype=tf.int32)
 
+    @_OUT_OF_MEMORY
     def targets(self, images: Array) -> tuple[Array, list[Array]]:
         pad, padded = self._padded(images)
         with tf.device(self._device):
             content, grams = self._targets[pad](tf.constant(images, dtype=tf.float32), padded)
         return content.numpy(), [g.numpy() for g in grams]
 
+    @_OUT_OF_MEMORY
     def put(self, content: Array, grams: Sequence[Array], weights: Array) -> DeviceTargets:
         check_target_shapes(content, grams, weights)
         with tf.device(self._device):
@@ -171,11 +177,13 @@ class TensorFlowStep(LossStep):
                 weights=tf.constant(weights, dtype=tf.float32),
             )
 
+    @_OUT_OF_MEMORY
     def with_weights(self, targets: DeviceTargets, weights: Array) -> DeviceTargets:
         check_weights(targets, weights)
         with tf.device(self._device):
             return dataclasses.replace(targets, weights=tf.constant(weights, dtype=tf.float32))
 
+    @_OUT_OF_MEMORY
     def concat(self, parts: Sequence[DeviceTargets]) -> DeviceTargets:
         with tf.device(self._device):
             return DeviceTargets(
@@ -184,6 +192,7 @@ class TensorFlowStep(LossStep):
                 weights=tf.concat([p.weights for p in parts], axis=0),
             )
 
+    @_OUT_OF_MEMORY
     def loss_and_grad(self, images: Array, targets: DeviceTargets) -> tuple[Array, Array]:
         batch = check_step_inputs(images, targets)
         pad, padded = self._padded(batch)
@@ -230,10 +239,11 @@ class TensorFlowBackend(Backend):
         gpus = self.accelerators()
         return gpus[0] if gpus else "CPU:0"
 
-    def placement(self, device: str) -> contextlib.AbstractContextManager[object]:
+    @contextlib.contextmanager
+    def placement(self, device: str) -> Iterator[None]:
         # tf.device is thread-local: every entry point run on a worker thread enters it.
-        placed: contextlib.AbstractContextManager[object] = tf.device(f"/device:{device}")
-        return placed
+        with tf.device(f"/device:{device}"), _OUT_OF_MEMORY:
+            yield
 
     def bfloat16_native(self, device: str) -> tuple[bool, str]:
         if not device.startswith("CPU"):
@@ -278,6 +288,7 @@ class TensorFlowBackend(Backend):
         tf.config.experimental.reset_memory_stats(device)
         return True
 
+    @_OUT_OF_MEMORY
     def make_step(
         self, extractor: Any, layers: tuple[str, ...], device: str, shape_step: int = 1
     ) -> LossStep:

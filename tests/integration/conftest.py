@@ -16,10 +16,12 @@ from prometheus_client import CollectorRegistry
 from styletx import Progress, Result, StyleOptions
 from styletx.engine import Stylizer
 from styletx.images import encode_image
+from styletx.protocol import Engine
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.app import StyletxServer
 from styletx_server.config import ServerConfig
+from tests.support.engines import WrappedEngine
 from tests.support.weights import tiny_image
 
 #: Small enough for a fast CPU test, large enough for a few L-BFGS iterations.
@@ -58,28 +60,21 @@ def stylizer(seeded_weights: Path) -> Stylizer:
     return engine
 
 
-class GatedStylizer:
+class GatedStylizer(WrappedEngine):
     """The real engine, held at its first progress event until `release()` (or a stop request).
 
     Lets a test keep a worker busy, or act at a known point of a job, without timing guesses.
     """
 
     def __init__(self, engine: Stylizer) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.gate = threading.Event()
         self.paused = threading.Event()
         self.calls = 0
         self.evaluations_at_pause: int | None = None
 
-    @property
-    def evaluations_total(self) -> int:
-        return self.engine.evaluations_total
-
     def release(self) -> None:
         self.gate.set()
-
-    def warmup(self, size: int = 64) -> None:
-        self.engine.warmup(size)
 
     def stylize(
         self,
@@ -117,7 +112,9 @@ def server_factory(stylizer: Stylizer) -> Iterator[ServerFactory]:
     """Start servers on 127.0.0.1:0 with a fresh registry; every one is stopped after the test."""
     started: list[StyletxServer] = []
 
-    def start(engine: Any = None, ready: bool = True, **config: Any) -> StyletxServer:
+    def start(engine: Engine | None = None, ready: bool = True, **config: Any) -> StyletxServer:
+        # What the server is typed against; a fake missing a member fails here, not mid-test.
+        assert engine is None or isinstance(engine, Engine), engine
         base = ServerConfig(
             address="127.0.0.1:0",
             metrics_port=0,

@@ -25,6 +25,7 @@ from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import StyleTransferClient
 from styletx_client import cli as client_cli
 from tests.integration.conftest import WAIT, ServerFactory
+from tests.support.engines import WrappedEngine
 from tests.support.weights import tiny_image
 
 #: The options every test starts from: tiny and quick. The values under test differ from these.
@@ -80,19 +81,12 @@ def cli_flags(options: StyleOptions, names: Sequence[str], list_style: str) -> l
     return flags
 
 
-class RecordingEngine:
+class RecordingEngine(WrappedEngine):
     """The real engine, recording the options each job ran with."""
 
     def __init__(self, engine: Stylizer) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.options: list[StyleOptions] = []
-
-    @property
-    def evaluations_total(self) -> int:
-        return self.engine.evaluations_total
-
-    def warmup(self, size: int = 64) -> None:
-        self.engine.warmup(size)
 
     def stylize(
         self,

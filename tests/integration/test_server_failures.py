@@ -13,19 +13,17 @@ import pytest
 from styletx import Progress, Result, StyleOptions
 from styletx.engine import Stylizer
 from tests.integration.conftest import ServerFactory, collect, make_request
+from tests.support.engines import WrappedEngine
 
 SECRET = "/very/secret/path/in/the/traceback"
 
 
-class FailOnce:
+class FailOnce(WrappedEngine):
     """The real engine, except that its first job raises from inside the optimisation."""
 
     def __init__(self, engine: Stylizer, error: Exception) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.error: Exception | None = error
-
-    def warmup(self, size: int = 64) -> None:
-        self.engine.warmup(size)
 
     def stylize(
         self,

@@ -15,15 +15,17 @@ from prometheus_client import CollectorRegistry
 from styletx import Progress, Result, StyleOptions, memory
 from styletx.engine import Stylizer
 from styletx.memory import HEADROOM, job_pixels
+from styletx.protocol import Engine
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.app import StyletxServer
 from styletx_server.config import ServerConfig
 from tests.integration.conftest import WAIT, Consumer, collect, make_request, wait_for
 from tests.integration.test_server_limits import limit_error
 from tests.integration.test_server_metrics import free_port, scrape, value
+from tests.support.engines import WrappedEngine
 
 
-def started_server(stylizer: Any = None, **config: Any) -> StyletxServer:
+def started_server(stylizer: Engine | None = None, **config: Any) -> StyletxServer:
     base = ServerConfig(address="127.0.0.1:0", metrics_port=free_port(), warmup=False)
     server = StyletxServer(
         ServerConfig(**{**base.__dict__, **config}), stylizer=stylizer, registry=CollectorRegistry()
@@ -88,18 +90,15 @@ def test_flags_build_the_engine_and_reach_started_metrics_and_workers(
         server.stop()
 
 
-class HoldFirstProgress:
-    """The real engine (attributes delegated), every job held at its first progress event until
-    `release()`: jobs that started apart then go on together."""
+class HoldFirstProgress(WrappedEngine):
+    """The real engine, every job held at its first progress event until `release()`: jobs that
+    started apart then go on together."""
 
     def __init__(self, engine: Stylizer) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.gate = threading.Event()
         self.held = 0
         self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)
 
     def stylize(
         self,

@@ -32,23 +32,21 @@ from tests.integration.conftest import (
     reason_of,
     wait_for,
 )
+from tests.support.engines import WrappedEngine
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-class SlowWarmup:
+class SlowWarmup(WrappedEngine):
     """The real engine whose warm-up waits for the test, to observe the loading state."""
 
     def __init__(self, engine: Stylizer) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.release = threading.Event()
 
     def warmup(self, size: int = 64) -> None:
         assert self.release.wait(WAIT)
-
-    def stylize(self, *args: Any, **kwargs: Any) -> Any:
-        return self.engine.stylize(*args, **kwargs)
 
 
 def statuses(server: StyletxServer) -> tuple[int, int]:

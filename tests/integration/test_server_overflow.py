@@ -25,6 +25,7 @@ from tests.integration.conftest import (
     reason_of,
 )
 from tests.integration.test_server_validation import violations
+from tests.support.engines import WrappedEngine
 
 WEIGHTS = ("content_weight", "style_weight", "tv_weight")
 EXTREMES = (0.0, 5e-324, 1e12, 1e13, 1e308, math.inf, -math.inf, math.nan, -1.0)
@@ -98,15 +99,13 @@ def test_blend_weights_run_finite_or_are_refused_naming_them(
         assert all(f.startswith("style_images") for f in detail), detail
 
 
-class Overflowing:
+class Overflowing(WrappedEngine):
     """The real engine, handed options one weight of which was forced past validation to a
     value that overflows (what a larger image or a wider limit could let through)."""
 
     def __init__(self, engine: Stylizer, field: str, value: float) -> None:
-        self.engine, self.field, self.value = engine, field, value
-
-    def warmup(self, size: int = 64) -> None:
-        self.engine.warmup(size)
+        super().__init__(engine)
+        self.field, self.value = field, value
 
     def stylize(
         self,

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from styletx.weights import EXPECTED_SHAPES, ONNX_BIAS, ONNX_KERNEL, ONNX_MEMBER
+from styletx.onnx_weights import ONNX_BIAS, ONNX_KERNEL
+from styletx.weights import ONNX_MEMBER
+from styletx.weights_file import EXPECTED_SHAPES
 
 Array = npt.NDArray[np.float32]
 

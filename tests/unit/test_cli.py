@@ -208,10 +208,11 @@ def test_weights_verify_accepts_only_the_pinned_tensors(
     seeded_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from styletx import weights
+    from styletx.weights_file import tensors_sha256
 
     assert cli.main(["weights", "verify", "--weights", str(seeded_weights)]) == cli.EXIT_WEIGHTS
     assert "are not the ImageNet VGG16 weights" in capsys.readouterr().err
-    monkeypatch.setattr(weights, "IMAGENET_TENSORS_SHA256", weights.tensors_sha256(seeded_weights))
+    monkeypatch.setattr(weights, "IMAGENET_TENSORS_SHA256", tensors_sha256(seeded_weights))
     assert cli.main(["weights", "verify", "--weights", str(seeded_weights)]) == cli.EXIT_OK
     assert f"verified: {seeded_weights}" in capsys.readouterr().out
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from styletx import cli
-from styletx.weights import load_conv_base
+from styletx.weights_file import load_conv_base
 from tests.support.weights import tiny_image
 
 

@@ -7,11 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from styletx import images, vgg
-from styletx.engine import Stylizer, _Space
+from styletx import colors, vgg
+from styletx.engine import Stylizer
 from styletx.errors import Cancelled, InvalidImage, InvalidOptions
+from styletx.objective import make_objective
 from styletx.options import StyleOptions
 from styletx.result import Progress
+from styletx.space import Space
+from styletx.targets import style_targets
 from tests.support.weights import tiny_image
 
 FAST = StyleOptions(size=32, max_evaluations=12, seed=0)
@@ -137,8 +140,8 @@ def test_preserve_colors_keeps_the_content_chroma(stylizer: Stylizer) -> None:
     result = stylizer.stylize(
         content, [tiny_image(32, 32, seed=22)], FAST.replace(preserve_colors="swap")
     )
-    out_iq = images.rgb_to_yiq(result.image.astype(np.float32))[..., 1:]
-    content_iq = images.rgb_to_yiq(content.astype(np.float32))[..., 1:]
+    out_iq = colors.rgb_to_yiq(result.image.astype(np.float32))[..., 1:]
+    content_iq = colors.rgb_to_yiq(content.astype(np.float32))[..., 1:]
     # Only clipping to 0..255 can move the chroma.
     assert np.mean(np.abs(out_iq - content_iq)) < 3.0
 
@@ -175,8 +178,8 @@ def test_gradient_matches_finite_differences(
     """Directional derivative of the objective along a random direction, central differences."""
     content, style = tiny_image(16, 16), tiny_image(16, 16, seed=8)
     step = stylizer.step(options)
-    targets = stylizer._targets(step, content, [style], [1.0], options)
-    objective = stylizer._objective(step, targets, _Space(16, 16, grey=False))
+    targets = style_targets(step, content, [style], [1.0], options)
+    objective = make_objective(step, targets, Space(16, 16, grey=False))
     rng = np.random.default_rng(0)
     x = vgg.preprocess(content).ravel().astype(np.float64) + rng.normal(0, 20, 16 * 16 * 3)
     direction = rng.normal(0, 1, x.size)

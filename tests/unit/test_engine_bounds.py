@@ -108,7 +108,7 @@ def test_engine_cli_flag_is_a_switch(flags: list[str], expected: bool | None) ->
 
 
 def test_a_bounded_jobs_first_trial_moves_the_pixels_by_the_first_step(stylizer: Stylizer) -> None:
-    from styletx.engine import FIRST_STEP
+    from styletx.scales import FIRST_STEP
 
     # From mid-grey noise the first trial stays inside the box: its move is exactly FIRST_STEP.
     options = FAST.replace(pixel_bounds=True, init="random", max_evaluations=2)

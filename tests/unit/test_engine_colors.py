@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from styletx import images, vgg
+from styletx import colors, vgg
 from styletx.engine import Stylizer
 from styletx.options import StyleOptions
 from tests.support.weights import tiny_image
@@ -23,7 +23,7 @@ def stylizer(seeded_weights: Path) -> Stylizer:
 
 
 def _chroma(image: np.ndarray) -> np.ndarray:
-    return images.rgb_to_yiq(image.astype(np.float32))[..., 1:]
+    return colors.rgb_to_yiq(image.astype(np.float32))[..., 1:]
 
 
 def _optimised_images(
@@ -53,8 +53,8 @@ def test_swap_optimises_in_colour_then_restores_the_content_chroma(stylizer: Sty
     # Only clipping to 0..255 can move the chroma.
     assert np.mean(np.abs(_chroma(image) - _chroma(content))) < 3.0
     plain = stylizer.stylize(content, [style], FAST).image
-    luminance = images.rgb_to_yiq(image.astype(np.float32))[..., 0]
-    plain_luminance = images.rgb_to_yiq(plain.astype(np.float32))[..., 0]
+    luminance = colors.rgb_to_yiq(image.astype(np.float32))[..., 0]
+    plain_luminance = colors.rgb_to_yiq(plain.astype(np.float32))[..., 0]
     # The same optimisation, recoloured: the luminance is kept except where the content's
     # chroma pushes a pixel out of the RGB gamut and clipping moves it.
     assert np.mean(np.abs(luminance - plain_luminance)) < 2.0
@@ -78,10 +78,10 @@ def test_luminance_matches_the_style_luminance_to_the_content(stylizer: Stylizer
     # A dark, low-contrast style: its own luminance statistics are far from the content's.
     style = (tiny_image(32, 32, seed=26) // 4).astype(np.uint8)
     options = FAST.replace(preserve_colors="luminance")
-    matched = images.match_luminance(style, images.to_luminance(content))
+    matched = colors.match_luminance(style, colors.to_luminance(content))
     # The style target is the matched luminance: that image has (almost) no style loss...
     assert stylizer.evaluate(content, [style], matched, options).style < 1e-3 * (
-        stylizer.evaluate(content, [style], images.to_luminance(style), options).style
+        stylizer.evaluate(content, [style], colors.to_luminance(style), options).style
     )
     # ... and in colour the target would have been the style itself.
     assert stylizer.evaluate(content, [style], style, FAST).style < 1e-3 * (

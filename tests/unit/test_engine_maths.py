@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from styletx import images
-from styletx.engine import Stylizer, _split_budget
+from styletx import colors, images
+from styletx.engine import Stylizer
 from styletx.errors import Cancelled, InvalidOptions
 from styletx.options import StyleOptions
 from styletx.result import Progress
+from styletx.scales import split_budget
 from tests.support.weights import tiny_image
 
 FAST = StyleOptions(size=32, max_evaluations=6, seed=0)
@@ -46,7 +47,7 @@ class TargetSpy:
 
 @pytest.mark.parametrize(("total", "parts"), [(1, 1), (4, 4), (5, 4), (200, 3), (7, 2)])
 def test_budget_shares_add_up_exactly(total: int, parts: int) -> None:
-    shares = _split_budget(total, parts)
+    shares = split_budget(total, parts)
     assert sum(shares) == total and len(shares) == parts and min(shares) >= 1
 
 
@@ -128,7 +129,7 @@ def test_init_content_matched_starts_from_the_content_in_the_styles_blended_colo
     )
     result = stylizer.stylize(content, styles, options)
     base = images.resize_to(content, 24, 32)
-    expected = images.match_colors(base, styles, [0.75, 0.25])
+    expected = colors.match_colors(base, styles, [0.75, 0.25])
     np.testing.assert_allclose(result.image.astype(int), expected.astype(int), atol=1)
     assert np.abs(result.image.astype(int) - base.astype(int)).mean() > 20
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from styletx import pool as pool_module
-from styletx.engine import Stylizer, StylizerPool, load_stylizer
+from styletx.engine import Stylizer
 from styletx.errors import Cancelled
 from styletx.options import StyleOptions
+from styletx.pool import StylizerPool, load_stylizer
 from styletx.result import Progress
 from tests.support.precision import auto_on_this_cpu
 from tests.support.weights import tiny_image
@@ -83,16 +83,6 @@ def test_pool_reports_what_its_members_run_on(seeded_weights: Path) -> None:
     assert pool.precision_for(StyleOptions.from_preset("reference")) == "float32"
     assert pool.precision_for(StyleOptions.from_preset("fast")) == auto_on_this_cpu()
     assert pool.memory_info() == {}
-
-
-def test_engine_names_are_still_importable_from_styletx_engine() -> None:
-    from styletx import engine
-
-    assert engine.StylizerPool is pool_module.StylizerPool
-    assert engine.load_stylizer is pool_module.load_stylizer
-    assert engine.Engine == pool_module.Engine
-    with pytest.raises(AttributeError):
-        engine.no_such_name  # noqa: B018
 
 
 def test_a_job_waiting_for_a_device_can_be_cancelled(seeded_weights: Path) -> None:

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from styletx import precision
-from styletx.engine import SCALED_WEIGHTS, Stylizer
+from styletx.engine import Stylizer
 from styletx.errors import InvalidOptions, StyletxError
+from styletx.objective import SCALED_WEIGHTS
 from styletx.options import StyleOptions
 from styletx.precision import PRECISIONS, LossScale, compute_dtype
 from tests.support.weights import tiny_image
@@ -88,10 +89,10 @@ def test_bfloat16_never_needs_a_loss_scale(seeded_weights: Path) -> None:
 
 
 def test_loss_scale_lowers_only_under_float16_and_gives_up() -> None:
-    assert not LossScale("float32").overflowed() and not LossScale("mixed_bfloat16").overflowed()
+    assert not LossScale("float32").back_off() and not LossScale("mixed_bfloat16").back_off()
     scale = LossScale("mixed_float16")
     steps = 0
-    while scale.overflowed():
+    while scale.back_off():
         steps += 1
     assert steps == LossScale.MAX_RETRIES
     assert scale.value == LossScale.FACTOR ** (-LossScale.MAX_RETRIES)

@@ -19,6 +19,13 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageFile, ImageOps
 
+from styletx.colors import (
+    match_luminance,
+    rgb_to_yiq,
+    to_luminance,
+    transfer_luminance,
+    yiq_to_rgb,
+)
 from styletx.errors import ImageTooLarge, InvalidImage, InvalidOptions
 from styletx.geometry import fit_longest
 from styletx.images import (
@@ -27,14 +34,9 @@ from styletx.images import (
     decode_image,
     encode_image,
     image_dimensions,
-    match_luminance,
     resize_cover,
     resize_to,
-    rgb_to_yiq,
     side_by_side,
-    to_luminance,
-    transfer_luminance,
-    yiq_to_rgb,
 )
 from tests.support.weights import tiny_image
 
@@ -652,7 +654,7 @@ def test_module_does_not_import_tensorflow() -> None:
 
 
 def test_match_colors_moves_each_channel_to_the_styles_mean_and_spread() -> None:
-    from styletx.images import match_colors
+    from styletx.colors import match_colors
 
     content = tiny_image(40, 50, seed=1)
     style = (np.random.default_rng(2).normal((200, 90, 30), (10, 40, 5), (30, 30, 3))).clip(0, 255)
@@ -669,7 +671,7 @@ def test_match_colors_moves_each_channel_to_the_styles_mean_and_spread() -> None
 
 
 def test_match_colors_blends_several_styles_as_one_mixture() -> None:
-    from styletx.images import match_colors
+    from styletx.colors import match_colors
 
     content = tiny_image(32, 32, seed=3)
     dark, light = np.full((8, 8, 3), 100, np.uint8), np.full((8, 8, 3), 160, np.uint8)

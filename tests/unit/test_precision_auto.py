@@ -14,7 +14,7 @@ from styletx.backends.base import Backend
 from styletx.backends.tensorflow import TensorFlowBackend
 from styletx.engine import Stylizer
 from styletx.errors import DeviceMemoryExceeded, InvalidOptions
-from styletx.options import PRESETS, StyleOptions
+from styletx.options import StyleOptions
 from styletx.precision import (
     FLOAT32_PRESETS,
     GUARD_TOLERANCE,
@@ -24,6 +24,7 @@ from styletx.precision import (
     gpu_bfloat16,
     parse_capability,
 )
+from styletx.presets import PRESETS
 from tests.support.weights import tiny_image
 
 ROOT = Path(__file__).resolve().parents[2]

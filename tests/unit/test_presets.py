@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +12,8 @@ import numpy as np
 import pytest
 
 from styletx.errors import InvalidOptions
-from styletx.options import PRESETS, StyleOptions
-from styletx.presets import PRESET_VALUES, preset_values
+from styletx.options import StyleOptions
+from styletx.presets import PRESET_VALUES, PRESETS, preset_values
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -22,6 +25,32 @@ def test_every_preset_resolves_to_valid_options_carrying_its_values(name: str) -
         assert getattr(options, key) == value, key
     # The resolved options survive a round trip through the validating constructor.
     assert StyleOptions(**dict(vars(options))) == options
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_naming_a_preset_in_the_constructor_applies_it(name: str) -> None:
+    assert StyleOptions(preset=name) == StyleOptions.from_preset(name)
+    assert StyleOptions(preset=name, size=64) == StyleOptions.from_preset(name, size=64)
+    for key, value in PRESET_VALUES[name].items():
+        assert getattr(StyleOptions(preset=name), key) == value, key
+
+
+def test_a_field_the_constructor_names_wins_over_the_preset_even_at_its_default() -> None:
+    default = StyleOptions().max_evaluations
+    options = StyleOptions(preset="fast", max_evaluations=default)
+    assert options.max_evaluations == default
+    assert (options.init, options.pixel_bounds) == ("content_matched", True)
+
+
+def test_copies_and_replace_keep_every_field() -> None:
+    fast = StyleOptions(preset="fast", max_evaluations=7)
+    assert dataclasses.replace(fast, size=64) == StyleOptions.from_preset(
+        "fast", max_evaluations=7, size=64
+    )
+    reference_values = dataclasses.replace(fast, init="random", pixel_bounds=False)
+    assert (reference_values.init, reference_values.pixel_bounds) == ("random", False)
+    assert copy.deepcopy(fast) == fast and pickle.loads(pickle.dumps(fast)) == fast
+    assert set(vars(copy.copy(fast))) == {f.name for f in dataclasses.fields(fast)}
 
 
 def test_reference_is_the_tutorials_defaults() -> None:

@@ -16,6 +16,7 @@ from styletx.geometry import DEFAULT_SHAPE_STEP
 from styletx_server.app import GPU_JOBS_PER_DEVICE, auto_jobs_per_device
 from styletx_server.config import ServerConfig, load_config
 from styletx_server.metrics import ServerMetrics
+from tests.support.engines import StubEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,9 +80,10 @@ def test_jobs_per_device_default_to_several_only_where_batching_fills_a_gpu(
     assert auto_jobs_per_device(config, gpus) == expected
 
 
-class FakeEngine:
-    def __init__(self) -> None:
-        self.batch_stats = BatchStats(batches=3, evaluations=7, largest=4)
+class FakeEngine(StubEngine):
+    @property
+    def batch_stats(self) -> BatchStats:
+        return BatchStats(batches=3, evaluations=7, largest=4)
 
     def memory_info(self) -> dict[str, int]:
         return {"GPU:0": 123, "GPU:1": 456}
@@ -105,16 +107,17 @@ def test_gpu_memory_and_batching_come_from_the_engine() -> None:
 
 
 def test_an_engine_without_figures_or_a_failing_query_adds_no_series() -> None:
-    class Broken:
+    class Broken(StubEngine):
         def memory_info(self) -> dict[str, int]:
             raise RuntimeError("driver hiccup")
 
     registry = CollectorRegistry()
     metrics = ServerMetrics.create(registry)
-    for engine in (object(), Broken()):
+    assert not {m.name for m in registry.collect()} & {"styletx_gpu_memory", "styletx_batches"}
+    for engine in (StubEngine(), Broken()):
         metrics.watch(engine)
         names = {m.name for m in registry.collect()}
-        assert not names & {"styletx_gpu_memory", "styletx_batches"}
+        assert "styletx_gpu_memory" not in names, engine
 
 
 def _server_main(env: dict[str, str], *argv: str, prelude: str = "") -> Any:

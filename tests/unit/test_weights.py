@@ -19,19 +19,21 @@ import pytest
 
 from styletx import weights
 from styletx.errors import WeightsError, WeightsNotFound
+from styletx.onnx_weights import convert_onnx
 from styletx.options import VGG16_LAYERS
 from styletx.weights import (
-    EXPECTED_PARAMETERS,
-    EXPECTED_SHAPES,
     KERAS_CACHE_FILENAME,
     WEIGHTS_FILENAME,
     ResolvedWeights,
     cache_dir,
     check_imagenet,
-    convert_onnx,
     describe,
     fetch,
     resolve_weights,
+)
+from styletx.weights_file import (
+    EXPECTED_PARAMETERS,
+    EXPECTED_SHAPES,
     sha256_file,
     tensors_sha256,
     verify_weights_file,
