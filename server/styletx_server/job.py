@@ -10,12 +10,12 @@ the pixel reservation and reports the job done, so nothing leaks whatever raises
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from styletx import Progress
 from styletx.errors import Cancelled
@@ -102,7 +102,7 @@ class StylizeJob:
         #: The precision the job runs at, known when it starts (a label of its metrics).
         self._precision = ""
         #: Timer that cancels a keyed job nobody watches any more (owned by the servicer).
-        self.linger: Any = None
+        self.linger: asyncio.TimerHandle | None = None
 
     # -- subscribers -------------------------------------------------------------------------
 

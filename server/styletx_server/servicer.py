@@ -24,7 +24,6 @@ import threading
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
