@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from bench.reference import ReferenceEvaluator, reference_schedule  # noqa: E402
 from styletx import images  # noqa: E402
 from styletx.engine import Stylizer  # noqa: E402
 from styletx.options import StyleOptions  # noqa: E402
+from tests.support.rss import peak_rss  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"
@@ -90,19 +90,11 @@ def rss_probe(kind: str, size: int, weights: str | None) -> None:
         ours_per_eval(stylizer, size, 5)
     else:
         reference_per_eval(stylizer, size, 5)
-    print(_peak_rss_mib())
+    print(peak_rss() / 2**20)
 
 
-def _peak_rss_mib() -> float:
-    """This process's peak RSS. VmHWM restarts at exec; ru_maxrss would keep the high-water mark
-    of the parent that forked us (Linux carries it across fork and exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def peak_rss(kind: str, size: int, weights: str | None) -> float:
+def probed_peak_rss_mib(kind: str, size: int, weights: str | None) -> float:
+    """Peak RSS of a fresh process that runs `rss_probe`, MiB."""
     cmd = [sys.executable, __file__, "--rss-probe", kind, "--sizes", str(size)]
     if weights:
         cmd += ["--weights", weights]
@@ -155,7 +147,7 @@ def main() -> int:
     )
 
     print(f"\npeak RSS at {args.rss_size} px (fresh process each)")
-    rss = {k: peak_rss(k, args.rss_size, args.weights) for k in ("ours", "reference")}
+    rss = {k: probed_peak_rss_mib(k, args.rss_size, args.weights) for k in ("ours", "reference")}
     report["peak_rss_mib"] = rss
     print(f"engine: {rss['ours']:.0f} MiB, reference: {rss['reference']:.0f} MiB")
     import tensorflow as tf

@@ -46,6 +46,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from tests.support.rss import peak_rss  # noqa: E402
+
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -80,14 +82,6 @@ def emit(record: dict[str, Any]) -> None:
     print("RESULT " + json.dumps(record), flush=True)
 
 
-def _peak_rss() -> int:
-    """This process's peak resident set (VmHWM), bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def _pictures(size: int) -> tuple[np.ndarray, np.ndarray]:
     from styletx import images
 
@@ -111,7 +105,7 @@ def part_precision(args: argparse.Namespace, precision: str, device: str | None)
 
     stylizer = _stylizer(args, precision, device, 0.0)
     accelerated = not stylizer.device.startswith("CPU")
-    baseline = _peak_rss()
+    baseline = peak_rss()
     evaluations = args.cpu_evaluations if args.cpu_rows else args.evaluations
     sizes = args.cpu_sizes if args.cpu_rows else args.sizes
     previous: tuple[int, float] | None = None
@@ -135,7 +129,7 @@ def part_precision(args: argparse.Namespace, precision: str, device: str | None)
             into.extend(progress.evaluation_seconds)
 
         result = stylizer.stylize(content, [style], options, on_progress=record)
-        peak = stylizer.peak_memory() if accelerated else _peak_rss() - baseline
+        peak = stylizer.peak_memory() if accelerated else peak_rss() - baseline
         emit(
             {
                 "part": "precision",

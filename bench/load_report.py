@@ -43,11 +43,9 @@ import math
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -60,7 +58,6 @@ sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from grpc_status import rpc_status  # noqa: E402
@@ -71,7 +68,7 @@ from styletx_api.v1 import style_transfer_pb2 as pb  # noqa: E402
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc  # noqa: E402
 from styletx_client import ServiceError, StyleTransferClient  # noqa: E402
 from styletx_client._routing import rendezvous_rank  # noqa: E402
-from tests.support.server_process import free_port  # noqa: E402
+from tests.support.server_process import ServerProcess, free_port, start_serving  # noqa: E402
 from tests.support.zero_window import ZeroWindowClient  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
@@ -124,87 +121,17 @@ def reason_of(error: grpc.RpcError) -> str:
     return ""
 
 
-class Server:
-    """`python -m styletx_server` on 127.0.0.1 (`port` 0: any; the port from its `serving` log
-    line); `metrics_port` 0: no /metrics."""
-
-    def __init__(self, weights: Path, *args: str, port: int = 0, metrics_port: int = 0) -> None:
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-        self.metrics_port = metrics_port
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "styletx_server", "--address", f"127.0.0.1:{port}",
-                "--metrics-port", str(metrics_port), "--weights", str(weights), "--workers", "1",
-                "--queue-size", str(QUEUE), "--max-inflight-pixels", str(INFLIGHT_PIXELS),
-                "--max-message-bytes", str(64 * 1024 * 1024), "--grace-period", "20", *args,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )  # fmt: skip
-        self.events: list[dict[str, Any]] = []
-        self.port = self._read_port()
-        self.process = psutil.Process(self.proc.pid)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample of the server's /metrics (0 when absent)."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    total += sample.value
-        return total
-
-    def requests(self) -> list[dict[str, Any]]:
-        """The request log lines so far."""
-        return [e for e in list(self.events) if e.get("event") == "request"]
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(30)
-
-    def _read_port(self) -> int:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if line.startswith("{"):
-                event = json.loads(line)
-                self.events.append(event)
-                if event.get("event") == "serving":
-                    threading.Thread(target=self._drain_log, daemon=True).start()
-                    return int(event["port"])
-        raise SystemExit(f"server exited with {self.proc.wait()} before serving")
-
-    def _drain_log(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if line.startswith("{"):
-                self.events.append(json.loads(line))
-
-    def peak_rss(self) -> int:
-        """VmHWM: the kernel's high-water mark of the resident set."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return int(self.process.memory_info().rss)
-
-    def rss(self) -> int:
-        return int(self.process.memory_info().rss)
+def start_server(weights: Path, *args: str, port: int = 0, metrics_port: int = 0) -> ServerProcess:
+    """`python -m styletx_server` on 127.0.0.1 (`port` 0: any), CPU only, with the report's
+    queue and budgets, once SERVING; `metrics_port` 0: no /metrics."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    flags = [
+        "--address", f"127.0.0.1:{port}",
+        "--metrics-port", str(metrics_port), "--weights", str(weights), "--workers", "1",
+        "--queue-size", str(QUEUE), "--max-inflight-pixels", str(INFLIGHT_PIXELS),
+        "--max-message-bytes", str(64 * 1024 * 1024), "--grace-period", "20", *args,
+    ]  # fmt: skip
+    return start_serving(flags, timeout=START_TIMEOUT, env=env, metrics_port=metrics_port)
 
 
 def health_latency(channel: grpc.Channel) -> float:
@@ -212,20 +139,6 @@ def health_latency(channel: grpc.Channel) -> float:
     started = time.perf_counter()
     stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
     return time.perf_counter() - started
-
-
-def wait_serving(channel: grpc.Channel) -> None:
-    stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            status = stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
-            if status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server never reported SERVING")
 
 
 class HealthProbe:
@@ -418,7 +331,7 @@ def phase_uploads(stub: Any, port: int, report: Report, uploads: int, limit: flo
         thread.join(limit)
 
 
-def phase_sigterm(server: Server, stub: Any, report: Report, limit: float) -> int:
+def phase_sigterm(server: ServerProcess, stub: Any, report: Report, limit: float) -> int:
     results: list[Outcome] = []
 
     def call(i: int) -> None:
@@ -435,18 +348,13 @@ def phase_sigterm(server: Server, stub: Any, report: Report, limit: float) -> in
     for thread in threads[1:]:
         thread.start()
     time.sleep(1.0)
-    server.proc.send_signal(signal.SIGTERM)
+    server.process.send_signal(signal.SIGTERM)
     for thread in threads:
         thread.join(limit)
-    return server.proc.wait(60)
+    return server.wait(60)
 
 
 # --- hostile and unlucky clients, each on a server of its own ----------------------------------
-
-
-def _serving(server: Server) -> None:
-    with grpc.insecure_channel(server.address) as channel:
-        wait_serving(channel)
 
 
 def _sdk_call(
@@ -482,7 +390,7 @@ def _wait_for(condition: Callable[[], bool], limit: float, step: float = 0.05) -
 def phase_zero_window(weights: Path, readers: int, limit: float) -> dict[str, Any]:
     """Readers that never read, from `readers` addresses, then from one address."""
     metrics_port = free_port()
-    server = Server(
+    server = start_server(
         weights,
         "--max-calls", str(readers), "--queue-size", str(2 * readers),
         "--stall-timeout", str(STALL_SECONDS),
@@ -491,7 +399,6 @@ def phase_zero_window(weights: Path, readers: int, limit: float) -> dict[str, An
     out: dict[str, Any] = {"readers": readers, "max_calls": readers, "stall_timeout": STALL_SECONDS}
     clients: list[ZeroWindowClient] = []
     try:
-        _serving(server)
         in_flight = lambda: server.metric("styletx_calls_in_flight")  # noqa: E731
         stalled = lambda: server.metric("styletx_calls_stalled")  # noqa: E731
         # 1. One stream each from `readers` loopback addresses: `readers` peers, so no share
@@ -548,7 +455,7 @@ def phase_zero_window(weights: Path, readers: int, limit: float) -> dict[str, An
     finally:
         for client in clients:
             client.close()
-        server.stop()
+        server.stop(timeout=120)
     return out
 
 
@@ -568,10 +475,9 @@ OVERFLOW_CASES: dict[str, tuple[dict[str, Any], list[float] | None]] = {
 
 
 def phase_overflow(weights: Path, limit: float) -> dict[str, Any]:
-    server = Server(weights)
+    server = start_server(weights)
     cases: dict[str, str] = {}
     try:
-        _serving(server)
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.StyleTransferServiceStub(channel)
             for name, (options, blend) in OVERFLOW_CASES.items():
@@ -594,7 +500,7 @@ def phase_overflow(weights: Path, limit: float) -> dict[str, Any]:
                     fields = ", ".join(violations_of(exc))
                     cases[name] = f"{exc.code().name} {reason_of(exc)} [{fields}]"
     finally:
-        server.stop()
+        server.stop(timeout=120)
     return {
         "cases": cases,
         "internal": sum(v.startswith("INTERNAL") for v in cases.values()),
@@ -617,12 +523,11 @@ def phase_restart(weights: Path, calls: int, limit: float) -> dict[str, Any]:
     """SIGKILL and restart on the same port under `calls` SDK calls (default retry policy)."""
     port = free_port()
     args = ("--queue-size", str(2 * calls))
-    server = Server(weights, *args, port=port)
-    restarted: Server | None = None
+    server = start_server(weights, *args, port=port)
+    restarted: ServerProcess | None = None
     results: list[tuple[str, float]] = []
     out: dict[str, Any] = {"calls": calls}
     try:
-        _serving(server)
         with StyleTransferClient(server.address, timeout=limit) as sdk:
             threads = [
                 threading.Thread(
@@ -638,8 +543,7 @@ def phase_restart(weights: Path, calls: int, limit: float) -> dict[str, Any]:
             time.sleep(3.0)  # jobs running and queued
             killed = time.monotonic()
             server.stop(signal.SIGKILL)
-            restarted = Server(weights, *args, port=port)
-            _serving(restarted)
+            restarted = start_server(weights, *args, port=port)
             out["outage_s"] = round(time.monotonic() - killed, 1)
             for thread in threads:
                 thread.join(limit)
@@ -649,7 +553,7 @@ def phase_restart(weights: Path, calls: int, limit: float) -> dict[str, Any]:
     finally:
         server.stop(signal.SIGKILL)
         if restarted is not None:
-            restarted.stop()
+            restarted.stop(timeout=120)
     return out
 
 
@@ -662,11 +566,10 @@ def _square_png(path: Path, side: int) -> bytes:
 
 def phase_largest(weights: Path, limit: float, evaluations: int) -> dict[str, Any]:
     """RSS idle, at the peak of and after one largest-allowed job, and after small jobs."""
-    server = Server(weights)
+    server = start_server(weights)
     side = 1024  # the server's default --max-size and --max-style-size
     out: dict[str, Any] = {"job": f"{side}x{side} content and style, size {side}"}
     try:
-        _serving(server)
         with grpc.insecure_channel(
             server.address, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
         ) as channel:
@@ -690,7 +593,7 @@ def phase_largest(weights: Path, limit: float, evaluations: int) -> dict[str, An
                 run_call(stub, small_request(seed=i), "largest", report, limit)
             out["rss_after_5_small_jobs_gib"] = round(server.rss() / GIB, 3)
     finally:
-        server.stop()
+        server.stop(timeout=120)
     return out
 
 
@@ -704,14 +607,13 @@ def phase_rollout(weights: Path, calls: int, limit: float) -> dict[str, Any]:
     """Three servers behind key routing; the busiest drained and restarted under `calls` calls."""
     ports = [free_port() for _ in range(3)]
     args = ("--queue-size", str(calls), "--grace-period", "60")
-    servers = [Server(weights, *args, port=port) for port in ports]
-    every: list[Server] = list(servers)
+    servers = [start_server(weights, *args, port=port) for port in ports]
+    every: list[ServerProcess] = list(servers)
     results: list[tuple[str, float]] = []
     out: dict[str, Any] = {"calls": calls, "replicas": 3}
     try:
         for server in servers:
-            _serving(server)
-        addresses = [server.address for server in servers]
+            addresses = [server.address for server in servers]
         keys = [f"rollout-{os.getpid()}-{i}" for i in range(calls)]
         homes = Counter(rendezvous_rank(key, addresses)[0] for key in keys)
         victim = max(servers, key=lambda server: homes[server.address])
@@ -731,9 +633,8 @@ def phase_rollout(weights: Path, calls: int, limit: float) -> dict[str, Any]:
             began = time.monotonic()
             out["drained_exit_code"] = victim.stop(signal.SIGTERM, timeout=limit)
             out["drain_s"] = round(time.monotonic() - began, 1)
-            replacement = Server(weights, *args, port=victim.port)
+            replacement = start_server(weights, *args, port=victim.port)
             every.append(replacement)
-            _serving(replacement)
             out["replaced_after_s"] = round(time.monotonic() - began, 1)
             starter.join(limit)
             for thread in threads:
@@ -763,7 +664,7 @@ def phase_rollout(weights: Path, calls: int, limit: float) -> dict[str, Any]:
         )
     finally:
         for server in every:
-            server.stop()
+            server.stop(timeout=120)
     return out
 
 
@@ -852,14 +753,13 @@ def run_classic(
     weights: Path, report: Report, rng: random.Random, chosen: list[str], args: Any
 ) -> dict[str, Any]:
     """Phases 1-5 on one server, in order; the last (SIGTERM) ends it."""
-    server = Server(weights)
+    server = start_server(weights)
     exit_code = None
     try:
         with grpc.insecure_channel(
             f"127.0.0.1:{server.port}",
             options=[("grpc.max_send_message_length", 64 * 1024 * 1024)],
         ) as channel:
-            wait_serving(channel)
             stub = pb_grpc.StyleTransferServiceStub(channel)
             run_call(stub, small_request(), "warm", report, args.time_limit)
             report.idle_rss = server.rss()
@@ -880,8 +780,7 @@ def run_classic(
             if "sigterm" in chosen:
                 exit_code = phase_sigterm(server, stub, report, args.time_limit)
     finally:
-        if server.proc.poll() is None:
-            server.proc.kill()
+        server.kill()
     report.lost = lost_jobs(report)
     return summarize(report, exit_code)
 

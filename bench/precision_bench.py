@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 from styletx.options import StyleOptions  # noqa: E402
 from styletx.precision import GUARD_TOLERANCE, PrecisionPolicy  # noqa: E402
 from styletx.presets import PRESETS  # noqa: E402
+from tests.support.rss import peak_rss  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 #: name -> (content, style): three pairs, each photo with another painting.
@@ -259,13 +260,6 @@ def part_cli(args: argparse.Namespace) -> list[dict[str, Any]]:
 # --- memory ------------------------------------------------------------------------------------
 
 
-def _peak_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def memory_probe(args: argparse.Namespace) -> None:
     """One fresh process: the peak RSS growth of one job (prints one JSON line)."""
     from styletx import images
@@ -276,10 +270,10 @@ def memory_probe(args: argparse.Namespace) -> None:
     content_path, style_path = PAIRS["chelsea_starry_night"]
     content = images.resize_to(_load(content_path), size, size)
     style = images.resize_to(_load(style_path), size, size)
-    baseline = _peak_rss()
+    baseline = peak_rss()
     options = StyleOptions.from_preset("fast", seed=0, size=size, max_evaluations=5)
     stylizer.stylize(content, [style], options)
-    print(json.dumps({"precision": precision, "size": size, "growth": _peak_rss() - baseline}))
+    print(json.dumps({"precision": precision, "size": size, "growth": peak_rss() - baseline}))
 
 
 def part_memory(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -30,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 import psutil  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from styletx import images  # noqa: E402
 from styletx.engine import Stylizer  # noqa: E402
@@ -38,6 +36,7 @@ from styletx.options import StyleOptions  # noqa: E402
 from styletx.weights import resolve_weights  # noqa: E402
 from styletx_api.v1 import style_transfer_pb2 as pb  # noqa: E402
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc  # noqa: E402
+from tests.support.server_process import ServerProcess, start_serving  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"
@@ -45,61 +44,13 @@ START_TIMEOUT = 300.0
 SEED = 0
 
 
-class ServerProcess:
-    """`python -m styletx_server` on 127.0.0.1:0; the port comes from its `serving` log line."""
-
-    def __init__(self, weights: Path, max_size: int, max_evaluations: int) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "styletx_server",
-                "--address", "127.0.0.1:0", "--metrics-port", "0", "--weights", str(weights),
-                "--workers", "1", "--max-size", str(max_size),
-                "--max-evaluations", str(max_evaluations),
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        self.port = self._read_port()
-        self.process = psutil.Process(self.proc.pid)
-
-    def _read_port(self) -> int:
-        assert self.proc.stderr is not None
-        lines: list[str] = []
-        for line in self.proc.stderr:
-            lines.append(line)
-            if line.startswith("{"):
-                event = json.loads(line)
-                if event.get("event") == "serving":
-                    # Keep draining stderr so the server never blocks on a full pipe.
-                    threading.Thread(target=self._drain, daemon=True).start()
-                    return int(event["port"])
-        tail = "".join(lines[-5:])
-        raise SystemExit(f"server exited with {self.proc.wait()} before serving:\n{tail}")
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for _ in self.proc.stderr:
-            pass
-
-    def wait_serving(self, channel: grpc.Channel) -> None:
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit("server never reported SERVING")
-
-    def rss(self) -> int:
-        return int(self.process.memory_info().rss)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
+def start_server(weights: Path, max_size: int, max_evaluations: int) -> ServerProcess:
+    """`python -m styletx_server` on 127.0.0.1:0 with these limits, one worker, SERVING."""
+    args = [
+        "--address", "127.0.0.1:0", "--metrics-port", "0", "--weights", str(weights),
+        "--workers", "1", "--max-size", str(max_size), "--max-evaluations", str(max_evaluations),
+    ]  # fmt: skip
+    return start_serving(args, timeout=START_TIMEOUT)
 
 
 def make_request(size: int, evaluations: int) -> pb.StylizeRequest:
@@ -185,14 +136,13 @@ def main() -> int:
     stylizer = Stylizer(weights)
     stylizer.warmup()
     # Limits at least the server defaults (260 px, 200 evaluations), which they must not undercut.
-    server = ServerProcess(
+    server = start_server(
         weights,
         max(args.size, args.rss_size, 260),
         max(args.evaluations, args.rss_evaluations, 200),
     )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            server.wait_serving(channel)
+        with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.StyleTransferServiceStub(channel)
             request = make_request(args.size, args.evaluations)
             # One untimed run each: compile the graphs for this size on both sides.
@@ -210,7 +160,7 @@ def main() -> int:
             rss_request = make_request(args.rss_size, args.rss_evaluations)
             peak = peak_rss_during(server, stub, rss_request)
     finally:
-        server.stop()
+        server.stop(timeout=60)
 
     local_s, remote_s = statistics.median(local), statistics.median(remote)
     overhead = (remote_s - local_s) / local_s

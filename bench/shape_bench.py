@@ -57,6 +57,7 @@ from styletx.optimize import Vector, minimize  # noqa: E402
 from styletx.options import StyleOptions  # noqa: E402
 from styletx.space import Space  # noqa: E402
 from styletx.targets import style_targets  # noqa: E402
+from tests.support.rss import current_rss  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"
@@ -287,10 +288,7 @@ def new_shape_cost(
 
 
 def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    return current_rss() / 2**20
 
 
 def rss_probe(kind: str, count: int, weights: str | None) -> None:

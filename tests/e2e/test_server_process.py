@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from styletx.images import encode_image
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
+from tests.support.server_process import ServerProcess, free_port
 from tests.support.weights import tiny_image
 
 pytestmark = pytest.mark.slow  # each test starts a server process (TensorFlow import included)
@@ -29,12 +25,6 @@ pytestmark = pytest.mark.slow  # each test starts a server process (TensorFlow i
 START_TIMEOUT = 120.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def request(evaluations: int) -> pb.StylizeRequest:
@@ -45,60 +35,14 @@ def request(evaluations: int) -> pb.StylizeRequest:
     )
 
 
-class ServerProcess:
-    """`python -m styletx_server` with its JSON log lines collected from stderr."""
-
-    def __init__(self, *args: str) -> None:
-        # TensorFlow's log level as the images set it.
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1", "CUDA_VISIBLE_DEVICES": ""}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "styletx_server", "--address", "127.0.0.1:0", *args],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        self.events: list[dict[str, Any]] = []
-        self.other_lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                self.events.append(json.loads(line))
-            except json.JSONDecodeError:
-                self.other_lines.append(line)
-
-    def event(self, name: str, timeout: float = START_TIMEOUT) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in list(self.events):
-                if event.get("event") == name:
-                    return event
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no {name!r} event; log: {self.events} {self.other_lines[-5:]}")
-
-    def wait(self, timeout: float) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture
 def spawn() -> Iterator[Any]:
     started: list[ServerProcess] = []
 
     def make(*args: str) -> ServerProcess:
-        process = ServerProcess(*args)
+        # TensorFlow's log level as the images set it.
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1", "CUDA_VISIBLE_DEVICES": ""}
+        process = ServerProcess(["--address", "127.0.0.1:0", *args], env=env)
         started.append(process)
         return process
 
@@ -157,7 +101,7 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(spawn: Any, seeded_weights
         assert "styletx_jobs_in_flight 1.0" in text
         assert "process_resident_memory_bytes" in text
 
-        server.proc.send_signal(signal.SIGTERM)
+        server.process.send_signal(signal.SIGTERM)
         server.event("draining", timeout=30)
         # Until the running job is done: probes say NOT_SERVING, and a new call, on this
         # connection or a new one, is refused with its reason (DRAINING: move on at once),
@@ -200,7 +144,7 @@ def test_jobs_past_the_grace_period_are_cancelled_and_exit_is_zero(
         stream = iter(call)
         assert next(stream).HasField("queued")
         assert next(stream).HasField("started")
-        server.proc.send_signal(signal.SIGTERM)
+        server.process.send_signal(signal.SIGTERM)
         with pytest.raises(grpc.RpcError) as caught:
             list(call)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -233,7 +177,7 @@ def test_a_queued_job_that_cannot_finish_in_time_is_refused_when_sigterm_arrives
         queued = iter(stub.Stylize(request(evaluations=1000), timeout=START_TIMEOUT))
         assert next(queued).HasField("queued")
         sent = time.monotonic()
-        server.proc.send_signal(signal.SIGTERM)
+        server.process.send_signal(signal.SIGTERM)
         with pytest.raises(grpc.RpcError) as caught:
             list(queued)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

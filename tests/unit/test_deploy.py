@@ -15,14 +15,11 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 import urllib.request
@@ -36,6 +33,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+
+from tests.support.server_process import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -51,7 +50,7 @@ ALERT_TESTS = MONITORING / "styletx-alerts.test.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 ADAPTER_RULES = MONITORING / "prometheus-adapter-rules.yaml"
 NODE_SELECTOR_COMPONENT = K8S / "components" / "gpu-node-selector"
-SIZING = DEPLOY / "sizing.json"
+SIZING = REPO / "bench" / "sizing.json"
 README = DEPLOY / "README.md"
 
 #: The oldest Kubernetes the manifests target (native gRPC probes, `sleep` preStop hooks), and the
@@ -505,7 +504,7 @@ MEMORY_HEADROOM = 1.15
 
 
 def sizing() -> Obj:
-    """The figures deploy/sizing.py measured (deploy/sizing.json)."""
+    """The figures bench/sizing_bench.py measured (bench/sizing.json)."""
     figures: Obj = json.loads(SIZING.read_text(encoding="utf-8"))
     return figures
 
@@ -1376,13 +1375,6 @@ def test_readme_documents_the_headless_round_robin_target() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _pod_environment(rendered: Rendered, tmp: Path, weights: Path) -> dict[str, str]:
     """The container's environment, with /tmp on `tmp` and local ports and weights."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
@@ -1393,7 +1385,7 @@ def _pod_environment(rendered: Rendered, tmp: Path, weights: Path) -> dict[str, 
     env |= {
         "STYLETX_AUTH_TOKEN": "secret-from-the-secret",
         "STYLETX_ADDRESS": "127.0.0.1:0",
-        "STYLETX_METRICS_PORT": str(_free_port()),
+        "STYLETX_METRICS_PORT": str(free_port()),
         "STYLETX_WEIGHTS": str(weights),
     }
     return env
@@ -1403,47 +1395,21 @@ def _pod_environment(rendered: Rendered, tmp: Path, weights: Path) -> dict[str, 
 def test_server_started_like_the_pod_passes_its_probes_and_exports_the_charted_metrics(
     tmp_path: Path, seeded_weights: Path
 ) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1 import health_pb2
 
     rendered = Rendered("cpu", render(K8S / "overlays" / "cpu"))
     env = _pod_environment(rendered, tmp_path, seeded_weights)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "styletx_server"],
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    events: queue.Queue[Obj] = queue.Queue()
-
-    def read_logs() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if line.startswith("{"):
-                events.put(json.loads(line))
-
-    threading.Thread(target=read_logs, daemon=True).start()
+    server = ServerProcess([], env=env, cwd=tmp_path)
     try:
-        event: Obj = {}
-        while event.get("event") != "serving":
-            event = events.get(timeout=120)
+        assert server.wait_bound(120) is not None, server.tail()
         # Kubernetes' probes send no token: health must answer without one.
-        with grpc.insecure_channel(f"127.0.0.1:{event['port']}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 180
-            for name in ("startupProbe", "readinessProbe", "livenessProbe"):
-                service = rendered.container[name]["grpc"].get("service", "")
-                request = health_pb2.HealthCheckRequest(service=service)
-                while (
-                    health.Check(request, timeout=5).status
-                    != health_pb2.HealthCheckResponse.SERVING
-                ):
-                    assert time.monotonic() < deadline, f"{name} never passes"
-                    assert process.poll() is None, "server exited"
-                    time.sleep(0.5)
+        deadline = time.monotonic() + 180
+        for name in ("startupProbe", "readinessProbe", "livenessProbe"):
+            service = rendered.container[name]["grpc"].get("service", "")
+            while server.health(service) != health_pb2.HealthCheckResponse.SERVING:
+                assert time.monotonic() < deadline, f"{name} never passes"
+                assert server.process.poll() is None, "server exited"
+                time.sleep(0.5)
         url = f"http://127.0.0.1:{env['STYLETX_METRICS_PORT']}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             exposition = response.read().decode()
@@ -1460,12 +1426,11 @@ def test_server_started_like_the_pod_passes_its_probes_and_exports_the_charted_m
         )
         for metric in charted:
             assert exported.get(metric) == CONTRACT_METRICS[metric], metric
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=rendered.pod_spec["terminationGracePeriodSeconds"]) == 0
+        grace = rendered.pod_spec["terminationGracePeriodSeconds"]
+        server.process.send_signal(signal.SIGTERM)
+        assert server.wait(grace) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+        server.kill()
 
 
 def _deploy_expressions() -> list[str]:
@@ -1476,21 +1441,13 @@ def _deploy_expressions() -> list[str]:
     return exprs + [r["seriesQuery"] for r in rules]
 
 
-def _start_like_the_pod(overlay: str, tmp_path: Path, weights: Path) -> subprocess.Popen[str]:
+def _start_like_the_pod(overlay: str, tmp_path: Path, weights: Path) -> ServerProcess:
     """`styletx-server` with the overlay's ConfigMap, container env and image env."""
     rendered = Rendered(overlay, render(K8S / "overlays" / overlay))
     image_env = parse_dockerfile(DOCKERFILES[rendered.variant]).runtime_env
     env = {k: v for k, v in image_env.items() if k.startswith(ENV_PREFIX)}
     env |= _pod_environment(rendered, tmp_path, weights)
-    return subprocess.Popen(
-        [sys.executable, "-m", "styletx_server"],
-        env=env,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return ServerProcess([], env=env, cwd=tmp_path)
 
 
 @pytest.mark.slow
@@ -1499,24 +1456,12 @@ def test_gpu_pod_without_a_gpu_exits_instead_of_serving_on_the_cpu(
 ) -> None:
     """This machine has no GPU: started as the GPU overlay and image start it, the server must
     exit 1 at start (the pod never turns Ready), not report SERVING."""
-    process = _start_like_the_pod("gpu", tmp_path, seeded_weights)
-    outcome: queue.Queue[str] = queue.Queue()
-
-    def read_logs() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if line.startswith("{") and json.loads(line).get("event") == "serving":
-                outcome.put("serving")
-        outcome.put("exited")
-
-    threading.Thread(target=read_logs, daemon=True).start()
+    server = _start_like_the_pod("gpu", tmp_path, seeded_weights)
     try:
-        assert outcome.get(timeout=180) == "exited", "the GPU pod served without a GPU"
-        assert process.wait(timeout=30) == 1
+        assert server.wait_bound(180) is None, "the GPU pod served without a GPU"
+        assert server.wait(30) == 1
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+        server.kill()
 
 
 def test_server_implements_the_contract_the_deploy_assets_use() -> None:
@@ -1544,21 +1489,13 @@ def test_server_implements_the_contract_the_deploy_assets_use() -> None:
     metrics.requests.labels(method="Stylize", code="UNAVAILABLE", reason="draining")
 
 
-def _sizing_module() -> Any:
-    spec = importlib.util.spec_from_file_location("deploy_sizing", DEPLOY / "sizing.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sizing_script_measures_the_decoding_cost_per_pixel() -> None:
-    """deploy/sizing.py's decoding probe on a small image: a per-pixel cost at least the
+    """bench/sizing_bench.py's decoding probe on a small image: a per-pixel cost at least the
     3 bytes of the decoded RGB array, and far from the encoded size."""
-    sizing_script = _sizing_module()
-    figures = sizing_script.Figures()
-    sizing_script.measure_decode(figures, 2.0)
+    from bench import sizing_bench
+
+    figures = sizing_bench.Figures()
+    sizing_bench.measure_decode(figures, 2.0)
     assert set(figures.decode_bytes_per_pixel) == {"PNG", "JPEG"}
     for per_pixel in figures.decode_bytes_per_pixel.values():
         assert 3 <= per_pixel < 64

@@ -22,21 +22,17 @@ import json, sys
 from pathlib import Path
 from styletx import StyleOptions
 from styletx.engine import Stylizer
+from tests.support.rss import current_rss, peak_rss
 from tests.support.weights import tiny_image
-
-def rss():
-    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
-    return {k: int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM")}
 
 engine = Stylizer(Path(sys.argv[1]))
 small = StyleOptions(size=64, max_evaluations=2, seed=0)
 engine.stylize(tiny_image(64, 48, 1), [tiny_image(64, 64, 2)], small)
-before = rss()["VmRSS"]
+before = current_rss()
 big = StyleOptions(size=384, max_evaluations=1, seed=0)
 engine.stylize(tiny_image(384, 384, 1), [tiny_image(384, 384, 2)], big)
 engine.stylize(tiny_image(64, 48, 1), [tiny_image(64, 64, 2)], small)
-after = rss()
-print(json.dumps({"before": before, "peak": after["VmHWM"], "after": after["VmRSS"]}))
+print(json.dumps({"before": before, "peak": peak_rss(), "after": current_rss()}))
 """
 
 

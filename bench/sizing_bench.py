@@ -12,8 +12,8 @@ one worker) and drives it with the SDK:
 4. in a fresh process, the peak memory that decoding one large upload costs per pixel (PNG and
    JPEG), which is what the server's in-flight pixel budget multiplies.
 
-Usage: .venv/bin/python deploy/sizing.py [--jobs 5] [--max-evaluations 15]
-       [--decode-megapixels 30] [--json deploy/sizing.json]
+Usage: .venv/bin/python bench/sizing_bench.py [--jobs 5] [--max-evaluations 15]
+       [--decode-megapixels 30] [--json bench/sizing.json]
 The weights are resolved as the server resolves them (STYLETX_WEIGHTS, then the cache).
 """
 
@@ -24,11 +24,9 @@ import io
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +34,10 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.server_process import ServerProcess, start_serving  # noqa: E402
+
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"
 MIB = 2**20
@@ -44,59 +46,16 @@ START_TIMEOUT_S = 600.0
 CALL_TIMEOUT_S = 3600.0
 
 
-def out(line: str = "") -> None:
-    """One line of the report on stdout (the project's lint forbids print outside bench/)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS over the process's life) of `pid`, in bytes."""
-    values: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        key, _, rest = line.partition(":")
-        if key in {"VmRSS", "VmHWM"}:
-            values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
-class Server:
-    """`styletx-server` on 127.0.0.1:0 with its default limits; the port from its log."""
-
-    def __init__(self) -> None:
-        binary = Path(sys.executable).with_name("styletx-server")
-        local = ["--address", "127.0.0.1:0", "--metrics-port", "0", "--workers", "1"]
-        self.proc = subprocess.Popen(
-            [str(binary), *local],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.port = self._read_port()
-
-    def _read_port(self) -> int:
-        assert self.proc.stderr is not None
-        tail: list[str] = []
-        for line in self.proc.stderr:
-            tail = [*tail[-4:], line]
-            if line.startswith("{") and json.loads(line).get("event") == "serving":
-                # Keep reading so the server never blocks on a full pipe.
-                threading.Thread(target=self._drain, daemon=True).start()
-                return int(json.loads(line)["port"])
-        raise SystemExit(f"server exited {self.proc.wait()} before serving:\n{''.join(tail)}")
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for _ in self.proc.stderr:
-            pass
-
-    def memory(self) -> dict[str, int]:
-        return proc_status(self.proc.pid)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(120)
+def start_server() -> ServerProcess:
+    """`styletx-server` beside this Python on 127.0.0.1:0 with its default limits, SERVING."""
+    binary = Path(sys.executable).with_name("styletx-server")
+    local = ["--address", "127.0.0.1:0", "--metrics-port", "0", "--workers", "1"]
+    return start_serving(
+        local,
+        command=[str(binary)],
+        timeout=START_TIMEOUT_S,
+        service="styletx.v1.StyleTransferService",
+    )
 
 
 def square_png(path: Path, side: int) -> bytes:
@@ -130,30 +89,29 @@ def measure_server(figures: Figures, jobs: int, max_evaluations: int) -> None:
     from styletx_server.config import ServerConfig
 
     defaults = ServerConfig()
-    server = Server()
+    server = start_server()
     try:
-        with StyleTransferClient(f"127.0.0.1:{server.port}", timeout=CALL_TIMEOUT_S) as client:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while client.health("styletx.v1.StyleTransferService").name != "SERVING":
-                if time.monotonic() > deadline:
-                    raise SystemExit("server never reported SERVING")
-                time.sleep(0.5)
+        with StyleTransferClient(server.address, timeout=CALL_TIMEOUT_S) as client:
             time.sleep(2.0)
-            figures.idle_rss = server.memory()["VmRSS"]
-            out(f"idle (serving, warm): RSS {figures.idle_rss / MIB:.0f} MiB")
+            figures.idle_rss = server.rss()
+            print(f"idle (serving, warm): RSS {figures.idle_rss / MIB:.0f} MiB", flush=True)
             for n in range(jobs):
                 started = time.perf_counter()
                 result = client.stylize(CONTENT, STYLE)
                 wall = time.perf_counter() - started
                 figures.default_job_seconds.append(wall)
                 figures.default_job_compute_seconds.append(result.compute_time)
-                out(
+                print(
                     f"default job {n + 1}/{jobs}: {result.image.width}x{result.image.height}, "
                     f"{result.evaluations} evaluations, {wall:.1f} s call, "
-                    f"{result.compute_time:.1f} s compute"
+                    f"{result.compute_time:.1f} s compute",
+                    flush=True,
                 )
-            figures.default_job_peak_rss = server.memory()["VmHWM"]
-            out(f"peak RSS after the default jobs: {figures.default_job_peak_rss / MIB:.0f} MiB")
+            figures.default_job_peak_rss = server.peak_rss()
+            print(
+                f"peak RSS after the default jobs: {figures.default_job_peak_rss / MIB:.0f} MiB",
+                flush=True,
+            )
             side = defaults.max_size
             started = time.perf_counter()
             result = client.stylize(
@@ -170,14 +128,15 @@ def measure_server(figures: Figures, jobs: int, max_evaluations: int) -> None:
                 "seconds": time.perf_counter() - started,
                 "compute_seconds": result.compute_time,
             }
-            figures.max_job_peak_rss = server.memory()["VmHWM"]
-            out(
+            figures.max_job_peak_rss = server.peak_rss()
+            print(
                 f"max-size job {result.image.width}x{result.image.height}, "
                 f"{result.evaluations} evaluations, {result.compute_time:.1f} s compute: "
-                f"peak RSS {figures.max_job_peak_rss / MIB:.0f} MiB"
+                f"peak RSS {figures.max_job_peak_rss / MIB:.0f} MiB",
+                flush=True,
             )
     finally:
-        figures.exit_code = server.stop()
+        figures.exit_code = server.stop(timeout=120)
 
 
 _DECODE_PROBE = """
@@ -186,11 +145,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from styletx.images import decode_image
-
-def hwm():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
+from tests.support.rss import peak_rss
 
 fmt, megapixels = sys.argv[1], float(sys.argv[2])
 side = int((megapixels * 1e6) ** 0.5)
@@ -202,9 +157,9 @@ buffer = io.BytesIO()
 image.save(buffer, format=fmt)
 data = buffer.getvalue()
 del image, small
-before = hwm()
+before = peak_rss()
 decoded = decode_image(data, max_pixels=side * side)
-after = hwm()
+after = peak_rss()
 print(json.dumps({"pixels": side * side, "bytes": len(data), "peak_growth": after - before}))
 """
 
@@ -214,6 +169,7 @@ def measure_decode(figures: Figures, megapixels: float) -> None:
     for fmt in ("PNG", "JPEG"):
         result = subprocess.run(
             [sys.executable, "-c", _DECODE_PROBE, fmt, str(megapixels)],
+            cwd=ROOT,  # where `tests.support` imports from
             capture_output=True,
             text=True,
             check=True,
@@ -222,9 +178,10 @@ def measure_decode(figures: Figures, megapixels: float) -> None:
         probe = json.loads(result.stdout.strip().splitlines()[-1])
         per_pixel = probe["peak_growth"] / probe["pixels"]
         figures.decode_bytes_per_pixel[fmt] = per_pixel
-        out(
+        print(
             f"decode {fmt} {probe['pixels'] / 1e6:.1f} MP ({probe['bytes'] / MIB:.1f} MiB "
-            f"encoded): peak +{probe['peak_growth'] / MIB:.0f} MiB, {per_pixel:.2f} B/px"
+            f"encoded): peak +{probe['peak_growth'] / MIB:.0f} MiB, {per_pixel:.2f} B/px",
+            flush=True,
         )
 
 
@@ -250,9 +207,10 @@ def main() -> int:
     measure_server(figures, args.jobs, args.max_evaluations)
     measure_decode(figures, args.decode_megapixels)
     seconds = sorted(figures.default_job_seconds)
-    out(
+    print(
         f"default job call time: median {statistics.median(seconds):.1f} s, "
-        f"max {seconds[-1]:.1f} s over {len(seconds)} jobs; server exit code {figures.exit_code}"
+        f"max {seconds[-1]:.1f} s over {len(seconds)} jobs; server exit code {figures.exit_code}",
+        flush=True,
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
