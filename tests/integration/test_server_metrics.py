@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 from typing import Any
 
@@ -15,12 +16,7 @@ import styletx
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.metrics import BUCKETS
 from tests.integration.conftest import EVALUATIONS, SIZE, ServerFactory, collect, make_request
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.server_process import free_port
 
 
 def scrape(port: int) -> list[Sample]:
@@ -87,7 +83,11 @@ def test_metrics_after_one_success_and_one_invalid_call(
     assert value(samples, "styletx_busyness") == 0
     assert value(samples, "styletx_inflight_pixels") == 0  # every reservation was given back
     assert value(samples, "styletx_inflight_pixels_limit") == server.config.max_inflight_pixels
-    assert value(samples, "styletx_calls_in_flight") == 0
+    # The handler gives its call slot back just after the caller has its status: wait for it.
+    deadline = time.monotonic() + 10
+    while value(scrape(server.metrics_port), "styletx_calls_in_flight") != 0:
+        assert time.monotonic() < deadline, "a call slot was never given back"
+        time.sleep(0.02)
     info = [s for s in samples if s.name == "styletx_build_info"]
     assert len(info) == 1 and info[0].value == 1
     assert info[0].labels["backend"] == "tensorflow"
