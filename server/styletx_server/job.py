@@ -56,6 +56,17 @@ class JobStats:
     evaluations: int
 
 
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job's latest events and outcome, read together (what GetJob describes)."""
+
+    queued: pb.StylizeResponse | None
+    started: pb.StylizeResponse | None
+    progress: pb.StylizeResponse | None
+    final: Final | None
+    stop: StopReason | None
+
+
 def engine_identity(engine: Any) -> tuple[str, str, str]:
     """(backend, precision, device) the engine reports; today's engine predates the attributes."""
     backend = str(getattr(engine, "backend", None) or "tensorflow")
@@ -143,6 +154,11 @@ class StylizeJob:
             if mailbox in self._subscribers:
                 self._subscribers.remove(mailbox)
             return len(self._subscribers)
+
+    def snapshot(self) -> JobSnapshot:
+        """The latest queue position, start, progress and outcome, consistent with each other."""
+        with self._lock:
+            return JobSnapshot(self._queued, self._started, self._progress, self._final, self._stop)
 
     @property
     def subscribers(self) -> int:
@@ -375,4 +391,4 @@ class StylizeJob:
         self._publish(pb.StylizeResponse(progress=event))
 
 
-__all__ = ["JobStats", "JobTimes", "StylizeJob", "engine_identity"]
+__all__ = ["JobSnapshot", "JobStats", "JobTimes", "StylizeJob", "engine_identity"]
