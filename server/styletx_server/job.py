@@ -180,20 +180,22 @@ class StylizeJob:
                 mailbox.put(response)
 
     def _complete(self, final: Final) -> bool:
-        """End the job with `final` (first call wins): tell every stream, release everything."""
+        """End the job with `final` (first call wins): release everything, file it, then tell
+        every stream, so that a caller told of the end finds the job filed and its pixels free.
+        A stream that subscribes meanwhile sees `_final` and gets it from `subscribe`."""
         with self._lock:
             if self._final is not None:
                 return False
             self._final = final
             subscribers, self._subscribers = self._subscribers, []
-            for mailbox in subscribers:
-                mailbox.put(final)
         self.spec = None  # the decoded images are no longer needed
         self._reservation.release()
         try:
             self._on_done(self, final)
         except Exception as exc:  # bookkeeping must not keep the job from ending
             log_event(log, "job_done_hook_failed", level=logging.ERROR, exc_info=exc)
+        for mailbox in subscribers:
+            mailbox.put(final)
         return True
 
     @property

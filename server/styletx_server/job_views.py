@@ -9,6 +9,7 @@ copy, under their count and byte bounds); the record only points to it by key.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -20,8 +21,11 @@ import grpc
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.convert import duration, options_to_proto
 from styletx_server.job import JobSnapshot, StylizeJob
+from styletx_server.logs import log_event
 from styletx_server.mailbox import Final
 from styletx_server.statuses import ErrorStatus
+
+log = logging.getLogger(__name__)
 
 #: Ended jobs remembered at most (oldest forgotten first); each record is a few hundred bytes.
 MAX_ENDED_JOBS = 10_000
@@ -98,8 +102,7 @@ def ended_view(job: StylizeJob, final: Final, now: float | None = None) -> pb.Ge
     view.compute_time.CopyFrom(duration(times.compute_seconds))
     if final.response is not None:
         view.ClearField("progress")  # the result says where it ended
-        view.result.CopyFrom(final.response.result)
-        view.result.image.ClearField("data")
+        view.result.CopyFrom(_without_image(final.response.result))
     elif final.status is not None:
         view.error.CopyFrom(job_error(final.status))
     return view
@@ -112,9 +115,22 @@ def stored_view(key: str, final: Final) -> pb.GetJobResponse:
     view = pb.GetJobResponse(request_key=key, state=pb.JOB_STATE_DONE, request_id=result.request_id)
     view.queue_time.CopyFrom(result.queue_time)
     view.compute_time.CopyFrom(result.compute_time)
-    view.result.CopyFrom(result)
-    view.result.image.ClearField("data")
+    view.result.CopyFrom(_without_image(result))
     return view
+
+
+def _without_image(result: pb.ResultEvent) -> pb.ResultEvent:
+    """`result` without its image data (copied field by field: the data may be megabytes)."""
+    image = result.image
+    return pb.ResultEvent(
+        image=pb.EncodedImage(format=image.format, width=image.width, height=image.height),
+        losses=result.losses,
+        iterations=result.iterations,
+        evaluations=result.evaluations,
+        queue_time=result.queue_time,
+        compute_time=result.compute_time,
+        request_id=result.request_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -156,7 +172,12 @@ class EndedJobs:
         if job.key is None or self._ttl <= 0 or self._max < 1:
             return
         now = self._clock()
-        record = EndedJob(ended_view(job, final), final.status, now + self._ttl)
+        try:
+            view = ended_view(job, final)
+        except Exception as exc:  # a record is a courtesy: never in the way of the job's end
+            log_event(log, "job_record_failed", level=logging.ERROR, exc_info=exc)
+            return
+        record = EndedJob(view, final.status, now + self._ttl)
         with self._lock:
             self._jobs.pop(job.key, None)
             self._jobs[job.key] = record

@@ -6,6 +6,7 @@ from typing import Any
 
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server import statuses
+from styletx_server.convert import duration
 from styletx_server.job_views import EndedJobs, job_error, state_of
 from styletx_server.jobs import JobRegistry
 from styletx_server.mailbox import Final
@@ -70,3 +71,23 @@ def test_the_registry_records_every_keyed_end_and_forgets_it_for_a_new_run() -> 
     assert record is not None and record.state == pb.JOB_STATE_FAILED
     reg.add(FakeJob("k"))  # type: ignore[arg-type]
     assert reg.ended.get("k") is None
+
+
+def test_a_record_keeps_every_result_field_but_the_image_data() -> None:
+    full = pb.ResultEvent(
+        image=pb.EncodedImage(data=b"png", format=pb.IMAGE_FORMAT_WEBP, width=3, height=2),
+        losses=pb.Losses(total=4, content=1, style=2, tv=1),
+        iterations=5,
+        evaluations=9,
+        queue_time=duration(0.5),
+        compute_time=duration(2.5),
+        request_id="r",
+    )
+    assert {f.name for f in full.DESCRIPTOR.fields} == {f.name for f, _ in full.ListFields()}
+    expected = pb.ResultEvent()
+    expected.CopyFrom(full)
+    expected.image.ClearField("data")
+    ended = EndedJobs(60.0, clock=Clock())
+    ended.add(FakeJob("k"), Final(response=pb.StylizeResponse(result=full)))  # type: ignore[arg-type]
+    record = ended.get("k")
+    assert record is not None and record.view.result == expected
