@@ -165,6 +165,17 @@ async def write(context: AnyContext, message: Message, stall_timeout: float) -> 
         raise CallerGone(str(exc)) from None
 
 
+async def abort(
+    context: AnyContext, call: Call, status: ErrorStatus, metrics: ServerMetrics
+) -> None:
+    """End the call with `status` now (raises grpc.aio.AbortError out of the handler),
+    recorded first: the caller may act on the status before the handler unwinds."""
+    call.code, call.reason = status.code, status.reason
+    call.record(metrics)
+    # grpc.aio has it (grpc/aio/_base_server.py); the types-grpcio stubs do not list it yet.
+    await context.abort_with_status(status)  # type: ignore[attr-defined]
+
+
 async def let_go() -> None:
     """Wait (a bounded while) for gRPC to cancel a handler whose call is gone, so that it does
     not try to send a status into a finished call (which gRPC logs with a traceback)."""
@@ -185,6 +196,7 @@ __all__ = [
     "CallerGone",
     "Context",
     "ReaderStalled",
+    "abort",
     "ended_by_caller",
     "let_go",
     "write",

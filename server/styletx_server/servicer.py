@@ -1,6 +1,6 @@
 """The asyncio servicer: Stylize (admission before work, jobs that streams subscribe to), and
 GetJob, WatchJob and CancelJob, whose lookups live in `job_rpcs` and which share the call's frame
-(`_serve`) and the relay of a job's events (`_follow`) with Stylize.
+(`_serve`) and the relay of a job's events (`relay.Relay`) with Stylize.
 
 Each call is a coroutine on the event loop: it costs no thread, however slowly its caller reads.
 Order of work: too many calls -> loading -> request key (attach to a running job or a
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -31,7 +30,6 @@ from typing import TypeVar
 
 import grpc
 
-from styletx.images import encode_image
 from styletx.protocol import Engine
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
@@ -45,18 +43,16 @@ from styletx_server.calls import (
     CallerGone,
     Context,
     ReaderStalled,
-    ended_by_caller,
+    abort,
     let_go,
-    write,
 )
-from styletx_server.convert import format_to_proto
 from styletx_server.decode import decode
 from styletx_server.intake import Inspection, Limits, inspect, output_encoding
 from styletx_server.job import StylizeJob
-from styletx_server.job_rpcs import Convert, JobRpcs
+from styletx_server.job_rpcs import JobRpcs
 from styletx_server.jobs import KEY_RULE, JobRegistry, StoredResult, request_digest, valid_key
 from styletx_server.logs import REQUEST_ID_KEY, log_event, request_id_from
-from styletx_server.mailbox import Final, Mailbox
+from styletx_server.mailbox import Final
 from styletx_server.metrics import ServerMetrics
 from styletx_server.refusals import (
     Draining,
@@ -66,6 +62,7 @@ from styletx_server.refusals import (
     NotReady,
     Refused,
 )
+from styletx_server.relay import Relay
 from styletx_server.slots import CallSlots, Slot, caller_of
 from styletx_server.statuses import ErrorStatus, Reason, StopReason
 
@@ -111,11 +108,19 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         self._live: set[StylizeJob] = set()
         self._live_lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._relay = Relay(
+            loop,
+            metrics=parts.metrics,
+            encode_pool=parts.decode_pool,
+            withdraw=parts.admission.withdraw,
+            linger=parts.linger,
+            stall_timeout=parts.stall_timeout,
+        )
         self._jobs = JobRpcs(
             parts.registry,
             serve=self._serve,
-            follow=self._follow,
-            deliver=self._deliver,
+            follow=self._relay.follow,
+            deliver=self._relay.deliver,
             stop=self.stop_jobs,
         )
 
@@ -221,10 +226,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     async def _abort(self, context: AnyContext, call: Call, status: ErrorStatus) -> None:
         """End the call with `status` now (raises grpc.aio.AbortError out of the handler),
         recorded first: the caller may act on the status before the handler unwinds."""
-        call.code, call.reason = status.code, status.reason
-        call.record(self._p.metrics)
-        # grpc.aio has it (grpc/aio/_base_server.py); the types-grpcio stubs do not list it yet.
-        await context.abort_with_status(status)  # type: ignore[attr-defined]
+        await abort(context, call, status, self._p.metrics)
 
     async def _stylize(
         self,
@@ -254,7 +256,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         task = asyncio.ensure_future(self._decode(job, request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        await self._follow(
+        await self._relay.follow(
             job, context, call, arrived, (inspection.output_format, inspection.output_quality)
         )
 
@@ -276,10 +278,10 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         encoding = output_encoding(request)
         if isinstance(found, StoredResult):
             call.fields["attached"] = "stored"
-            await self._deliver(found.final, context, call, encoding)
+            await self._relay.deliver(found.final, context, call, encoding)
         else:
             call.fields["attached"] = "running"
-            await self._follow(found, context, call, arrived, encoding)
+            await self._relay.follow(found, context, call, arrived, encoding)
         return None
 
     def _admit(
@@ -357,113 +359,6 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         job.set_spec(spec)
         p.admission.mark_ready()
 
-    # -- streaming a job to one caller ------------------------------------------------------------
-
-    async def _deliver(
-        self,
-        final: Final,
-        context: AnyContext,
-        call: Call,
-        encoding: tuple[str, int] | None,
-        convert: Convert | None = None,
-    ) -> None:
-        """Send a job's outcome: its result (in the caller's `encoding`, None: the job's own),
-        or its error status."""
-        if final.response is not None:
-            response = await self._encoded(final, encoding, call)
-            message = response if convert is None else convert(response)
-            await write(context, message, self._p.stall_timeout)
-            call.code, call.reason = grpc.StatusCode.OK, None
-        else:
-            assert final.status is not None
-            await self._abort(context, call, final.status)
-
-    async def _encoded(
-        self, final: Final, encoding: tuple[str, int] | None, call: Call
-    ) -> pb.StylizeResponse:
-        """The result event in the caller's `encoding` (re-encoded off the loop when the job's
-        was another: a caller that attached with only the format or quality changed)."""
-        response = final.response
-        assert response is not None
-        if (
-            encoding is None
-            or final.encoding is None
-            or final.pixels is None
-            or _same_encoding(final.encoding, encoding)
-        ):
-            return response
-        fmt, quality = encoding
-        data = await self._loop.run_in_executor(
-            self._p.decode_pool, functools.partial(encode_image, final.pixels, fmt, quality=quality)
-        )
-        call.fields["reencoded"] = fmt
-        result = pb.ResultEvent()
-        result.CopyFrom(response.result)
-        result.image.data = data
-        result.image.format = format_to_proto(fmt)
-        return pb.StylizeResponse(result=result)
-
-    async def _follow(
-        self,
-        job: StylizeJob,
-        context: AnyContext,
-        call: Call,
-        arrived: float,
-        encoding: tuple[str, int] | None,
-        convert: Convert | None = None,
-    ) -> None:
-        """Subscribe to `job` and relay its events until its final one (or the caller leaves);
-        `convert` turns each event into the call's own message type (WatchJob's)."""
-        mailbox = Mailbox(self._loop)
-        job.subscribe(mailbox)
-        if job.linger is not None:  # someone came back in time: keep the job
-            job.linger.cancel()
-            job.linger = None
-        first_progress = True
-        try:
-            while True:
-                item = await mailbox.get()
-                if isinstance(item, Final):
-                    call.add_job(job)
-                    await self._deliver(item, context, call, encoding, convert)
-                    return
-                if first_progress and item.HasField("progress") and call.method == METHOD:
-                    first_progress = False
-                    self._p.metrics.time_to_first_progress.observe(time.monotonic() - arrived)
-                message = item if convert is None else convert(item)
-                await write(context, message, self._p.stall_timeout)
-        except asyncio.CancelledError:
-            call.code = None
-            reason = call.ended_by_caller(context)
-            call.add_job(job)
-            self._leave(job, mailbox, reason)
-            raise
-        except BaseException:
-            self._leave(job, mailbox, ended_by_caller(context))
-            raise
-        finally:
-            if mailbox.coalesced:
-                call.fields["coalesced_events"] = mailbox.coalesced
-            job.unsubscribe(mailbox)
-
-    def _leave(self, job: StylizeJob, mailbox: Mailbox, reason: StopReason) -> None:
-        """The caller left: a job nobody watches lingers if it has a key, else stops now."""
-        if job.unsubscribe(mailbox) > 0 or job.final is not None:
-            return
-        if job.key is not None and self._p.linger > 0:
-            if job.linger is None:
-                job.linger = self._loop.call_later(self._p.linger, self._linger_over, job)
-            return
-        job.stop(reason)
-        self._p.admission.withdraw(job)
-
-    def _linger_over(self, job: StylizeJob) -> None:
-        job.linger = None
-        if job.subscribers == 0 and job.final is None:
-            log_event(log, "job_abandoned", request_id=job.request_id, request_key=job.key)
-            job.stop(StopReason.CLIENT_CANCELLED)
-            self._p.admission.withdraw(job)
-
     def _job_done(self, job: StylizeJob, final: Final) -> None:
         """Called once per job, from whichever thread ended it."""
         self._p.registry.finish(job, final)
@@ -486,11 +381,6 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         for job in self.live_jobs() if jobs is None else jobs:
             job.stop(reason)
             self._p.admission.withdraw(job)
-
-
-def _same_encoding(one: tuple[str, int], other: tuple[str, int]) -> bool:
-    """True when both encodings give the same bytes (PNG has no quality)."""
-    return one == other or (one[0] == other[0] == "png")
 
 
 def _size(shape: tuple[int, ...]) -> str:

@@ -72,6 +72,7 @@ def test_job_get_watch_and_cancel_commands(
     gated.release()
     output = tmp_path / "watched.png"
     assert main(["job", "watch", "cli-a", "--server", address, "-q", "-o", str(output)]) == 0
+    running.join()  # the original stream may get the result just after the watcher
     assert output.read_bytes() == running.events[-1].result.image.data
     assert "cli-a: done" in capsys.readouterr().out
 

@@ -226,4 +226,4 @@ def test_drain_cancels_jobs_still_running_after_the_grace_period(
     assert errors and errors[0].code() == grpc.StatusCode.UNAVAILABLE
     assert gated.evaluations_at_pause is not None
     assert stylizer.evaluations_total - gated.evaluations_at_pause <= 1
-    assert server.admission.running == 0
+    wait_for(lambda: server.admission.running == 0)

@@ -46,6 +46,7 @@ from tests.integration.conftest import (
     reason_of,
     wait_for,
 )
+from tests.support.engines import StubEngine
 
 #: A job long enough that it is still running whenever a test looks at it.
 LONG = pb.StyleOptions(size=SIZE, max_evaluations=1000, seed=1)
@@ -70,11 +71,8 @@ def client_for() -> Iterator[Callable[..., StyleTransferClient]]:
         client.close()
 
 
-class FailingStylizer:
+class FailingStylizer(StubEngine):
     """An engine that runs out of memory on every job."""
-
-    def warmup(self, size: int = 64) -> None:
-        return None
 
     def stylize(
         self,
