@@ -29,7 +29,9 @@ ERROR_DOMAIN = "styletx.v1"
 Reason = ErrorReason
 
 
-BUSY_REASONS = frozenset({Reason.QUEUE_FULL, Reason.OVER_BUDGET, Reason.TOO_MANY_CALLS})
+BUSY_REASONS = frozenset(
+    {Reason.QUEUE_FULL, Reason.OVER_BUDGET, Reason.TOO_MANY_CALLS, Reason.TENANT_QUOTA}
+)
 LEAVING_REASONS = frozenset({Reason.DRAINING, Reason.SHUTDOWN})
 """The replica is going away on purpose: go to another one (and do not count it as a failure)."""
 

@@ -195,6 +195,9 @@ class ErrorReason(StrEnum):
     JOB_NOT_FOUND = "JOB_NOT_FOUND"
     """NOT_FOUND: no job with this request key on this replica: it never started here, or it ended longer ago than the server keeps outcomes (its `--result-ttl`), or its result was dropped."""
 
+    TENANT_QUOTA = "TENANT_QUOTA"
+    """RESOURCE_EXHAUSTED with RetryInfo: the caller's tenant holds as many waiting jobs or open calls as its share of the server allows (the metadata names the quota and its value); retry when one of its jobs or calls ends."""
+
 
 #: One-line help of every option, from its proto comment (for CLIs).
 OPTION_HELP: Final[dict[str, str]] = {

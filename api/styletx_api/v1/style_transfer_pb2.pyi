@@ -80,6 +80,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """NOT_FOUND: no job with this request key on this replica: it never started here, or it ended
     longer ago than the server keeps outcomes (its `--result-ttl`), or its result was dropped.
     """
+    ERROR_REASON_TENANT_QUOTA: _ErrorReason.ValueType  # 18
+    """RESOURCE_EXHAUSTED with RetryInfo: the caller's tenant holds as many waiting jobs or open
+    calls as its share of the server allows (the metadata names the quota and its value); retry
+    when one of its jobs or calls ends.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed. Every error status carries a google.rpc.ErrorInfo with domain "styletx.v1"
@@ -127,6 +132,11 @@ the call; a job with a request key keeps running for a while: re-attach with the
 ERROR_REASON_JOB_NOT_FOUND: ErrorReason.ValueType  # 17
 """NOT_FOUND: no job with this request key on this replica: it never started here, or it ended
 longer ago than the server keeps outcomes (its `--result-ttl`), or its result was dropped.
+"""
+ERROR_REASON_TENANT_QUOTA: ErrorReason.ValueType  # 18
+"""RESOURCE_EXHAUSTED with RetryInfo: the caller's tenant holds as many waiting jobs or open
+calls as its share of the server allows (the metadata names the quota and its value); retry
+when one of its jobs or calls ends.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
