@@ -1,10 +1,12 @@
-"""Admission control: a bounded FIFO of jobs in front of N worker threads.
+"""Admission control: a bounded queue of jobs in front of N worker threads, fair across tenants.
 
 A full queue refuses at once (the caller retries later or elsewhere) instead of letting latency
-grow without bound. A job takes its slot before its images are decoded and becomes runnable once
-they are (`mark_ready`); workers take the first runnable job. Waiting jobs are told their position
-whenever it changes; a job withdrawn while waiting (nobody wants it any more) frees its slot and
-never starts. `plan_drain` picks the waiting jobs that cannot finish within a drain's grace period.
+grow without bound; so does a tenant's own share of it (`max_queued`). A job takes its slot before
+its images are decoded and becomes runnable once they are (`mark_ready`); workers take the next
+runnable job in fair order (`fairqueue.FairQueue`: by tenant weight, a tenant at its `max_running`
+skipped). Waiting jobs are told their position whenever it changes; a job withdrawn while waiting
+(nobody wants it any more) frees its slot and never starts. `plan_drain` picks the waiting jobs
+that cannot finish within a drain's grace period.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from styletx_server.refusals import QueueClosed, QueueFull
+from styletx_server.fairqueue import FairQueue
+from styletx_server.refusals import QueueClosed, QueueFull, TenantQuota
+from styletx_server.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,11 @@ class Job(Protocol):
         """True once the job can run (its images are decoded)."""
         ...
 
+    @property
+    def tenant(self) -> Tenant:
+        """Whose job it is: its fair share and quotas."""
+        ...
+
     def on_position(self, position: int) -> None:
         """The 1-based position changed (called under the queue lock, so in order)."""
         ...
@@ -50,8 +59,13 @@ class Job(Protocol):
         ...
 
 
+#: Waiting and running jobs of each tenant that has any, by tenant name.
+TenantCounts = Mapping[str, tuple[int, int]]
+
+
 class AdmissionQueue:
-    """Bounded queue + worker threads; `on_change(waiting, running)` observes every change."""
+    """Bounded queue + worker threads; `on_change(waiting, running)` observes every change, and
+    `on_tenants` the same counts per tenant."""
 
     def __init__(
         self,
@@ -59,6 +73,7 @@ class AdmissionQueue:
         workers: int,
         *,
         on_change: Callable[[int, int], None] | None = None,
+        on_tenants: Callable[[TenantCounts], None] | None = None,
         initial_job_seconds: float = 1.0,
     ) -> None:
         if capacity < 1 or workers < 1:
@@ -66,9 +81,11 @@ class AdmissionQueue:
         self.capacity = capacity
         self.workers = workers
         self._on_change = on_change
+        self._on_tenants = on_tenants
         self._cond = threading.Condition()
-        self._waiting: deque[Job] = deque()
+        self._waiting: FairQueue[Job] = FairQueue()
         self._running_jobs: list[Job] = []
+        self._running_by_tenant: Counter[str] = Counter()
         #: Position last told to each waiting job (by id), so only changes are reported.
         self._told: dict[int, int] = {}
         self._running = 0
@@ -92,7 +109,7 @@ class AdmissionQueue:
     def waiting_jobs(self) -> list[Job]:
         """The waiting jobs in queue order (a snapshot)."""
         with self._cond:
-            return list(self._waiting)
+            return self._waiting.order()
 
     def running_jobs(self) -> list[Job]:
         """The jobs the workers run now (a snapshot)."""
@@ -108,13 +125,19 @@ class AdmissionQueue:
         """Must hold the lock: report counts and renumber the waiting jobs."""
         if self._on_change is not None:
             self._on_change(len(self._waiting), self._running)
+        if self._on_tenants is not None:
+            waiting = self._waiting.tenants()
+            names = set(waiting) | {n for n, c in self._running_by_tenant.items() if c}
+            self._on_tenants(
+                {n: (waiting.get(n, 0), self._running_by_tenant[n]) for n in sorted(names)}
+            )
         self._cond.notify_all()
 
     def _renumber(self) -> None:
         """Tell each waiting job its position if it changed (jobs that left are forgotten)."""
         told = self._told
         self._told = {}
-        for position, job in enumerate(self._waiting, start=1):
+        for position, job in enumerate(self._waiting.order(), start=1):
             self._told[id(job)] = position
             if told.get(id(job)) != position:
                 job.on_position(position)
@@ -126,20 +149,23 @@ class AdmissionQueue:
         with self._cond:
             if self._closed:
                 raise QueueClosed("the server is shutting down")
+            retry = max(1.0, self._mean_job_seconds)
             if len(self._waiting) >= self.capacity:
-                raise QueueFull(self.capacity, max(1.0, self._mean_job_seconds))
-            self._waiting.append(job)
-            position = len(self._waiting)
+                raise QueueFull(self.capacity, retry)
+            tenant = job.tenant
+            if tenant.max_queued is not None:
+                waiting = self._waiting.waiting(tenant.name)
+                if waiting >= tenant.max_queued:
+                    raise TenantQuota(tenant.name, "max_queued", tenant.max_queued, retry)
+            self._waiting.push(job, tenant.name, tenant.weight)
             self._renumber()
             self._changed()
-            return position
+            return self._told[id(job)]
 
     def withdraw(self, job: Job) -> bool:
         """Remove a waiting job (it never starts); False when it already left the queue."""
         with self._cond:
-            try:
-                self._waiting.remove(job)
-            except ValueError:
+            if not self._waiting.remove(job):
                 return False
             self._renumber()
             self._changed()
@@ -159,8 +185,7 @@ class AdmissionQueue:
     def drop_waiting(self) -> int:
         """Remove every waiting job (each gets `on_dropped`); returns how many."""
         with self._cond:
-            dropped = list(self._waiting)
-            self._waiting.clear()
+            dropped = self._waiting.clear()
             self._told.clear()
             self._changed()
         for job in dropped:
@@ -201,15 +226,18 @@ class AdmissionQueue:
 
     def _take(self) -> tuple[Job | None, list[Job]]:
         """Under the lock: the first runnable job (or None) and the abandoned ones removed."""
-        abandoned = [job for job in self._waiting if job.abandoned]
+        abandoned = [job for job in self._waiting.order() if job.abandoned]
         for job in abandoned:
             self._waiting.remove(job)
-        chosen = next((job for job in self._waiting if job.ready), None)
-        if chosen is not None:
-            self._waiting.remove(chosen)
+        chosen = self._waiting.take(self._may_run)
         if chosen is not None or abandoned:
             self._renumber()
         return chosen, abandoned
+
+    def _may_run(self, job: Job) -> bool:
+        """Under the lock: decoded, and its tenant below its own `max_running`."""
+        limit = job.tenant.max_running
+        return job.ready and (limit is None or self._running_by_tenant[job.tenant.name] < limit)
 
     def _next(self) -> Job | None:
         """The next runnable job (dropping abandoned ones), or None when stopping."""
@@ -222,6 +250,7 @@ class AdmissionQueue:
                 if job is not None:
                     self._running += 1
                     self._running_jobs.append(job)
+                    self._running_by_tenant[job.tenant.name] += 1
                 if job is not None or abandoned:
                     self._changed()
             for gone in abandoned:
@@ -243,6 +272,9 @@ class AdmissionQueue:
                 with self._cond:
                     self._running -= 1
                     self._running_jobs.remove(job)
+                    self._running_by_tenant[job.tenant.name] -= 1
+                    if not self._running_by_tenant[job.tenant.name]:
+                        del self._running_by_tenant[job.tenant.name]
                     self._mean_job_seconds += _EWMA_ALPHA * (elapsed - self._mean_job_seconds)
                     self._changed()
 
@@ -303,6 +335,7 @@ class Throughput:
 __all__ = [
     "AdmissionQueue",
     "Job",
+    "TenantCounts",
     "Throughput",
     "plan_drain",
 ]

@@ -9,6 +9,7 @@ checks and reflection answer at once whatever the Stylize traffic.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -24,21 +25,22 @@ import styletx
 from styletx.pool import load_stylizer
 from styletx.protocol import Engine
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
-from styletx_server import statuses
-from styletx_server.admission import AdmissionQueue, Throughput, plan_drain
+from styletx_server.admission import AdmissionQueue, TenantCounts, Throughput, plan_drain
 from styletx_server.auth import BearerAuthInterceptor
 from styletx_server.budget import PixelBudget
+from styletx_server.calls import record_unauthenticated
 from styletx_server.config import ServerConfig
 from styletx_server.devices import require_gpu
 from styletx_server.health import API_SERVICE, HEALTH_SERVICE, HealthState
 from styletx_server.intake import Limits
 from styletx_server.job import StylizeJob
 from styletx_server.jobs import JobRegistry
-from styletx_server.logs import log_event, request_id_from
+from styletx_server.logs import log_event
 from styletx_server.metrics import MetricsHttpServer, ServerMetrics
 from styletx_server.servicer import Lifecycle, ServicerParts, StyleTransferServicer
 from styletx_server.slots import CallSlots, share_limit
 from styletx_server.statuses import StopReason
+from styletx_server.tenants import DEFAULT_NAME, TenantDirectory
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,8 +120,12 @@ class StyletxServer:
         gpus = 0 if config.workers and config.jobs_per_device else len(accelerators())
         self.jobs_per_device = auto_jobs_per_device(config, gpus)
         self.workers = config.workers or max(1, gpus) * self.jobs_per_device
+        self.tenants = TenantDirectory(config.auth_tokens_file, auth_token=config.auth_token)
         self.admission = AdmissionQueue(
-            config.queue_size, self.workers, on_change=self._on_queue_change
+            config.queue_size,
+            self.workers,
+            on_change=self._on_queue_change,
+            on_tenants=self._on_tenants_change,
         )
         self.budget = PixelBudget(config.max_inflight_pixels, self.metrics.inflight_pixels.set)
         self.jobs = JobRegistry(
@@ -149,6 +155,7 @@ class StyletxServer:
                 slots=self.slots,
                 linger=config.linger,
                 stall_timeout=config.stall_timeout,
+                tenants=self.tenants,
             ),
             self._loop,
         )
@@ -163,6 +170,7 @@ class StyletxServer:
         self.metrics.queue_capacity.set(config.queue_size)
         self.metrics.workers.set(self.workers)
         self.metrics.inflight_pixels_limit.set(config.max_inflight_pixels)
+        self._on_tenants_change({})
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run `coro` on the gRPC loop and wait for its result (never call from the loop)."""
@@ -188,9 +196,15 @@ class StyletxServer:
         return self.lifecycle.stylizer
 
     def _on_queue_change(self, waiting: int, running: int) -> None:
-        self.metrics.queue_depth.set(waiting)
-        self.metrics.jobs_in_flight.set(running)
         self.metrics.busyness.set((waiting + running) / self.workers)
+
+    def _on_tenants_change(self, counts: TenantCounts) -> None:
+        """Per-tenant queue depth and running jobs: every name the tokens file has held (a
+        bounded label set) gets a value, 0 when it has no job."""
+        for name in sorted(self.tenants.names | set(counts)):
+            waiting, running = counts.get(name, (0, 0))
+            self.metrics.queue_depth.labels(tenant=name).set(waiting)
+            self.metrics.jobs_in_flight.labels(tenant=name).set(running)
 
     def _on_calls_change(self, open_calls: int, stalled: int) -> None:
         self.metrics.calls_in_flight.set(open_calls)
@@ -217,8 +231,14 @@ class StyletxServer:
     async def _start_grpc(self) -> int:
         config = self.config
         interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
-        if config.auth_token:
-            interceptors.append(BearerAuthInterceptor(config.auth_token, self._count_rejected))
+        if self.tenants.required:
+            mtls = config.tls_client_ca is not None
+            check = functools.partial(self.tenants.admits, mtls=mtls)
+            interceptors.append(
+                BearerAuthInterceptor(
+                    check, functools.partial(record_unauthenticated, self.metrics)
+                )
+            )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -274,7 +294,8 @@ class StyletxServer:
             port=self._port,
             tls=config.tls_cert is not None,
             mtls=config.tls_client_ca is not None,
-            auth=config.auth_token is not None,
+            auth=self.tenants.required,
+            tenants=sorted(self.tenants.names - {DEFAULT_NAME}),
             workers=self.workers,
             queue_size=config.queue_size,
             max_calls=config.max_calls,
@@ -413,21 +434,6 @@ class StyletxServer:
                 self._metrics_http.close()
             self._stopped.set()
             log_event(log, "stopped")
-
-    def _count_rejected(self, method: str, metadata: Any) -> None:
-        code = grpc.StatusCode.UNAUTHENTICATED
-        reason = statuses.reason_label(code, statuses.Reason.UNAUTHENTICATED)
-        self.metrics.requests.labels(method=method, code=code.name, reason=reason).inc()
-        user_agent = next((str(v) for k, v in metadata or () if k == "user-agent"), "")
-        log_event(
-            log,
-            "request",
-            request_id=request_id_from(metadata),
-            method=method,
-            code=code.name,
-            reason=reason,
-            user_agent=user_agent,
-        )
 
 
 __all__ = [

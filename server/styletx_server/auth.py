@@ -2,7 +2,9 @@
 
 An asyncio interceptor: a refusal costs no thread and never reaches the servicer. The `Bearer`
 scheme is matched case-insensitively (RFC 7235); a call with several `authorization` entries is
-refused, so no proxy or client quirk can smuggle a second credential past the check.
+refused, so no proxy or client quirk can smuggle a second credential past the check. With a
+tokens file the check is the tenant directory's (`tenants.TenantDirectory.admits`); the servicer
+then names the call's tenant (mTLS callers by their certificate, which only it can see).
 """
 
 from __future__ import annotations
@@ -64,8 +66,13 @@ def token_matches(metadata: Any, token: str) -> bool:
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Requires metadata `authorization: Bearer <token>` on every method but the open ones."""
 
-    def __init__(self, token: str, on_reject: Callable[[str, Any], None] | None = None) -> None:
-        self._token = token
+    def __init__(
+        self,
+        token: str | Callable[[Any], bool],
+        on_reject: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        """`token`: the one token, or a check of a call's metadata (the tenant directory's)."""
+        self._admits = token if callable(token) else lambda metadata: token_matches(metadata, token)
         self._on_reject = on_reject
 
     async def intercept_service(
@@ -74,8 +81,8 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         method = handler_call_details.method
-        if method.startswith(OPEN_PREFIXES) or token_matches(
-            handler_call_details.invocation_metadata, self._token
+        if method.startswith(OPEN_PREFIXES) or self._admits(
+            handler_call_details.invocation_metadata
         ):
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)

@@ -19,10 +19,11 @@ from google.protobuf.message import Message
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server import statuses
 from styletx_server.job import StylizeJob
-from styletx_server.logs import log_event
+from styletx_server.logs import log_event, request_id_from
 from styletx_server.metrics import ServerMetrics
 from styletx_server.refusals import InvalidRequest, Refused
 from styletx_server.statuses import ErrorStatus, Reason, StopReason
+from styletx_server.tenants import DEFAULT, DEFAULT_NAME, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class Call:
     recorded: bool = False
     #: The RPC, as the request line and the `method` label of the metrics name it.
     method: str = METHOD
+    #: Whose call it is (the default tenant until the caller is identified).
+    tenant: Tenant = DEFAULT
 
     def ended_by_caller(self, context: AnyContext) -> StopReason:
         """Mark the call as ended on the caller's side (unless it already has a code) and say
@@ -100,7 +103,9 @@ class Call:
         code = self.code or grpc.StatusCode.CANCELLED
         reason = statuses.reason_label(code, self.reason)
         elapsed = time.monotonic() - self.arrived
-        metrics.requests.labels(method=self.method, code=code.name, reason=reason).inc()
+        metrics.requests.labels(
+            method=self.method, code=code.name, reason=reason, tenant=self.tenant.name
+        ).inc()
         metrics.request_duration.labels(method=self.method, code=code.name).observe(elapsed)
         log_event(
             log,
@@ -108,11 +113,29 @@ class Call:
             request_id=self.request_id,
             method=self.method,
             peer=self.peer,
+            tenant=self.tenant.name,
             code=code.name,
             reason=reason,
             duration_seconds=round(elapsed, 6),
             **self.fields,
         )
+
+
+def record_unauthenticated(metrics: ServerMetrics, method: str, metadata: Any) -> None:
+    """Count and log a call the auth interceptor refused (it never reaches the servicer)."""
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = statuses.reason_label(code, Reason.UNAUTHENTICATED)
+    metrics.requests.labels(method=method, code=code.name, reason=reason, tenant=DEFAULT_NAME).inc()
+    user_agent = next((str(v) for k, v in metadata or () if k == "user-agent"), "")
+    log_event(
+        log,
+        "request",
+        request_id=request_id_from(metadata),
+        method=method,
+        code=code.name,
+        reason=reason,
+        user_agent=user_agent,
+    )
 
 
 def ended_by_caller(context: AnyContext) -> StopReason:
@@ -199,5 +222,6 @@ __all__ = [
     "abort",
     "ended_by_caller",
     "let_go",
+    "record_unauthenticated",
     "write",
 ]

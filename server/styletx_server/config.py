@@ -21,13 +21,12 @@ from styletx.options import (
 )
 from styletx.precision import DEFAULT_PRECISION, PRECISION_SETTINGS
 from styletx.presets import PRESETS
+from styletx_server.env import ENV_PREFIX, apply_env, env_name
+from styletx_server.tenants import check_tokens_file
 
-ENV_PREFIX = "STYLETX_"
 MIB = 1024 * 1024
 #: Largest --shape-step: a step past this pads more than it saves.
 MAX_SHAPE_STEP = 256
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -71,6 +70,8 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     auth_token: str | None = None
+    #: TOML file of tenants: tokens, mTLS subjects and each tenant's share (re-read on change).
+    auth_tokens_file: Path | None = None
     log_level: str = "INFO"
     warmup: bool = True
     require_gpu: bool = False
@@ -164,6 +165,8 @@ def _validate(c: ServerConfig) -> None:
         raise ValueError("--tls-client-ca needs TLS: give --tls-cert and --tls-key too")
     if c.auth_token is not None and not c.auth_token.strip():
         raise ValueError("--auth-token must not be blank")
+    if c.auth_tokens_file is not None:
+        check_tokens_file(c.auth_tokens_file)
     if c.backend is not None and c.backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {c.backend!r}")
     if c.precision not in PRECISION_SETTINGS:
@@ -182,20 +185,6 @@ def _validate(c: ServerConfig) -> None:
         )
     if c.log_level.upper() not in _LOG_LEVELS:
         raise ValueError(f"--log-level must be one of {', '.join(_LOG_LEVELS)}, got {c.log_level}")
-
-
-def env_name(flag: str) -> str:
-    """`--queue-size` -> `STYLETX_QUEUE_SIZE`."""
-    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
-
-
-def _bool_env(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {value!r}")
 
 
 def _version_string() -> str:
@@ -396,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
         "require metadata 'authorization: Bearer TOKEN' on API calls (health "
         "and reflection stay open)",
     )
+    add(
+        "--auth-tokens-file",
+        "TOML file naming tenants: each [tenants.NAME] lists its bearer tokens, its mTLS "
+        "certificate subjects (common name or subject alternative name) and its share (weight, "
+        "max_queued, max_running, max_calls); re-read when it changes, a bad new file keeps the "
+        "old mapping (see README); callers it does not name are refused unless --auth-token "
+        "matches (the default tenant)",
+    )
     add("--log-level", "log level", choices=_LOG_LEVELS, type=str.upper)
     add(
         "--no-warmup",
@@ -412,28 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _apply_env(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
-    """Turn `STYLETX_*` variables into parser defaults, so flags still override them."""
-    for action in parser._actions:  # argparse offers no public view of its actions
-        longs = [s for s in action.option_strings if s.startswith("--") and s != "--help"]
-        if not longs or (value := env.get(env_name(longs[0]))) is None:
-            continue
-        if isinstance(action, argparse._StoreTrueAction):
-            try:
-                action.default = _bool_env(value)
-            except argparse.ArgumentTypeError as exc:
-                parser.error(f"{env_name(longs[0])}: {exc}")
-        else:
-            # argparse converts string defaults with the action's `type`, like a flag value.
-            action.default = value
-
-
 def load_config(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> ServerConfig:
     """Parse `argv` (default sys.argv[1:]) over `env` (default os.environ); exits 2 on bad input."""
     parser = build_parser()
-    _apply_env(parser, os.environ if env is None else env)
+    apply_env(parser, os.environ if env is None else env)
     args = parser.parse_args(argv)
     try:
         # Every flag's dest is the field's name, except --no-warmup (the negation of `warmup`).

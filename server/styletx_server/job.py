@@ -33,6 +33,7 @@ from styletx_server.logs import log_event
 from styletx_server.mailbox import Final, Mailbox
 from styletx_server.metrics import ServerMetrics
 from styletx_server.statuses import ErrorStatus, StopReason
+from styletx_server.tenants import DEFAULT, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,14 @@ class StylizeJob:
         throughput: Throughput,
         shutting_down: Callable[[], bool] = lambda: False,
         on_done: Callable[[StylizeJob, Final], None],
+        tenant: Tenant = DEFAULT,
     ) -> None:
         self.request_id = request_id
         self.key = key
+        #: Whose job it is (admission.Job): its share of the queue, and who may see it by key.
+        self.tenant = tenant
+        #: The key the registry files it under: keys are per tenant.
+        self.registry_key = None if key is None else scoped_key(tenant.name, key)
         self.digest = digest
         self.inspection = inspection
         self.times = JobTimes()
@@ -342,7 +348,9 @@ class StylizeJob:
 
     def _count(self, iterations: int, evaluations: int) -> None:
         self._metrics.lbfgs_iterations.inc(max(0, iterations - self._counted_iterations))
-        self._metrics.lbfgs_evaluations.inc(max(0, evaluations - self._counted_evaluations))
+        self._metrics.lbfgs_evaluations.labels(tenant=self.tenant.name).inc(
+            max(0, evaluations - self._counted_evaluations)
+        )
         self._counted_iterations = max(self._counted_iterations, iterations)
         self._counted_evaluations = max(self._counted_evaluations, evaluations)
 
@@ -378,4 +386,10 @@ class StylizeJob:
         self._publish(pb.StylizeResponse(progress=event))
 
 
-__all__ = ["JobSnapshot", "JobStats", "JobTimes", "StylizeJob"]
+def scoped_key(tenant: str, key: str) -> str:
+    """A request key as the registry files it: tenant names hold no `/`, keys hold none either,
+    so two tenants' equal keys never meet."""
+    return f"{tenant}/{key}"
+
+
+__all__ = ["JobSnapshot", "JobStats", "JobTimes", "StylizeJob", "scoped_key"]

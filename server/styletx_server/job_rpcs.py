@@ -5,7 +5,8 @@ a stream; these handlers only find the job and decide what to say. A key is look
 running jobs first, then the stored results, then the records of ended jobs (kept for the result
 TTL), so a job is found from the moment its Stylize call registers it until its outcome expires.
 CancelJob stops the job (it leaves the queue, or the engine stops within one evaluation) and
-answers once the job has ended, so a caller knows its worker is free again.
+answers once the job has ended, so a caller knows its worker is free again. Keys are looked up in
+the caller's tenant only: another tenant's job is NOT_FOUND, word for word like an unknown key.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from google.protobuf.message import Message
 
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.calls import AnyContext, Call
-from styletx_server.job import StylizeJob
+from styletx_server.job import StylizeJob, scoped_key
 from styletx_server.job_views import ended_view, live_view, state_of, stored_view
 from styletx_server.jobs import KEY_RULE, JobRegistry, StoredResult, valid_key
 from styletx_server.mailbox import Final, Mailbox
@@ -112,8 +113,8 @@ class JobRpcs:
         """GetJob: the job's state (its result too, unless `omit_image`)."""
 
         async def work(call: Call) -> pb.GetJobResponse:
-            key = self._key(request.request_key, call)
-            view = self._view(key, with_image=not request.omit_image)
+            key, scoped = self._key(request.request_key, call)
+            view = self._view(key, scoped, with_image=not request.omit_image)
             call.fields["state"] = _state_name(view.state)
             call.code = grpc.StatusCode.OK
             return view
@@ -124,8 +125,8 @@ class JobRpcs:
         """WatchJob: the job's current state, the events that follow, then its outcome."""
 
         async def work(call: Call) -> None:
-            key = self._key(request.request_key, call)
-            found = self._registry.lookup(key)
+            key, scoped = self._key(request.request_key, call)
+            found = self._registry.lookup(scoped)
             if isinstance(found, StylizeJob):
                 call.fields["attached"] = "running"
                 await self._follow(found, context, call, call.arrived, None, watch_event)
@@ -134,7 +135,7 @@ class JobRpcs:
                 call.fields["attached"] = "stored"
                 await self._deliver(found.final, context, call, None, watch_event)
                 return
-            record = self._registry.ended.get(key)
+            record = self._registry.ended.get(scoped)
             if record is None:
                 raise JobNotFound(key, self._unknown())
             if record.status is None:  # it succeeded, but its result was dropped since
@@ -150,8 +151,8 @@ class JobRpcs:
         """CancelJob: stop the job and answer once it ended (or say how it ended before)."""
 
         async def work(call: Call) -> pb.CancelJobResponse:
-            key = self._key(request.request_key, call)
-            found = self._registry.lookup(key)
+            key, scoped = self._key(request.request_key, call)
+            found = self._registry.lookup(scoped)
             if isinstance(found, StylizeJob):
                 self._stop(StopReason.JOB_CANCELLED, [found])
                 final = await _ended(found, context)
@@ -161,7 +162,7 @@ class JobRpcs:
             elif isinstance(found, StoredResult):
                 state = pb.JOB_STATE_DONE
             else:
-                record = self._registry.ended.get(key)
+                record = self._registry.ended.get(scoped)
                 if record is None:
                     raise JobNotFound(key, self._unknown())
                 state = record.state
@@ -174,21 +175,22 @@ class JobRpcs:
     # -- lookups ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _key(key: str, call: Call) -> str:
+    def _key(key: str, call: Call) -> tuple[str, str]:
+        """The request's key, and the key the registry files it under for the caller's tenant."""
         call.fields["request_key"] = key
         if not valid_key(key):
             raise InvalidKey(KEY_RULE)
-        return key
+        return key, scoped_key(call.tenant.name, key)
 
-    def _view(self, key: str, *, with_image: bool) -> pb.GetJobResponse:
-        found = self._registry.lookup(key)
+    def _view(self, key: str, scoped: str, *, with_image: bool) -> pb.GetJobResponse:
+        found = self._registry.lookup(scoped)
         if isinstance(found, StylizeJob):
             snapshot = found.snapshot()
             if snapshot.final is None:
                 return live_view(found, snapshot)
             # It ended a moment ago; the registry has not filed it yet.
             return _with_image(ended_view(found, snapshot.final), snapshot.final, with_image)
-        record = self._registry.ended.get(key)
+        record = self._registry.ended.get(scoped)
         if isinstance(found, StoredResult):
             view = pb.GetJobResponse()
             if record is not None and record.state == pb.JOB_STATE_DONE:

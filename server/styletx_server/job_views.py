@@ -169,7 +169,8 @@ class EndedJobs:
 
     def add(self, job: StylizeJob, final: Final) -> None:
         """Record how `job` (keyed) ended; nothing when outcomes are not kept (TTL 0)."""
-        if job.key is None or self._ttl <= 0 or self._max < 1:
+        key = job.registry_key
+        if key is None or self._ttl <= 0 or self._max < 1:
             return
         now = self._clock()
         try:
@@ -179,8 +180,8 @@ class EndedJobs:
             return
         record = EndedJob(view, final.status, now + self._ttl)
         with self._lock:
-            self._jobs.pop(job.key, None)
-            self._jobs[job.key] = record
+            self._jobs.pop(key, None)
+            self._jobs[key] = record
             # One TTL for all: the oldest record expires first.
             while len(self._jobs) > self._max or next(iter(self._jobs.values())).expires <= now:
                 self._jobs.popitem(last=False)

@@ -1,5 +1,8 @@
 """The job registry: running jobs and recent results by the caller's request key.
 
+Keys are per tenant: the registry files a job under its tenant's name and the key
+(`job.scoped_key`), so a tenant never finds, and cannot learn of, another tenant's job.
+
 A call with a new key creates a job; a call with a known key attaches to the running job or gets
 the stored result at once, so a caller that lost its stream (a dropped connection, a restart)
 never pays for a second computation. Results are kept for a TTL, bounded by count and bytes
@@ -124,24 +127,26 @@ class JobRegistry:
 
     def add(self, job: StylizeJob) -> None:
         """Register a new keyed job (the caller checked `lookup` in the same loop step)."""
-        assert job.key is not None
+        key = job.registry_key
+        assert key is not None
         with self._lock:
-            if job.key in self._running:
-                raise KeyError(f"a job with key {job.key!r} is already running")
+            if key in self._running:
+                raise KeyError(f"a job with key {key!r} is already running")
             # A new run under a key replaces an old stored result (only possible after a retry
             # of a failed job, whose result was never stored, so this is just hygiene).
-            self._drop(job.key)
-            self._running[job.key] = job
-        self.ended.drop(job.key)
+            self._drop(key)
+            self._running[key] = job
+        self.ended.drop(key)
 
     def finish(self, job: StylizeJob, final: Final) -> None:
         """`job` ended: forget it, and keep its result when it succeeded."""
-        if job.key is None:
+        key = job.registry_key
+        if key is None:
             return
         self.ended.add(job, final)
         with self._lock:
-            if self._running.get(job.key) is job:
-                del self._running[job.key]
+            if self._running.get(key) is job:
+                del self._running[key]
             if final.response is None or job.digest is None or self._ttl <= 0:
                 self._changed()
                 return
@@ -149,10 +154,8 @@ class JobRegistry:
             if size > self._max_bytes or self._max_results < 1:
                 self._changed()
                 return
-            self._drop(job.key)
-            self._results[job.key] = StoredResult(
-                job.digest, final, size, self._clock() + self._ttl
-            )
+            self._drop(key)
+            self._results[key] = StoredResult(job.digest, final, size, self._clock() + self._ttl)
             self._bytes += size
             while len(self._results) > self._max_results or self._bytes > self._max_bytes:
                 oldest = next(iter(self._results))

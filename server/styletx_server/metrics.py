@@ -151,9 +151,10 @@ class ServerMetrics:
             batching=batching,
             requests=Counter(
                 "styletx_requests_total",
-                "gRPC calls by method, final status code and reason (the ErrorInfo reason "
-                "lower-cased, or ok, cancelled, deadline_exceeded)",
-                ["method", "code", "reason"],
+                "gRPC calls by method, final status code, reason (the ErrorInfo reason "
+                "lower-cased, or ok, cancelled, deadline_exceeded) and tenant (a name of the "
+                "tokens file, else default)",
+                ["method", "code", "reason", "tenant"],
                 registry=reg,
             ),
             calls_in_flight=Gauge(
@@ -227,10 +228,16 @@ class ServerMetrics:
                 registry=reg,
             ),
             jobs_in_flight=Gauge(
-                "styletx_jobs_in_flight", "Jobs a worker is running now", registry=reg
+                "styletx_jobs_in_flight",
+                "Jobs a worker is running now, by tenant",
+                ["tenant"],
+                registry=reg,
             ),
             queue_depth=Gauge(
-                "styletx_queue_depth", "Admitted jobs waiting for a worker", registry=reg
+                "styletx_queue_depth",
+                "Admitted jobs waiting for a worker, by tenant",
+                ["tenant"],
+                registry=reg,
             ),
             queue_capacity=Gauge(
                 "styletx_queue_capacity",
@@ -243,7 +250,8 @@ class ServerMetrics:
             ),
             lbfgs_evaluations=Counter(
                 "styletx_lbfgs_evaluations_total",
-                "Loss-and-gradient evaluations run",
+                "Loss-and-gradient evaluations run, by tenant",
+                ["tenant"],
                 registry=reg,
             ),
             evaluation_duration=Histogram(

@@ -112,6 +112,22 @@ class QueueFull(Refused):
         self.retry_after = retry_after
 
 
+class TenantQuota(Refused):
+    """The caller's tenant holds `limit` of what its `quota` bounds (`max_queued` waiting jobs,
+    `max_calls` open calls) already."""
+
+    def __init__(self, tenant: str, quota: str, limit: int, retry_after: float) -> None:
+        super().__init__(f"tenant {tenant!r} is at its {quota} of {limit}")
+        self.tenant = tenant
+        self.quota = quota
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class Unauthenticated(Refused):
+    """No tenant for the caller's credentials (the tokens file changed under the call)."""
+
+
 class QueueClosed(Refused):
     """The queue no longer accepts jobs (the server is draining)."""
 
@@ -129,5 +145,7 @@ __all__ = [
     "QueueFull",
     "Reason",
     "Refused",
+    "TenantQuota",
     "TooManyCalls",
+    "Unauthenticated",
 ]

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
@@ -48,7 +48,7 @@ from styletx_server.calls import (
 )
 from styletx_server.decode import decode
 from styletx_server.intake import Inspection, Limits, inspect, output_encoding
-from styletx_server.job import StylizeJob
+from styletx_server.job import StylizeJob, scoped_key
 from styletx_server.job_rpcs import JobRpcs
 from styletx_server.jobs import KEY_RULE, JobRegistry, StoredResult, request_digest, valid_key
 from styletx_server.logs import REQUEST_ID_KEY, log_event, request_id_from
@@ -61,10 +61,12 @@ from styletx_server.refusals import (
     KeyReused,
     NotReady,
     Refused,
+    Unauthenticated,
 )
 from styletx_server.relay import Relay
 from styletx_server.slots import CallSlots, Slot, caller_of
 from styletx_server.statuses import ErrorStatus, Reason, StopReason
+from styletx_server.tenants import TenantDirectory
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,6 +99,8 @@ class ServicerParts:
     slots: CallSlots
     linger: float
     stall_timeout: float = 0.0
+    #: Who each call is for (no tokens file: everyone is the default tenant).
+    tenants: TenantDirectory = field(default_factory=TenantDirectory)
 
 
 class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
@@ -170,8 +174,12 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         held: Slot | None = None
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            tenant = self._p.tenants.identify(context.invocation_metadata(), context.auth_context())
+            if tenant is None:
+                raise Unauthenticated("no tenant for the caller's credentials")
+            call.tenant = tenant
             if slot:
-                held = self._p.slots.acquire(caller_of(call.peer))
+                held = self._p.slots.acquire(caller_of(call.peer), tenant)
             return await work(call)
         except Refused as refusal:
             # Every refusal, wherever it was found, ends the call here.
@@ -269,7 +277,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             raise InvalidKey(KEY_RULE)
         # Hashing a large request takes milliseconds: not on the loop.
         digest = await asyncio.to_thread(request_digest, request)
-        found = self._p.registry.lookup(key)
+        found = self._p.registry.lookup(scoped_key(call.tenant.name, key))
         if found is None:
             return digest
         if found.digest != digest:
@@ -306,6 +314,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
             throughput=p.throughput,
             shutting_down=p.lifecycle.shutting_down.is_set,
             on_done=self._job_done,
+            tenant=call.tenant,
         )
         try:
             p.admission.submit(job)

@@ -3,8 +3,8 @@
 Every call takes a slot for as long as it streams; beyond `--max-calls` a call is refused at once
 (RESOURCE_EXHAUSTED, TOO_MANY_CALLS). One caller may hold at most a share of them
 (`--max-peer-share`), so that a client opening calls it never reads cannot starve the others. A
-caller is the peer's network address today (`caller_of`); a tenant takes its place once calls
-carry one: the slots only ever see an opaque caller id.
+caller is the peer's network address (`caller_of`), or the tenant of the tokens file the call is
+for, whose own `max_calls` (when it sets one) replaces the share: the slots only see a caller id.
 
 A call whose reader stopped reading (`stall`) gives its slot back at once, but it keeps counting
 against its caller until gRPC lets go of it (its connection closes, or the reader comes back), so
@@ -17,7 +17,8 @@ import math
 import threading
 from collections.abc import Callable
 
-from styletx_server.refusals import TooManyCalls
+from styletx_server.refusals import TenantQuota, TooManyCalls
+from styletx_server.tenants import Tenant
 
 #: Peer strings gRPC gives (`ipv4:10.0.0.7:51234`, `ipv6:[::1]:51234`, `unix:/path`).
 _IP_SCHEMES = ("ipv4:", "ipv6:")
@@ -81,13 +82,19 @@ class CallSlots:
         with self._lock:
             return self._by_caller.get(caller, 0)
 
-    def acquire(self, caller: str) -> Slot:
-        """A slot for one call of `caller`; TooManyCalls when the server or the caller is full."""
+    def acquire(self, caller: str, tenant: Tenant | None = None) -> Slot:
+        """A slot for one call of `caller` (of a named `tenant`: the tenant is the caller);
+        TooManyCalls when the server or the caller is full, TenantQuota past `max_calls`."""
+        if tenant is not None and tenant.named:
+            caller = f"tenant:{tenant.name}"
+        quota = None if tenant is None or not tenant.named else tenant.max_calls
         with self._lock:
             if self._open >= self.limit:
                 raise TooManyCalls(self.limit, per_caller=False)
             held = self._by_caller.get(caller, 0)
-            if held >= self.per_caller:
+            if quota is not None and tenant is not None and held >= quota:
+                raise TenantQuota(tenant.name, "max_calls", quota, 0.0)
+            if quota is None and held >= self.per_caller:
                 raise TooManyCalls(self.per_caller, per_caller=True, server_limit=self.limit)
             self._open += 1
             self._by_caller[caller] = held + 1

@@ -236,6 +236,16 @@ def for_refusal(exc: refusals.Refused, retry_after: float) -> ErrorStatus:
                 retry_after,
                 Reason.OVER_BUDGET,
             )
+        case refusals.TenantQuota():
+            return resource_exhausted(
+                f"tenant {exc.tenant!r} is at its {exc.quota} of {exc.limit}, its share of this "
+                "server; retry when one of its jobs or calls ends",
+                exc.retry_after or retry_after,
+                Reason.TENANT_QUOTA,
+                metadata={"tenant": exc.tenant, "quota": exc.quota, exc.quota: str(exc.limit)},
+            )
+        case refusals.Unauthenticated():
+            return unauthenticated()
         case refusals.QueueFull():
             return resource_exhausted(
                 f"server busy: all {exc.capacity} queue slots taken; retry later",

@@ -1,0 +1,114 @@
+"""Fair queueing across tenants: start-time fair queueing (SFQ) over one FIFO per tenant.
+
+Each waiting job gets a virtual start tag when it arrives: the later of the queue's virtual time
+(the start tag of the job dispatched last) and the finish tag of its tenant's previous job, where
+a job's finish tag is its start tag + 1 / its tenant's weight. The job with the smallest start
+tag among the jobs that may run goes next (ties: arrival order). So a tenant with nothing waiting
+gets the current virtual time as its first job's tag, no later than any waiting job's: it is
+dispatched next, after at most the one job of another tenant whose tag ties with it. While
+tenants are backlogged, each gets jobs in proportion to its weight. Not thread-safe: the
+admission queue calls it under its lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+J = TypeVar("J")
+
+
+@dataclass
+class _Entry(Generic[J]):
+    job: J
+    tenant: str
+    start: float
+    finish: float
+    seq: int
+
+    @property
+    def order(self) -> tuple[float, int]:
+        return self.start, self.seq
+
+
+class FairQueue(Generic[J]):
+    """Waiting jobs by tenant; `take` picks the next one fairly among those allowed to run."""
+
+    def __init__(self) -> None:
+        self._fifos: dict[str, deque[_Entry[J]]] = {}
+        self._entries: dict[int, _Entry[J]] = {}
+        self._virtual = 0.0
+        #: Finish tag of each tenant's last dispatched job (its next job starts no earlier).
+        self._finished: dict[str, float] = {}
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[J]:
+        """The waiting jobs in the order they would be dispatched if all could run."""
+        return iter(self.order())
+
+    def __contains__(self, job: object) -> bool:
+        return id(job) in self._entries
+
+    def waiting(self, tenant: str) -> int:
+        """Jobs of `tenant` waiting now."""
+        fifo = self._fifos.get(tenant)
+        return 0 if fifo is None else len(fifo)
+
+    def tenants(self) -> dict[str, int]:
+        """Waiting jobs per tenant with any waiting."""
+        return {name: len(fifo) for name, fifo in self._fifos.items()}
+
+    def order(self) -> list[J]:
+        """Every waiting job, by start tag then arrival."""
+        return [e.job for e in sorted(self._entries.values(), key=lambda e: e.order)]
+
+    def push(self, job: J, tenant: str, weight: float) -> None:
+        """Add `job` of `tenant` (weight > 0) at the end of its tenant's FIFO."""
+        fifo = self._fifos.setdefault(tenant, deque())
+        previous = fifo[-1].finish if fifo else self._finished.get(tenant, 0.0)
+        start = max(self._virtual, previous)
+        entry = _Entry(job, tenant, start, start + 1.0 / weight, next(self._seq))
+        fifo.append(entry)
+        self._entries[id(job)] = entry
+
+    def remove(self, job: J) -> bool:
+        """Take `job` out without dispatching it; False when it is not waiting."""
+        entry = self._entries.pop(id(job), None)
+        if entry is None:
+            return False
+        fifo = self._fifos[entry.tenant]
+        fifo.remove(entry)
+        if not fifo:
+            del self._fifos[entry.tenant]
+        return True
+
+    def take(self, may_run: Callable[[J], bool]) -> J | None:
+        """Remove and return the job to run next: of each tenant its first job that `may_run`,
+        of those the smallest start tag; None when none may run."""
+        best: _Entry[J] | None = None
+        for fifo in self._fifos.values():
+            entry = next((e for e in fifo if may_run(e.job)), None)
+            if entry is not None and (best is None or entry.order < best.order):
+                best = entry
+        if best is None:
+            return None
+        self.remove(best.job)
+        self._virtual = max(self._virtual, best.start)
+        self._finished[best.tenant] = max(self._finished.get(best.tenant, 0.0), best.finish)
+        return best.job
+
+    def clear(self) -> list[J]:
+        """Remove every waiting job; returns them in dispatch order."""
+        jobs = self.order()
+        self._fifos.clear()
+        self._entries.clear()
+        return jobs
+
+
+__all__ = ["FairQueue"]
