@@ -98,7 +98,7 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(spawn: Any, seeded_weights
 
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
             text = response.read().decode()
-        assert "styletx_jobs_in_flight 1.0" in text
+        assert 'styletx_jobs_in_flight{tenant="default"} 1.0' in text
         assert "process_resident_memory_bytes" in text
 
         server.process.send_signal(signal.SIGTERM)

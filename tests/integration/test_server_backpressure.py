@@ -50,6 +50,7 @@ def test_calls_beyond_max_calls_are_refused_counted_and_logged(
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert reason_of(caught.value) == "TOO_MANY_CALLS" and has_retry_info(caught.value)
     labels = {"method": "Stylize", "code": "RESOURCE_EXHAUSTED", "reason": "too_many_calls"}
+    labels["tenant"] = "default"
     assert server.metrics.registry.get_sample_value("styletx_requests_total", labels) == 1
     logged = [r for r in caplog.records if r.getMessage() == "request"]
     assert any(getattr(r, "styletx_fields", {}).get("reason") == "too_many_calls" for r in logged)

@@ -124,6 +124,11 @@ def test_out_of_memory_is_not_server_busy(
     assert reason_of(caught.value) == "OUT_OF_MEMORY"
     assert not has_retry_info(caught.value)
     assert_nothing_leaked(server)
-    labels = {"method": "Stylize", "code": "RESOURCE_EXHAUSTED", "reason": "out_of_memory"}
+    labels = {
+        "method": "Stylize",
+        "code": "RESOURCE_EXHAUSTED",
+        "reason": "out_of_memory",
+        "tenant": "default",
+    }
     assert server.metrics.registry.get_sample_value("styletx_requests_total", labels) == 1
     assert collect(stub, make_request())[-1].HasField("result")

@@ -177,6 +177,7 @@ def test_a_job_that_cannot_fit_the_device_memory_is_refused_naming_the_size_that
         assert events[-1].result.evaluations == 2
         samples = scrape(server.metrics_port or 0)
         refused = {"method": "Stylize", "code": "INVALID_ARGUMENT", "reason": "limit_exceeded"}
+        refused["tenant"] = "default"
         assert value(samples, "styletx_requests_total", **refused) == 1
         assert value(samples, "styletx_gpu_memory_capacity_bytes", device="CPU:0") == capacity
     finally:

@@ -347,7 +347,7 @@ def test_job_calls_are_counted_by_method(
     registry = server.metrics.registry
 
     def requests(method: str, code: str, reason: str) -> float | None:
-        labels = {"method": method, "code": code, "reason": reason}
+        labels = {"method": method, "code": code, "reason": reason, "tenant": "default"}
         return registry.get_sample_value("styletx_requests_total", labels)
 
     for method in ("GetJob", "WatchJob", "CancelJob"):

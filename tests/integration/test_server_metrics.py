@@ -43,8 +43,23 @@ def test_metrics_after_one_success_and_one_invalid_call(
         collect(stub, make_request(options=pb.StyleOptions(size=SIZE, tv_weight=-1.0)))
 
     samples = scrape(server.metrics_port)
-    assert value(samples, "styletx_requests_total", method="Stylize", code="OK", reason="ok") == 1
-    invalid = {"method": "Stylize", "code": "INVALID_ARGUMENT", "reason": "invalid_input"}
+    assert (
+        value(
+            samples,
+            "styletx_requests_total",
+            method="Stylize",
+            code="OK",
+            reason="ok",
+            tenant="default",
+        )
+        == 1
+    )
+    invalid = {
+        "method": "Stylize",
+        "code": "INVALID_ARGUMENT",
+        "reason": "invalid_input",
+        "tenant": "default",
+    }
     assert value(samples, "styletx_requests_total", **invalid) == 1
     # Durations by status code: the refusal (milliseconds) is kept apart from the completed call.
     duration = "styletx_request_duration_seconds"
@@ -60,7 +75,7 @@ def test_metrics_after_one_success_and_one_invalid_call(
     ):
         assert value(samples, f"{histogram}_count") == 1
     assert value(samples, "styletx_compute_duration_seconds_sum") > 0
-    assert value(samples, "styletx_lbfgs_evaluations_total") == EVALUATIONS
+    assert value(samples, "styletx_lbfgs_evaluations_total", tenant="default") == EVALUATIONS
     assert value(samples, "styletx_lbfgs_iterations_total") == result.iterations
     # Each evaluation the engine reported (with its own wall time) is one observation.
     progress = [e.progress for e in events if e.HasField("progress")]
@@ -78,8 +93,8 @@ def test_metrics_after_one_success_and_one_invalid_call(
     assert value(samples, "styletx_image_pixels_sum", role="output") == output_pixels
     assert value(samples, "styletx_queue_capacity") == 4
     assert value(samples, "styletx_workers") == 1
-    assert value(samples, "styletx_jobs_in_flight") == 0
-    assert value(samples, "styletx_queue_depth") == 0
+    assert value(samples, "styletx_jobs_in_flight", tenant="default") == 0
+    assert value(samples, "styletx_queue_depth", tenant="default") == 0
     assert value(samples, "styletx_busyness") == 0
     assert value(samples, "styletx_inflight_pixels") == 0  # every reservation was given back
     assert value(samples, "styletx_inflight_pixels_limit") == server.config.max_inflight_pixels

@@ -136,6 +136,11 @@ def test_a_loss_that_turns_non_finite_mid_run_is_invalid_argument_naming_the_wei
     # The server is fine afterwards: the failure was the request's, not a fault.
     text = server.metrics.registry.get_sample_value(
         "styletx_requests_total",
-        {"method": "Stylize", "code": "INVALID_ARGUMENT", "reason": "non_finite_loss"},
+        {
+            "method": "Stylize",
+            "code": "INVALID_ARGUMENT",
+            "reason": "non_finite_loss",
+            "tenant": "default",
+        },
     )
     assert text == 1.0

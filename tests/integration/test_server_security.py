@@ -44,6 +44,7 @@ def test_calls_without_the_token_are_unauthenticated(
     assert events[-1].HasField("result")
     registry = server.metrics.registry
     labels = {"method": "Stylize", "code": "UNAUTHENTICATED", "reason": "unauthenticated"}
+    labels["tenant"] = "default"
     assert registry.get_sample_value("styletx_requests_total", labels) == 3
     # Refused calls never reached the servicer or the queue.
     assert registry.get_sample_value("styletx_queue_wait_seconds_count") == 1

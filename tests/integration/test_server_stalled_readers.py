@@ -30,7 +30,8 @@ STALL = 0.5
 
 def _requests(server: Any, code: str, reason: str) -> float:
     value = server.metrics.registry.get_sample_value(
-        "styletx_requests_total", {"method": "Stylize", "code": code, "reason": reason}
+        "styletx_requests_total",
+        {"method": "Stylize", "code": code, "reason": reason, "tenant": "default"},
     )
     return float(value or 0.0)
 

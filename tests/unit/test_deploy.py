@@ -1486,7 +1486,9 @@ def test_server_implements_the_contract_the_deploy_assets_use() -> None:
     for metric in CONTRACT_SERIES:
         assert exported.get(metric) == CONTRACT_METRICS[metric], metric
     # The alerts and dashboard split calls by reason; a wrong label set raises ValueError.
-    metrics.requests.labels(method="Stylize", code="UNAVAILABLE", reason="draining")
+    metrics.requests.labels(
+        method="Stylize", code="UNAVAILABLE", reason="draining", tenant="default"
+    )
 
 
 def test_sizing_script_measures_the_decoding_cost_per_pixel() -> None:

@@ -15,6 +15,7 @@ from styletx_server.admission import (
     Throughput,
     plan_drain,
 )
+from styletx_server.tenants import DEFAULT, Tenant
 
 WAIT = 10.0
 
@@ -25,8 +26,9 @@ class RecordingJob:
     #: Every job of the current test, released at teardown so no worker is left blocked.
     created: ClassVar[list[RecordingJob]] = []
 
-    def __init__(self, *, fail: bool = False) -> None:
+    def __init__(self, *, fail: bool = False, tenant: Tenant = DEFAULT) -> None:
         RecordingJob.created.append(self)
+        self.tenant = tenant
         self.positions: list[int] = []
         self.dropped = threading.Event()
         self.started = threading.Event()

@@ -19,6 +19,8 @@ class FakeJob:
 
     def __init__(self, key: str | None, digest: bytes = b"d") -> None:
         self.key = key
+        #: The registry files a job under this (the tenant-scoped key; here the key itself).
+        self.registry_key = key
         self.digest = digest
         self.request_id = "r"
         self.inspection = SimpleNamespace(options=StyleOptions())

@@ -36,7 +36,7 @@ EXPECTED = {
 def test_every_metric_is_registered_on_the_given_registry() -> None:
     registry = CollectorRegistry()
     metrics = ServerMetrics.create(registry)
-    metrics.requests.labels(method="Stylize", code="OK", reason="ok").inc()
+    metrics.requests.labels(method="Stylize", code="OK", reason="ok", tenant="default").inc()
     metrics.build_info.labels(version="1", backend="tensorflow", precision="float32").set(1)
     metrics.request_duration.labels(method="Stylize", code="OK").observe(1)
     metrics.image_pixels.labels(role="content").observe(100)
