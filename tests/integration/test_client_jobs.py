@@ -17,6 +17,7 @@ from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import StyleTransferClient
 from styletx_client._routing import rendezvous_rank
 from styletx_client.cli import EXIT_NOT_FOUND, main
+from styletx_server.job import scoped_key
 from tests.integration.conftest import (
     SIZE,
     WAIT,
@@ -45,7 +46,7 @@ def test_job_calls_reach_the_replica_that_holds_the_key(server_factory: ServerFa
     # A fresh client (another process, say) finds every job by its key alone.
     with StyleTransferClient(target, timeout=WAIT) as client:
         for key in KEYS:
-            assert homes[key].jobs.lookup(key) is not None
+            assert homes[key].jobs.lookup(scoped_key("default", key)) is not None
             assert client.get_job(key, include_image=False).state == "done"
             assert client.cancel_job(key) == "done"
             assert [type(e).__name__ for e in client.watch_job(key)] == ["Result"]
@@ -114,7 +115,7 @@ def test_ctrl_c_during_stylize_cancels_the_job_on_the_server(
             process.kill()
     assert process.returncode == 130, err
     assert "job interrupted-1 was cancelled" in err
-    record = server.jobs.ended.get("interrupted-1")
+    record = server.jobs.ended.get(scoped_key("default", "interrupted-1"))
     assert record is not None and record.state == pb.JOB_STATE_CANCELLED
     wait_for(lambda: server.admission.running == 0)
     assert gated.evaluations_at_pause is not None
