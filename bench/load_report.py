@@ -27,6 +27,9 @@ shrinks them):
 11. cancel     - a long keyed job running, a short one queued behind it on the one worker:
                  CancelJob's latency, and the time from CancelJob to the queued job's start (the
                  worker free) against one evaluation's time; the cancelled stream's status.
+12. tenants    - two tenants of a tokens file on one worker: A floods (50 jobs), then B sends one;
+                 B's queue wait next to the one-job bound (the longest of A's jobs), and the wait
+                 of A's last job (what B would have waited first-come first-served).
 
 Prints requests, outcomes by code and reason, p50/p95 latency and queue wait, health-check
 latency p99 during the burst and the uploads, and the server's peak RSS (VmHWM) against the
@@ -742,6 +745,74 @@ def phase_cancel(weights: Path, rounds: int, limit: float) -> dict[str, Any]:
     }
 
 
+def _queue_wait(call: Any, into: dict[str, float]) -> None:
+    """Read a stream to its end; note its queue wait and compute time (from the result)."""
+    try:
+        for event in call:
+            if event.HasField("result"):
+                into["queue_s"] = event.result.queue_time.ToTimedelta().total_seconds()
+                into["compute_s"] = event.result.compute_time.ToTimedelta().total_seconds()
+    except grpc.RpcError as exc:
+        into["error"] = float(exc.code().value[0])
+
+
+def phase_tenants(weights: Path, flood: int, evaluations: int, limit: float) -> dict[str, Any]:
+    """Tenant A queues `flood` jobs on the one worker, then tenant B sends one: B's queue wait
+    against the bound (one of A's jobs: the one running when B's arrived)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="styletx-tenants-"))
+    tokens = folder / "tokens.toml"
+    tokens.write_text('[tenants.a]\ntokens = ["token-a"]\n\n[tenants.b]\ntokens = ["token-b"]\n')
+    server = start_server(
+        weights,
+        "--auth-tokens-file", str(tokens), "--queue-size", str(flood + 4),
+        "--max-calls", str(flood + 8), "--max-peer-share", "1",
+    )  # fmt: skip
+    a_jobs: list[dict[str, float]] = [{} for _ in range(flood)]
+    b_job: dict[str, float] = {}
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.StyleTransferServiceStub(channel)
+            a_key = (("authorization", "Bearer token-a"),)
+            warm: dict[str, float] = {}
+            _queue_wait(
+                stub.Stylize(small_request(evaluations), timeout=limit, metadata=a_key), warm
+            )
+            calls = [
+                stub.Stylize(small_request(evaluations, seed=i), timeout=limit, metadata=a_key)
+                for i in range(flood)
+            ]
+            readers = [
+                threading.Thread(target=_queue_wait, args=(call, job))
+                for call, job in zip(calls, a_jobs, strict=True)
+            ]
+            for reader in readers:
+                reader.start()
+            time.sleep(2.0)  # A's jobs are all queued (decoded) behind the one running
+            b_key = (("authorization", "Bearer token-b"),)
+            b_call = stub.Stylize(
+                small_request(evaluations, seed=99), timeout=limit, metadata=b_key
+            )
+            _queue_wait(b_call, b_job)
+            for reader in readers:
+                reader.join(limit)
+    finally:
+        server.stop()
+    computes = [job["compute_s"] for job in a_jobs if "compute_s" in job]
+    waits = [job["queue_s"] for job in a_jobs if "queue_s" in job]
+    return {
+        "flood_jobs": flood,
+        "evaluations_per_job": evaluations,
+        "a_completed": len(computes),
+        "b_queue_wait_s": round(b_job.get("queue_s", float("nan")), 4),
+        "one_job_bound_s": round(max(computes, default=float("nan")), 4),
+        "a_job_compute_p50_s": round(percentile(computes, 0.5), 4),
+        "a_last_queue_wait_s": round(max(waits, default=float("nan")), 4),
+        "b_within_bound": b_job.get("queue_s", math.inf) <= max(computes, default=0.0),
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -763,7 +834,7 @@ def lost_jobs(report: Report) -> list[str]:
 
 PHASES = (
     "burst", "slow", "reattach", "uploads", "sigterm",
-    "zero-window", "overflow", "restart", "largest", "rollout", "cancel",
+    "zero-window", "overflow", "restart", "largest", "rollout", "cancel", "tenants",
 )  # fmt: skip
 
 
@@ -810,6 +881,7 @@ def main() -> None:
         "largest": lambda: phase_largest(weights, limit, args.largest_evaluations),
         "rollout": lambda: phase_rollout(weights, max(3, round(30 * scale)), limit),
         "cancel": lambda: phase_cancel(weights, max(2, round(5 * scale)), limit),
+        "tenants": lambda: phase_tenants(weights, max(4, round(50 * scale)), 10, limit),
     }
     for name in chosen:
         if name in extra:

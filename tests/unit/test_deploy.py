@@ -99,7 +99,7 @@ KUBE_STATE_METRICS = frozenset({"kube_pod_container_resource_requests"})
 REQUEST_REASONS = frozenset(
     {"ok", "cancelled", "deadline_exceeded", "queue_full", "over_budget", "too_many_calls"}
     | {"out_of_memory", "invalid_input", "limit_exceeded", "key_reused", "draining", "loading"}
-    | {"shutdown", "unauthenticated", "internal"}
+    | {"shutdown", "unauthenticated", "internal", "tenant_quota"}
 )
 
 #: Flags and metrics of the issue-10 contract the deploy assets rely on.
@@ -1175,12 +1175,12 @@ def _promtool_tests_with(tmp_path: Path, rules_text: str) -> subprocess.Complete
 
 
 _NOT_SERVER_ERRORS = (
-    'reason!~"draining|loading|queue_full|over_budget|too_many_calls|invalid_input|'
+    'reason!~"draining|loading|queue_full|over_budget|too_many_calls|tenant_quota|invalid_input|'
 )
 
 
 @pytest.mark.parametrize(
-    "reason", ["draining", "loading", "queue_full", "over_budget", "too_many_calls"]
+    "reason", ["draining", "loading", "queue_full", "over_budget", "too_many_calls", "tenant_quota"]
 )
 def test_alert_tests_fail_if_a_refusal_by_design_counted_as_a_server_error(
     tmp_path: Path, reason: str
