@@ -5,13 +5,14 @@ Only the grpc transport loop lives here; every decision is `_core`'s, shared wit
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self, Unpack
+from typing import TYPE_CHECKING, Self, Unpack
 
 import grpc
 
@@ -20,11 +21,15 @@ from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from . import health as _health
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, ChannelOption, TlsConfig, make_settings
 from ._core import ClientCore, StylizeCall
+from ._propagation import Metadatum
 from ._retry import RetryPolicy
 from ._routing import resolve_quietly
 from .errors import missing_result
 from .events import Event, Result
 from .options import ImageInput, Styles, StylizeOptions
+
+if TYPE_CHECKING:
+    from ._propagation import ClientInterceptor
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +42,17 @@ class _Connection:
 
 
 def _connect(
-    target: str, options: list[ChannelOption], credentials: grpc.ChannelCredentials | None
+    target: str,
+    options: list[ChannelOption],
+    credentials: grpc.ChannelCredentials | None,
+    interceptors: Sequence[ClientInterceptor] = (),
 ) -> _Connection:
     if credentials is None:
         channel = grpc.insecure_channel(target, options=options)
     else:
         channel = grpc.secure_channel(target, credentials, options=options)
+    if interceptors:
+        channel = grpc.intercept_channel(channel, *interceptors)
     health: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
         _health.CHECK_METHOD, request_serializer=None, response_deserializer=None
     )
@@ -94,6 +104,9 @@ class StyleTransferClient:
     one (rendezvous hashing), unless `lb_policy` names a gRPC policy. `timeout` is the default
     total deadline of a call, retries and re-attaches included. The client is thread-safe; share
     one per process.
+
+    `metadata` goes with every call; `interceptors` wrap every channel (grpc.intercept_channel).
+    The OpenTelemetry context current when a call starts goes with it (W3C `traceparent`).
     """
 
     def __init__(
@@ -108,6 +121,8 @@ class StyleTransferClient:
         lb_policy: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[ChannelOption] = (),
+        metadata: Sequence[Metadatum] = (),
+        interceptors: Sequence[ClientInterceptor] = (),
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -122,10 +137,14 @@ class StyleTransferClient:
             lb_policy=lb_policy,
             max_message_bytes=max_message_bytes,
             options=options,
+            metadata=metadata,
         )
         self._sleep = sleep
         self._core: ClientCore[_Connection] = ClientCore(
-            settings, _connect, clock=clock, rng=rng or random.Random()
+            settings,
+            functools.partial(_connect, interceptors=tuple(interceptors)),
+            clock=clock,
+            rng=rng or random.Random(),
         )
 
     @property
