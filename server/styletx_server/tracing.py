@@ -223,9 +223,10 @@ class JobTrace:
     the worker thread) and its `queue_wait` span, from admission until a worker takes it."""
 
     def __init__(self) -> None:
-        self._context = otel_context.get_current()
+        self._context: otel_context.Context | None = None
         self._queue: trace.Span | None = None
-        if trace.get_current_span(self._context).is_recording():
+        if trace.get_current_span().is_recording():
+            self._context = otel_context.get_current()
             self._queue = trace.get_tracer(SCOPE).start_span("queue_wait")
 
     @contextlib.contextmanager
@@ -233,6 +234,9 @@ class JobTrace:
         """The worker's side: the queue wait is over; the call's context is current meanwhile
         (so the engine's spans and the log lines of the job belong to the call)."""
         self.dequeued()
+        if self._context is None:  # not traced
+            yield
+            return
         token = otel_context.attach(self._context)
         try:
             yield
