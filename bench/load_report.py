@@ -24,6 +24,9 @@ shrinks them):
 10. rollout    - three servers behind the SDK's key routing, one drained (SIGTERM) and restarted
                  on its port while 30 calls run: failed calls and jobs computed twice (from the
                  servers' request logs), goal 0 and 0.
+11. cancel     - a long keyed job running, a short one queued behind it on the one worker:
+                 CancelJob's latency, and the time from CancelJob to the queued job's start (the
+                 worker free) against one evaluation's time; the cancelled stream's status.
 
 Prints requests, outcomes by code and reason, p50/p95 latency and queue wait, health-check
 latency p99 during the burst and the uploads, and the server's peak RSS (VmHWM) against the
@@ -668,6 +671,77 @@ def phase_rollout(weights: Path, calls: int, limit: float) -> dict[str, Any]:
     return out
 
 
+def _first_event(call: Any, kind: str, into: dict[str, Any]) -> None:
+    """Read a stream; note when its first `kind` event came, its evaluation pace and its end."""
+    try:
+        for event in call:
+            if event.HasField(kind) and kind not in into:
+                into[kind] = time.perf_counter()
+            if event.HasField("progress") and event.progress.evaluations:
+                elapsed = event.progress.elapsed.ToTimedelta().total_seconds()
+                into["evaluation_s"] = elapsed / event.progress.evaluations
+        into["code"] = "OK"
+    except grpc.RpcError as exc:
+        into["code"] = f"{exc.code().name}/{reason_of(exc)}"
+
+
+def phase_cancel(weights: Path, rounds: int, limit: float) -> dict[str, Any]:
+    """CancelJob on a running job with another queued behind it on the server's one worker: how
+    long CancelJob takes, and how long until the worker starts the queued job."""
+    server = start_server(weights)
+    cancel_s: list[float] = []
+    free_s: list[float] = []
+    evaluation_s: list[float] = []
+    codes: Counter[str] = Counter()
+    try:
+        with (
+            grpc.insecure_channel(server.address) as channel,
+            StyleTransferClient(server.address, timeout=limit) as client,
+        ):
+            stub = pb_grpc.StyleTransferServiceStub(channel)
+            for round_ in range(rounds):
+                long_job = small_request(evaluations=1000, key=f"cancel-{round_}", seed=round_)
+                long_job.options.size = 256
+                victim: dict[str, Any] = {}
+                queued: dict[str, Any] = {}
+                readers = [
+                    threading.Thread(
+                        target=_first_event,
+                        args=(stub.Stylize(long_job, timeout=limit), "progress", victim),
+                    ),
+                    threading.Thread(
+                        target=_first_event,
+                        args=(stub.Stylize(small_request(2, seed=round_), timeout=limit), "started",
+                              queued),
+                    ),
+                ]  # fmt: skip
+                readers[0].start()
+                if _wait_for(lambda seen=victim: "evaluation_s" in seen, limit) is None:
+                    break
+                readers[1].start()
+                time.sleep(0.5)  # the short job is queued behind the long one
+                began = time.perf_counter()
+                state = client.cancel_job(long_job.request_key)
+                cancel_s.append(time.perf_counter() - began)
+                for reader in readers:
+                    reader.join(limit)
+                if "started" in queued:
+                    free_s.append(queued["started"] - began)
+                evaluation_s.append(victim["evaluation_s"])
+                codes[f"cancel_job={state}, stream={victim.get('code')}"] += 1
+    finally:
+        server.stop()
+    return {
+        "rounds": len(cancel_s),
+        "cancel_job_p50_s": round(percentile(cancel_s, 0.5), 4),
+        "cancel_job_max_s": round(max(cancel_s, default=0.0), 4),
+        "worker_free_p50_s": round(percentile(free_s, 0.5), 4),
+        "worker_free_max_s": round(max(free_s, default=0.0), 4),
+        "evaluation_mean_s": round(sum(evaluation_s) / max(1, len(evaluation_s)), 4),
+        "outcomes": dict(codes),
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -689,7 +763,7 @@ def lost_jobs(report: Report) -> list[str]:
 
 PHASES = (
     "burst", "slow", "reattach", "uploads", "sigterm",
-    "zero-window", "overflow", "restart", "largest", "rollout",
+    "zero-window", "overflow", "restart", "largest", "rollout", "cancel",
 )  # fmt: skip
 
 
@@ -735,6 +809,7 @@ def main() -> None:
         "restart": lambda: phase_restart(weights, max(2, round(8 * scale)), limit),
         "largest": lambda: phase_largest(weights, limit, args.largest_evaluations),
         "rollout": lambda: phase_rollout(weights, max(3, round(30 * scale)), limit),
+        "cancel": lambda: phase_cancel(weights, max(2, round(5 * scale)), limit),
     }
     for name in chosen:
         if name in extra:

@@ -18,6 +18,7 @@ from .errors import (
     DeadlineExceededError,
     FieldViolation,
     InvalidRequestError,
+    JobNotFoundError,
     OutOfMemoryError,
     Reason,
     RequestKeyReusedError,
@@ -37,6 +38,7 @@ from .events import (
     Started,
 )
 from .health import SERVICE_NAME, ServingStatus
+from .jobs import JobInfo, JobState
 from .options import (
     ImageFormat,
     ImageInput,
@@ -68,6 +70,9 @@ __all__ = [
     "ImageInput",
     "InitMethod",
     "InvalidRequestError",
+    "JobInfo",
+    "JobNotFoundError",
+    "JobState",
     "Losses",
     "OutOfMemoryError",
     "PILImageLike",

@@ -14,7 +14,9 @@ from google.protobuf.message import Message
 
 from styletx_api.schema import OPTION_NAMES, enum_choice, enum_number, read_options, write_options
 from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1.style_options import JobState
 
+from .errors import ServiceError, from_status
 from .events import (
     EncodedImage,
     Event,
@@ -25,6 +27,7 @@ from .events import (
     Result,
     Started,
 )
+from .jobs import JobInfo
 from .options import (
     ImageFormat,
     ImageInput,
@@ -126,7 +129,7 @@ def _set(target: Message, field: str, value: object, option: str) -> None:
         raise type(error)(f"{option}: {error}") from None
 
 
-def event_from_proto(message: pb.StylizeResponse) -> Event | None:
+def event_from_proto(message: pb.StylizeResponse | pb.WatchJobResponse) -> Event | None:
     """The typed event of one stream message; None for an event kind this SDK does not know."""
     kind = message.WhichOneof("event")
     if kind == "queued":
@@ -166,6 +169,48 @@ def event_from_proto(message: pb.StylizeResponse) -> Event | None:
             request_id=r.request_id,
         )
     return None
+
+
+JOB_STATES: Final[tuple[JobState, ...]] = get_args(JobState)
+
+
+def job_state(number: int) -> JobState:
+    """The SDK's name of a `styletx.v1.JobState` ("queued", ...); ValueError for an unknown one."""
+    name = enum_choice(pb.JobState.DESCRIPTOR, number)
+    for state in JOB_STATES:
+        if state == name:
+            return state
+    raise ValueError(f"the server answered an unknown job state ({number})")
+
+
+def job_from_proto(message: pb.GetJobResponse) -> JobInfo:
+    """The typed `JobInfo` of a GetJob answer."""
+    error: ServiceError | None = None
+    if message.HasField("error"):
+        e = message.error
+        reason = enum_choice(pb.ErrorReason.DESCRIPTOR, e.reason) if e.reason else None
+        error = from_status(
+            e.code, e.message, reason.upper() if reason else None, message.request_id
+        )
+        error.request_key = message.request_key
+    started = event_from_proto(pb.StylizeResponse(started=message.started))
+    progress = event_from_proto(pb.StylizeResponse(progress=message.progress))
+    result = event_from_proto(pb.StylizeResponse(result=message.result))
+    return JobInfo(
+        request_key=message.request_key,
+        state=job_state(message.state),
+        request_id=message.request_id,
+        position=message.queue_position,
+        options=options_from_proto(message.options) if message.HasField("options") else None,
+        started=started if isinstance(started, Started) and message.HasField("started") else None,
+        progress=progress
+        if isinstance(progress, Progress) and message.HasField("progress")
+        else None,
+        queue_time=_seconds(message.queue_time),
+        compute_time=_seconds(message.compute_time),
+        result=result if isinstance(result, Result) and message.HasField("result") else None,
+        error=error,
+    )
 
 
 def options_from_proto(options: pb.StyleOptions) -> ResolvedOptions:

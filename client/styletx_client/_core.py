@@ -13,6 +13,10 @@ loops, the way googleapis clients share a core and differ in transport:
         always: attempt.release() and close the connections it returns
         on a clean end: attempt.succeed(); stop
         sleep(delay)
+
+WatchJob runs the same loop (`core.watch(key)`), pinned to the replica that holds the key; GetJob
+and CancelJob are one message each way (`core.job_call(key)`): the key's replica, retried while
+it is unavailable or busy.
 """
 
 from __future__ import annotations
@@ -52,6 +56,15 @@ Connect = Callable[[str, list[ChannelOption], grpc.ChannelCredentials | None], T
 def new_request_key() -> str:
     """A fresh idempotency key: one random UUID4 per logical call."""
     return str(uuid.uuid4())
+
+
+def checked_key(request_key: str) -> str:
+    """`request_key` when it can name a job (a non-empty str); the server checks the rest."""
+    if not isinstance(request_key, str):
+        raise TypeError(f"request_key must be a str, not {type(request_key).__name__}")
+    if not request_key:
+        raise ValueError("request_key is empty: a job is named by the key it was started with")
+    return request_key
 
 
 class ClientCore(Generic[T]):
@@ -104,6 +117,33 @@ class ClientCore(Generic[T]):
         )
         return StylizeCall(self, request, request_id, budget)
 
+    def watch(
+        self, request_key: str, *, timeout: float | None, request_id: str | None
+    ) -> StylizeCall[T]:
+        """A WatchJob call of the job with `request_key`: re-watched when its stream breaks."""
+        request = pb.WatchJobRequest(request_key=checked_key(request_key))
+        request_id = request_id or uuid.uuid4().hex
+        return StylizeCall(
+            self, request, request_id, self._budget(timeout, request_id), pinned=True
+        )
+
+    def job_call(
+        self, request_key: str, *, timeout: float | None, request_id: str | None
+    ) -> JobCall[T]:
+        """A GetJob or CancelJob call of the job with `request_key`."""
+        request_id = request_id or uuid.uuid4().hex
+        key = checked_key(request_key)
+        return JobCall(self, key, request_id, self._budget(timeout, request_id))
+
+    def _budget(self, timeout: float | None, request_id: str) -> AttemptBudget:
+        return AttemptBudget(
+            self.settings.retry,
+            timeout if timeout is not None else self.settings.timeout,
+            self._clock,
+            self._rng,
+            request_id,
+        )
+
     def metadata(self, request_id: str, request_key: str = "") -> tuple[Metadatum, ...]:
         return call_metadata(self.settings.token, request_id, request_key, self.settings.metadata)
 
@@ -140,16 +180,20 @@ class _Delivered:
 
 
 class StylizeCall(Generic[T]):
-    """One logical Stylize call across its attempts: retries, re-attaches, routing feedback."""
+    """One logical Stylize (or WatchJob) call across its attempts: retries, re-attaches, routing
+    feedback. A `pinned` call stays with its key's replica, the only one that holds the job."""
 
     def __init__(
         self,
         core: ClientCore[T],
-        request: pb.StylizeRequest,
+        request: pb.StylizeRequest | pb.WatchJobRequest,
         request_id: str,
         budget: AttemptBudget,
+        *,
+        pinned: bool = False,
     ) -> None:
         self._core = core
+        self._pinned = pinned
         self.request = request
         self.request_id = request_id
         """The x-request-id of every attempt, which the server logs."""
@@ -173,7 +217,9 @@ class StylizeCall(Generic[T]):
         endpoint = self._core.router.pick(self.request_key, avoid=self._avoid, prefer=self._home)
         return Attempt(self, endpoint, timeout)
 
-    def _receive(self, attempt: Attempt[T], message: pb.StylizeResponse) -> Event | None:
+    def _receive(
+        self, attempt: Attempt[T], message: pb.StylizeResponse | pb.WatchJobResponse
+    ) -> Event | None:
         attempt.received = True
         self._home = attempt.endpoint.address
         event = event_from_proto(message)
@@ -199,7 +245,11 @@ class StylizeCall(Generic[T]):
         self._final(error)
         address = attempt.endpoint.address
         leaving = error.domain == ERROR_DOMAIN and error.reason in LEAVING_REASONS
-        if isinstance(error, UnavailableError) and (leaving or not attempt.received):
+        if (
+            not self._pinned
+            and isinstance(error, UnavailableError)
+            and (leaving or not attempt.received)
+        ):
             # The replica refused the connection, or said it is going away: use the next one.
             self._avoid.add(address)
             self._core.router.mark_down(address)
@@ -243,7 +293,7 @@ class Attempt(Generic[T]):
     def connection(self) -> T:
         return self.endpoint.connection
 
-    def receive(self, message: pb.StylizeResponse) -> Event | None:
+    def receive(self, message: pb.StylizeResponse | pb.WatchJobResponse) -> Event | None:
         """The event to deliver for `message`, or None (unknown kind, or already delivered)."""
         return self._call._receive(self, message)
 
@@ -261,3 +311,47 @@ class Attempt(Generic[T]):
             return []
         self._released = True
         return self._call._release(self.endpoint)
+
+
+class JobCall(Generic[T]):
+    """One GetJob or CancelJob call across its attempts, all to the replica of its key (where the
+    job is; another replica would only say NOT_FOUND); retried while unavailable or busy."""
+
+    def __init__(
+        self, core: ClientCore[T], request_key: str, request_id: str, budget: AttemptBudget
+    ) -> None:
+        self._core = core
+        self.request_key = request_key
+        self.request_id = request_id
+        self.metadata = core.metadata(request_id, request_key)
+        self._budget = budget
+
+    def next_attempt(self) -> tuple[Endpoint[T], float | None]:
+        """The endpoint of the next attempt and its gRPC timeout (what is left of the deadline)."""
+        try:
+            timeout = self._budget.start_attempt()
+        except ServiceError as error:
+            error.request_key = self.request_key
+            raise
+        return self._core.router.pick(self.request_key), timeout
+
+    def fail(self, rpc_error: grpc.RpcError) -> float:
+        """Seconds to wait before the next attempt; raises the SDK error when it is final."""
+        error = from_rpc_error(rpc_error, self.request_id)
+        error.request_key = self.request_key
+        if not is_retryable(error):
+            raise error from None
+        if not isinstance(error, UnavailableError) and not self._core.throttle.take_token():
+            raise error from None
+        delay = self._budget.retry_delay(error)
+        if delay is None:
+            raise error from None
+        logger.info("retrying a job call of %s in %.2fs after %s", self.request_key, delay, error)
+        return delay
+
+    def succeed(self) -> None:
+        self._core.throttle.succeeded()
+
+    def release(self, endpoint: Endpoint[T]) -> list[T]:
+        """End an attempt's hold on `endpoint`; returns connections the transport must close."""
+        return self._core.router.release(endpoint)

@@ -13,22 +13,28 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self, Unpack
+from typing import Self, TypeVar, Unpack
 
 import grpc
 import grpc.aio
 
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 
 from . import health as _health
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, ChannelOption, TlsConfig, make_settings
+from ._convert import job_from_proto, job_state
 from ._core import ClientCore, StylizeCall
 from ._propagation import Metadatum
 from ._retry import RetryPolicy
 from ._routing import resolve_quietly
 from .errors import missing_result
 from .events import Event, Result
+from .jobs import JobInfo, JobState
 from .options import ImageInput, Styles, StylizeOptions
+
+R = TypeVar("R")
+Metadata = tuple[Metadatum, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,14 +200,88 @@ class AsyncStyleTransferClient:
         )
         return AsyncEventStream(self._run(call), call.request_id, call.request_key)
 
+    async def get_job(
+        self,
+        request_key: str,
+        *,
+        include_image: bool = True,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> JobInfo:
+        """Where the job started with `request_key` is (see `StyleTransferClient.get_job`)."""
+        request = pb.GetJobRequest(request_key=request_key, omit_image=not include_image)
+        response = await self._unary(
+            request_key,
+            timeout,
+            request_id,
+            lambda stub, left, metadata: stub.GetJob(request, timeout=left, metadata=metadata),
+        )
+        return job_from_proto(response)
+
+    def watch_job(
+        self, request_key: str, *, timeout: float | None = None, request_id: str | None = None
+    ) -> AsyncEventStream:
+        """The events of the job started with `request_key`, from now on (see
+        `StyleTransferClient.watch_job`)."""
+        call = self._core.watch(request_key, timeout=timeout, request_id=request_id)
+        return AsyncEventStream(self._run(call), call.request_id, call.request_key)
+
+    async def cancel_job(
+        self, request_key: str, *, timeout: float | None = None, request_id: str | None = None
+    ) -> JobState:
+        """Cancel the job started with `request_key` (see `StyleTransferClient.cancel_job`)."""
+        request = pb.CancelJobRequest(request_key=request_key)
+        response = await self._unary(
+            request_key,
+            timeout,
+            request_id,
+            lambda stub, left, metadata: stub.CancelJob(request, timeout=left, metadata=metadata),
+        )
+        return job_state(response.state)
+
+    async def _unary(
+        self,
+        request_key: str,
+        timeout: float | None,
+        request_id: str | None,
+        send: Callable[
+            [pb_grpc.StyleTransferServiceAsyncStub, float | None, Metadata], Awaitable[R]
+        ],
+    ) -> R:
+        """One job call on the key's replica, retried while it is unavailable or busy."""
+        call = self._core.job_call(request_key, timeout=timeout, request_id=request_id)
+        while True:
+            await self._resolve()
+            endpoint, left = call.next_attempt()
+            try:
+                answer = await send(endpoint.connection.stub, left, call.metadata)
+            except grpc.RpcError as error:
+                delay = call.fail(error)
+            else:
+                call.succeed()
+                return answer
+            finally:
+                await _close(call.release(endpoint))
+            await self._sleep(delay)
+
     async def _run(self, call: StylizeCall[_Connection]) -> AsyncGenerator[Event, None]:
         while True:
             await self._resolve()
             attempt = call.next_attempt()
             try:
-                rpc = attempt.connection.stub.Stylize(
-                    call.request, timeout=attempt.timeout, metadata=call.metadata
+                stub = attempt.connection.stub
+                rpc: (
+                    grpc.aio.UnaryStreamCall[pb.StylizeRequest, pb.StylizeResponse]
+                    | grpc.aio.UnaryStreamCall[pb.WatchJobRequest, pb.WatchJobResponse]
                 )
+                if isinstance(call.request, pb.WatchJobRequest):
+                    rpc = stub.WatchJob(
+                        call.request, timeout=attempt.timeout, metadata=call.metadata
+                    )
+                else:
+                    rpc = stub.Stylize(
+                        call.request, timeout=attempt.timeout, metadata=call.metadata
+                    )
                 try:
                     async for message in rpc:
                         event = attempt.receive(message)

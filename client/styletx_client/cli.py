@@ -1,8 +1,9 @@
-"""`styletx-client`: stylize images and check health from a shell, with a progress bar.
+"""`styletx-client`: stylize images, look at, watch and cancel jobs by their request key, and
+check health from a shell, with a progress bar. Ctrl-C during `stylize` cancels the job.
 
 Exit codes: 0 ok, 1 other failure, 2 usage or invalid argument, 3 server unavailable or busy,
 4 deadline exceeded, 5 authentication, 6 the server ran out of memory for the job (retrying will
-not help: ask for less work), 130 interrupted.
+not help: ask for less work), 7 no job with that request key, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ from .errors import (
     AuthenticationError,
     DeadlineExceededError,
     InvalidRequestError,
+    JobNotFoundError,
     OutOfMemoryError,
     RequestKeyReusedError,
     ServerBusyError,
     ServiceError,
     UnavailableError,
 )
+from .events import Result
 from .health import ServingStatus
+from .jobs import JobInfo
 from .options import Style, StylizeOptions
 
 EXIT_OK = 0
@@ -48,6 +52,7 @@ EXIT_UNAVAILABLE = 3
 EXIT_DEADLINE = 4
 EXIT_AUTH = 5
 EXIT_OUT_OF_MEMORY = 6
+EXIT_NOT_FOUND = 7
 EXIT_INTERRUPTED = 130
 
 DEFAULT_SERVER = "localhost:50051"
@@ -163,7 +168,41 @@ def build_parser() -> argparse.ArgumentParser:
         help='service name to check ("" = the whole server, or styletx.v1.StyleTransferService)',
     )
     health.set_defaults(handler=_health)
+    _add_job(commands, connection)
     return parser
+
+
+def _add_job(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    connection: argparse.ArgumentParser,
+) -> None:
+    job = commands.add_parser(
+        "job",
+        help="look at, watch or cancel a job by its request key",
+        description="Jobs are named by the request key they were started with (stylize prints "
+        "it when a call fails; --request-key chooses it).",
+    )
+    actions = job.add_subparsers(dest="action", required=True, metavar="ACTION")
+    get = actions.add_parser(
+        "get", parents=[connection], help="print the job's state; -o writes its result"
+    )
+    get.add_argument("key", metavar="KEY", help="the job's request key")
+    get.add_argument("-o", "--output", type=Path, help="write the result here when the job is done")
+    get.set_defaults(handler=_job_get)
+    watch = actions.add_parser(
+        "watch",
+        parents=[connection],
+        help="follow the job's progress until it ends; -o writes its result",
+    )
+    watch.add_argument("key", metavar="KEY", help="the job's request key")
+    watch.add_argument("-o", "--output", type=Path, help="where to write the result")
+    watch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    watch.set_defaults(handler=_job_watch)
+    cancel = actions.add_parser(
+        "cancel", parents=[connection], help="cancel the job (idempotent); prints its state"
+    )
+    cancel.add_argument("key", metavar="KEY", help="the job's request key")
+    cancel.set_defaults(handler=_job_cancel)
 
 
 def _add_stylize(
@@ -325,14 +364,18 @@ def _stylize(args: argparse.Namespace) -> int:
     request_key = args.request_key if args.request_key is not None else new_request_key()
     try:
         with _client(args) as client:
-            result = client.stylize(
-                content,
-                styles,
-                request_id=args.request_id,
-                request_key=request_key,
-                on_event=reporter,
-                **options,
-            )
+            try:
+                result = client.stylize(
+                    content,
+                    styles,
+                    request_id=args.request_id,
+                    request_key=request_key,
+                    on_event=reporter,
+                    **options,
+                )
+            except KeyboardInterrupt:
+                reporter.close(keep=False)
+                return cancel_after_interrupt(client, request_key)
         succeeded = True
     finally:
         reporter.close(keep=succeeded)
@@ -345,6 +388,95 @@ def _stylize(args: argparse.Namespace) -> int:
         f"{result.evaluations} evaluations, {result.compute_time:.1f}s compute, "
         f"{format_losses(result.losses)})"
     )
+    return EXIT_OK
+
+
+#: How long Ctrl-C waits for the server to confirm the cancellation before exiting anyway.
+CANCEL_TIMEOUT = 10.0
+
+
+def cancel_after_interrupt(client: StyleTransferClient, request_key: str) -> int:
+    """Ctrl-C during a call: cancel its job on the server (a keyed job would otherwise keep
+    computing for the server's --linger after the stream closed), say so, and exit 130."""
+    try:
+        state = client.cancel_job(request_key, timeout=CANCEL_TIMEOUT)
+    except JobNotFoundError:
+        _err("interrupted; the call was cancelled before the server started a job")
+    except ServiceError as error:
+        _err(
+            f"interrupted; could not cancel job {request_key} ({error}); it stops after the "
+            f"server's --linger, or run: styletx-client job cancel {request_key}"
+        )
+    else:
+        if state == "cancelled":
+            _err(f"interrupted; job {request_key} was cancelled")
+        else:
+            _err(f"interrupted; job {request_key} had already ended ({state})")
+    return EXIT_INTERRUPTED
+
+
+def describe_job(info: JobInfo) -> str:
+    """One line a shell user reads: the job's state and where it stands."""
+    parts = [f"{info.request_key}: {info.state}"]
+    if info.state == "queued":
+        parts.append(f"position {info.position}, waited {info.queue_time:.1f}s")
+    if info.progress is not None and info.state != "done":
+        p = info.progress
+        parts.append(
+            f"iteration {p.iteration}, {p.evaluations}/{p.max_evaluations} evaluations, "
+            f"{format_losses(p.losses)}"
+        )
+    if info.state in ("running", "failed", "cancelled") and info.started is not None:
+        parts.append(f"queued {info.queue_time:.1f}s, computing {info.compute_time:.1f}s")
+    if info.result is not None:
+        r = info.result
+        parts.append(
+            f"{r.width}x{r.height} {r.format}, {r.evaluations} evaluations, queued "
+            f"{r.queue_time:.1f}s, computed {r.compute_time:.1f}s, {format_losses(r.losses)}"
+        )
+    if info.error is not None:
+        parts.append(f"{info.error.code.name}: {info.error.message}")
+    return "; ".join(parts)
+
+
+def _job_get(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        info = client.get_job(args.key, include_image=args.output is not None)
+    sys.stdout.write(describe_job(info) + "\n")
+    if args.output is not None:
+        if info.result is None:
+            _err(f"nothing written: the job is {info.state}")
+            return EXIT_FAILURE
+        _err(f"wrote {_write(info.result.save, args.output)}")
+    return EXIT_OK
+
+
+def _job_watch(args: argparse.Namespace) -> int:
+    reporter = ProgressReporter(sys.stderr, enabled=not args.quiet, previews=None)
+    result: Result | None = None
+    succeeded = False
+    try:
+        with _client(args) as client, client.watch_job(args.key) as events:
+            for event in events:
+                reporter(event)
+                if isinstance(event, Result):
+                    result = event
+        succeeded = True
+    finally:
+        reporter.close(keep=succeeded)
+    if result is None:
+        _err("the stream ended without a result")
+        return EXIT_FAILURE
+    if args.output is not None:
+        _err(f"wrote {_write(result.save, args.output)}")
+    sys.stdout.write(f"{args.key}: done; {format_losses(result.losses)}\n")
+    return EXIT_OK
+
+
+def _job_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        state = client.cancel_job(args.key)
+    sys.stdout.write(f"{args.key}: {state}\n")
     return EXIT_OK
 
 
@@ -385,6 +517,8 @@ def describe(error: ServiceError, server: str) -> tuple[int, str]:
             f"the server ran out of memory for this job{rid}: {error.message}. Retrying will not "
             "help: lower --size, --style-scale or --scales, or send fewer or smaller style images"
         )
+    if isinstance(error, JobNotFoundError):
+        return EXIT_NOT_FOUND, f"no such job on {server}: {error.message}{rid}"
     if isinstance(error, RequestKeyReusedError):
         return EXIT_USAGE, (
             f"the request key {error.request_key or ''} already belongs to a different request"

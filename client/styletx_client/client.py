@@ -12,24 +12,30 @@ import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, Unpack
+from typing import TYPE_CHECKING, Self, TypeVar, Unpack
 
 import grpc
 
+from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 
 from . import health as _health
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, ChannelOption, TlsConfig, make_settings
+from ._convert import job_from_proto, job_state
 from ._core import ClientCore, StylizeCall
 from ._propagation import Metadatum
 from ._retry import RetryPolicy
 from ._routing import resolve_quietly
 from .errors import missing_result
 from .events import Event, Result
+from .jobs import JobInfo, JobState
 from .options import ImageInput, Styles, StylizeOptions
 
 if TYPE_CHECKING:
     from ._propagation import ClientInterceptor
+
+R = TypeVar("R")
+Metadata = tuple[Metadatum, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,14 +215,92 @@ class StyleTransferClient:
         )
         return EventStream(self._run(call), call.request_id, call.request_key)
 
+    def get_job(
+        self,
+        request_key: str,
+        *,
+        include_image: bool = True,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> JobInfo:
+        """Where the job started with `request_key` is: queued, running, done (with its result;
+        `include_image=False` leaves the image data out), failed or cancelled (with its error).
+
+        JobNotFoundError when the server does not hold the key (never started there, or ended
+        longer ago than it keeps outcomes).
+        """
+        request = pb.GetJobRequest(request_key=request_key, omit_image=not include_image)
+        response = self._unary(
+            request_key,
+            timeout,
+            request_id,
+            lambda stub, left, metadata: stub.GetJob(request, timeout=left, metadata=metadata),
+        )
+        return job_from_proto(response)
+
+    def watch_job(
+        self, request_key: str, *, timeout: float | None = None, request_id: str | None = None
+    ) -> EventStream:
+        """The events of the job started with `request_key`, from now on: its current state
+        first (Queued, or Started and the latest Progress), then each new event, then its
+        Result; the stream raises the job's error when it failed or was cancelled (a
+        CancelledError). Nothing is uploaded again; a broken stream is watched again."""
+        call = self._core.watch(request_key, timeout=timeout, request_id=request_id)
+        return EventStream(self._run(call), call.request_id, call.request_key)
+
+    def cancel_job(
+        self, request_key: str, *, timeout: float | None = None, request_id: str | None = None
+    ) -> JobState:
+        """Cancel the job started with `request_key` and return its state afterwards:
+        "cancelled" once its worker is free, or "done"/"failed" when it had ended before.
+        Idempotent; every stream of the job ends with CancelledError."""
+        request = pb.CancelJobRequest(request_key=request_key)
+        response = self._unary(
+            request_key,
+            timeout,
+            request_id,
+            lambda stub, left, metadata: stub.CancelJob(request, timeout=left, metadata=metadata),
+        )
+        return job_state(response.state)
+
+    def _unary(
+        self,
+        request_key: str,
+        timeout: float | None,
+        request_id: str | None,
+        send: Callable[[pb_grpc.StyleTransferServiceStub, float | None, Metadata], R],
+    ) -> R:
+        """One job call on the key's replica, retried while it is unavailable or busy."""
+        call = self._core.job_call(request_key, timeout=timeout, request_id=request_id)
+        while True:
+            self._resolve()
+            endpoint, left = call.next_attempt()
+            try:
+                answer = send(endpoint.connection.stub, left, call.metadata)
+            except grpc.RpcError as error:
+                delay = call.fail(error)
+            else:
+                call.succeed()
+                return answer
+            finally:
+                _close(call.release(endpoint))
+            self._sleep(delay)
+
     def _run(self, call: StylizeCall[_Connection]) -> Generator[Event, None, None]:
         while True:
             self._resolve()
             attempt = call.next_attempt()
             try:
-                rpc = attempt.connection.stub.Stylize(
-                    call.request, timeout=attempt.timeout, metadata=call.metadata
-                )
+                stub = attempt.connection.stub
+                rpc: grpc.CallIterator[pb.StylizeResponse] | grpc.CallIterator[pb.WatchJobResponse]
+                if isinstance(call.request, pb.WatchJobRequest):
+                    rpc = stub.WatchJob(
+                        call.request, timeout=attempt.timeout, metadata=call.metadata
+                    )
+                else:
+                    rpc = stub.Stylize(
+                        call.request, timeout=attempt.timeout, metadata=call.metadata
+                    )
                 try:
                     for message in rpc:
                         event = attempt.receive(message)

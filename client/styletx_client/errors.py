@@ -179,6 +179,13 @@ class CancelledError(ServiceError):
     default_code = grpc.StatusCode.CANCELLED
 
 
+class JobNotFoundError(ServiceError):
+    """The server holds no job for the request key (NOT_FOUND, reason JOB_NOT_FOUND): it never
+    started there, or it ended longer ago than the server keeps outcomes (`--result-ttl`)."""
+
+    default_code = grpc.StatusCode.NOT_FOUND
+
+
 class AuthenticationError(ServiceError):
     """Missing or rejected credentials (UNAUTHENTICATED or PERMISSION_DENIED)."""
 
@@ -229,6 +236,23 @@ def from_rpc_error(error: grpc.RpcError, request_id: str | None = None) -> Servi
     return mapped
 
 
+def from_status(
+    code: int, message: str, reason: str | None, request_id: str | None = None
+) -> ServiceError:
+    """The SDK exception of a status given as numbers and names (how a job ended, as GetJob
+    reports it), classified like `from_rpc_error` does."""
+    status = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    reason = reason or None
+    cls = _class_for(status, reason, message, None)
+    return cls(
+        message,
+        code=status,
+        request_id=request_id,
+        reason=reason,
+        domain=ERROR_DOMAIN if reason else None,
+    )
+
+
 def _class_for(
     code: grpc.StatusCode, reason: str | None, message: str, retry_after: float | None
 ) -> type[ServiceError]:
@@ -237,6 +261,8 @@ def _class_for(
         return OutOfMemoryError
     if reason == Reason.KEY_REUSED:
         return RequestKeyReusedError
+    if reason == Reason.JOB_NOT_FOUND:
+        return JobNotFoundError
     cls = _BY_CODE.get(code, ServiceError)
     if cls is not ServerBusyError or reason in BUSY_REASONS or retry_after is not None:
         return cls

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server import statuses
@@ -25,7 +26,7 @@ from styletx_server.statuses import ErrorStatus, Reason, StopReason
 
 log = logging.getLogger(__name__)
 
-#: The gRPC method every record names (the service's only RPC with a job behind it).
+#: The gRPC method a record names unless told another (the RPC that starts jobs).
 METHOD = "Stylize"
 #: A call that ends this close to its deadline ended because of it (clocks differ slightly).
 _DEADLINE_SLACK_SECONDS = 0.05
@@ -38,6 +39,8 @@ _LET_GO_SECONDS = 5.0
 
 #: The server side of a Stylize call.
 Context = grpc.aio.ServicerContext[pb.StylizeRequest, pb.StylizeResponse]
+#: The server side of any call of the service (the job RPCs have their own message types).
+AnyContext = grpc.aio.ServicerContext[Any, Any]
 
 
 @dataclass
@@ -52,8 +55,10 @@ class Call:
     fields: dict[str, Any] = field(default_factory=dict)
     #: The request line was written (a stalled call is recorded when it stalls).
     recorded: bool = False
+    #: The RPC, as the request line and the `method` label of the metrics name it.
+    method: str = METHOD
 
-    def ended_by_caller(self, context: Context) -> StopReason:
+    def ended_by_caller(self, context: AnyContext) -> StopReason:
         """Mark the call as ended on the caller's side (unless it already has a code) and say
         how: its deadline, or a cancellation."""
         reason = ended_by_caller(context)
@@ -61,7 +66,7 @@ class Call:
             self.code, self.reason = _CODES[reason]
         return reason
 
-    def end(self, context: Context, status: ErrorStatus) -> None:
+    def end(self, context: AnyContext, status: ErrorStatus) -> None:
         """Set the call's final `status` without ending the handler (a stalled call, which must
         wait for gRPC to let go of it)."""
         self.code, self.reason = status.code, status.reason
@@ -95,13 +100,13 @@ class Call:
         code = self.code or grpc.StatusCode.CANCELLED
         reason = statuses.reason_label(code, self.reason)
         elapsed = time.monotonic() - self.arrived
-        metrics.requests.labels(method=METHOD, code=code.name, reason=reason).inc()
-        metrics.request_duration.labels(method=METHOD, code=code.name).observe(elapsed)
+        metrics.requests.labels(method=self.method, code=code.name, reason=reason).inc()
+        metrics.request_duration.labels(method=self.method, code=code.name).observe(elapsed)
         log_event(
             log,
             "request",
             request_id=self.request_id,
-            method=METHOD,
+            method=self.method,
             peer=self.peer,
             code=code.name,
             reason=reason,
@@ -110,7 +115,7 @@ class Call:
         )
 
 
-def ended_by_caller(context: Context) -> StopReason:
+def ended_by_caller(context: AnyContext) -> StopReason:
     """Why a call ended on the caller's side: its deadline, or a cancellation."""
     remaining = context.time_remaining()
     if remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS:
@@ -138,7 +143,7 @@ class ReaderStalled(Exception):
         self.seconds = seconds
 
 
-async def write(context: Context, message: pb.StylizeResponse, stall_timeout: float) -> None:
+async def write(context: AnyContext, message: Message, stall_timeout: float) -> None:
     """Send one message: CallerGone when the call is over on the caller's side, ReaderStalled
     when the reader accepts none of it within `stall_timeout` (0: wait for ever) plus the time
     its size needs at the slowest acceptable rate."""
@@ -175,6 +180,7 @@ def _retrieve(pending: asyncio.Future[None]) -> None:
 __all__ = [
     "METHOD",
     "STALL_MIN_BYTES_PER_SECOND",
+    "AnyContext",
     "Call",
     "CallerGone",
     "Context",

@@ -353,11 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--linger",
         "seconds a job with a request_key keeps running after its last caller left, so a "
-        "reconnecting caller can re-attach (jobs without a key stop at once)",
+        "reconnecting caller can re-attach (jobs without a key stop at once; CancelJob stops "
+        "a keyed one)",
     )
     add(
         "--result-ttl",
-        "seconds the result of a job with a request_key is kept for callers re-attaching",
+        "seconds the result of a job with a request_key is kept for callers re-attaching, and "
+        "how any keyed job ended for GetJob and WatchJob",
     )
     add(
         "--max-stored-results",

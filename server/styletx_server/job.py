@@ -58,6 +58,17 @@ class JobStats:
     evaluations: int
 
 
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job's latest events and outcome, read together (what GetJob describes)."""
+
+    queued: pb.StylizeResponse | None
+    started: pb.StylizeResponse | None
+    progress: pb.StylizeResponse | None
+    final: Final | None
+    stop: StopReason | None
+
+
 class StylizeJob:
     """Implements admission.Job; created by the first call of a request, attached to by others."""
 
@@ -132,6 +143,11 @@ class StylizeJob:
                 self._subscribers.remove(mailbox)
             return len(self._subscribers)
 
+    def snapshot(self) -> JobSnapshot:
+        """The latest queue position, start, progress and outcome, consistent with each other."""
+        with self._lock:
+            return JobSnapshot(self._queued, self._started, self._progress, self._final, self._stop)
+
     @property
     def subscribers(self) -> int:
         with self._lock:
@@ -152,14 +168,14 @@ class StylizeJob:
                 mailbox.put(response)
 
     def _complete(self, final: Final) -> bool:
-        """End the job with `final` (first call wins): tell every stream, release everything."""
+        """End the job with `final` (first call wins): release everything, file it, then tell
+        every stream, so that a caller told of the end finds the job filed and its pixels free.
+        A stream that subscribes meanwhile sees `_final` and gets it from `subscribe`."""
         with self._lock:
             if self._final is not None:
                 return False
             self._final = final
             subscribers, self._subscribers = self._subscribers, []
-            for mailbox in subscribers:
-                mailbox.put(final)
         self.spec = None  # the decoded images are no longer needed
         self.trace.dequeued()
         self._reservation.release()
@@ -167,6 +183,8 @@ class StylizeJob:
             self._on_done(self, final)
         except Exception as exc:  # bookkeeping must not keep the job from ending
             log_event(log, "job_done_hook_failed", level=logging.ERROR, exc_info=exc)
+        for mailbox in subscribers:
+            mailbox.put(final)
         return True
 
     @property
@@ -370,4 +388,4 @@ class StylizeJob:
         self._publish(pb.StylizeResponse(progress=event))
 
 
-__all__ = ["JobStats", "JobTimes", "StylizeJob"]
+__all__ = ["JobSnapshot", "JobStats", "JobTimes", "StylizeJob"]

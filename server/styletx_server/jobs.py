@@ -5,7 +5,9 @@ the stored result at once, so a caller that lost its stream (a dropped connectio
 never pays for a second computation. Results are kept for a TTL, bounded by count and bytes
 (oldest dropped first). A key sent with a different computation is an error (compared by digest);
 fields that only say how the result is delivered (`DELIVERY_FIELDS`) are left out of the digest,
-so a caller that changes only those attaches and gets the result in its own encoding.
+so a caller that changes only those attaches and gets the result in its own encoding. How each
+keyed job ended (failed and cancelled ones too) is recorded for the same TTL (`ended`), for
+GetJob, WatchJob and CancelJob.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from google.protobuf.message import Message
 
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.job import StylizeJob
+from styletx_server.job_views import EndedJobs
 from styletx_server.mailbox import Final
 
 #: What the API allows in `request_key` (see the proto): printable, URL- and metadata-safe.
@@ -94,6 +97,8 @@ class JobRegistry:
         self._running: dict[str, StylizeJob] = {}
         self._results: OrderedDict[str, StoredResult] = OrderedDict()
         self._bytes = 0
+        #: How each keyed job ended, kept for the result TTL (no images).
+        self.ended = EndedJobs(result_ttl, clock=clock)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -127,11 +132,13 @@ class JobRegistry:
             # of a failed job, whose result was never stored, so this is just hygiene).
             self._drop(job.key)
             self._running[job.key] = job
+        self.ended.drop(job.key)
 
     def finish(self, job: StylizeJob, final: Final) -> None:
         """`job` ended: forget it, and keep its result when it succeeded."""
         if job.key is None:
             return
+        self.ended.add(job, final)
         with self._lock:
             if self._running.get(job.key) is job:
                 del self._running[job.key]

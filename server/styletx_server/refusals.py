@@ -56,6 +56,15 @@ class KeyReused(Refused):
         self.key = key
 
 
+class JobNotFound(Refused):
+    """No job with this request key here; `why` says what a caller can do about it."""
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(f"no job with request_key {key!r}: {why}")
+        self.key = key
+        self.why = why
+
+
 class InvalidRequest(Refused):
     """The request breaks one or more rules; `violations` names every bad field.
 
@@ -112,6 +121,7 @@ __all__ = [
     "FieldViolation",
     "InvalidKey",
     "InvalidRequest",
+    "JobNotFound",
     "KeyReused",
     "NotReady",
     "OverBudget",

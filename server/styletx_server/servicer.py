@@ -1,4 +1,6 @@
-"""The asyncio Stylize servicer: admission before work, jobs that streams subscribe to.
+"""The asyncio servicer: Stylize (admission before work, jobs that streams subscribe to), and
+GetJob, WatchJob and CancelJob, whose lookups live in `job_rpcs` and which share the call's frame
+(`_serve`) and the relay of a job's events (`_follow`) with Stylize.
 
 Each call is a coroutine on the event loop: it costs no thread, however slowly its caller reads.
 Order of work: too many calls -> loading -> request key (attach to a running job or a
@@ -22,8 +24,10 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
@@ -37,6 +41,7 @@ from styletx_server.admission import AdmissionQueue, Throughput
 from styletx_server.budget import PixelBudget
 from styletx_server.calls import (
     METHOD,
+    AnyContext,
     Call,
     CallerGone,
     Context,
@@ -49,6 +54,7 @@ from styletx_server.convert import format_to_proto
 from styletx_server.decode import decode
 from styletx_server.intake import Inspection, Limits, inspect, output_encoding
 from styletx_server.job import StylizeJob
+from styletx_server.job_rpcs import Convert, JobRpcs
 from styletx_server.jobs import KEY_RULE, JobRegistry, StoredResult, request_digest, valid_key
 from styletx_server.logs import REQUEST_ID_KEY, log_event, request_id_from
 from styletx_server.mailbox import Final, Mailbox
@@ -65,6 +71,7 @@ from styletx_server.slots import CallSlots, Slot, caller_of
 from styletx_server.statuses import ErrorStatus, Reason, StopReason
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Lifecycle:
@@ -105,28 +112,71 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         self._live: set[StylizeJob] = set()
         self._live_lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._jobs = JobRpcs(
+            parts.registry,
+            serve=self._serve,
+            follow=self._follow,
+            deliver=self._deliver,
+            stop=self.stop_jobs,
+        )
 
     # -- the RPC -------------------------------------------------------------------------------
 
     async def Stylize(  # type: ignore[override]  # noqa: N802 (the gRPC method name)
         self, request: pb.StylizeRequest, context: Context
     ) -> None:
-        arrived = time.monotonic()
+        await self._serve(
+            context,
+            METHOD,
+            lambda call: self._stylize(request, context, call, call.arrived),
+            slot=True,
+        )
+
+    async def GetJob(  # type: ignore[override]  # noqa: N802 (the gRPC method name)
+        self, request: pb.GetJobRequest, context: AnyContext
+    ) -> pb.GetJobResponse | None:
+        return await self._jobs.get_job(request, context)
+
+    async def WatchJob(  # type: ignore[override]  # noqa: N802 (the gRPC method name)
+        self, request: pb.WatchJobRequest, context: AnyContext
+    ) -> None:
+        await self._jobs.watch_job(request, context)
+
+    async def CancelJob(  # type: ignore[override]  # noqa: N802 (the gRPC method name)
+        self, request: pb.CancelJobRequest, context: AnyContext
+    ) -> pb.CancelJobResponse | None:
+        return await self._jobs.cancel_job(request, context)
+
+    async def _serve(
+        self,
+        context: AnyContext,
+        method: str,
+        work: Callable[[Call], Awaitable[T]],
+        *,
+        slot: bool,
+    ) -> T | None:
+        """Run one call's `work` and end the call whatever happens: its status, its slot (when it
+        takes one: a stream that may last), its record. None when the call ended without a
+        response (refused, failed, or gone)."""
         request_id = request_id_from(context.invocation_metadata())
-        call = Call(request_id=request_id, peer=context.peer(), arrived=arrived)
-        slot: Slot | None = None
+        call = Call(
+            request_id=request_id, peer=context.peer(), arrived=time.monotonic(), method=method
+        )
+        arrived = call.arrived
+        held: Slot | None = None
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-            slot = self._p.slots.acquire(caller_of(call.peer))
-            await self._stylize(request, context, call, arrived)
+            if slot:
+                held = self._p.slots.acquire(caller_of(call.peer))
+            return await work(call)
         except Refused as refusal:
             # Every refusal, wherever it was found, ends the call here.
             status = statuses.for_refusal(refusal, self._p.admission.retry_after())
             call.refused(refusal)
             await self._abort(context, call, status)
         except ReaderStalled as stalled:
-            assert slot is not None
-            await self._stalled(context, call, arrived, slot, stalled)
+            assert held is not None
+            await self._stalled(context, call, arrived, held, stalled)
         except grpc.aio.AbortError:
             raise  # the call ended with its status (`_abort`)
         except asyncio.CancelledError:
@@ -149,12 +199,13 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 )
                 await self._abort(context, call, statuses.internal(request_id))
         finally:
-            if slot is not None:
-                slot.close()
+            if held is not None:
+                held.close()
             call.record(self._p.metrics)
+        return None
 
     async def _stalled(
-        self, context: Context, call: Call, arrived: float, slot: Slot, stalled: ReaderStalled
+        self, context: AnyContext, call: Call, arrived: float, slot: Slot, stalled: ReaderStalled
     ) -> None:
         """End a stalled call now for everyone but gRPC: free its slot, record it, set its
         status; then wait until gRPC lets go of it (its reader comes back and gets the status,
@@ -168,7 +219,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         except grpc.aio.BaseError:  # the connection closed: nobody to send the status to
             await let_go()
 
-    async def _abort(self, context: Context, call: Call, status: ErrorStatus) -> None:
+    async def _abort(self, context: AnyContext, call: Call, status: ErrorStatus) -> None:
         """End the call with `status` now (raises grpc.aio.AbortError out of the handler),
         recorded first: the caller may act on the status before the handler unwinds."""
         call.code, call.reason = status.code, status.reason
@@ -179,7 +230,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     async def _stylize(
         self,
         request: pb.StylizeRequest,
-        context: Context,
+        context: AnyContext,
         call: Call,
         arrived: float,
     ) -> None:
@@ -312,24 +363,34 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     # -- streaming a job to one caller ------------------------------------------------------------
 
     async def _deliver(
-        self, final: Final, context: Context, call: Call, encoding: tuple[str, int]
+        self,
+        final: Final,
+        context: AnyContext,
+        call: Call,
+        encoding: tuple[str, int] | None,
+        convert: Convert | None = None,
     ) -> None:
+        """Send a job's outcome: its result (in the caller's `encoding`, None: the job's own),
+        or its error status."""
         if final.response is not None:
-            await write(context, await self._encoded(final, encoding, call), self._p.stall_timeout)
+            response = await self._encoded(final, encoding, call)
+            message = response if convert is None else convert(response)
+            await write(context, message, self._p.stall_timeout)
             call.code, call.reason = grpc.StatusCode.OK, None
         else:
             assert final.status is not None
             await self._abort(context, call, final.status)
 
     async def _encoded(
-        self, final: Final, encoding: tuple[str, int], call: Call
+        self, final: Final, encoding: tuple[str, int] | None, call: Call
     ) -> pb.StylizeResponse:
         """The result event in the caller's `encoding` (re-encoded off the loop when the job's
         was another: a caller that attached with only the format or quality changed)."""
         response = final.response
         assert response is not None
         if (
-            final.encoding is None
+            encoding is None
+            or final.encoding is None
             or final.pixels is None
             or _same_encoding(final.encoding, encoding)
         ):
@@ -348,12 +409,14 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
     async def _follow(
         self,
         job: StylizeJob,
-        context: Context,
+        context: AnyContext,
         call: Call,
         arrived: float,
-        encoding: tuple[str, int],
+        encoding: tuple[str, int] | None,
+        convert: Convert | None = None,
     ) -> None:
-        """Subscribe to `job` and relay its events until its final one (or the caller leaves)."""
+        """Subscribe to `job` and relay its events until its final one (or the caller leaves);
+        `convert` turns each event into the call's own message type (WatchJob's)."""
         mailbox = Mailbox(self._loop)
         job.subscribe(mailbox)
         if job.linger is not None:  # someone came back in time: keep the job
@@ -365,12 +428,13 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 item = await mailbox.get()
                 if isinstance(item, Final):
                     call.add_job(job)
-                    await self._deliver(item, context, call, encoding)
+                    await self._deliver(item, context, call, encoding, convert)
                     return
-                if first_progress and item.HasField("progress"):
+                if first_progress and item.HasField("progress") and call.method == METHOD:
                     first_progress = False
                     self._p.metrics.time_to_first_progress.observe(time.monotonic() - arrived)
-                await write(context, item, self._p.stall_timeout)
+                message = item if convert is None else convert(item)
+                await write(context, message, self._p.stall_timeout)
         except asyncio.CancelledError:
             call.code = None
             reason = call.ended_by_caller(context)

@@ -52,6 +52,8 @@ class StopReason(enum.Enum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     SHUTDOWN = "shutdown"
     DRAINING = "draining"
+    #: CancelJob: someone with the job's key asked for it to stop.
+    JOB_CANCELLED = "job_cancelled"
 
 
 def request_field(option: str) -> str:
@@ -177,6 +179,15 @@ def key_reused(key: str) -> ErrorStatus:
     )
 
 
+def job_not_found(key: str, why: str) -> ErrorStatus:
+    """NOT_FOUND: this replica holds no job (or no outcome) for the request key."""
+    return _status(
+        code_pb2.NOT_FOUND,
+        f"no job with request_key {key!r} on this server: {why}",
+        Reason.JOB_NOT_FOUND,
+    )
+
+
 def stalled(seconds: float) -> ErrorStatus:
     """CANCELLED by the server: the caller read nothing for `seconds` (it rarely sees this)."""
     return _status(
@@ -214,6 +225,8 @@ def for_refusal(exc: refusals.Refused, retry_after: float) -> ErrorStatus:
             return invalid_argument([FieldViolation("request_key", exc.rule)])
         case refusals.KeyReused():
             return key_reused(exc.key)
+        case refusals.JobNotFound():
+            return job_not_found(exc.key, exc.why)
         case refusals.InvalidRequest():
             return invalid_argument(exc.violations, exc.reason, exc.metadata)
         case refusals.OverBudget():
@@ -252,6 +265,8 @@ def for_stop(reason: StopReason) -> ErrorStatus:
             "server is draining and this job cannot finish in time; retry on another replica",
             Reason.DRAINING,
         )
+    if reason is StopReason.JOB_CANCELLED:
+        return _status(code_pb2.CANCELLED, "the job was cancelled (CancelJob)", Reason.CANCELLED)
     return _status(code_pb2.CANCELLED, "cancelled by the caller", Reason.CANCELLED)
 
 
@@ -311,6 +326,7 @@ __all__ = [
     "internal",
     "invalid_argument",
     "is_out_of_memory",
+    "job_not_found",
     "key_reused",
     "loading",
     "out_of_memory",

@@ -87,3 +87,44 @@ def test_bad_requests_get_invalid_argument(
     assert called.returncode != 0
     assert "InvalidArgument" in called.stderr
     assert field in called.stderr
+
+
+def _events(stdout: str) -> list[dict[str, object]]:
+    return [json.loads(chunk) for chunk in stdout.replace("}\n{", "}\x00{").split("\x00")]
+
+
+def test_get_watch_and_cancel_a_job_with_grpcurl(server: StyletxServer) -> None:
+    request = {
+        "content_image": base64.b64encode(png(48, 64, 1)).decode(),
+        "style_images": [{"image": base64.b64encode(png(40, 40, 2)).decode()}],
+        "options": {"size": SIZE, "max_evaluations": 4, "seed": 3},
+        "request_key": "grpcurl-job",
+    }
+    service = "styletx.v1.StyleTransferService"
+    ran = grpcurl(server, f"{service}/Stylize", data=json.dumps(request))
+    assert ran.returncode == 0, ran.stderr
+
+    key = json.dumps({"request_key": "grpcurl-job", "omit_image": True})
+    got = grpcurl(server, f"{service}/GetJob", data=key)
+    assert got.returncode == 0, got.stderr
+    job = json.loads(got.stdout)
+    assert job["state"] == "JOB_STATE_DONE" and "data" not in job["result"]["image"]
+
+    watched = grpcurl(server, f"{service}/WatchJob", data='{"request_key": "grpcurl-job"}')
+    assert watched.returncode == 0, watched.stderr
+    assert [next(iter(e)) for e in _events(watched.stdout)] == ["result"]
+
+    cancelled = grpcurl(server, f"{service}/CancelJob", data='{"request_key": "grpcurl-job"}')
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["state"] == "JOB_STATE_DONE"
+
+    missing = grpcurl(server, f"{service}/GetJob", data='{"request_key": "nobody"}')
+    assert missing.returncode != 0
+    assert "NotFound" in missing.stderr and "JOB_NOT_FOUND" in missing.stderr
+
+
+def test_reflection_describes_the_job_rpcs(server: StyletxServer) -> None:
+    described = grpcurl(server, "describe", "styletx.v1.StyleTransferService")
+    assert described.returncode == 0, described.stderr
+    for rpc in ("GetJob", "WatchJob", "CancelJob"):
+        assert f"rpc {rpc}" in described.stdout

@@ -29,6 +29,9 @@ from styletx_client import (
     EventStream,
     FieldViolation,
     InvalidRequestError,
+    JobInfo,
+    JobNotFoundError,
+    JobState,
     Losses,
     OutOfMemoryError,
     Progress,
@@ -180,6 +183,38 @@ def sync_usage(out: Path) -> None:
 
     credentials = grpc.ssl_channel_credentials()
     StyleTransferClient("ipv4:10.0.0.1:50051,10.0.0.2:50051", credentials=credentials).close()
+
+
+def job_usage(client: StyleTransferClient, out: Path) -> JobState:
+    """A keyed job looked at, watched and cancelled by its key alone."""
+    try:
+        info = client.get_job("order-1234", include_image=False, timeout=5.0)
+    except JobNotFoundError as missing:
+        assert_type(missing.request_key, str | None)
+        return "failed"
+    assert_type(info, JobInfo)
+    assert_type(info.state, JobState)
+    position: int = info.position
+    progress: Progress | None = info.progress
+    started: Started | None = info.started
+    ended_with: ServiceError | None = info.error
+    if info.ended and info.result is not None:
+        info.result.save(out)
+    print(position, progress, started, ended_with, info.queue_time, info.compute_time, info.options)
+    with client.watch_job("order-1234") as events:
+        assert_type(events, EventStream)
+        for event in events:
+            print(describe(event))
+    return assert_type(client.cancel_job("order-1234"), JobState)
+
+
+async def async_job_usage(client: AsyncStyleTransferClient) -> JobState:
+    info = assert_type(await client.get_job("order-1234"), JobInfo)
+    async with client.watch_job(info.request_key) as events:
+        assert_type(events, AsyncEventStream)
+        async for event in events:
+            print(describe(event))
+    return assert_type(await client.cancel_job("order-1234"), JobState)
 
 
 def convert(error: grpc.RpcError) -> ServiceError:

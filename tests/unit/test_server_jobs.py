@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from styletx.options import StyleOptions
 from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_server.job import JobSnapshot, JobTimes
 from styletx_server.jobs import JobRegistry, StoredResult, request_digest, valid_key
 from styletx_server.mailbox import Final
 
 
 class FakeJob:
+    """What the registry reads of a job: its key and digest, and what its ended record says."""
+
     def __init__(self, key: str | None, digest: bytes = b"d") -> None:
         self.key = key
         self.digest = digest
+        self.request_id = "r"
+        self.inspection = SimpleNamespace(options=StyleOptions())
+        self.times = JobTimes()
+
+    def snapshot(self) -> JobSnapshot:
+        return JobSnapshot(None, None, None, None, None)
 
 
 def result(size: int) -> Final:

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Literal, TypeAlias, TypedDict
 
+JobState: TypeAlias = Literal["queued", "running", "done", "failed", "cancelled"]
+"""Where a job started with a request key is (see `GetJob`)."""
+
 ImageFormat: TypeAlias = Literal["png", "jpeg", "webp"]
 """Encoding of an image the server returns."""
 
@@ -188,6 +191,9 @@ class ErrorReason(StrEnum):
 
     STALLED = "STALLED"
     """CANCELLED: the caller accepted no bytes for the server's stall timeout, so the server ended the call; a job with a request key keeps running for a while: re-attach with the key."""
+
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    """NOT_FOUND: no job with this request key on this replica: it never started here, or it ended longer ago than the server keeps outcomes (its `--result-ttl`), or its result was dropped."""
 
 
 #: One-line help of every option, from its proto comment (for CLIs).

@@ -9,8 +9,10 @@ of events: zero or more `queued` updates while the job waits for a worker, one `
 status instead of a result (INVALID_ARGUMENT with google.rpc.BadRequest field violations for bad
 input or a job beyond the server's limits, RESOURCE_EXHAUSTED with google.rpc.RetryInfo when the
 server is busy, RESOURCE_EXHAUSTED without RetryInfo when the job ran out of memory, UNAVAILABLE
-while the server drains, DEADLINE_EXCEEDED or CANCELLED when the caller gives up, INTERNAL
-otherwise). Every error carries a google.rpc.ErrorInfo whose `reason` names the cause.
+while the server drains, DEADLINE_EXCEEDED or CANCELLED when the caller gives up or the job is
+cancelled, INTERNAL otherwise). A job started with a request key can be looked at, watched and
+cancelled by that key (GetJob, WatchJob, CancelJob). Every error carries a
+google.rpc.ErrorInfo whose `reason` names the cause.
 """
 
 from collections import abc as _abc
@@ -74,6 +76,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """CANCELLED: the caller accepted no bytes for the server's stall timeout, so the server ended
     the call; a job with a request key keeps running for a while: re-attach with the key.
     """
+    ERROR_REASON_JOB_NOT_FOUND: _ErrorReason.ValueType  # 17
+    """NOT_FOUND: no job with this request key on this replica: it never started here, or it ended
+    longer ago than the server keeps outcomes (its `--result-ttl`), or its result was dropped.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed. Every error status carries a google.rpc.ErrorInfo with domain "styletx.v1"
@@ -118,7 +124,51 @@ ERROR_REASON_STALLED: ErrorReason.ValueType  # 16
 """CANCELLED: the caller accepted no bytes for the server's stall timeout, so the server ended
 the call; a job with a request key keeps running for a while: re-attach with the key.
 """
+ERROR_REASON_JOB_NOT_FOUND: ErrorReason.ValueType  # 17
+"""NOT_FOUND: no job with this request key on this replica: it never started here, or it ended
+longer ago than the server keeps outcomes (its `--result-ttl`), or its result was dropped.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
+
+class _JobState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
+    """Not used as a state."""
+    JOB_STATE_QUEUED: _JobState.ValueType  # 1
+    """Waiting for a worker; `GetJobResponse.queue_position` says where."""
+    JOB_STATE_RUNNING: _JobState.ValueType  # 2
+    """A worker is computing it; `GetJobResponse.progress` is its latest iteration."""
+    JOB_STATE_DONE: _JobState.ValueType  # 3
+    """Finished; `GetJobResponse.result` is its result."""
+    JOB_STATE_FAILED: _JobState.ValueType  # 4
+    """Ended with an error; `GetJobResponse.error` says which."""
+    JOB_STATE_CANCELLED: _JobState.ValueType  # 5
+    """Stopped by a caller (CancelJob, or every caller left and the linger ran out); a new call
+    with the same key and request starts it again.
+    """
+
+class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
+    """Where a job started with a request key is (see `GetJob`)."""
+
+JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
+"""Not used as a state."""
+JOB_STATE_QUEUED: JobState.ValueType  # 1
+"""Waiting for a worker; `GetJobResponse.queue_position` says where."""
+JOB_STATE_RUNNING: JobState.ValueType  # 2
+"""A worker is computing it; `GetJobResponse.progress` is its latest iteration."""
+JOB_STATE_DONE: JobState.ValueType  # 3
+"""Finished; `GetJobResponse.result` is its result."""
+JOB_STATE_FAILED: JobState.ValueType  # 4
+"""Ended with an error; `GetJobResponse.error` says which."""
+JOB_STATE_CANCELLED: JobState.ValueType  # 5
+"""Stopped by a caller (CancelJob, or every caller left and the linger ran out); a new call
+with the same key and request starts it again.
+"""
+Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 class _ImageFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -277,7 +327,8 @@ class StylizeRequest(_message.Message):
     """Idempotency key chosen by the caller (1-128 characters of [A-Za-z0-9._~:-]), e.g. a UUID.
     While a job with this key runs, or for a while after it finished on the same replica, a call
     with the same key attaches to that job instead of starting another: it receives the current
-    state and the rest of the stream, or the stored result at once. Empty: no idempotency.
+    state and the rest of the stream, or the stored result at once. The key also names the job
+    for GetJob, WatchJob and CancelJob. Empty: no idempotency.
     """
     @_builtins.property
     def style_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___StyleImage]:
@@ -780,3 +831,253 @@ class ResultEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResultEvent: _TypeAlias = ResultEvent  # noqa: Y015
+
+@_typing.final
+class GetJobRequest(_message.Message):
+    """Asks for the state of a job by its request key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
+    OMIT_IMAGE_FIELD_NUMBER: _builtins.int
+    request_key: _builtins.str
+    """The `StylizeRequest.request_key` the job was started with. Required."""
+    omit_image: _builtins.bool
+    """Leave the result's encoded image out (`result.image.data` empty; its format and size stay
+    set): for a caller that only wants to know whether the job is done.
+    """
+    def __init__(
+        self,
+        *,
+        request_key: _builtins.str = ...,
+        omit_image: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["omit_image", b"omit_image", "request_key", b"request_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobRequest: _TypeAlias = GetJobRequest  # noqa: Y015
+
+@_typing.final
+class GetJobResponse(_message.Message):
+    """The state of one job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    QUEUE_TIME_FIELD_NUMBER: _builtins.int
+    COMPUTE_TIME_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    request_key: _builtins.str
+    """The job's request key."""
+    state: Global___JobState.ValueType
+    """Where the job is."""
+    request_id: _builtins.str
+    """Server-side identifier of the request that started the job."""
+    queue_position: _builtins.int
+    """1-based position in the queue while QUEUED (1: it starts when the next worker frees up);
+    0 otherwise.
+    """
+    @_builtins.property
+    def options(self) -> Global___StyleOptions:
+        """Options as resolved by the server: every field set, defaults filled in."""
+
+    @_builtins.property
+    def started(self) -> Global___StartedEvent:
+        """What the worker reported when it took the job (output size, device, precision); set once
+        the job started.
+        """
+
+    @_builtins.property
+    def progress(self) -> Global___ProgressEvent:
+        """The latest progress of a job that started: the current one while RUNNING, the last one of a
+        job that failed or was cancelled part-way.
+        """
+
+    @_builtins.property
+    def queue_time(self) -> _duration_pb2.Duration:
+        """Time the job waited in the queue (so far, while QUEUED)."""
+
+    @_builtins.property
+    def compute_time(self) -> _duration_pb2.Duration:
+        """Time the worker spent on the job (so far, while RUNNING)."""
+
+    @_builtins.property
+    def result(self) -> Global___ResultEvent:
+        """The result when DONE (without its image data when `omit_image` was set)."""
+
+    @_builtins.property
+    def error(self) -> Global___JobError:
+        """Why the job ended when FAILED or CANCELLED: the status its streams ended with."""
+
+    def __init__(
+        self,
+        *,
+        request_key: _builtins.str = ...,
+        state: Global___JobState.ValueType = ...,
+        request_id: _builtins.str = ...,
+        queue_position: _builtins.int = ...,
+        options: Global___StyleOptions | None = ...,
+        started: Global___StartedEvent | None = ...,
+        progress: Global___ProgressEvent | None = ...,
+        queue_time: _duration_pb2.Duration | None = ...,
+        compute_time: _duration_pb2.Duration | None = ...,
+        result: Global___ResultEvent | None = ...,
+        error: Global___JobError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compute_time", b"compute_time", "error", b"error", "options", b"options", "progress", b"progress", "queue_time", b"queue_time", "result", b"result", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_time", b"compute_time", "error", b"error", "options", b"options", "progress", b"progress", "queue_position", b"queue_position", "queue_time", b"queue_time", "request_id", b"request_id", "request_key", b"request_key", "result", b"result", "started", b"started", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobResponse: _TypeAlias = GetJobResponse  # noqa: Y015
+
+@_typing.final
+class JobError(_message.Message):
+    """The error status a job ended with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code (a google.rpc.Code value, e.g. 1 for CANCELLED)."""
+    message: _builtins.str
+    """The status message."""
+    reason: Global___ErrorReason.ValueType
+    """The cause, as the status's google.rpc.ErrorInfo names it."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        reason: Global___ErrorReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobError: _TypeAlias = JobError  # noqa: Y015
+
+@_typing.final
+class WatchJobRequest(_message.Message):
+    """Asks for the events of a job by its request key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
+    request_key: _builtins.str
+    """The `StylizeRequest.request_key` the job was started with. Required."""
+    def __init__(
+        self,
+        *,
+        request_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_key", b"request_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobResponse(_message.Message):
+    """One event of the `WatchJob` stream: the events of the `Stylize` stream, with the same fields."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUED_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queued(self) -> Global___QueuedEvent:
+        """The job waits for a worker; sent first while it waits, and whenever the position changes."""
+
+    @_builtins.property
+    def started(self) -> Global___StartedEvent:
+        """A worker took the job; sent first when it runs already, else once it starts."""
+
+    @_builtins.property
+    def progress(self) -> Global___ProgressEvent:
+        """One L-BFGS iteration completed (the latest one first when the job runs already)."""
+
+    @_builtins.property
+    def result(self) -> Global___ResultEvent:
+        """The final image; always the last message of a successful stream."""
+
+    def __init__(
+        self,
+        *,
+        queued: Global___QueuedEvent | None = ...,
+        started: Global___StartedEvent | None = ...,
+        progress: Global___ProgressEvent | None = ...,
+        result: Global___ResultEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "queued", b"queued", "result", b"result", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "queued", b"queued", "result", b"result", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["queued", "started", "progress", "result"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___WatchJobResponse: _TypeAlias = WatchJobResponse  # noqa: Y015
+
+@_typing.final
+class CancelJobRequest(_message.Message):
+    """Asks to cancel a job by its request key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_KEY_FIELD_NUMBER: _builtins.int
+    request_key: _builtins.str
+    """The `StylizeRequest.request_key` the job was started with. Required."""
+    def __init__(
+        self,
+        *,
+        request_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_key", b"request_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
+
+@_typing.final
+class CancelJobResponse(_message.Message):
+    """What cancelling did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    state: Global___JobState.ValueType
+    """The job's state after the request: CANCELLED, or DONE or FAILED when it had ended before."""
+    def __init__(
+        self,
+        *,
+        state: Global___JobState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobResponse: _TypeAlias = CancelJobResponse  # noqa: Y015

@@ -40,6 +40,21 @@ class StyleTransferServiceStub:
                 request_serializer=styletx_dot_v1_dot_style__transfer__pb2.StylizeRequest.SerializeToString,
                 response_deserializer=styletx_dot_v1_dot_style__transfer__pb2.StylizeResponse.FromString,
                 _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/styletx.v1.StyleTransferService/GetJob',
+                request_serializer=styletx_dot_v1_dot_style__transfer__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=styletx_dot_v1_dot_style__transfer__pb2.GetJobResponse.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/styletx.v1.StyleTransferService/WatchJob',
+                request_serializer=styletx_dot_v1_dot_style__transfer__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=styletx_dot_v1_dot_style__transfer__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/styletx.v1.StyleTransferService/CancelJob',
+                request_serializer=styletx_dot_v1_dot_style__transfer__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=styletx_dot_v1_dot_style__transfer__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
 
 
 class StyleTransferServiceServicer:
@@ -53,6 +68,34 @@ class StyleTransferServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJob(self, request, context):
+        """The state of a job started with a request key: queued (with its position), running (with
+        its latest progress), done (with its result), failed or cancelled. A key this replica does
+        not know, or whose job ended longer ago than it keeps outcomes, is NOT_FOUND (JOB_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """The events of a job started with a request key, from now on, without sending its images
+        again: its current state first (the queue position, or `started` and the latest progress),
+        then each new event, then the result. The stream ends with the job's error status when the
+        job failed or was cancelled, and with NOT_FOUND (JOB_NOT_FOUND) as GetJob does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancel a job started with a request key: a waiting job leaves the queue, a running one stops
+        within one evaluation, and every stream of it (Stylize or WatchJob) ends with CANCELLED.
+        Idempotent: cancelling a job that already ended changes nothing and says how it ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StyleTransferServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +103,21 @@ def add_StyleTransferServiceServicer_to_server(servicer, server):
                     servicer.Stylize,
                     request_deserializer=styletx_dot_v1_dot_style__transfer__pb2.StylizeRequest.FromString,
                     response_serializer=styletx_dot_v1_dot_style__transfer__pb2.StylizeResponse.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=styletx_dot_v1_dot_style__transfer__pb2.GetJobRequest.FromString,
+                    response_serializer=styletx_dot_v1_dot_style__transfer__pb2.GetJobResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=styletx_dot_v1_dot_style__transfer__pb2.WatchJobRequest.FromString,
+                    response_serializer=styletx_dot_v1_dot_style__transfer__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=styletx_dot_v1_dot_style__transfer__pb2.CancelJobRequest.FromString,
+                    response_serializer=styletx_dot_v1_dot_style__transfer__pb2.CancelJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +148,87 @@ class StyleTransferService:
             '/styletx.v1.StyleTransferService/Stylize',
             styletx_dot_v1_dot_style__transfer__pb2.StylizeRequest.SerializeToString,
             styletx_dot_v1_dot_style__transfer__pb2.StylizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styletx.v1.StyleTransferService/GetJob',
+            styletx_dot_v1_dot_style__transfer__pb2.GetJobRequest.SerializeToString,
+            styletx_dot_v1_dot_style__transfer__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/styletx.v1.StyleTransferService/WatchJob',
+            styletx_dot_v1_dot_style__transfer__pb2.WatchJobRequest.SerializeToString,
+            styletx_dot_v1_dot_style__transfer__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styletx.v1.StyleTransferService/CancelJob',
+            styletx_dot_v1_dot_style__transfer__pb2.CancelJobRequest.SerializeToString,
+            styletx_dot_v1_dot_style__transfer__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

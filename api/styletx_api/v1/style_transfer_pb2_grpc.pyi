@@ -9,8 +9,10 @@ of events: zero or more `queued` updates while the job waits for a worker, one `
 status instead of a result (INVALID_ARGUMENT with google.rpc.BadRequest field violations for bad
 input or a job beyond the server's limits, RESOURCE_EXHAUSTED with google.rpc.RetryInfo when the
 server is busy, RESOURCE_EXHAUSTED without RetryInfo when the job ran out of memory, UNAVAILABLE
-while the server drains, DEADLINE_EXCEEDED or CANCELLED when the caller gives up, INTERNAL
-otherwise). Every error carries a google.rpc.ErrorInfo whose `reason` names the cause.
+while the server drains, DEADLINE_EXCEEDED or CANCELLED when the caller gives up or the job is
+cancelled, INTERNAL otherwise). A job started with a request key can be looked at, watched and
+cancelled by that key (GetJob, WatchJob, CancelJob). Every error carries a
+google.rpc.ErrorInfo whose `reason` names the cause.
 """
 
 from collections import abc as _abc
@@ -45,6 +47,22 @@ class StyleTransferServiceStub:
     def __new__(cls, channel: _aio.Channel) -> StyleTransferServiceAsyncStub: ...
     Stylize: _grpc.UnaryStreamMultiCallable[_style_transfer_pb2.StylizeRequest, _style_transfer_pb2.StylizeResponse]
     """Stylize one content image in the style of one or more style images, streaming progress."""
+    GetJob: _grpc.UnaryUnaryMultiCallable[_style_transfer_pb2.GetJobRequest, _style_transfer_pb2.GetJobResponse]
+    """The state of a job started with a request key: queued (with its position), running (with
+    its latest progress), done (with its result), failed or cancelled. A key this replica does
+    not know, or whose job ended longer ago than it keeps outcomes, is NOT_FOUND (JOB_NOT_FOUND).
+    """
+    WatchJob: _grpc.UnaryStreamMultiCallable[_style_transfer_pb2.WatchJobRequest, _style_transfer_pb2.WatchJobResponse]
+    """The events of a job started with a request key, from now on, without sending its images
+    again: its current state first (the queue position, or `started` and the latest progress),
+    then each new event, then the result. The stream ends with the job's error status when the
+    job failed or was cancelled, and with NOT_FOUND (JOB_NOT_FOUND) as GetJob does.
+    """
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_style_transfer_pb2.CancelJobRequest, _style_transfer_pb2.CancelJobResponse]
+    """Cancel a job started with a request key: a waiting job leaves the queue, a running one stops
+    within one evaluation, and every stream of it (Stylize or WatchJob) ends with CANCELLED.
+    Idempotent: cancelling a job that already ended changes nothing and says how it ended.
+    """
 
 @_typing.type_check_only
 class StyleTransferServiceAsyncStub(StyleTransferServiceStub):
@@ -53,6 +71,22 @@ class StyleTransferServiceAsyncStub(StyleTransferServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Stylize: _aio.UnaryStreamMultiCallable[_style_transfer_pb2.StylizeRequest, _style_transfer_pb2.StylizeResponse]  # type: ignore[assignment]
     """Stylize one content image in the style of one or more style images, streaming progress."""
+    GetJob: _aio.UnaryUnaryMultiCallable[_style_transfer_pb2.GetJobRequest, _style_transfer_pb2.GetJobResponse]  # type: ignore[assignment]
+    """The state of a job started with a request key: queued (with its position), running (with
+    its latest progress), done (with its result), failed or cancelled. A key this replica does
+    not know, or whose job ended longer ago than it keeps outcomes, is NOT_FOUND (JOB_NOT_FOUND).
+    """
+    WatchJob: _aio.UnaryStreamMultiCallable[_style_transfer_pb2.WatchJobRequest, _style_transfer_pb2.WatchJobResponse]  # type: ignore[assignment]
+    """The events of a job started with a request key, from now on, without sending its images
+    again: its current state first (the queue position, or `started` and the latest progress),
+    then each new event, then the result. The stream ends with the job's error status when the
+    job failed or was cancelled, and with NOT_FOUND (JOB_NOT_FOUND) as GetJob does.
+    """
+    CancelJob: _aio.UnaryUnaryMultiCallable[_style_transfer_pb2.CancelJobRequest, _style_transfer_pb2.CancelJobResponse]  # type: ignore[assignment]
+    """Cancel a job started with a request key: a waiting job leaves the queue, a running one stops
+    within one evaluation, and every stream of it (Stylize or WatchJob) ends with CANCELLED.
+    Idempotent: cancelling a job that already ended changes nothing and says how it ended.
+    """
 
 class StyleTransferServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stylizes images with the Gatys et al. optimisation method on VGG16."""
@@ -64,5 +98,39 @@ class StyleTransferServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_style_transfer_pb2.StylizeResponse], _abc.AsyncIterator[_style_transfer_pb2.StylizeResponse]]:
         """Stylize one content image in the style of one or more style images, streaming progress."""
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _style_transfer_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_style_transfer_pb2.GetJobResponse, _abc.Awaitable[_style_transfer_pb2.GetJobResponse]]:
+        """The state of a job started with a request key: queued (with its position), running (with
+        its latest progress), done (with its result), failed or cancelled. A key this replica does
+        not know, or whose job ended longer ago than it keeps outcomes, is NOT_FOUND (JOB_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _style_transfer_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_style_transfer_pb2.WatchJobResponse], _abc.AsyncIterator[_style_transfer_pb2.WatchJobResponse]]:
+        """The events of a job started with a request key, from now on, without sending its images
+        again: its current state first (the queue position, or `started` and the latest progress),
+        then each new event, then the result. The stream ends with the job's error status when the
+        job failed or was cancelled, and with NOT_FOUND (JOB_NOT_FOUND) as GetJob does.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _style_transfer_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_style_transfer_pb2.CancelJobResponse, _abc.Awaitable[_style_transfer_pb2.CancelJobResponse]]:
+        """Cancel a job started with a request key: a waiting job leaves the queue, a running one stops
+        within one evaluation, and every stream of it (Stylize or WatchJob) ends with CANCELLED.
+        Idempotent: cancelling a job that already ended changes nothing and says how it ended.
+        """
 
 def add_StyleTransferServiceServicer_to_server(servicer: StyleTransferServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
