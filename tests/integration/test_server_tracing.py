@@ -163,3 +163,22 @@ def test_log_lines_carry_the_trace_and_span_ids(
     assert call.context is not None
     assert request["trace_id"] == trace.format_trace_id(call.context.trace_id)
     assert request["span_id"] == trace.format_span_id(call.context.span_id)
+
+
+def test_job_calls_are_traced_in_the_callers_trace(
+    traced: tuple[StyletxServer, InMemorySpanExporter],
+) -> None:
+    server, exporter = traced
+    tracer = trace.get_tracer("test")
+    with StyleTransferClient(f"127.0.0.1:{server.port}", timeout=WAIT) as client:
+        result = client.stylize(
+            png(48, 64, 1), png(40, 40, 2), size=SIZE, max_evaluations=2, request_key="traced-1"
+        )
+        with tracer.start_as_current_span("look") as look:
+            client.get_job("traced-1")
+    assert result.request_id
+    name = "styletx.v1.StyleTransferService/GetJob"
+    spans = wait_for_spans(exporter, lambda spans: any(s.name == name for s in spans))
+    get = _one(spans, name)
+    assert get.parent is not None and get.parent.span_id == look.get_span_context().span_id
+    assert get.attributes is not None and get.attributes["rpc.method"] == "GetJob"
