@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 import styletx
@@ -39,6 +40,7 @@ from styletx_server.metrics import MetricsHttpServer, ServerMetrics
 from styletx_server.servicer import Lifecycle, ServicerParts, StyleTransferServicer
 from styletx_server.slots import CallSlots, share_limit
 from styletx_server.statuses import StopReason
+from styletx_server.tracing import TracingInterceptor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,8 +111,11 @@ class StyletxServer:
         *,
         stylizer: Engine | None = None,
         registry: CollectorRegistry | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.config = config
+        #: Set (tracing.configure): every API call gets a span, continuing the caller's trace.
+        self.tracer_provider = tracer_provider
         self.metrics = ServerMetrics.create(registry)
         self.lifecycle = Lifecycle()
         self.health = HealthState()
@@ -219,6 +224,8 @@ class StyletxServer:
         interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
         if config.auth_token:
             interceptors.append(BearerAuthInterceptor(config.auth_token, self._count_rejected))
+        if self.tracer_provider is not None:  # first: refused calls are traced too
+            interceptors.insert(0, TracingInterceptor(self.tracer_provider))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
