@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from styletx import colors, geometry, images, vgg
+from styletx import colors, geometry, images, tracing, vgg
 from styletx.batcher import Seat
 from styletx.objective import losses_of, make_objective
 from styletx.optimize import Vector, minimize
@@ -78,7 +78,8 @@ def run_scales(
     for scale_index, ((h, w), budget) in enumerate(zip(levels, budgets, strict=True)):
         prep_started = time.perf_counter()
         base = images.resize_to(content, h, w)
-        targets = style_targets(step, base, styles, blend, options, should_stop)
+        with tracing.child("style_targets", **{"styletx.scale": scale_index}):
+            targets = style_targets(step, base, styles, blend, options, should_stop)
         level = Space(h, w, grey)
         if v is None or space is None:
             v0 = initial_point(level, options, base, styles, rng, blend)
@@ -120,7 +121,10 @@ def run_scales(
                 )
             )
 
-        with seat_for((precision, step.layers, h, w)) as seat:
+        with (
+            tracing.child("optimisation", **_scale_attributes(scale_index, h, w, budget)) as span,
+            seat_for((precision, step.layers, h, w)) as seat,
+        ):
             objective = make_objective(
                 step, targets, level, timings, seat, should_stop, loss_scale, on_evaluation
             )
@@ -138,6 +142,9 @@ def run_scales(
                 bounds=level.bounds() if options.pixel_bounds else None,
                 first_step=FIRST_STEP if options.pixel_bounds else None,
             )
+            if span is not None:
+                span.set_attribute("styletx.iterations", found.iterations)
+                span.set_attribute("styletx.evaluations", found.evaluations)
         v, terms = found.x, found.terms
         iterations += found.iterations
         evaluations += found.evaluations
@@ -152,6 +159,16 @@ def run_scales(
         optimize_seconds=time.perf_counter() - optimize_started,
         precision=precision,
     )
+
+
+def _scale_attributes(scale: int, height: int, width: int, budget: int) -> dict[str, int]:
+    """What an optimisation span says of its scale: index, size and evaluation budget."""
+    return {
+        "styletx.scale": scale,
+        "styletx.height": height,
+        "styletx.width": width,
+        "styletx.max_evaluations": budget,
+    }
 
 
 def split_budget(total: int, parts: int) -> list[int]:

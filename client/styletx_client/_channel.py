@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from ._propagation import Metadatum, check_metadata, trace_metadata
 from ._retry import RetryPolicy
 from ._routing import ChannelSpec, TargetPlan, plan_target
 from ._version import __version__
@@ -136,20 +137,22 @@ def resolve_credentials(
 
 
 def call_metadata(
-    token: str | None, request_id: str, request_key: str = ""
-) -> tuple[tuple[str, str], ...]:
+    token: str | None, request_id: str, request_key: str = "", extra: Sequence[Metadatum] = ()
+) -> tuple[Metadatum, ...]:
     """Per-call metadata: the request id the server logs, the request key (so a proxy or mesh can
-    route every call of one key to one replica by hashing a header), and the bearer token when
-    auth is on.
+    route every call of one key to one replica by hashing a header), the bearer token when
+    auth is on, the client's `extra` metadata, and the current trace context (`traceparent`).
 
     Sent as plain metadata rather than call credentials, which gRPC refuses on plaintext channels
     (a TLS-terminating proxy in front of the server is a common deployment).
     """
-    metadata: list[tuple[str, str]] = [("x-request-id", request_id)]
+    metadata: list[Metadatum] = [("x-request-id", request_id)]
     if request_key:
         metadata.append(("x-request-key", request_key))
     if token:
         metadata.append(("authorization", f"Bearer {token}"))
+    metadata.extend(extra)
+    metadata.extend(trace_metadata())
     return tuple(metadata)
 
 
@@ -166,6 +169,8 @@ class ClientSettings:
     token: str | None
     timeout: float | None
     retry: RetryPolicy
+    #: Sent with every call, after the SDK's own keys (`metadata=` of the clients).
+    metadata: tuple[Metadatum, ...] = ()
 
     def options_for(self, spec: ChannelSpec) -> list[ChannelOption]:
         """Channel arguments of one channel: the SDK's, the :authority of a resolved DNS name
@@ -192,6 +197,7 @@ def make_settings(
     lb_policy: str | None,
     max_message_bytes: int,
     options: Sequence[ChannelOption],
+    metadata: Sequence[Metadatum] = (),
 ) -> ClientSettings:
     """Validate the constructor arguments shared by the sync and asyncio clients."""
     if timeout is not None and timeout <= 0:
@@ -209,4 +215,5 @@ def make_settings(
         token=token,
         timeout=timeout,
         retry=retry if retry is not None else RetryPolicy(),
+        metadata=check_metadata(metadata),
     )

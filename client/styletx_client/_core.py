@@ -33,6 +33,7 @@ from styletx_api.v1 import style_transfer_pb2 as pb
 
 from ._channel import ChannelOption, ClientSettings, call_metadata
 from ._convert import build_request, event_from_proto
+from ._propagation import Metadatum
 from ._retry import AttemptBudget, Clock, RetryThrottle, is_retryable
 from ._routing import ChannelSpec, Endpoint, Router
 from .errors import (
@@ -143,8 +144,8 @@ class ClientCore(Generic[T]):
             request_id,
         )
 
-    def metadata(self, request_id: str, request_key: str = "") -> tuple[tuple[str, str], ...]:
-        return call_metadata(self.settings.token, request_id, request_key)
+    def metadata(self, request_id: str, request_key: str = "") -> tuple[Metadatum, ...]:
+        return call_metadata(self.settings.token, request_id, request_key, self.settings.metadata)
 
 
 class _Delivered:

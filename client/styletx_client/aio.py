@@ -6,6 +6,7 @@ Only the grpc.aio transport loop lives here; every decision is `_core`'s, shared
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 import uuid
@@ -24,6 +25,7 @@ from . import health as _health
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, ChannelOption, TlsConfig, make_settings
 from ._convert import job_from_proto, job_state
 from ._core import ClientCore, StylizeCall
+from ._propagation import Metadatum
 from ._retry import RetryPolicy
 from ._routing import resolve_quietly
 from .errors import missing_result
@@ -32,7 +34,7 @@ from .jobs import JobInfo, JobState
 from .options import ImageInput, Styles, StylizeOptions
 
 R = TypeVar("R")
-Metadata = tuple[tuple[str, str], ...]
+Metadata = tuple[Metadatum, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +47,16 @@ class _Connection:
 
 
 def _connect(
-    target: str, options: list[ChannelOption], credentials: grpc.ChannelCredentials | None
+    target: str,
+    options: list[ChannelOption],
+    credentials: grpc.ChannelCredentials | None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> _Connection:
+    chain = list(interceptors) or None
     if credentials is None:
-        channel = grpc.aio.insecure_channel(target, options=options)
+        channel = grpc.aio.insecure_channel(target, options=options, interceptors=chain)
     else:
-        channel = grpc.aio.secure_channel(target, credentials, options=options)
+        channel = grpc.aio.secure_channel(target, credentials, options=options, interceptors=chain)
     health: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
         _health.CHECK_METHOD, request_serializer=None, response_deserializer=None
     )
@@ -95,7 +101,8 @@ class AsyncEventStream(AsyncIterator[Event]):
 class AsyncStyleTransferClient:
     """asyncio client of the styletx service; create it inside a running event loop.
 
-    Arguments mean what they mean for `StyleTransferClient`; `sleep` is awaited between retries.
+    Arguments mean what they mean for `StyleTransferClient`; `sleep` is awaited between retries,
+    and `interceptors` are grpc.aio client interceptors.
     """
 
     def __init__(
@@ -110,6 +117,8 @@ class AsyncStyleTransferClient:
         lb_policy: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[ChannelOption] = (),
+        metadata: Sequence[Metadatum] = (),
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -124,10 +133,14 @@ class AsyncStyleTransferClient:
             lb_policy=lb_policy,
             max_message_bytes=max_message_bytes,
             options=options,
+            metadata=metadata,
         )
         self._sleep = sleep
         self._core: ClientCore[_Connection] = ClientCore(
-            settings, _connect, clock=clock, rng=rng or random.Random()
+            settings,
+            functools.partial(_connect, interceptors=tuple(interceptors)),
+            clock=clock,
+            rng=rng or random.Random(),
         )
 
     @property

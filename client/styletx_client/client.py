@@ -5,13 +5,14 @@ Only the grpc transport loop lives here; every decision is `_core`'s, shared wit
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self, TypeVar, Unpack
+from typing import TYPE_CHECKING, Self, TypeVar, Unpack
 
 import grpc
 
@@ -22,6 +23,7 @@ from . import health as _health
 from ._channel import DEFAULT_MAX_MESSAGE_BYTES, ChannelOption, TlsConfig, make_settings
 from ._convert import job_from_proto, job_state
 from ._core import ClientCore, StylizeCall
+from ._propagation import Metadatum
 from ._retry import RetryPolicy
 from ._routing import resolve_quietly
 from .errors import missing_result
@@ -29,8 +31,11 @@ from .events import Event, Result
 from .jobs import JobInfo, JobState
 from .options import ImageInput, Styles, StylizeOptions
 
+if TYPE_CHECKING:
+    from ._propagation import ClientInterceptor
+
 R = TypeVar("R")
-Metadata = tuple[tuple[str, str], ...]
+Metadata = tuple[Metadatum, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +48,17 @@ class _Connection:
 
 
 def _connect(
-    target: str, options: list[ChannelOption], credentials: grpc.ChannelCredentials | None
+    target: str,
+    options: list[ChannelOption],
+    credentials: grpc.ChannelCredentials | None,
+    interceptors: Sequence[ClientInterceptor] = (),
 ) -> _Connection:
     if credentials is None:
         channel = grpc.insecure_channel(target, options=options)
     else:
         channel = grpc.secure_channel(target, credentials, options=options)
+    if interceptors:
+        channel = grpc.intercept_channel(channel, *interceptors)
     health: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
         _health.CHECK_METHOD, request_serializer=None, response_deserializer=None
     )
@@ -100,6 +110,9 @@ class StyleTransferClient:
     one (rendezvous hashing), unless `lb_policy` names a gRPC policy. `timeout` is the default
     total deadline of a call, retries and re-attaches included. The client is thread-safe; share
     one per process.
+
+    `metadata` goes with every call; `interceptors` wrap every channel (grpc.intercept_channel).
+    The OpenTelemetry context current when a call starts goes with it (W3C `traceparent`).
     """
 
     def __init__(
@@ -114,6 +127,8 @@ class StyleTransferClient:
         lb_policy: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[ChannelOption] = (),
+        metadata: Sequence[Metadatum] = (),
+        interceptors: Sequence[ClientInterceptor] = (),
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -128,10 +143,14 @@ class StyleTransferClient:
             lb_policy=lb_policy,
             max_message_bytes=max_message_bytes,
             options=options,
+            metadata=metadata,
         )
         self._sleep = sleep
         self._core: ClientCore[_Connection] = ClientCore(
-            settings, _connect, clock=clock, rng=rng or random.Random()
+            settings,
+            functools.partial(_connect, interceptors=tuple(interceptors)),
+            clock=clock,
+            rng=rng or random.Random(),
         )
 
     @property

@@ -14,6 +14,7 @@ from styletx.errors import BackendUnavailable
 from styletx_server.config import ServerConfig, load_config
 from styletx_server.logs import configure_logging, log_event
 from styletx_server.signals import install_shutdown_handlers
+from styletx_server.tracing import TracingConfigError, configure
 
 log = logging.getLogger("styletx_server")
 
@@ -42,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if backend is None:
         return 2
     try:
+        tracer_provider = configure()  # None unless the OTEL_* environment asks for traces
+    except TracingConfigError as exc:
+        sys.stderr.write(f"styletx-server: error: {exc}\n")
+        return 2
+    try:
         # Before anything else imports the framework, so its start-up notices become JSON log
         # lines instead of raw text on stderr.
         startup.load_framework(backend)
@@ -52,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # framework (slow, chatty), and Keras takes its backend at its first import.
     from styletx_server.app import StyletxServer
 
-    server = StyletxServer(config)
+    server = StyletxServer(config, tracer_provider=tracer_provider)
     stop = threading.Event()
     received: list[int] = []
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 import styletx
@@ -41,6 +42,7 @@ from styletx_server.servicer import Lifecycle, ServicerParts, StyleTransferServi
 from styletx_server.slots import CallSlots, share_limit
 from styletx_server.statuses import StopReason
 from styletx_server.tenants import DEFAULT_NAME, TenantDirectory
+from styletx_server.tracing import TracingInterceptor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,8 +113,11 @@ class StyletxServer:
         *,
         stylizer: Engine | None = None,
         registry: CollectorRegistry | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.config = config
+        #: Set (tracing.configure): every API call gets a span, continuing the caller's trace.
+        self.tracer_provider = tracer_provider
         self.metrics = ServerMetrics.create(registry)
         self.lifecycle = Lifecycle()
         self.health = HealthState()
@@ -232,13 +237,11 @@ class StyletxServer:
         config = self.config
         interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
         if self.tenants.required:
-            mtls = config.tls_client_ca is not None
-            check = functools.partial(self.tenants.admits, mtls=mtls)
-            interceptors.append(
-                BearerAuthInterceptor(
-                    check, functools.partial(record_unauthenticated, self.metrics)
-                )
-            )
+            check = functools.partial(self.tenants.admits, mtls=config.tls_client_ca is not None)
+            rejected = functools.partial(record_unauthenticated, self.metrics)
+            interceptors.append(BearerAuthInterceptor(check, rejected))
+        if self.tracer_provider is not None:  # first: refused calls are traced too
+            interceptors.insert(0, TracingInterceptor(self.tracer_provider))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[

@@ -22,6 +22,7 @@ from styletx.errors import Cancelled
 from styletx.geometry import output_size
 from styletx.images import encode_image
 from styletx.protocol import Engine
+from styletx.tracing import child
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server import statuses
 from styletx_server.admission import Throughput
@@ -34,6 +35,7 @@ from styletx_server.mailbox import Final, Mailbox
 from styletx_server.metrics import ServerMetrics
 from styletx_server.statuses import ErrorStatus, StopReason
 from styletx_server.tenants import DEFAULT, Tenant
+from styletx_server.tracing import JobTrace
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ class StylizeJob:
         self.digest = digest
         self.inspection = inspection
         self.times = JobTimes()
+        #: The creating call's trace context and the job's queue_wait span.
+        self.trace = JobTrace()
         self.stats: JobStats | None = None
         self.spec: JobSpec | None = None
         #: ("WxH" of the content, ["WxH" of each style]) once decoded, for the request log.
@@ -179,6 +183,7 @@ class StylizeJob:
             self._final = final
             subscribers, self._subscribers = self._subscribers, []
         self.spec = None  # the decoded images are no longer needed
+        self.trace.dequeued()
         self._reservation.release()
         try:
             self._on_done(self, final)
@@ -258,6 +263,10 @@ class StylizeJob:
     # -- the work, on a worker thread -----------------------------------------------------------
 
     def run(self) -> None:
+        with self.trace.running():
+            self._guarded()
+
+    def _guarded(self) -> None:
         try:
             self._run()
         except Exception as exc:  # anything at all: the streams still end, with INTERNAL
@@ -313,7 +322,8 @@ class StylizeJob:
             self._finish_compute()
             self._complete(Final(status=statuses.for_stop(self.stop_reason or StopReason.SHUTDOWN)))
             return
-        data = encode_image(result.image, spec.output_format, quality=spec.output_quality)
+        with child("encode"):
+            data = encode_image(result.image, spec.output_format, quality=spec.output_quality)
         self._finish_compute()
         self._count(result.iterations, result.evaluations)
         out_h, out_w = result.image.shape[:2]

@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line on stderr, and the per-request id."""
+"""Structured logs: one JSON object per line on stderr, and the per-request id.
+
+A line written inside a traced call (tracing.py) carries the trace and span ids of the span
+current where it was logged, so a trace leads to its log lines and back.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from opentelemetry import trace
 
 REQUEST_ID_KEY = "x-request-id"
 #: Attribute of a LogRecord that carries the structured fields of `log_event`.
@@ -27,7 +33,8 @@ _CHATTY_LOGGERS = ("PIL", "grpc._cython")
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON line: time, level, logger, event, then its fields."""
+    """Formats a record as one JSON line: time, level, logger, event, the current trace and
+    span ids (when traced), then its fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -36,6 +43,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            out["trace_id"] = trace.format_trace_id(span.trace_id)
+            out["span_id"] = trace.format_span_id(span.span_id)
         fields = getattr(record, _FIELDS_ATTR, None)
         if not isinstance(fields, dict):
             # Other libraries (the engine) pass structure as `extra=`: keep it too.

@@ -31,6 +31,7 @@ from typing import TypeVar
 import grpc
 
 from styletx.protocol import Engine
+from styletx.tracing import child
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server import statuses
@@ -259,7 +260,8 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
                 return  # attached: the call followed the existing job or got its result
         if p.lifecycle.draining.is_set():
             raise Draining("draining")
-        inspection = inspect(request, p.limits, engine)
+        with child("intake"):
+            inspection = inspect(request, p.limits, engine)
         job = self._admit(call, key, digest, inspection, engine)
         task = asyncio.ensure_future(self._decode(job, request))
         self._tasks.add(task)
@@ -334,9 +336,10 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         p = self._p
         status: ErrorStatus | None = None
         try:
-            spec = await self._loop.run_in_executor(
-                p.decode_pool, decode, request, job.inspection, p.limits.max_pixels
-            )
+            with child("decode"):
+                spec = await self._loop.run_in_executor(
+                    p.decode_pool, decode, request, job.inspection, p.limits.max_pixels
+                )
             if job.final is None:
                 pixels = p.metrics.image_pixels
                 pixels.labels(role="content").observe(spec.content.shape[0] * spec.content.shape[1])
