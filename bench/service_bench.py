@@ -155,7 +155,8 @@ def main() -> int:
                 local.append(in_process(stylizer, args.size, args.evaluations))
                 seconds, to_first, _result = through_server(stub, request)
                 remote.append(seconds)
-                first.append(to_first)
+                if to_first is not None:  # a job too short for an iteration reports none
+                    first.append(to_first)
             idle_rss = server.rss()
             rss_request = make_request(args.rss_size, args.rss_evaluations)
             peak = peak_rss_during(server, stub, rss_request)
@@ -171,7 +172,7 @@ def main() -> int:
         "server_seconds": remote_s,
         "overhead_fraction": overhead,
         "overhead_target": 0.05,
-        "time_to_first_progress_seconds": statistics.median(first),
+        "time_to_first_progress_seconds": statistics.median(first) if first else None,
         "rss_job": {"size": args.rss_size, "evaluations": args.rss_evaluations},
         "server_idle_rss_bytes": idle_rss,
         "server_peak_rss_bytes": peak,
@@ -185,7 +186,10 @@ def main() -> int:
         f"{'call to result (s)':32}{local_s:12.3f}{remote_s:12.3f}{overhead:10.1%} "
         f"({'meets' if overhead <= 0.05 else 'misses'} the 5 % target)"
     )
-    print(f"{'call to first progress (s)':32}{'':12}{statistics.median(first):12.3f}")
+    if first:
+        print(f"{'call to first progress (s)':32}{'':12}{statistics.median(first):12.3f}")
+    else:
+        print(f"{'call to first progress (s)':32}{'':12}{'none sent':>12}")
     print(
         f"server RSS, {args.rss_size} px job (MiB): idle {idle_rss / mib:.0f}, "
         f"peak {peak / mib:.0f}"
