@@ -1,7 +1,7 @@
 """GetJob, WatchJob and CancelJob: a keyed job's state, its events and its end, by request key.
 
-The servicer owns the call's path (status, slot, request log) and the relay of a job's events to
-a stream; these handlers only find the job and decide what to say. A key is looked up among the
+The servicer owns the call's path (status, slot, request log), `relay.Relay` the stream of a
+job's events; these handlers only find the job and decide what to say. A key is looked up among the
 running jobs first, then the stored results, then the records of ended jobs (kept for the result
 TTL), so a job is found from the moment its Stylize call registers it until its outcome expires.
 CancelJob stops the job (it leaves the queue, or the engine stops within one evaluation) and
@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import grpc
-from google.protobuf.message import Message
 
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.calls import AnyContext, Call
@@ -27,15 +26,13 @@ from styletx_server.job_views import ended_view, live_view, state_of, stored_vie
 from styletx_server.jobs import KEY_RULE, JobRegistry, StoredResult, valid_key
 from styletx_server.mailbox import Final, Mailbox
 from styletx_server.refusals import InvalidKey, JobNotFound
+from styletx_server.relay import Relay
 from styletx_server.statuses import StopReason
 
 T = TypeVar("T")
 
 #: Longest a CancelJob waits for the job to end (one evaluation of a huge image on a CPU).
 CANCEL_WAIT_SECONDS = 60.0
-
-#: Turns a Stylize event into the message a call sends (WatchJob's own type).
-Convert = Callable[[pb.StylizeResponse], Message]
 
 
 class Serve(Protocol):
@@ -49,33 +46,6 @@ class Serve(Protocol):
         *,
         slot: bool,
     ) -> Awaitable[T | None]: ...
-
-
-class Follow(Protocol):
-    """The servicer's relay of a job's events to one stream, until its outcome."""
-
-    def __call__(
-        self,
-        job: StylizeJob,
-        context: AnyContext,
-        call: Call,
-        arrived: float,
-        encoding: tuple[str, int] | None,
-        convert: Convert | None = None,
-    ) -> Awaitable[None]: ...
-
-
-class Deliver(Protocol):
-    """The servicer's delivery of an outcome (a result, or an error status) to one call."""
-
-    def __call__(
-        self,
-        final: Final,
-        context: AnyContext,
-        call: Call,
-        encoding: tuple[str, int] | None,
-        convert: Convert | None = None,
-    ) -> Awaitable[None]: ...
 
 
 def watch_event(event: pb.StylizeResponse) -> pb.WatchJobResponse:
@@ -95,14 +65,12 @@ class JobRpcs:
         registry: JobRegistry,
         *,
         serve: Serve,
-        follow: Follow,
-        deliver: Deliver,
+        relay: Relay,
         stop: Callable[[StopReason, list[StylizeJob] | None], None],
     ) -> None:
         self._registry = registry
         self._serve = serve
-        self._follow = follow
-        self._deliver = deliver
+        self._relay = relay
         self._stop = stop
 
     # -- the RPCs ------------------------------------------------------------------------------
@@ -129,11 +97,11 @@ class JobRpcs:
             found = self._registry.lookup(scoped)
             if isinstance(found, StylizeJob):
                 call.fields["attached"] = "running"
-                await self._follow(found, context, call, call.arrived, None, watch_event)
+                await self._relay.follow(found, context, call, call.arrived, None, watch_event)
                 return
             if isinstance(found, StoredResult):
                 call.fields["attached"] = "stored"
-                await self._deliver(found.final, context, call, None, watch_event)
+                await self._relay.deliver(found.final, context, call, None, watch_event)
                 return
             record = self._registry.ended.get(scoped)
             if record is None:
@@ -141,7 +109,7 @@ class JobRpcs:
             if record.status is None:  # it succeeded, but its result was dropped since
                 raise JobNotFound(key, _DROPPED)
             call.fields["attached"] = "ended"
-            await self._deliver(Final(status=record.status), context, call, None)
+            await self._relay.deliver(Final(status=record.status), context, call, None)
 
         await self._serve(context, "WatchJob", work, slot=True)
 
@@ -256,4 +224,4 @@ async def _ended(job: StylizeJob, context: AnyContext) -> Final | None:
         job.unsubscribe(mailbox)
 
 
-__all__ = ["CANCEL_WAIT_SECONDS", "Convert", "JobRpcs", "watch_event"]
+__all__ = ["CANCEL_WAIT_SECONDS", "JobRpcs", "watch_event"]

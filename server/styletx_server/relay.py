@@ -16,19 +16,22 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 import grpc
+from google.protobuf.message import Message
 
 from styletx.images import encode_image
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.calls import METHOD, AnyContext, Call, abort, ended_by_caller, write
 from styletx_server.convert import format_to_proto
 from styletx_server.job import StylizeJob
-from styletx_server.job_rpcs import Convert
 from styletx_server.logs import log_event
 from styletx_server.mailbox import Final, Mailbox
 from styletx_server.metrics import ServerMetrics
 from styletx_server.statuses import StopReason
 
 log = logging.getLogger(__name__)
+
+#: Turns a Stylize event into the message a call sends (WatchJob's own type).
+Convert = Callable[[pb.StylizeResponse], Message]
 
 
 class Relay:
@@ -162,4 +165,4 @@ def _same_encoding(one: tuple[str, int], other: tuple[str, int]) -> bool:
     return one == other or (one[0] == other[0] == "png")
 
 
-__all__ = ["Relay"]
+__all__ = ["Convert", "Relay"]

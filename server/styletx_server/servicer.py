@@ -124,8 +124,7 @@ class StyleTransferServicer(pb_grpc.StyleTransferServiceServicer):
         self._jobs = JobRpcs(
             parts.registry,
             serve=self._serve,
-            follow=self._relay.follow,
-            deliver=self._relay.deliver,
+            relay=self._relay,
             stop=self.stop_jobs,
         )
 

@@ -231,10 +231,10 @@ class TenantDirectory:
         self.names.update(mapping.tenants)
         log_event(log, "tokens_file_loaded", path=str(path), tenants=sorted(mapping.tenants))
 
-    def _by_token(self, token: str | None) -> Tenant | None:
+    def _by_token(self, token: str | None, mapping: TenantMap) -> Tenant | None:
         if token is None:
             return None
-        tenant = self.current().by_token.get(_digest(token))
+        tenant = mapping.by_token.get(_digest(token))
         if tenant is not None:
             return tenant
         if self._auth_token is not None and hmac.compare_digest(
@@ -246,17 +246,21 @@ class TenantDirectory:
     def admits(self, metadata: Any, mtls: bool) -> bool:
         """The interceptor's check: a known token, no credentials needed, or an mTLS caller whose
         certificate the handler maps (`identify`, which has the certificate)."""
-        if not self.required or self._by_token(bearer_token(metadata)) is not None:
+        if not self.required:
             return True
-        return mtls and bool(self.current().by_subject)
+        mapping = self.current()
+        if self._by_token(bearer_token(metadata), mapping) is not None:
+            return True
+        return mtls and bool(mapping.by_subject)
 
     def identify(self, metadata: Any, auth_context: Mapping[str, Any]) -> Tenant | None:
         """The caller's tenant: its token's, else its certificate subject's, else the default
         tenant where no credentials are needed; None: unauthenticated."""
-        tenant = self._by_token(bearer_token(metadata))
+        mapping = self.current()  # one look at the file per call
+        tenant = self._by_token(bearer_token(metadata), mapping)
         if tenant is not None:
             return tenant
-        by_subject = self.current().by_subject
+        by_subject = mapping.by_subject
         for subject in certificate_subjects(auth_context):
             if (tenant := by_subject.get(subject)) is not None:
                 return tenant
