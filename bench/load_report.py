@@ -707,20 +707,21 @@ def phase_cancel(weights: Path, rounds: int, limit: float) -> dict[str, Any]:
                 long_job.options.size = 256
                 victim: dict[str, Any] = {}
                 queued: dict[str, Any] = {}
+                # Each call starts when its Stylize is made: the short one only once the long
+                # one runs, so that it queues behind it.
                 readers = [
                     threading.Thread(
                         target=_first_event,
                         args=(stub.Stylize(long_job, timeout=limit), "progress", victim),
-                    ),
-                    threading.Thread(
-                        target=_first_event,
-                        args=(stub.Stylize(small_request(2, seed=round_), timeout=limit), "started",
-                              queued),
-                    ),
-                ]  # fmt: skip
+                    )
+                ]
                 readers[0].start()
                 if _wait_for(lambda seen=victim: "evaluation_s" in seen, limit) is None:
                     break
+                short = stub.Stylize(small_request(2, seed=round_), timeout=limit)
+                readers.append(
+                    threading.Thread(target=_first_event, args=(short, "started", queued))
+                )
                 readers[1].start()
                 time.sleep(0.5)  # the short job is queued behind the long one
                 began = time.perf_counter()
