@@ -95,6 +95,28 @@ def test_image_metadata() -> None:
     assert no_pip.returncode != 0 and "No module named pip" in no_pip.stderr
 
 
+def _layers(image: str) -> list[tuple[int, str]]:
+    """(bytes, created by) of each layer of `image`, newest first; podman's JSON or docker's."""
+    out = containers.run("history", "--no-trunc", "--format", "json", image).stdout.strip()
+    if out.startswith("["):
+        return [(int(h["size"]), str(h.get("CreatedBy", ""))) for h in json.loads(out)]
+    out = containers.run(
+        "history", "--no-trunc", "--human=false", "--format", "{{json .}}", image
+    ).stdout
+    return [(int(h["Size"]), str(h["CreatedBy"])) for h in map(json.loads, out.splitlines()) if h]
+
+
+def test_third_party_packages_sit_in_a_layer_below_the_projects_files() -> None:
+    """A commit rebuilds only the layers above the third-party one (deploy/docker/
+    requirements.txt): megabytes per build in the image store, not gigabytes."""
+    layers = _layers(containers.image_ref())
+    largest = max(range(len(layers)), key=lambda n: layers[n][0])
+    size, created_by = layers[largest]
+    assert size > 1e9 and "-r deploy/docker/requirements.txt" in created_by, layers[largest]
+    above = sum(s for s, _ in layers[:largest])
+    assert above < 100e6, f"{above / 1e6:.0f} MB above the third-party layer"
+
+
 def test_runs_as_kubernetes_runs_it_and_drains_on_sigterm(container: Container) -> None:
     containers.wait_serving(container.address, START_TIMEOUT, alive=[container.name])
 

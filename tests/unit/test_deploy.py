@@ -733,8 +733,24 @@ class Dockerfile:
                 env |= dict(re.findall(r"(\w+)=(\S+)", args))
         return env
 
-    def args(self, instruction: str, stage: int = -1) -> list[str]:
-        return [a for i, a in self.stages[stage] if i == instruction]
+    def args(self, instruction: str, stage: int | str = -1) -> list[str]:
+        index = self.index(stage) if isinstance(stage, str) else stage
+        return [a for i, a in self.stages[index] if i == instruction]
+
+    def index(self, name: str) -> int:
+        """The position of the stage `FROM ... AS name`."""
+        (found,) = [n for n, s in enumerate(self.stages) if s[0][1].endswith(f" AS {name}")]
+        return found
+
+    def base(self, stage: int) -> str:
+        """What the stage starts from: an image, or an earlier stage's name."""
+        return self.stages[stage][0][1].split(" AS ")[0]
+
+    def root(self, stage: int) -> str:
+        """The image a stage rests on, following FROMs through earlier stages."""
+        base = self.base(stage)
+        names = [s[0][1].split(" AS ")[-1] for s in self.stages[:stage]]
+        return self.root(names.index(base)) if base in names else base
 
 
 def parse_dockerfile(path: Path) -> Dockerfile:
@@ -813,8 +829,10 @@ def test_the_base_is_one_build_argument_defaulting_to_the_pinned_image(variant: 
     """`make image` swaps the base where the registry is unreachable: every stage must take it
     from BASE_IMAGE, whose default stays the pinned digest."""
     text = DOCKERFILES[variant].read_text(encoding="utf-8")
-    froms = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
-    assert froms and set(froms) == {"${BASE_IMAGE}"}, froms
+    froms = re.findall(r"^FROM (\S+)(?: AS (\w+))?", text, re.MULTILINE)
+    assert froms and froms[0][0] == "${BASE_IMAGE}", froms
+    for n, (base, _) in enumerate(froms):
+        assert base == "${BASE_IMAGE}" or base in [name for _, name in froms[:n]], base
     (default,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, re.MULTILINE)
     assert _PINNED_PYTHON.match(default), default
 
@@ -823,11 +841,44 @@ def test_the_base_is_one_build_argument_defaulting_to_the_pinned_image(variant: 
 def test_images_are_multi_stage_on_a_pinned_base(variant: str) -> None:
     dockerfile = parse_dockerfile(DOCKERFILES[variant])
     assert len(dockerfile.stages) >= 2
-    for stage in dockerfile.stages:
-        _, base = stage[0]
-        assert _PINNED_PYTHON.match(base), base
+    roots = {dockerfile.root(n) for n in range(len(dockerfile.stages))}
+    for root in roots:
+        assert _PINNED_PYTHON.match(root), root
     # Build and runtime share the interpreter, so the copied virtualenv's links stay valid.
-    assert len({s[0][1].split(" AS ")[0] for s in dockerfile.stages}) == 1
+    assert len(roots) == 1
+
+
+@pytest.mark.parametrize("variant", sorted(DOCKERFILES))
+def test_a_source_change_does_not_rebuild_the_third_party_layer(variant: str) -> None:
+    """The `deps` stage installs TensorFlow and the rest (gigabytes) from the requirements and
+    the lock alone, and the runtime builds on it: a commit adds megabytes to the image store,
+    not two new 2.6 GB layers (which filled CI's disk)."""
+    dockerfile = parse_dockerfile(DOCKERFILES[variant])
+    deps = dockerfile.index("deps")
+    sources = {c.split()[0] for c in dockerfile.args("COPY", deps)}
+    allowed = {"requirements/lock.txt", "deploy/docker/requirements.txt"}
+    assert sources <= allowed | {"deploy/docker/constraints-gpu.txt"}, sources
+    assert allowed <= sources
+    assert dockerfile.base(len(dockerfile.stages) - 1) == "deps"
+    assert dockerfile.base(dockerfile.index("build")) == "deps"
+    # The runtime takes only the project's own files and the weights from `build`.
+    assert "--from=build /overlay/ /" in dockerfile.args("COPY")
+
+
+def test_image_requirements_are_the_projects_runtime_dependencies() -> None:
+    """deploy/docker/requirements.txt restates what styletx-server and styletx-api declare; a
+    dependency added to one pyproject.toml and not there would miss from the image."""
+    declared: set[str] = set()
+    for pyproject in (REPO / "pyproject.toml", REPO / "api" / "pyproject.toml"):
+        for raw in tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]:
+            if not canonicalize_name(Requirement(raw).name).startswith("styletx-"):
+                declared.add(str(Requirement(raw)))
+    listed = {
+        str(Requirement(line))
+        for line in (DOCKER / "requirements.txt").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert listed == declared
 
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))
@@ -879,7 +930,7 @@ def test_gpu_image_requires_a_gpu_and_finds_the_drivers_device_plugins_mount(var
 def test_weights_are_fetched_in_the_build_stage_and_copied_to_the_runtime(variant: str) -> None:
     dockerfile = parse_dockerfile(DOCKERFILES[variant])
     weights = PurePosixPath(dockerfile.runtime_env["STYLETX_WEIGHTS"])
-    build_runs = " ".join(dockerfile.args("RUN", stage=0))
+    build_runs = " ".join(dockerfile.args("RUN", stage="build"))
     assert f"STYLETX_CACHE={weights.parent} styletx weights fetch" in build_runs
     assert f"styletx weights verify --weights {weights}" in build_runs
     assert f"--from=build {weights} {weights}" in dockerfile.args("COPY")
@@ -896,7 +947,7 @@ def _only_with_extra(requirement: Requirement, extra: str) -> bool:
 
 def test_gpu_image_pins_every_cuda_library_tensorflow_asks_for() -> None:
     (install,) = [
-        r for r in parse_dockerfile(DOCKERFILES["gpu"]).args("RUN", 0) if "pip install" in r
+        r for r in parse_dockerfile(DOCKERFILES["gpu"]).args("RUN", "deps") if "pip install" in r
     ]
     version = importlib.metadata.version("tensorflow")
     assert "-c deploy/docker/constraints-gpu.txt" in install
@@ -933,11 +984,13 @@ def _runtime_closure(distribution: str) -> set[str]:
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))
 def test_image_installs_the_project_pinned_by_the_lock(variant: str) -> None:
-    (install,) = [
-        r for r in parse_dockerfile(DOCKERFILES[variant]).args("RUN", 0) if "pip install" in r
-    ]
+    dockerfile = parse_dockerfile(DOCKERFILES[variant])
+    (install,) = [r for r in dockerfile.args("RUN", "deps") if "pip install" in r]
     assert "-c requirements/lock.txt" in install
-    assert "./api ." in install  # the server and the API it serves; not the SDK
+    assert "-r deploy/docker/requirements.txt" in install
+    (own,) = [r for r in dockerfile.args("RUN", "build") if "pip wheel" in r]
+    assert "./api ." in own  # the server and the API it serves; not the SDK
+    assert "pip check" in own  # a dependency missing from the requirements fails the build
     pins: dict[str, SpecifierSet] = {}
     for line in (REPO / "requirements" / "lock.txt").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
@@ -1510,10 +1563,11 @@ def test_a_proxy_ca_bundle_reaches_pip_as_a_build_secret_never_a_layer(variant: 
     dockerfile = parse_dockerfile(DOCKERFILES[variant])
     downloading = [
         run
-        for run in dockerfile.args("RUN", stage=0)
-        if "pip install" in run or "weights fetch" in run
+        for stage in ("deps", "build")
+        for run in dockerfile.args("RUN", stage)
+        if "pip install" in run or "pip wheel" in run or "weights fetch" in run
     ]
-    assert len(downloading) == 2
+    assert len(downloading) == 3
     for run in downloading:
         assert "--mount=type=secret,id=pip_cert,target=/run/secrets/pip_cert" in run
         assert "export PIP_CERT=/run/secrets/pip_cert" in run
