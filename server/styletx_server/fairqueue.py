@@ -2,8 +2,9 @@
 
 Each waiting job gets a virtual start tag when it arrives: the later of the queue's virtual time
 (the start tag of the job dispatched last) and the finish tag of its tenant's previous job, where
-a job's finish tag is its start tag + 1 / its tenant's weight. The job with the smallest start
-tag among the jobs that may run goes next (ties: arrival order). So a tenant with nothing waiting
+a job's finish tag is its start tag + 1 / its tenant's weight. The tenant whose oldest waiting job
+has the smallest start tag goes next (ties: arrival order), among tenants with a job that may
+run; its first such job runs, on that oldest job's tag. So a tenant with nothing waiting
 gets the current virtual time as its first job's tag, no later than any waiting job's: it is
 dispatched next, after at most the one job of another tenant whose tag ties with it. While
 tenants are backlogged, each gets jobs in proportion to its weight. Not thread-safe: the
@@ -89,19 +90,34 @@ class FairQueue(Generic[J]):
         return True
 
     def take(self, may_run: Callable[[J], bool]) -> J | None:
-        """Remove and return the job to run next: of each tenant its first job that `may_run`,
-        of those the smallest start tag; None when none may run."""
-        best: _Entry[J] | None = None
+        """Remove and return the job to run next: of each tenant with a job that `may_run`, the
+        one whose oldest waiting job has the smallest start tag; of that tenant, its first job
+        that may run. None when none may run."""
+        best: tuple[_Entry[J], _Entry[J]] | None = None  # (tenant's head, job to run)
         for fifo in self._fifos.values():
             entry = next((e for e in fifo if may_run(e.job)), None)
-            if entry is not None and (best is None or entry.order < best.order):
-                best = entry
+            if entry is not None and (best is None or fifo[0].order < best[0].order):
+                best = fifo[0], entry
         if best is None:
             return None
-        self.remove(best.job)
-        self._virtual = max(self._virtual, best.start)
-        self._finished[best.tenant] = max(self._finished.get(best.tenant, 0.0), best.finish)
-        return best.job
+        head, chosen = best
+        if chosen is not head:
+            self._run_on_the_tenants_turn(chosen)
+        self.remove(chosen.job)
+        self._virtual = max(self._virtual, chosen.start)
+        self._finished[chosen.tenant] = max(self._finished.get(chosen.tenant, 0.0), chosen.finish)
+        return chosen.job
+
+    def _run_on_the_tenants_turn(self, chosen: _Entry[J]) -> None:
+        """A job that overtakes its own tenant's older ones (they are not ready yet) runs on its
+        tenant's turn: it takes the head's tags, and each job it passed moves one place back.
+        Keeping its own later tag instead would move the virtual time past the tags still
+        waiting, and a newcomer would then queue behind the overtaken jobs."""
+        fifo = self._fifos[chosen.tenant]
+        passed = list(itertools.takewhile(lambda e: e is not chosen, fifo))
+        tags = [(e.start, e.finish, e.seq) for e in (*passed, chosen)]
+        for entry, (start, finish, seq) in zip((chosen, *passed), tags, strict=True):
+            entry.start, entry.finish, entry.seq = start, finish, seq
 
     def clear(self) -> list[J]:
         """Remove every waiting job; returns them in dispatch order."""

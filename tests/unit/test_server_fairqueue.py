@@ -69,6 +69,30 @@ def test_jobs_that_may_not_run_are_skipped_and_keep_their_place() -> None:
     assert queue.remove("a0") and not queue.remove("a0") and len(queue) == 0
 
 
+def test_a_job_that_overtakes_its_tenants_unready_jobs_leaves_a_newcomer_first() -> None:
+    """a2's images decoded before a0's and a1's: it runs first, but on a's turn (tag 0), so the
+    virtual time stays where it was and b's first job still goes before a0 and a1."""
+    queue: FairQueue[str] = FairQueue()
+    for index in range(4):
+        queue.push(f"a{index}", "a", 1.0)
+    assert queue.take(lambda job: job == "a2") == "a2"
+    assert queue.order() == ["a0", "a1", "a3"]  # a's own order is kept
+    queue.push("b0", "b", 1.0)
+    assert queue.order()[0] == "b0"
+    assert drain(queue) == ["b0", "a0", "a1", "a3"]
+
+
+def test_a_tenant_takes_its_turn_by_its_oldest_job_even_when_a_later_one_runs() -> None:
+    """a0 (tag 0) waits on its decode; a1 (tag 1) is ready; b0 (tag 0, later) is ready: a's turn
+    comes first by a0's tag, and a1 takes it."""
+    queue: FairQueue[str] = FairQueue()
+    queue.push("a0", "a", 1.0)
+    queue.push("a1", "a", 1.0)
+    queue.push("b0", "b", 1.0)
+    assert queue.take(lambda job: job != "a0") == "a1"
+    assert drain(queue) == ["b0", "a0"]
+
+
 def test_a_tenant_at_max_running_waits_while_others_run() -> None:
     capped = Tenant("a", max_running=1, named=True)
     queue = AdmissionQueue(capacity=8, workers=2)
