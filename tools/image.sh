@@ -45,8 +45,9 @@ start=$(date +%s)
 # What earlier builds left behind: the images this build replaced (untagged now) and their build
 # stages, all made before it started. Each holds the project's files and the weights (~60 MB); a
 # CI machine that builds every commit would otherwise fill its disk. The `deps` stage (TensorFlow
-# and the rest), which later builds reuse, carries neither label and stays.
-for label in "org.opencontainers.image.title=styletx-$KIND" "io.styletx.stage=styletx-$KIND-build"; do
+# and the rest), which later builds reuse, carries neither label and stays. KEEP_OLD_IMAGES=1
+# keeps them all.
+[ -n "${KEEP_OLD_IMAGES:-}" ] || for label in "org.opencontainers.image.title=styletx-$KIND" "io.styletx.stage=styletx-$KIND-build"; do
   "$ENGINE" image prune --force --filter "label=$label" --filter "until=$start" >/dev/null ||
     echo "note: could not remove the images earlier builds left ($label)" >&2
 done
