@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from styletx_server import statuses
+from styletx_server.handlers import same_shape
 
 #: Methods reachable without a token: Kubernetes probes and grpcurl's discovery.
 OPEN_PREFIXES: tuple[str, ...] = (
@@ -37,30 +38,27 @@ def _deny(handler: Handler) -> Handler:
     async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(status.code, status.details, status.trailing_metadata)
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
-    return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+    return same_shape(handler, refuse)
+
+
+def bearer_token(metadata: Any) -> str | None:
+    """The token of exactly one `authorization: Bearer <token>` entry (any case), else None."""
+    values = [value for key, value in metadata or () if key.lower() == AUTHORIZATION_KEY]
+    if len(values) != 1:
+        return None
+    value = values[0]
+    given = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    scheme, _, credentials = given.strip().partition(" ")
+    if scheme.lower() != SCHEME or not credentials.strip():
+        return None
+    return credentials.strip()
 
 
 def token_matches(metadata: Any, token: str) -> bool:
     """True when `metadata` holds exactly one `authorization: Bearer <token>` (any case)."""
-    values = [value for key, value in metadata or () if key.lower() == AUTHORIZATION_KEY]
-    if len(values) != 1:
-        return False
-    value = values[0]
-    given = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-    scheme, _, credentials = given.strip().partition(" ")
+    given = bearer_token(metadata)
     # Constant time: the comparison must not reveal how much of a guess was right.
-    same = hmac.compare_digest(credentials.strip().encode(), token.encode())
-    return scheme.lower() == SCHEME and same
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -97,5 +95,6 @@ __all__ = [
     "AUTHORIZATION_KEY",
     "OPEN_PREFIXES",
     "BearerAuthInterceptor",
+    "bearer_token",
     "token_matches",
 ]

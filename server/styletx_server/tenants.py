@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from styletx_server.auth import bearer_token
 from styletx_server.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,6 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _KEYS = frozenset({"tokens", "subjects", "weight", "max_queued", "max_running", "max_calls"})
 #: Largest weight: keeps the fair queue's virtual clock far from float trouble.
 MAX_WEIGHT = 1000.0
-_AUTHORIZATION = "authorization"
-_SCHEME = "bearer"
 
 
 @dataclass(frozen=True)
@@ -140,19 +139,6 @@ def check_tokens_file(path: Path) -> None:
         parse_tokens(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"--auth-tokens-file {path}: {exc}") from None
-
-
-def bearer_token(metadata: Any) -> str | None:
-    """The token of exactly one `authorization: Bearer <token>` entry (any case), else None."""
-    values = [value for key, value in metadata or () if key.lower() == _AUTHORIZATION]
-    if len(values) != 1:
-        return None
-    value = values[0]
-    given = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-    scheme, _, credentials = given.strip().partition(" ")
-    if scheme.lower() != _SCHEME or not credentials.strip():
-        return None
-    return credentials.strip()
 
 
 def certificate_subjects(auth_context: Mapping[str, Any]) -> list[str]:
@@ -284,7 +270,6 @@ __all__ = [
     "Tenant",
     "TenantDirectory",
     "TenantMap",
-    "bearer_token",
     "certificate_subjects",
     "check_tokens_file",
     "parse_tokens",

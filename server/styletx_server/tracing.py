@@ -26,6 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from styletx.tracing import SCOPE
+from styletx_server.handlers import behavior_of, same_shape
 from styletx_server.logs import log_event
 
 if TYPE_CHECKING:
@@ -174,10 +175,7 @@ def _wrapped(
             finally:
                 _end_status(current, context)
 
-    if handler.response_streaming:
-        behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
-    else:
-        behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
+    behavior = behavior_of(handler)
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -195,17 +193,7 @@ def _wrapped(
         run = call
     else:
         return handler  # a synchronous behaviour runs on a thread pool: left untraced
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(run, **kwargs)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(run, **kwargs)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(run, **kwargs)
-    return grpc.unary_unary_rpc_method_handler(run, **kwargs)
+    return same_shape(handler, run)
 
 
 def _end_status(span: trace.Span, context: grpc.aio.ServicerContext[Any, Any]) -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from styletx_server.auth import bearer_token
 from styletx_server.config import load_config
 from styletx_server.tenants import (
     DEFAULT,
     TenantDirectory,
-    bearer_token,
     certificate_subjects,
     parse_tokens,
 )
