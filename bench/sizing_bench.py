@@ -86,7 +86,7 @@ class Figures:
 
 def measure_server(figures: Figures, jobs: int, max_evaluations: int) -> None:
     from styletx_client import StyleTransferClient
-    from styletx_server.config import ServerConfig
+    from styletx_server.ops.config import ServerConfig
 
     defaults = ServerConfig()
     server = start_server()

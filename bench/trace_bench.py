@@ -51,10 +51,10 @@ from styletx.images import encode_image  # noqa: E402
 from styletx.protocol import Engine, ProgressCallback, StopCallback  # noqa: E402
 from styletx.result import Image  # noqa: E402
 from styletx_client import StyleTransferClient  # noqa: E402
-from styletx_server import job as job_module  # noqa: E402
-from styletx_server import logs, servicer  # noqa: E402
-from styletx_server.app import StyletxServer  # noqa: E402
-from styletx_server.config import ServerConfig  # noqa: E402
+from styletx_server.jobs.registry import job as job_module  # noqa: E402
+from styletx_server.observe import logs, servicer  # noqa: E402
+from styletx_server.ops.app import StyletxServer  # noqa: E402
+from styletx_server.ops.config import ServerConfig  # noqa: E402
 from tests.support.engines import StubEngine  # noqa: E402
 from tests.support.weights import make_seeded_weights, tiny_image  # noqa: E402
 
@@ -193,7 +193,7 @@ def compare(
 
 def hooks_when_off() -> dict[str, float]:
     """Nanoseconds of each hook with nothing traced (what every untraced call pays)."""
-    from styletx_server.tracing import JobTrace
+    from styletx_server.observe.tracing import JobTrace
 
     def child() -> None:
         with styletx.tracing.child("x"):

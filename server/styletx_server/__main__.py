@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 from styletx import backends, startup
 from styletx.errors import BackendUnavailable
-from styletx_server.config import ServerConfig, load_config
-from styletx_server.logs import configure_logging, log_event
-from styletx_server.signals import install_shutdown_handlers
-from styletx_server.tracing import TracingConfigError, configure
+from styletx_server.observe.logs import configure_logging, log_event
+from styletx_server.observe.tracing import TracingConfigError, configure
+from styletx_server.ops.config import ServerConfig, load_config
+from styletx_server.ops.signals import install_shutdown_handlers
 
 log = logging.getLogger("styletx_server")
 
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     # Imported after logging is set up and the backend chosen: importing the engine loads the
     # framework (slow, chatty), and Keras takes its backend at its first import.
-    from styletx_server.app import StyletxServer
+    from styletx_server.ops.app import StyletxServer
 
     server = StyletxServer(config, tracer_provider=tracer_provider)
     stop = threading.Event()

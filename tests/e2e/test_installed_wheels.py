@@ -161,9 +161,9 @@ def test_imports_come_from_the_installed_wheels(installed: Installed) -> None:
     probe = run(
         installed.bin("python"),
         "-c",
-        "import styletx, styletx.backends.tensorflow, styletx_server.app, styletx_client;"
+        "import styletx, styletx.backends.tensorflow, styletx_server.ops.app, styletx_client;"
         "import styletx_api.v1.style_transfer_pb2 as pb;"
-        "print(styletx.__file__); print(styletx_server.app.__file__);"
+        "print(styletx.__file__); print(styletx_server.ops.app.__file__);"
         "print(styletx_client.__file__); print(pb.__file__)",
         cwd=installed.home,
     )

@@ -19,8 +19,8 @@ from styletx.images import encode_image
 from styletx.protocol import Engine
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
-from styletx_server.app import StyletxServer
-from styletx_server.config import ServerConfig
+from styletx_server.ops.app import StyletxServer
+from styletx_server.ops.config import ServerConfig
 from tests.support.engines import WrappedEngine
 from tests.support.weights import tiny_image
 

@@ -17,7 +17,7 @@ from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import StyleTransferClient
 from styletx_client._routing import rendezvous_rank
 from styletx_client.cli import EXIT_NOT_FOUND, main
-from styletx_server.job import scoped_key
+from styletx_server.jobs.job import scoped_key
 from tests.integration.conftest import (
     SIZE,
     WAIT,

@@ -17,8 +17,8 @@ from styletx.engine import Stylizer
 from styletx.memory import HEADROOM, job_pixels
 from styletx.protocol import Engine
 from styletx_api.v1 import style_transfer_pb2 as pb
-from styletx_server.app import StyletxServer
-from styletx_server.config import ServerConfig
+from styletx_server.ops.app import StyletxServer
+from styletx_server.ops.config import ServerConfig
 from tests.integration.conftest import WAIT, Consumer, collect, make_request, wait_for
 from tests.integration.test_server_limits import limit_error
 from tests.integration.test_server_metrics import free_port, scrape, value

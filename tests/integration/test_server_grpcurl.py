@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from styletx_server.app import StyletxServer
+from styletx_server.ops.app import StyletxServer
 from tests.integration.conftest import SIZE, png
 
 

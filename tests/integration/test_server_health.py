@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 from styletx.engine import Stylizer
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
-from styletx_server.app import StyletxServer
-from styletx_server.config import ServerConfig
-from styletx_server.health import API_SERVICE
+from styletx_server.ops.app import StyletxServer
+from styletx_server.ops.config import ServerConfig
+from styletx_server.ops.health import API_SERVICE
 from tests.integration.conftest import (
     WAIT,
     Consumer,

@@ -33,7 +33,7 @@ from styletx_client import (
     Started,
     StyleTransferClient,
 )
-from styletx_server.app import StyletxServer
+from styletx_server.ops.app import StyletxServer
 from tests.integration.conftest import (
     EVALUATIONS,
     SIZE,

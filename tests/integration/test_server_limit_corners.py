@@ -14,8 +14,8 @@ from styletx import geometry
 from styletx.engine import Stylizer
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
-from styletx_server.app import StyletxServer
-from styletx_server.config import ServerConfig
+from styletx_server.ops.app import StyletxServer
+from styletx_server.ops.config import ServerConfig
 from tests.integration.conftest import WAIT, channel_to, png
 
 pytestmark = [pytest.mark.real_weights, pytest.mark.slow]

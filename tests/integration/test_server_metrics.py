@@ -14,7 +14,7 @@ from prometheus_client.samples import Sample
 
 import styletx
 from styletx_api.v1 import style_transfer_pb2 as pb
-from styletx_server.metrics import BUCKETS
+from styletx_server.observe.metrics import BUCKETS
 from tests.integration.conftest import EVALUATIONS, SIZE, ServerFactory, collect, make_request
 from tests.support.server_process import free_port
 

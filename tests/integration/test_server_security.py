@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
-from styletx_server.health import API_SERVICE
+from styletx_server.ops.health import API_SERVICE
 from tests.integration.conftest import (
     WAIT,
     ServerFactory,

@@ -24,7 +24,7 @@ from styletx_client import (
     ServerBusyError,
     StyleTransferClient,
 )
-from styletx_server.app import StyletxServer
+from styletx_server.ops.app import StyletxServer
 from tests.integration.conftest import (
     SIZE,
     WAIT,

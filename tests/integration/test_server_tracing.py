@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry
 from styletx.engine import Stylizer
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_client import StyleTransferClient
-from styletx_server.app import StyletxServer
-from styletx_server.config import ServerConfig
-from styletx_server.logs import JsonFormatter
+from styletx_server.observe.logs import JsonFormatter
+from styletx_server.ops.app import StyletxServer
+from styletx_server.ops.config import ServerConfig
 from tests.integration.conftest import EVALUATIONS, SIZE, WAIT, make_request, png
 from tests.support.tracing import in_memory_tracing, wait_for_spans
 

@@ -13,7 +13,7 @@ from grpc_status import rpc_status
 
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
-from styletx_server.app import StyletxServer
+from styletx_server.ops.app import StyletxServer
 from tests.integration.conftest import (
     SIZE,
     ServerFactory,

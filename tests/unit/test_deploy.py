@@ -60,7 +60,7 @@ API_SERVICE = "styletx.v1.StyleTransferService"
 #: Seconds between the server's drain deadline and the kubelet's SIGKILL.
 GRACE_MARGIN_S = 5.0
 ENV_PREFIX = "STYLETX_"
-#: How the server reads a boolean STYLETX_* variable (styletx_server.config).
+#: How the server reads a boolean STYLETX_* variable (styletx_server.ops.config).
 ON = frozenset({"1", "true", "yes", "on"})
 OFF = frozenset({"0", "false", "no", "off", ""})
 
@@ -235,14 +235,14 @@ def flag_for(env_key: str) -> str:
 
 def server_options() -> frozenset[str]:
     """Every option string of `styletx-server`."""
-    from styletx_server.config import build_parser
+    from styletx_server.ops.config import build_parser
 
     return frozenset(build_parser()._option_string_actions)  # argparse has no public list
 
 
 def server_flags(config: dict[str, str]) -> ServerFlags:
     """What the server makes of the ConfigMap as its environment (exits 2 on a bad value)."""
-    from styletx_server.config import load_config
+    from styletx_server.ops.config import load_config
 
     loaded = load_config(argv=[], env=config)
     return ServerFlags(
@@ -458,8 +458,8 @@ def readme_grace_rows() -> dict[str, GraceRow]:
 def effective_jobs_per_device(rendered: Rendered) -> int:
     """What the server would run per device with the overlay's flags: --jobs-per-device, else
     its default on the overlay's hardware (GPUs for the gpu image, a CPU otherwise)."""
-    from styletx_server.app import auto_jobs_per_device
-    from styletx_server.config import load_config
+    from styletx_server.ops.app import auto_jobs_per_device
+    from styletx_server.ops.config import load_config
 
     gpus = 1 if rendered.variant == "gpu" else 0
     return auto_jobs_per_device(load_config(argv=[], env=rendered.config), gpus)
@@ -486,7 +486,7 @@ def test_readme_grace_arithmetic_is_what_the_manifests_say(rendered: Rendered) -
 def test_server_default_grace_covers_the_gpu_p99_job() -> None:
     """Run outside these manifests (docker run, another chart), the server's own default must
     still let a default job on the target GPU finish."""
-    from styletx_server.config import ServerConfig
+    from styletx_server.ops.config import ServerConfig
 
     assert ServerConfig().grace_period >= readme_grace_rows()["gpu"].p99_job
 
@@ -531,7 +531,7 @@ def test_memory_comes_from_the_measured_peak_under_the_pixel_budget(rendered: Re
 
 def test_sizing_was_measured_at_the_limits_the_manifests_allow(rendered: Rendered) -> None:
     """The measured max-size job must be at least as large as any job the ConfigMap admits."""
-    from styletx_server.config import ServerConfig
+    from styletx_server.ops.config import ServerConfig
 
     figures = sizing()
     max_size = int(rendered.config.get("STYLETX_MAX_SIZE", ServerConfig().max_size))
@@ -893,7 +893,7 @@ def test_runtime_stage_is_non_root_without_build_tools(variant: str) -> None:
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))
 def test_image_starts_the_server_on_its_ports(variant: str) -> None:
-    from styletx_server.config import build_parser
+    from styletx_server.ops.config import build_parser
 
     dockerfile = parse_dockerfile(DOCKERFILES[variant])
     (entrypoint,) = dockerfile.args("ENTRYPOINT")
@@ -1521,8 +1521,8 @@ def test_server_implements_the_contract_the_deploy_assets_use() -> None:
     """The flags, metrics and labels the manifests, alerts, dashboard and HPA rely on."""
     from prometheus_client import CollectorRegistry
 
-    from styletx_server.config import load_config
-    from styletx_server.metrics import ServerMetrics
+    from styletx_server.observe.metrics import ServerMetrics
+    from styletx_server.ops.config import load_config
 
     assert server_options() >= CONTRACT_FLAGS
     assert load_config(argv=[], env={"STYLETX_REQUIRE_GPU": "1"}).require_gpu is True

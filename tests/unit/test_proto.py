@@ -66,7 +66,7 @@ def test_generated_imports_do_not_collide_with_the_engine() -> None:
 def test_error_reasons_are_the_proto_enum_on_both_sides() -> None:
     from styletx_api.v1 import style_transfer_pb2 as pb
     from styletx_client.errors import Reason as ClientReason
-    from styletx_server.statuses import Reason as ServerReason
+    from styletx_server.errors.statuses import Reason as ServerReason
 
     wire = {v.name.removeprefix("ERROR_REASON_") for v in pb.ErrorReason.DESCRIPTOR.values}
     assert {r.value for r in ClientReason} == wire - {"UNSPECIFIED"}
@@ -82,7 +82,7 @@ def test_the_packaged_proto_is_the_source() -> None:
 def test_the_server_depends_on_the_api_not_on_the_sdk() -> None:
     """Importing the whole server loads no module of the client distribution."""
     code = (
-        "import sys, styletx_server.app, styletx_server.__main__; "
+        "import sys, styletx_server.ops.app, styletx_server.__main__; "
         "print(sorted(m for m in sys.modules if m.startswith('styletx_client')))"
     )
     proc = subprocess.run(

@@ -1,0 +1,1 @@
+"""Who is calling: bearer tokens and the tokens file (tenants, their weights and quotas)."""

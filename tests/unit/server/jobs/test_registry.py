@@ -1,0 +1,148 @@
+"""The job registry (keys, stored results bounded by TTL, count and bytes) and key rules."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from styletx.options import StyleOptions
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_server.jobs.job import JobSnapshot, JobTimes
+from styletx_server.jobs.mailbox import Final
+from styletx_server.jobs.registry import JobRegistry, StoredResult, request_digest, valid_key
+
+
+class FakeJob:
+    """What the registry reads of a job: its key and digest, and what its ended record says."""
+
+    def __init__(self, key: str | None, digest: bytes = b"d") -> None:
+        self.key = key
+        #: The registry files a job under this (the tenant-scoped key; here the key itself).
+        self.registry_key = key
+        self.digest = digest
+        self.request_id = "r"
+        self.inspection = SimpleNamespace(options=StyleOptions())
+        self.times = JobTimes()
+
+    def snapshot(self) -> JobSnapshot:
+        return JobSnapshot(None, None, None, None, None)
+
+
+def result(size: int) -> Final:
+    return Final(
+        response=pb.StylizeResponse(result=pb.ResultEvent(image=pb.EncodedImage(data=b"x" * size)))
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def registry(clock: Clock, **limits: Any) -> JobRegistry:
+    values = {"result_ttl": 60.0, "max_results": 10, "max_result_bytes": 10_000, **limits}
+    return JobRegistry(clock=clock, **values)
+
+
+def finish(reg: JobRegistry, key: str, size: int = 100) -> None:
+    job: Any = FakeJob(key)
+    reg.add(job)
+    reg.finish(job, result(size))
+
+
+def test_running_then_stored_then_expired() -> None:
+    clock = Clock()
+    reg = registry(clock)
+    job: Any = FakeJob("k")
+    reg.add(job)
+    assert reg.lookup("k") is job
+    with pytest.raises(KeyError):
+        reg.add(FakeJob("k"))  # type: ignore[arg-type]
+    reg.finish(job, result(10))
+    stored = reg.lookup("k")
+    assert isinstance(stored, StoredResult) and stored.digest == b"d"
+    clock.now = 61
+    assert reg.lookup("k") is None
+    assert reg.stored == (0, 0)
+
+
+def test_failed_jobs_leave_no_result() -> None:
+    reg = registry(Clock())
+    job: Any = FakeJob("k")
+    reg.add(job)
+    reg.finish(job, Final(status=None))
+    assert reg.lookup("k") is None and reg.running == 0
+
+
+def test_results_are_bounded_by_count_oldest_first() -> None:
+    reg = registry(Clock(), max_results=2)
+    for key in ("a", "b", "c"):
+        finish(reg, key)
+    assert reg.lookup("a") is None
+    assert reg.lookup("b") is not None and reg.lookup("c") is not None
+
+
+def test_results_are_bounded_by_bytes() -> None:
+    reg = registry(Clock(), max_result_bytes=2500)
+    for key in ("a", "b", "c"):
+        finish(reg, key, size=1000)
+    count, size = reg.stored
+    assert count == 2 and size <= 2500 and reg.lookup("a") is None
+    finish(reg, "huge", size=5000)  # larger than the whole store: not kept, nothing evicted
+    assert reg.lookup("huge") is None and reg.stored[0] == 2
+
+
+def test_unkeyed_jobs_are_never_registered() -> None:
+    reg = registry(Clock())
+    reg.finish(FakeJob(None), result(10))  # type: ignore[arg-type]
+    assert reg.stored == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "key", ["a", "A-z.0_9~:x", "u" * 128, "550e8400-e29b-41d4-a716-446655440000"]
+)
+def test_valid_keys(key: str) -> None:
+    assert valid_key(key)
+
+
+@pytest.mark.parametrize("key", ["", "u" * 129, "a b", "a/b", "ä", "a\n"])
+def test_invalid_keys(key: str) -> None:
+    assert not valid_key(key)
+
+
+def test_digest_follows_the_payload() -> None:
+    one = pb.StylizeRequest(content_image=b"abc", request_key="k")
+    same = pb.StylizeRequest(content_image=b"abc", request_key="k")
+    other = pb.StylizeRequest(content_image=b"abd", request_key="k")
+    assert request_digest(one) == request_digest(same) != request_digest(other)
+
+
+def test_digest_leaves_out_only_how_the_result_is_delivered() -> None:
+    base = pb.StylizeRequest(
+        content_image=b"abc",
+        style_images=[pb.StyleImage(image=b"s", weight=0.5)],
+        options=pb.StyleOptions(size=64, seed=3),
+        request_key="k",
+    )
+    delivery = pb.StylizeRequest()
+    delivery.CopyFrom(base)
+    delivery.output_format = pb.IMAGE_FORMAT_WEBP
+    delivery.output_quality = 40
+    delivery.preview_every = 5
+    assert request_digest(delivery) == request_digest(base)
+    for change in (
+        lambda r: setattr(r.options, "seed", 4),
+        lambda r: setattr(r.style_images[0], "weight", 0.6),
+        lambda r: r.style_images.add(image=b"t"),
+        lambda r: setattr(r, "content_image", b"abd"),
+        lambda r: r.options.ClearField("size"),
+    ):
+        other = pb.StylizeRequest()
+        other.CopyFrom(base)
+        change(other)
+        assert request_digest(other) != request_digest(base)

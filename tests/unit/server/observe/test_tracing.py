@@ -1,0 +1,126 @@
+"""The server's tracing set-up from the OTEL_* environment: which settings turn it on, and that
+off means nothing imported, started or exported (checked in a fresh interpreter, since the
+process's tracer provider can be set only once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from styletx_server.observe.tracing import TracingConfigError, configure, exporter_names
+
+ENDPOINT = "http://127.0.0.1:4317"
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        ({}, []),
+        ({"OTEL_SERVICE_NAME": "styletx"}, []),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT}, []),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT}, ["otlp"]),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ENDPOINT}, ["otlp"]),
+        ({"OTEL_TRACES_EXPORTER": "console, OTLP"}, ["console", "otlp"]),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, []),
+        ({"OTEL_SDK_DISABLED": "TRUE", "OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT}, []),
+        ({"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "console"}, ["console"]),
+    ],
+)
+def test_exporters_come_from_the_environment(environ: dict[str, str], names: list[str]) -> None:
+    assert exporter_names(environ) == names
+
+
+def test_an_exporter_that_is_not_installed_is_a_configuration_error() -> None:
+    with pytest.raises(TracingConfigError, match="zipkin"):
+        configure({"OTEL_TRACES_EXPORTER": "zipkin"})
+    with pytest.raises(TracingConfigError, match="otlp_proto_http"):
+        configure({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+
+
+PROBE = """
+import json, sys, threading
+from opentelemetry import trace
+from styletx_server.observe.tracing import configure
+provider = configure()
+with trace.get_tracer("probe").start_as_current_span("probe") as span:
+    recording = span.is_recording()
+sys.stderr.write("PROBE " + json.dumps({
+    "provider": type(provider).__name__,
+    "global": type(trace.get_tracer_provider()).__name__,
+    "sdk_imported": "opentelemetry.sdk" in sys.modules,
+    "exporter_imported": "opentelemetry.exporter.otlp.proto.grpc" in sys.modules,
+    "threads": sorted(t.name for t in threading.enumerate()),
+    "recording": recording,
+}) + "\\n")
+"""
+
+
+def probe(**environ: str) -> dict[str, object]:
+    """What `configure()` did in a fresh interpreter with only `environ` of the OTEL_* kind."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env={**env, **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("PROBE ")]
+    return dict(json.loads(line.removeprefix("PROBE ")))
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {
+            "OTEL_SDK_DISABLED": "true",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT,
+        },
+    ],
+    ids=["unset", "disabled"],
+)
+def test_without_tracing_nothing_is_imported_started_or_recorded(environ: dict[str, str]) -> None:
+    found = probe(**environ)
+    assert found == {
+        "provider": "NoneType",
+        "global": "ProxyTracerProvider",
+        "sdk_imported": False,
+        "exporter_imported": False,
+        "threads": ["MainThread"],
+        "recording": False,
+    }
+
+
+def test_an_endpoint_starts_the_otlp_exporter_and_its_batch_thread() -> None:
+    found = probe(OTEL_EXPORTER_OTLP_ENDPOINT=ENDPOINT, OTEL_EXPORTER_OTLP_TIMEOUT="1")
+    assert found["provider"] == found["global"] == "TracerProvider"
+    assert found["exporter_imported"] is True and found["recording"] is True
+    assert "OtelBatchSpanRecordProcessor" in str(found["threads"])
+
+
+def test_console_spans_name_the_service() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    code = PROBE + "provider.shutdown()\n"
+    for environ, service in [
+        ({}, "styletx-server"),
+        ({"OTEL_SERVICE_NAME": "render"}, "render"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=paint,team=a"}, "paint"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, "OTEL_TRACES_EXPORTER": "console", **environ},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        exported = json.loads(done.stdout)
+        assert exported["name"] == "probe"
+        assert exported["resource"]["attributes"]["service.name"] == service
