@@ -2,9 +2,10 @@
 
 The proto lives at styletx/v1/..., so protoc's generated imports say `styletx.v1`, which would
 collide with the engine package `styletx`. We generate into a scratch directory and rewrite those
-imports to relative ones, then place the files, and a copy of the proto itself, in
-api/styletx_api/v1/ (one marked directory, committed; the `styletx-api` distribution that the
-server and the SDK both depend on). `--check` compares instead of writing and exits 1 when stale.
+imports to relative ones, then place the files in api/styletx_api/v1/ (one marked directory,
+committed; the `styletx-api` distribution that the server and the SDK both depend on). `--check`
+compares instead of writing and exits 1 when stale. The proto itself is not copied there:
+protos/ is its one source, and api/setup.py puts it into the wheel and the sdist at build time.
 
 Beside protoc's output we write `style_options.py`: the Python types of the API's options (the
 SDK's keyword arguments, the resolved options of the Started event, the choices of each enum)
@@ -73,8 +74,6 @@ def generate(dest: Path) -> None:
             text = _QUALIFIED.sub(r"\1", text)
             (dest / src.name).write_text(text)
         (dest / "__init__.py").write_text(MARKER)
-        # The source travels with its code: other languages' generators and reviewers read it.
-        shutil.copyfile(PROTO_ROOT / PROTO_FILE, dest / Path(PROTO_FILE).name)
         (dest / "py.typed").write_text("")
         files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
         (dest / "style_options.py").write_text(options_module(files.file[0]))

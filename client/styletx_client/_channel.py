@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from styletx_api.wire import AUTHORIZATION_KEY, BEARER_SCHEME, REQUEST_ID_KEY, REQUEST_KEY_KEY
+
 from ._propagation import Metadatum, check_metadata, trace_metadata
 from ._retry import RetryPolicy
 from ._routing import ChannelSpec, TargetPlan, plan_target
@@ -146,11 +148,11 @@ def call_metadata(
     Sent as plain metadata rather than call credentials, which gRPC refuses on plaintext channels
     (a TLS-terminating proxy in front of the server is a common deployment).
     """
-    metadata: list[Metadatum] = [("x-request-id", request_id)]
+    metadata: list[Metadatum] = [(REQUEST_ID_KEY, request_id)]
     if request_key:
-        metadata.append(("x-request-key", request_key))
+        metadata.append((REQUEST_KEY_KEY, request_key))
     if token:
-        metadata.append(("authorization", f"Bearer {token}"))
+        metadata.append((AUTHORIZATION_KEY, f"{BEARER_SCHEME} {token}"))
     metadata.extend(extra)
     metadata.extend(trace_metadata())
     return tuple(metadata)

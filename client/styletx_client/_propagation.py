@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate
 
+from styletx_api.wire import CALL_METADATA_KEYS
+
 if TYPE_CHECKING:  # grpc's interceptor classes are generic only in its type stubs
     import grpc
 
@@ -29,7 +31,7 @@ MetadataValue = str | bytes
 Metadatum = tuple[str, MetadataValue]
 
 #: Keys the SDK sets from its own arguments (request_id, request_key, token).
-RESERVED_KEYS = frozenset({"x-request-id", "x-request-key", "authorization"})
+RESERVED_KEYS = CALL_METADATA_KEYS
 
 
 def trace_metadata() -> list[tuple[str, str]]:

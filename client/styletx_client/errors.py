@@ -15,13 +15,10 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
 from styletx_api.v1.style_options import ErrorReason
+from styletx_api.wire import ERROR_DOMAIN as ERROR_DOMAIN  # public here: styletx_client exports it
+from styletx_api.wire import REQUEST_ID_KEY, STATUS_DETAILS_KEY
 
 logger = logging.getLogger(__name__)
-
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
-REQUEST_ID_KEY = "x-request-id"
-ERROR_DOMAIN = "styletx.v1"
-"""The `google.rpc.ErrorInfo.domain` of the styletx server; its `reason`s are listed below."""
 
 
 #: `ErrorInfo.reason` values the styletx server sends (domain `styletx.v1`), from the proto's

@@ -57,15 +57,17 @@ def test_fresh_venv_install_has_no_ml_stack_and_stylizes(
     assert created.returncode == 0, created.stderr
     python = venv / "bin" / "python"
     # Copies, so the build leaves no build/ or egg-info behind in the checkout. The SDK needs
-    # the API distribution (styletx-api) and nothing of the server's.
-    sources = [
+    # the API distribution (styletx-api) and nothing of the server's; the API's build takes
+    # the proto from protos/ beside api/.
+    copies = [
         shutil.copytree(
             ROOT / name,
             tmp_path / name,
             ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
         )
-        for name in ("api", "client")
+        for name in ("api", "client", "protos")
     ]
+    sources = copies[:2]
     installed = run(python, "-m", "pip", "install", "--quiet", *sources, cwd=tmp_path, timeout=110)
     assert installed.returncode == 0, installed.stdout + installed.stderr
 

@@ -20,11 +20,9 @@ from grpc_status import rpc_status
 from styletx.errors import InvalidImage, InvalidOptions, NonFiniteLoss, OutOfMemory
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1.style_options import ErrorReason
+from styletx_api.wire import ERROR_DOMAIN as DOMAIN
 from styletx_server.errors import refusals
 from styletx_server.errors.refusals import FieldViolation
-
-#: ErrorInfo.domain of every styletx error.
-DOMAIN = "styletx.v1"
 
 #: Engine names the API carries per style image rather than as a field of its own.
 _PER_STYLE_IMAGE = {"style_blend_weights": "style_images", "styles": "style_images"}

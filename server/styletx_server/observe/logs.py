@@ -17,7 +17,8 @@ from typing import IO, Any
 
 from opentelemetry import trace
 
-REQUEST_ID_KEY = "x-request-id"
+from styletx_api.wire import REQUEST_ID_KEY
+
 #: Attribute of a LogRecord that carries the structured fields of `log_event`.
 _FIELDS_ATTR = "styletx_fields"
 # A caller-supplied id is echoed into logs and metadata: keep it short and printable.

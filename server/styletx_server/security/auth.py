@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from styletx_api.wire import AUTHORIZATION_KEY, BEARER_SCHEME
 from styletx_server.errors import statuses
 from styletx_server.observe.handlers import same_shape
 
@@ -24,8 +25,7 @@ OPEN_PREFIXES: tuple[str, ...] = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
-AUTHORIZATION_KEY = "authorization"
-SCHEME = "bearer"
+SCHEME = BEARER_SCHEME.lower()
 
 if TYPE_CHECKING:  # grpc's classes are generic only in its type stubs
     Handler = grpc.RpcMethodHandler[Any, Any]
