@@ -46,23 +46,52 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 import styletx.tracing  # noqa: E402
+from bench.support.weights import make_seeded_weights, tiny_image  # noqa: E402
 from styletx import Losses, Progress, Result, StyleOptions  # noqa: E402
+from styletx.batcher import BatchStats  # noqa: E402
 from styletx.images import encode_image  # noqa: E402
 from styletx.protocol import Engine, ProgressCallback, StopCallback  # noqa: E402
 from styletx.result import Image  # noqa: E402
 from styletx_client import StyleTransferClient  # noqa: E402
-from styletx_server.jobs.registry import job as job_module  # noqa: E402
-from styletx_server.observe import logs, servicer  # noqa: E402
+from styletx_server.jobs import job as job_module  # noqa: E402
+from styletx_server.jobs import run as run_module  # noqa: E402
+from styletx_server.observe import logs  # noqa: E402
 from styletx_server.ops.app import StyletxServer  # noqa: E402
 from styletx_server.ops.config import ServerConfig  # noqa: E402
-from tests.support.engines import StubEngine  # noqa: E402
-from tests.support.weights import make_seeded_weights, tiny_image  # noqa: E402
+from styletx_server.rpc import stylize as servicer  # noqa: E402
 
 MODES = ("baseline", "off", "on")
 
 
-class FastEngine(StubEngine):
-    """No optimisation; one progress event and the engine's spans of one scale."""
+class FastEngine:
+    """A CPU-like engine (every figure empty or zero) that runs no optimisation: one progress
+    event and the engine's spans of one scale."""
+
+    backend = "tensorflow"
+    precision = "float32"
+    device = "CPU:0"
+    batch_window = 0.0
+
+    @property
+    def batch_stats(self) -> BatchStats:
+        return BatchStats(0, 0, 0)
+
+    def precision_for(self, options: StyleOptions) -> str:
+        return self.precision
+
+    def check_fits(
+        self, content: tuple[int, int], styles: Sequence[tuple[int, int]], options: StyleOptions
+    ) -> int:
+        return content[0] * content[1]
+
+    def memory_info(self) -> dict[str, int]:
+        return {}
+
+    def memory_capacity(self) -> dict[str, int]:
+        return {}
+
+    def warmup(self, size: int = 64) -> None:
+        pass
 
     def stylize(
         self,
@@ -110,12 +139,12 @@ def no_tracing_code() -> Iterator[None]:
 
     saved = (
         servicer.child,
-        job_module.child,
+        run_module.child,
         job_module.JobTrace,
         styletx.tracing.child,
         logs.trace,
     )
-    servicer.child = job_module.child = styletx.tracing.child = nothing  # type: ignore[assignment]
+    servicer.child = run_module.child = styletx.tracing.child = nothing  # type: ignore[assignment]
     job_module.JobTrace = _NoJobTrace  # type: ignore[assignment,misc]
     logs.trace = _NoSpan  # type: ignore[assignment]
     try:
@@ -123,7 +152,7 @@ def no_tracing_code() -> Iterator[None]:
     finally:
         (
             servicer.child,
-            job_module.child,
+            run_module.child,
             job_module.JobTrace,
             styletx.tracing.child,
             logs.trace,

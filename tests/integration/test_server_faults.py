@@ -10,9 +10,9 @@ import grpc
 import pytest
 
 from styletx.engine import Stylizer
-from styletx_server.jobs.registry import job as job_module
+from styletx_server.jobs import run as job_module
 from styletx_server.ops.app import StyletxServer
-from styletx_server.rpc import servicer as servicer_module
+from styletx_server.rpc import stylize as servicer_module
 from tests.integration.conftest import (
     ServerFactory,
     collect,

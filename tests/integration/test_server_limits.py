@@ -11,8 +11,8 @@ from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 
 from styletx.engine import Stylizer
 from styletx_api.v1 import style_transfer_pb2 as pb
-from styletx_server.intake.inspection import decode as decoding
-from styletx_server.intake.inspection import inspection as intake
+from styletx_server.intake import decode as decoding
+from styletx_server.intake import inspection as intake
 from tests.integration.conftest import (
     WAIT,
     Consumer,

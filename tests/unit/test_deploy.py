@@ -222,22 +222,24 @@ def gpu_rendered(request: pytest.FixtureRequest) -> Rendered:
 class ServerFlags:
     """What the server would run with, given the ConfigMap as its environment."""
 
-    options: frozenset[str]
+    variables: frozenset[str]
     grpc_port: int
     metrics_port: int
     grace_period: float
 
 
-def flag_for(env_key: str) -> str:
-    """`STYLETX_FOO_BAR` -> `--foo-bar` (the contract's env/flag pairing)."""
-    return "--" + env_key.removeprefix(ENV_PREFIX).lower().replace("_", "-")
-
-
 def server_options() -> frozenset[str]:
-    """Every option string of `styletx-server`."""
-    from styletx_server.ops.config import build_parser
+    """Every setting's flag of `styletx-server`, from the settings' declaration."""
+    from styletx_server.ops.config import SETTINGS
 
-    return frozenset(build_parser()._option_string_actions)  # argparse has no public list
+    return frozenset(s.flag for s in SETTINGS)
+
+
+def server_variables() -> frozenset[str]:
+    """Every `STYLETX_*` variable `styletx-server` reads, from the settings' declaration."""
+    from styletx_server.ops.config import SETTINGS
+
+    return frozenset(s.env for s in SETTINGS)
 
 
 def server_flags(config: dict[str, str]) -> ServerFlags:
@@ -246,7 +248,7 @@ def server_flags(config: dict[str, str]) -> ServerFlags:
 
     loaded = load_config(argv=[], env=config)
     return ServerFlags(
-        options=server_options(),
+        variables=server_variables(),
         grpc_port=int(loaded.address.rsplit(":", 1)[1]),
         metrics_port=loaded.metrics_port,
         grace_period=loaded.grace_period,
@@ -369,12 +371,17 @@ def test_prometheusrule_has_the_required_fields(rendered: Rendered) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_configmap_keys_are_server_flags_and_the_server_accepts_them(rendered: Rendered) -> None:
+def test_configmap_keys_are_server_settings_and_the_server_accepts_them(
+    rendered: Rendered,
+) -> None:
     flags = server_flags(rendered.config)
     assert rendered.config
     for key in rendered.config:
         assert key.startswith(ENV_PREFIX)
-        assert flag_for(key) in flags.options, f"{key}: styletx-server has no {flag_for(key)}"
+        assert key in flags.variables, f"{key}: styletx-server declares no such setting"
+    for entry in rendered.container["env"]:
+        if entry["name"].startswith(ENV_PREFIX):
+            assert entry["name"] in flags.variables, entry["name"]
 
 
 def test_container_ports_are_the_servers_ports(rendered: Rendered) -> None:
@@ -458,8 +465,8 @@ def readme_grace_rows() -> dict[str, GraceRow]:
 def effective_jobs_per_device(rendered: Rendered) -> int:
     """What the server would run per device with the overlay's flags: --jobs-per-device, else
     its default on the overlay's hardware (GPUs for the gpu image, a CPU otherwise)."""
-    from styletx_server.ops.app import auto_jobs_per_device
     from styletx_server.ops.config import load_config
+    from styletx_server.ops.loading import auto_jobs_per_device
 
     gpus = 1 if rendered.variant == "gpu" else 0
     return auto_jobs_per_device(load_config(argv=[], env=rendered.config), gpus)
@@ -908,7 +915,7 @@ def test_image_starts_the_server_on_its_ports(variant: str) -> None:
     assert {int(p) for p in exposed.split()} == expected
     for key in dockerfile.runtime_env:
         if key.startswith(ENV_PREFIX):
-            assert flag_for(key) in server_options(), key
+            assert key in server_variables(), key
 
 
 @pytest.mark.parametrize("variant", sorted(DOCKERFILES))

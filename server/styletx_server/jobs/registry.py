@@ -6,7 +6,10 @@ Keys are per tenant: the registry files a job under its tenant's name and the ke
 A call with a new key creates a job; a call with a known key attaches to the running job or gets
 the stored result at once, so a caller that lost its stream (a dropped connection, a restart)
 never pays for a second computation. Results are kept for a TTL, bounded by count and bytes
-(oldest dropped first). A key sent with a different computation is an error (compared by digest);
+shared among tenants (`shares.FairStore`: over a bound, the tenant holding the most gives up its
+oldest, so a tenant's results make room only for its own or for a tenant holding fewer; the
+record of a result dropped so says `Gone.EVICTED`). A key sent with a different computation is
+an error (compared by digest);
 fields that only say how the result is delivered (`DELIVERY_FIELDS`) are left out of the digest,
 so a caller that changes only those attaches and gets the result in its own encoding. How each
 keyed job ended (failed and cancelled ones too) is recorded for the same TTL (`ended`), for
@@ -19,7 +22,6 @@ import hashlib
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +30,8 @@ from google.protobuf.message import Message
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.jobs.job import StylizeJob
 from styletx_server.jobs.mailbox import Final
-from styletx_server.jobs.views import EndedJobs
+from styletx_server.jobs.shares import FairStore
+from styletx_server.jobs.views import EndedJobs, Gone
 
 #: What the API allows in `request_key` (see the proto): printable, URL- and metadata-safe.
 _KEY = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
@@ -98,8 +101,7 @@ class JobRegistry:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._running: dict[str, StylizeJob] = {}
-        self._results: OrderedDict[str, StoredResult] = OrderedDict()
-        self._bytes = 0
+        self._results: FairStore[StoredResult] = FairStore(max_results, max_result_bytes)
         #: How each keyed job ended, kept for the result TTL (no images).
         self.ended = EndedJobs(result_ttl, clock=clock)
 
@@ -121,7 +123,7 @@ class JobRegistry:
         """(results, bytes) kept now."""
         with self._lock:
             self._expire()
-            return len(self._results), self._bytes
+            return len(self._results), self._results.size
 
     # -- changes -------------------------------------------------------------------------------
 
@@ -134,7 +136,7 @@ class JobRegistry:
                 raise KeyError(f"a job with key {key!r} is already running")
             # A new run under a key replaces an old stored result (only possible after a retry
             # of a failed job, whose result was never stored, so this is just hygiene).
-            self._drop(key)
+            self._results.pop(key)
             self._running[key] = job
         self.ended.drop(key)
 
@@ -152,32 +154,22 @@ class JobRegistry:
                 return
             size = final.size
             if size > self._max_bytes or self._max_results < 1:
+                self.ended.result_gone(key, Gone.NOT_KEPT)
                 self._changed()
                 return
-            self._drop(key)
-            self._results[key] = StoredResult(job.digest, final, size, self._clock() + self._ttl)
-            self._bytes += size
-            while len(self._results) > self._max_results or self._bytes > self._max_bytes:
-                oldest = next(iter(self._results))
-                self._drop(oldest)
+            stored = StoredResult(job.digest, final, size, self._clock() + self._ttl)
+            evicted = self._results.put(key, stored, expires=stored.expires, size=size)
+            for gone, _ in evicted:
+                self.ended.result_gone(gone, Gone.EVICTED)
             self._changed()
 
-    def _drop(self, key: str) -> None:
-        stored = self._results.pop(key, None)
-        if stored is not None:
-            self._bytes -= stored.size
-
     def _expire(self) -> None:
-        now = self._clock()
-        expired = [k for k, r in self._results.items() if r.expires <= now]
-        for key in expired:
-            self._drop(key)
-        if expired:
+        if self._results.expire(self._clock()):
             self._changed()
 
     def _changed(self) -> None:
         if self._on_change is not None:
-            self._on_change(len(self._results), self._bytes)
+            self._on_change(len(self._results), self._results.size)
 
 
 __all__ = ["KEY_RULE", "JobRegistry", "StoredResult", "request_digest", "valid_key"]

@@ -4,17 +4,23 @@ A live job is described from its snapshot (latest queue position, start, progres
 times. When a keyed job ends, its view is built once and kept for the result TTL, like results
 are, but without the image: a failed or cancelled job leaves no result, yet GetJob and WatchJob
 must still say how it ended. A finished job's image stays in the registry's stored results (one
-copy, under their count and byte bounds); the record only points to it by key.
+copy, under their count and byte bounds); the record only points to it by key, and says why it
+is gone when it is (`EndedJob.result`).
+
+Records are kept per tenant (`shares.FairStore`): a tenant's ended jobs push out its own oldest
+records, never those of a tenant holding fewer. When a record leaves, a tombstone says why for one
+more TTL (`EndedJobs.gone`): it expired, or it was evicted; so GetJob tells those apart from a key
+that never ran here.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -23,12 +29,25 @@ from styletx_server.errors.statuses import ErrorStatus
 from styletx_server.intake.convert import duration, options_to_proto
 from styletx_server.jobs.job import JobSnapshot, StylizeJob
 from styletx_server.jobs.mailbox import Final
+from styletx_server.jobs.shares import FairStore, tenant_of
 from styletx_server.observe.logs import log_event
 
 log = logging.getLogger(__name__)
 
-#: Ended jobs remembered at most (oldest forgotten first); each record is a few hundred bytes.
+#: Ended jobs remembered at most, shared among tenants (each tenant's oldest forgotten first);
+#: each record is a few hundred bytes. As many tombstones (why a key is gone) are kept besides.
 MAX_ENDED_JOBS = 10_000
+
+
+class Gone(enum.Enum):
+    """Why what was kept of a keyed job is no longer there."""
+
+    #: Its TTL (--result-ttl) ran out.
+    EXPIRED = "expired"
+    #: Pushed out within the bounds: by its own tenant's newer ones, or a tenant holding fewer.
+    EVICTED = "evicted"
+    #: Never kept: a result larger than the store's bound allows (or the store is off).
+    NOT_KEPT = "not_kept"
 
 
 def state_of(final: Final) -> pb.JobState.ValueType:
@@ -140,6 +159,8 @@ class EndedJob:
     view: pb.GetJobResponse
     status: ErrorStatus | None
     expires: float
+    #: Why a finished job's result is not among the stored results (None: it is, or none).
+    result: Gone | None = None
 
     @property
     def state(self) -> pb.JobState.ValueType:
@@ -147,7 +168,8 @@ class EndedJob:
 
 
 class EndedJobs:
-    """Records of ended keyed jobs, by key, for `ttl` seconds (at most `max_jobs`); thread-safe."""
+    """Records of ended keyed jobs, by key, for `ttl` seconds (at most `max_jobs`, shared among
+    tenants), and why a key's record is gone for a TTL after; thread-safe."""
 
     def __init__(
         self,
@@ -160,7 +182,10 @@ class EndedJobs:
         self._max = max_jobs
         self._clock = clock
         self._lock = threading.Lock()
-        self._jobs: OrderedDict[str, EndedJob] = OrderedDict()
+        self._jobs: FairStore[EndedJob] = FairStore(max_jobs)
+        self._gone: FairStore[Gone] = FairStore(max_jobs)
+        #: When each tenant last lost a tombstone to the bound (its gone keys look unknown).
+        self._forgot: dict[str, float] = {}
 
     @property
     def ttl(self) -> float:
@@ -180,38 +205,69 @@ class EndedJobs:
             return
         record = EndedJob(view, final.status, now + self._ttl)
         with self._lock:
-            self._jobs.pop(key, None)
-            self._jobs[key] = record
-            # One TTL for all: the oldest record expires first.
-            while len(self._jobs) > self._max or next(iter(self._jobs.values())).expires <= now:
-                self._jobs.popitem(last=False)
+            self._expire(now)
+            self._gone.pop(key)
+            evicted = self._jobs.put(key, record, expires=record.expires)
+            for gone, _ in evicted:
+                self._bury(gone, Gone.EVICTED, now)
 
     def get(self, key: str) -> EndedJob | None:
-        """The record of `key`, unless it expired."""
+        """The record of `key`, unless it expired or was evicted."""
+        with self._lock:
+            self._expire(self._clock())
+            return self._jobs.get(key)
+
+    def gone(self, key: str) -> Gone | None:
+        """Why `key` has no record: EXPIRED or EVICTED (for a TTL after); None when it has one,
+        or no job with it ended here lately (see `forgetting`)."""
+        with self._lock:
+            self._expire(self._clock())
+            return self._gone.get(key)
+
+    def forgetting(self, key: str) -> bool:
+        """True when `key`'s tenant lost tombstones to the bound lately (over `max_jobs` of its
+        ended jobs are gone): a key it used may then look unknown."""
+        with self._lock:
+            self._expire(self._clock())
+            return tenant_of(key) in self._forgot
+
+    def result_gone(self, key: str, why: Gone) -> None:
+        """Note on `key`'s record why its result is not stored (evicted, or never kept)."""
         with self._lock:
             record = self._jobs.get(key)
-            if record is not None and record.expires <= self._clock():
-                del self._jobs[key]
-                return None
-            return record
+            if record is not None:
+                self._jobs.replace(key, replace(record, result=why))
 
     def drop(self, key: str) -> None:
-        """Forget `key` (a new job under it started)."""
+        """Forget `key` and how it went (a new job under it started)."""
         with self._lock:
-            self._jobs.pop(key, None)
+            self._jobs.pop(key)
+            self._gone.pop(key)
 
     def __len__(self) -> int:
         with self._lock:
-            now = self._clock()
-            for key in [k for k, r in self._jobs.items() if r.expires <= now]:
-                del self._jobs[key]
+            self._expire(self._clock())
             return len(self._jobs)
+
+    def _expire(self, now: float) -> None:
+        """Under the lock: expired records leave a tombstone; old tombstones go."""
+        self._gone.expire(now)
+        for key, _ in self._jobs.expire(now):
+            self._bury(key, Gone.EXPIRED, now)
+        horizon = now - self._ttl
+        for tenant in [t for t, when in self._forgot.items() if when <= horizon]:
+            del self._forgot[tenant]
+
+    def _bury(self, key: str, why: Gone, now: float) -> None:
+        for lost, _ in self._gone.put(key, why, expires=now + self._ttl):
+            self._forgot[tenant_of(lost)] = now
 
 
 __all__ = [
     "MAX_ENDED_JOBS",
     "EndedJob",
     "EndedJobs",
+    "Gone",
     "ended_view",
     "job_error",
     "live_view",

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
+from styletx_server.observe.logs import log_event
+
+log = logging.getLogger(__name__)
+
 
 class NoGpuError(RuntimeError):
     """No usable GPU is visible to the engine's framework."""
@@ -28,4 +34,16 @@ def require_gpu() -> list[str]:
     return gpus
 
 
-__all__ = ["NoGpuError", "require_gpu", "visible_gpus"]
+def check_required_gpu(required: bool) -> None:
+    """With --require-gpu: log the visible GPUs, or log and raise NoGpuError when none is."""
+    if not required:
+        return
+    try:
+        gpus = require_gpu()
+    except RuntimeError as exc:
+        log_event(log, "no_gpu", level=logging.ERROR, error=str(exc))
+        raise
+    log_event(log, "gpus", devices=gpus)
+
+
+__all__ = ["NoGpuError", "check_required_gpu", "require_gpu", "visible_gpus"]

@@ -21,7 +21,7 @@ from styletx_server.errors import statuses
 from styletx_server.errors.refusals import InvalidRequest, Refused
 from styletx_server.errors.statuses import ErrorStatus, Reason, StopReason
 from styletx_server.jobs.job import StylizeJob
-from styletx_server.observe.logs import log_event, request_id_from
+from styletx_server.observe.logs import caller_text, log_event, request_id_from
 from styletx_server.observe.metrics import ServerMetrics
 from styletx_server.security.tenants import DEFAULT, DEFAULT_NAME, Tenant
 
@@ -122,11 +122,12 @@ class Call:
 
 
 def record_unauthenticated(metrics: ServerMetrics, method: str, metadata: Any) -> None:
-    """Count and log a call the auth interceptor refused (it never reaches the servicer)."""
+    """Count and log a call the auth interceptor refused (it never reaches the servicer); its
+    user agent, the caller's text, capped (`logs.caller_text`)."""
     code = grpc.StatusCode.UNAUTHENTICATED
     reason = statuses.reason_label(code, Reason.UNAUTHENTICATED)
     metrics.requests.labels(method=method, code=code.name, reason=reason, tenant=DEFAULT_NAME).inc()
-    user_agent = next((str(v) for k, v in metadata or () if k == "user-agent"), "")
+    user_agent = next((caller_text(v) for k, v in metadata or () if k == "user-agent"), "")
     log_event(
         log,
         "request",

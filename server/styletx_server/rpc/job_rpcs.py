@@ -1,12 +1,13 @@
 """GetJob, WatchJob and CancelJob: a keyed job's state, its events and its end, by request key.
 
-The servicer owns the call's path (status, slot, request log), `relay.Relay` the stream of a
-job's events; these handlers only find the job and decide what to say. A key is looked up among the
-running jobs first, then the stored results, then the records of ended jobs (kept for the result
-TTL), so a job is found from the moment its Stylize call registers it until its outcome expires.
-CancelJob stops the job (it leaves the queue, or the engine stops within one evaluation) and
-answers once the job has ended, so a caller knows its worker is free again. Keys are looked up in
-the caller's tenant only: another tenant's job is NOT_FOUND, word for word like an unknown key.
+The call frame (`frame.CallFrame`) owns the call's status, slot and request log, `relay.Relay`
+the stream of a job's events; these handlers only find the job and decide what to say. A key is
+looked up among the running jobs first, then the stored results, then the records of ended jobs
+(kept for the result TTL), so a job is found from the moment its Stylize call registers it until
+its outcome expires. CancelJob stops the job (it leaves the queue, or the engine stops within one
+evaluation) and answers once the job has ended, so a caller knows its worker is free again. Keys
+are looked up in the caller's tenant only: another tenant's job is NOT_FOUND, word for word like
+an unknown key.
 """
 
 from __future__ import annotations
@@ -14,38 +15,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import grpc
 
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.errors.refusals import InvalidKey, JobNotFound
 from styletx_server.errors.statuses import StopReason
+from styletx_server.jobs.board import JobBoard
 from styletx_server.jobs.job import StylizeJob, scoped_key
 from styletx_server.jobs.mailbox import Final, Mailbox
-from styletx_server.jobs.registry import KEY_RULE, JobRegistry, StoredResult, valid_key
+from styletx_server.jobs.registry import KEY_RULE, StoredResult, valid_key
 from styletx_server.jobs.views import ended_view, live_view, state_of, stored_view
 from styletx_server.rpc.calls import AnyContext, Call
+from styletx_server.rpc.frame import CallFrame
 from styletx_server.rpc.relay import Relay
 
 T = TypeVar("T")
 
 #: Longest a CancelJob waits for the job to end (one evaluation of a huge image on a CPU).
 CANCEL_WAIT_SECONDS = 60.0
-
-
-class Serve(Protocol):
-    """The servicer's frame around a call's work (status, slot, request log)."""
-
-    def __call__(
-        self,
-        context: AnyContext,
-        method: str,
-        work: Callable[[Call], Awaitable[T]],
-        *,
-        slot: bool,
-    ) -> Awaitable[T | None]: ...
 
 
 def watch_event(event: pb.StylizeResponse) -> pb.WatchJobResponse:
@@ -58,20 +47,13 @@ def watch_event(event: pb.StylizeResponse) -> pb.WatchJobResponse:
 
 
 class JobRpcs:
-    """The three job RPCs, on the servicer's registry and call machinery."""
+    """The three job RPCs, on this replica's jobs, in the frame every call runs in."""
 
-    def __init__(
-        self,
-        registry: JobRegistry,
-        *,
-        serve: Serve,
-        relay: Relay,
-        stop: Callable[[StopReason, list[StylizeJob] | None], None],
-    ) -> None:
-        self._registry = registry
-        self._serve = serve
+    def __init__(self, board: JobBoard, *, frame: CallFrame, relay: Relay) -> None:
+        self._board = board
+        self._registry = board.registry
+        self._frame = frame
         self._relay = relay
-        self._stop = stop
 
     # -- the RPCs ------------------------------------------------------------------------------
 
@@ -87,7 +69,7 @@ class JobRpcs:
             call.code = grpc.StatusCode.OK
             return view
 
-        return await self._serve(context, "GetJob", work, slot=False)
+        return await self._frame.serve(context, "GetJob", work, slot=False)
 
     async def watch_job(self, request: pb.WatchJobRequest, context: AnyContext) -> None:
         """WatchJob: the job's current state, the events that follow, then its outcome."""
@@ -111,7 +93,7 @@ class JobRpcs:
             call.fields["attached"] = "ended"
             await self._relay.deliver(Final(status=record.status), context, call, None)
 
-        await self._serve(context, "WatchJob", work, slot=True)
+        await self._frame.serve(context, "WatchJob", work, slot=True)
 
     async def cancel_job(
         self, request: pb.CancelJobRequest, context: AnyContext
@@ -122,7 +104,7 @@ class JobRpcs:
             key, scoped = self._key(request.request_key, call)
             found = self._registry.lookup(scoped)
             if isinstance(found, StylizeJob):
-                self._stop(StopReason.JOB_CANCELLED, [found])
+                self._board.stop(StopReason.JOB_CANCELLED, [found])
                 final = await _ended(found, context)
                 # Not ended in time (a very slow evaluation): it will end cancelled.
                 state = pb.JOB_STATE_CANCELLED if final is None else state_of(final)
@@ -138,7 +120,7 @@ class JobRpcs:
             call.code = grpc.StatusCode.OK
             return pb.CancelJobResponse(state=state)
 
-        return await self._serve(context, "CancelJob", work, slot=False)
+        return await self._frame.serve(context, "CancelJob", work, slot=False)
 
     # -- lookups ---------------------------------------------------------------------------------
 

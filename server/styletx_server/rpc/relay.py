@@ -22,6 +22,7 @@ from styletx.images import encode_image
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.errors.statuses import StopReason
 from styletx_server.intake.convert import format_to_proto
+from styletx_server.jobs.board import JobBoard
 from styletx_server.jobs.job import StylizeJob
 from styletx_server.jobs.mailbox import Final, Mailbox
 from styletx_server.observe.logs import log_event
@@ -43,15 +44,17 @@ class Relay:
         *,
         metrics: ServerMetrics,
         encode_pool: Executor,
-        withdraw: Callable[[StylizeJob], object],
+        board: JobBoard,
         linger: float,
         stall_timeout: float,
     ) -> None:
         self._loop = loop
         self._metrics = metrics
         self._encode_pool = encode_pool
-        self._withdraw = withdraw
+        self._board = board
         self._linger = linger
+        #: Keyed jobs nobody follows, each with the timer that stops it (the relay owns them).
+        self._lingering: dict[StylizeJob, asyncio.TimerHandle] = {}
         self._stall_timeout = stall_timeout
 
     async def deliver(
@@ -111,9 +114,9 @@ class Relay:
         `convert` turns each event into the call's own message type (WatchJob's)."""
         mailbox = Mailbox(self._loop)
         job.subscribe(mailbox)
-        if job.linger is not None:  # someone came back in time: keep the job
-            job.linger.cancel()
-            job.linger = None
+        handle = self._lingering.pop(job, None)
+        if handle is not None:  # someone came back in time: keep the job
+            handle.cancel()
         first_progress = True
         try:
             while True:
@@ -146,18 +149,16 @@ class Relay:
         if job.unsubscribe(mailbox) > 0 or job.final is not None:
             return
         if job.key is not None and self._linger > 0:
-            if job.linger is None:
-                job.linger = self._loop.call_later(self._linger, self._linger_over, job)
+            if job not in self._lingering:
+                self._lingering[job] = self._loop.call_later(self._linger, self._linger_over, job)
             return
-        job.stop(reason)
-        self._withdraw(job)
+        self._board.stop(reason, [job])
 
     def _linger_over(self, job: StylizeJob) -> None:
-        job.linger = None
+        self._lingering.pop(job, None)
         if job.subscribers == 0 and job.final is None:
             log_event(log, "job_abandoned", request_id=job.request_id, request_key=job.key)
-            job.stop(StopReason.CLIENT_CANCELLED)
-            self._withdraw(job)
+            self._board.stop(StopReason.CLIENT_CANCELLED, [job])
 
 
 def _same_encoding(one: tuple[str, int], other: tuple[str, int]) -> bool:

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from styletx.batcher import BatchStats
 from styletx.geometry import DEFAULT_SHAPE_STEP
 from styletx_server.observe.metrics import ServerMetrics
-from styletx_server.ops.app import GPU_JOBS_PER_DEVICE, auto_jobs_per_device
 from styletx_server.ops.config import ServerConfig, load_config
+from styletx_server.ops.loading import GPU_JOBS_PER_DEVICE, auto_jobs_per_device
 from tests.support.engines import StubEngine
 
 ROOT = Path(__file__).resolve().parents[4]
