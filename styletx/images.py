@@ -37,7 +37,6 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_QUALITY",
     "FORMATS",
-    "INPUT_FORMATS",
     "decode_image",
     "encode_image",
     "format_for_path",
@@ -57,9 +56,6 @@ FORMATS: tuple[str, ...] = ("png", "jpeg", "webp")
 DEFAULT_QUALITY = 90
 #: File extensions spelled differently from their format's name.
 _EXTENSION_ALIASES = {"jpg": "jpeg"}
-#: Formats `decode_image` reads; anything else is refused before a parser sees it.
-INPUT_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "gif", "bmp", "tiff")
-
 # Header parsers of the accepted formats, called directly instead of PIL.Image.open: open() runs
 # PIL's process-wide decompression-bomb check (a warning from 89 Mpx, an error from 179 Mpx) on
 # every header, before we can apply our own limit, and it would try every other plugin (EPS runs

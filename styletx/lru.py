@@ -32,11 +32,6 @@ class LRUCache(Generic[K, V]):
         with self._lock:
             return len(self._entries)
 
-    def keys_by_age(self) -> list[K]:
-        """Keys, least recently used first."""
-        with self._lock:
-            return list(self._entries)
-
     def _lookup(self, key: K) -> V | None:
         with self._lock:
             found = self._entries.get(key)

@@ -9,7 +9,7 @@ from typing import Any, Literal, Self, get_args
 
 from styletx.errors import InvalidOptions
 from styletx.geometry import MIN_SIDE
-from styletx.presets import PRESET_VALUES, PRESETS, Preset
+from styletx.presets import PRESET_FIELDS, PRESET_VALUES, PRESETS, Preset
 
 InitMethod = Literal["random", "content", "style", "content_matched"]
 INIT_METHODS: tuple[str, ...] = get_args(InitMethod)
@@ -67,9 +67,10 @@ class StyleOptions:
     """Every option of one stylization; the defaults reproduce the reference tutorial.
 
     `preset` fills the fields a call leaves out with that preset's values (`styletx.presets`):
-    `StyleOptions(preset="fast", size=512)` is the fast run at 512 px. A call that names a field
-    keeps its value, so `dataclasses.replace`, which names them all, only relabels. Each field's
-    `metadata["help"]` is its description, shown by the CLIs' --help.
+    `StyleOptions(preset="fast", size=512)` is the fast run at 512 px, and `replace(preset=...)`
+    switches an existing set of options to another preset the same way. A call that names a
+    field keeps its value, so `dataclasses.replace`, which names them all, only relabels. Each
+    field's `metadata["help"]` is its description, shown by the CLIs' --help.
     """
 
     size: int = field(
@@ -165,7 +166,23 @@ class StyleOptions:
         return cls(**{**overrides, "preset": preset})
 
     def replace(self, **changes: Any) -> StyleOptions:
-        """Return a copy with `changes` applied (and validated)."""
+        """Return a copy with `changes` applied (and validated).
+
+        A `preset` other than this one is applied, not just relabelled, as the constructor and
+        the server apply one: every option a preset decides (`presets.PRESET_FIELDS`: init,
+        max_evaluations, pixel_bounds) takes the new preset's value, or the `StyleOptions`
+        default (the reference's) where it sets none, then the other `changes` apply on top. So
+        `StyleOptions().replace(preset="fast")` is the fast run (40 evaluations), and
+        `StyleOptions(preset="fast", size=512).replace(preset="reference", seed=1)` the
+        tutorial's method at 512 px with seed 1. Options no preset decides (size, seed, weights,
+        ...) are kept; values given earlier for the decided ones are not, unless named again in
+        the same call. Naming the preset the options already have changes nothing, and an
+        unknown preset is refused (InvalidOptions on `preset`).
+        """
+        preset = changes.get("preset", self.preset)
+        if preset != self.preset:
+            _check_preset(preset)
+            changes = {**_preset_fields(preset), **changes}
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -179,6 +196,12 @@ class StyleOptions:
 
 #: Instance attribute, present only while a call constructs the options: the fields it named.
 _NAMED = "_named_by_call"
+
+
+def _preset_fields(preset: str) -> dict[str, Any]:
+    """Every option a preset decides (`PRESET_FIELDS`), at `preset`'s value or the default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(StyleOptions)}
+    return {name: PRESET_VALUES[preset].get(name, defaults[name]) for name in PRESET_FIELDS}
 
 
 def _check_preset(preset: object) -> None:

@@ -163,11 +163,6 @@ class PrecisionPolicy:
         return f"auto: mixed_bfloat16 ({self.why}); float32 for preset {keep}"
 
 
-def compute_dtype(precision: str) -> str:
-    """The activations' dtype under `precision` ("float32", "bfloat16", "float16")."""
-    return check_precision(precision).removeprefix("mixed_")
-
-
 def with_policy(model: Any, precision: str) -> Any:
     """`model` with every layer but its input computing under `precision`'s dtype policy.
 
@@ -234,7 +229,6 @@ __all__ = [
     "PrecisionSetting",
     "check_precision",
     "check_setting",
-    "compute_dtype",
     "cpu_bfloat16_flags",
     "float32_reason",
     "gpu_bfloat16",

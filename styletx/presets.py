@@ -40,6 +40,8 @@ image ends at 2.9x the target loss, and nothing measured both reaches it under 0
 the face (random init, 3 scales, 150 evaluations: 53 equivalents, face blurred).
 
 Every value stays overridable by an explicit option (the server applies them the same way).
+`StyleOptions(preset=...)` and `StyleOptions.replace(preset=...)` apply a preset; only
+`dataclasses.replace` relabels without applying.
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ PRESET_VALUES: Final[MappingProxyType[str, MappingProxyType[str, Any]]] = Mappin
 )
 
 
+#: Every option some preset decides: switching presets (`StyleOptions.replace(preset=...)`) sets
+#: each of them, to the new preset's value or, where it sets none, to the `StyleOptions` default.
+PRESET_FIELDS: Final[frozenset[str]] = frozenset(
+    name for values in PRESET_VALUES.values() for name in values
+)
+
+
 def preset_values(preset: str) -> dict[str, Any]:
     """The option values `preset` sets (InvalidOptions for an unknown name)."""
     if preset not in PRESETS:
@@ -73,4 +82,4 @@ def preset_values(preset: str) -> dict[str, Any]:
     return dict(PRESET_VALUES[preset])
 
 
-__all__ = ["PRESETS", "PRESET_VALUES", "Preset", "preset_values"]
+__all__ = ["PRESETS", "PRESET_FIELDS", "PRESET_VALUES", "Preset", "preset_values"]

@@ -176,11 +176,6 @@ class JaxStep(LossStep):
     def compilations(self) -> int:
         return self._targets.compilations + self._loss_and_grad.compilations
 
-    @property
-    def cached_shapes(self) -> int:
-        """Executables held now, both functions together (at most 2 x the capacity)."""
-        return len(self._targets) + len(self._loss_and_grad)
-
 
 class JaxBackend(Backend):
     """Keras on JAX (CPU, or the GPUs of a jax[cuda] install)."""

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from styletx import Progress, Result, StyleOptions
+from styletx import Progress, StyleOptions
 from styletx.engine import Stylizer
 from styletx.images import encode_image
 from styletx.protocol import Engine
@@ -76,32 +75,21 @@ class GatedStylizer(WrappedEngine):
     def release(self) -> None:
         self.gate.set()
 
-    def stylize(
-        self,
-        content: np.ndarray,
-        styles: Sequence[np.ndarray],
-        options: StyleOptions | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Result:
+    def job_starting(self, options: StyleOptions | None) -> StyleOptions | None:
         self.calls += 1
-        held = False
+        return options
 
-        def progress(event: Progress) -> None:
-            nonlocal held
-            if on_progress is not None:
-                on_progress(event)
-            if not held:
-                held = True
-                self.evaluations_at_pause = self.engine.evaluations_total
-                self.paused.set()
-                # Wait for the test, or for the server to ask the job to stop (bounded, so a
-                # broken server fails the test instead of hanging the session).
-                for _ in range(int(WAIT / 0.01)):
-                    if self.gate.wait(0.01) or (should_stop is not None and should_stop()):
-                        break
-
-        return self.engine.stylize(content, styles, options, progress, should_stop)
+    def job_progress(
+        self, event: Progress, first: bool, should_stop: Callable[[], bool] | None
+    ) -> None:
+        if first:
+            self.evaluations_at_pause = self.engine.evaluations_total
+            self.paused.set()
+            # Wait for the test, or for the server to ask the job to stop (bounded, so a
+            # broken server fails the test instead of hanging the session).
+            for _ in range(int(WAIT / 0.01)):
+                if self.gate.wait(0.01) or (should_stop is not None and should_stop()):
+                    break
 
 
 ServerFactory = Callable[..., StyletxServer]

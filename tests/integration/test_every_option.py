@@ -9,15 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from styletx import Progress, Result, StyleOptions
+from styletx import StyleOptions
 from styletx import cli as engine_cli
 from styletx.engine import Stylizer
 from styletx_api.schema import OPTION_FIELDS, OPTION_NAMES, enum_choices
@@ -88,17 +87,10 @@ class RecordingEngine(WrappedEngine):
         super().__init__(engine)
         self.options: list[StyleOptions] = []
 
-    def stylize(
-        self,
-        content: np.ndarray,
-        styles: Sequence[np.ndarray],
-        options: StyleOptions | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Result:
+    def job_starting(self, options: StyleOptions | None) -> StyleOptions | None:
         assert options is not None
         self.options.append(options)
-        return self.engine.stylize(content, styles, options, on_progress, should_stop)
+        return options
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 
-from styletx import Progress, Result, StyleOptions
+from styletx import Progress
 from styletx.engine import Stylizer
 from tests.integration.conftest import ServerFactory, collect, make_request, wait_for
 from tests.support.engines import WrappedEngine
@@ -25,22 +24,12 @@ class FailOnce(WrappedEngine):
         super().__init__(engine)
         self.error: Exception | None = error
 
-    def stylize(
-        self,
-        content: np.ndarray,
-        styles: Sequence[np.ndarray],
-        options: StyleOptions | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Result:
-        def progress(event: Progress) -> None:
-            if on_progress is not None:
-                on_progress(event)
-            if self.error is not None:
-                error, self.error = self.error, None
-                raise error
-
-        return self.engine.stylize(content, styles, options, progress, should_stop)
+    def job_progress(
+        self, event: Progress, first: bool, should_stop: Callable[[], bool] | None
+    ) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
 
 def test_engine_failure_is_internal_then_the_next_job_succeeds(

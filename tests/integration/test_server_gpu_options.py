@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from styletx import Progress, Result, StyleOptions, memory
+from styletx import Progress, StyleOptions, memory
 from styletx.engine import Stylizer
 from styletx.memory import HEADROOM, job_pixels
 from styletx.protocol import Engine
@@ -100,26 +100,13 @@ class HoldFirstProgress(WrappedEngine):
         self.held = 0
         self._lock = threading.Lock()
 
-    def stylize(
-        self,
-        content: np.ndarray,
-        styles: Sequence[np.ndarray],
-        options: StyleOptions | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Result:
-        first = [True]
-
-        def progress(event: Progress) -> None:
-            if on_progress is not None:
-                on_progress(event)
-            if first[0]:
-                first[0] = False
-                with self._lock:
-                    self.held += 1
-                assert self.gate.wait(WAIT)
-
-        return self.engine.stylize(content, styles, options, progress, should_stop)
+    def job_progress(
+        self, event: Progress, first: bool, should_stop: Callable[[], bool] | None
+    ) -> None:
+        if first:
+            with self._lock:
+                self.held += 1
+            assert self.gate.wait(WAIT)
 
 
 def test_concurrent_jobs_of_one_shape_share_batches_through_the_server(

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 
-from styletx import Progress, Result, StyleOptions
+from styletx import StyleOptions
 from styletx.engine import Stylizer
 from styletx_api.v1 import style_transfer_pb2 as pb
 from tests.integration.conftest import (
@@ -107,17 +105,10 @@ class Overflowing(WrappedEngine):
         super().__init__(engine)
         self.field, self.value = field, value
 
-    def stylize(
-        self,
-        content: np.ndarray,
-        styles: Sequence[np.ndarray],
-        options: StyleOptions | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Result:
+    def job_starting(self, options: StyleOptions | None) -> StyleOptions | None:
         forced = (options or StyleOptions()).replace()
         object.__setattr__(forced, self.field, self.value)
-        return self.engine.stylize(content, styles, forced, on_progress, should_stop)
+        return forced
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")

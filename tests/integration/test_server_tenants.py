@@ -6,15 +6,13 @@ from __future__ import annotations
 import re
 import shutil
 import threading
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 
-from styletx import Progress, Result, StyleOptions
+from styletx import StyleOptions
 from styletx.engine import Stylizer
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import (
@@ -127,20 +125,13 @@ class OrderedStylizer(WrappedEngine):
         self.first = threading.Event()
         self.gate = threading.Event()
 
-    def stylize(
-        self,
-        content: np.ndarray,
-        styles: Sequence[np.ndarray],
-        options: StyleOptions | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Result:
+    def job_starting(self, options: StyleOptions | None) -> StyleOptions | None:
         assert options is not None
         self.order.append(options.seed)
         if len(self.order) == 1:
             self.first.set()
             assert self.gate.wait(WAIT)
-        return self.engine.stylize(content, styles, options, on_progress, should_stop)
+        return options
 
 
 def test_a_flooding_tenant_delays_anothers_first_job_by_at_most_one_job(

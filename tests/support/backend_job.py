@@ -36,6 +36,7 @@ def run(
 
     from styletx.engine import Stylizer
     from styletx.options import StyleOptions
+    from tests.support.engine_probes import cached_shapes
     from tests.support.weights import tiny_image
 
     stylizer = Stylizer(weights, precision=precision)
@@ -71,7 +72,7 @@ def run(
     stylizer.stylize(tiny_image(64, 40), [tiny_image(40, 40, seed=2)], other)
     compiled.append(step.compilations)
     report["compilations"] = compiled
-    report["cached_shapes"] = getattr(step, "cached_shapes", None)
+    report["cached_shapes"] = cached_shapes(step)
     return report
 
 

@@ -1,7 +1,9 @@
 """Engines for server tests: a stub that runs nothing, and a wrapper around the real engine.
 
 Both implement `styletx.protocol.Engine` in full, so the server sees what it would in production;
-tests subclass them and change only the member they are about.
+tests subclass them and change only the member they are about. A test that changes the jobs of
+the real engine overrides one of `WrappedEngine`'s two job hooks, `job_starting` and
+`job_progress`, instead of copying `stylize`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from styletx.batcher import BatchStats
 from styletx.engine import Stylizer
 from styletx.options import StyleOptions
 from styletx.protocol import ProgressCallback, StopCallback
-from styletx.result import Image, Result
+from styletx.result import Image, Progress, Result
 
 
 class StubEngine:
@@ -56,7 +58,13 @@ class StubEngine:
 
 
 class WrappedEngine:
-    """The real engine with every member passed through; subclasses change one of them."""
+    """The real engine with every member passed through; subclasses change one of them.
+
+    `stylize` calls two hooks, which pass everything through unless a subclass overrides them:
+    `job_starting` as each job starts (it may change the options the engine runs), and
+    `job_progress` on each of the job's progress events, after the caller's own callback (it
+    may hold the job, or raise to fail it from inside the optimisation).
+    """
 
     def __init__(self, engine: Stylizer) -> None:
         self.engine = engine
@@ -110,4 +118,23 @@ class WrappedEngine:
         on_progress: ProgressCallback | None = None,
         should_stop: StopCallback | None = None,
     ) -> Result:
-        return self.engine.stylize(content, styles, options, on_progress, should_stop)
+        options = self.job_starting(options)
+        first = True
+
+        def progress(event: Progress) -> None:
+            nonlocal first
+            if on_progress is not None:
+                on_progress(event)
+            is_first, first = first, False
+            self.job_progress(event, is_first, should_stop)
+
+        return self.engine.stylize(content, styles, options, progress, should_stop)
+
+    def job_starting(self, options: StyleOptions | None) -> StyleOptions | None:
+        """Called as each job starts, before the engine sees it: the options it runs with."""
+        return options
+
+    def job_progress(self, event: Progress, first: bool, should_stop: StopCallback | None) -> None:
+        """Called on each progress event of a job, after the caller's `on_progress`; `first`:
+        the job's first event (once the caller's callback returned). An exception raised here
+        ends the job as one raised by the engine would; `should_stop` is the job's own."""

@@ -18,7 +18,8 @@ from styletx.engine import Stylizer
 from styletx.errors import InvalidOptions, StyletxError
 from styletx.objective import SCALED_WEIGHTS
 from styletx.options import StyleOptions
-from styletx.precision import PRECISIONS, LossScale, compute_dtype
+from styletx.precision import PRECISIONS, LossScale
+from tests.support.engine_probes import compute_dtype
 from tests.support.weights import tiny_image
 
 OPTIONS = StyleOptions(size=32, max_evaluations=6, seed=0)

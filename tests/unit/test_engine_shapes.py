@@ -10,6 +10,7 @@ import pytest
 from styletx import engine
 from styletx.engine import Stylizer
 from styletx.options import StyleOptions
+from tests.support.engine_probes import keys_by_age
 from tests.support.weights import tiny_image
 
 FAST = StyleOptions(size=32, max_evaluations=4, seed=0)
@@ -66,5 +67,5 @@ def test_layer_sets_live_in_a_bounded_lru(stylizer: Stylizer) -> None:
             FAST.replace(max_evaluations=1, style_layers=(layer,)),
         )
     assert len(stylizer._steps) == engine.STEPS_PER_STYLIZER < len(layers)
-    kept = [key[2:] for key in stylizer._steps.keys_by_age()]  # (precision, content, *style)
+    kept = [key[2:] for key in keys_by_age(stylizer._steps)]  # (precision, content, *style)
     assert kept == [(layer,) for layer in layers[-engine.STEPS_PER_STYLIZER :]]

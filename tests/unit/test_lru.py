@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from styletx.lru import LRUCache
+from tests.support.engine_probes import keys_by_age
 
 
 def test_keeps_at_most_capacity_and_evicts_the_least_recently_used() -> None:
@@ -16,7 +17,7 @@ def test_keeps_at_most_capacity_and_evicts_the_least_recently_used() -> None:
     assert cache.get_or_create("b", lambda: 2) == 2
     assert cache.get_or_create("a", lambda: 99) == 1  # a hit refreshes "a"
     assert cache.get_or_create("c", lambda: 3) == 3
-    assert cache.keys_by_age() == ["a", "c"] and len(cache) == 2
+    assert keys_by_age(cache) == ["a", "c"] and len(cache) == 2
     assert evicted == [("b", 2)]
 
 

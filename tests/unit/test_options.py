@@ -80,3 +80,26 @@ def test_replace_validates_and_as_dict_is_plain() -> None:
     assert isinstance(o.as_dict()["style_layers"], list)
     with pytest.raises(InvalidOptions):
         o.replace(size=-1)
+
+
+def test_replace_with_another_preset_applies_it_not_just_its_label() -> None:
+    fast = StyleOptions().replace(preset="fast")
+    assert fast == StyleOptions(preset="fast")
+    assert (fast.max_evaluations, fast.init, fast.pixel_bounds) == (40, "content_matched", True)
+    # Options no preset decides are kept; changes named beside the preset win over it.
+    custom = StyleOptions(size=64, seed=3, style_weight=9.0).replace(preset="high", init="style")
+    assert custom == StyleOptions(preset="high", size=64, seed=3, style_weight=9.0, init="style")
+    assert custom.max_evaluations == 500
+
+
+def test_auto_precision_decides_from_options_that_match_their_preset() -> None:
+    from styletx.precision import PrecisionPolicy
+
+    auto = PrecisionPolicy("auto", bfloat16_native=True)
+    # The bfloat16 job is the fast method (the guard measured), not the reference's under its
+    # label; and the job relabelled `reference` is the tutorial's method, kept in float32.
+    fast = StyleOptions(size=64).replace(preset="fast")
+    assert auto.for_job(fast) == "mixed_bfloat16" and fast.max_evaluations == 40
+    reference = fast.replace(preset="reference")
+    assert auto.for_job(reference) == "float32"
+    assert reference == StyleOptions(size=64)

@@ -25,6 +25,7 @@ from styletx.precision import (
     parse_capability,
 )
 from styletx.presets import PRESETS
+from tests.support.engine_probes import keys_by_age
 from tests.support.weights import tiny_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,7 +196,7 @@ def test_warmup_warms_every_precision_auto_may_run(
 ) -> None:
     stylizer = _stylizer(seeded_weights, monkeypatch, native=True)
     stylizer.warmup(32)
-    warmed = {key[0] for key in stylizer._steps.keys_by_age()}
+    warmed = {key[0] for key in keys_by_age(stylizer._steps)}
     assert warmed == {"mixed_bfloat16", "float32"}
 
 

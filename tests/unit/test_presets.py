@@ -13,7 +13,7 @@ import pytest
 
 from styletx.errors import InvalidOptions
 from styletx.options import StyleOptions
-from styletx.presets import PRESET_VALUES, PRESETS, preset_values
+from styletx.presets import PRESET_FIELDS, PRESET_VALUES, PRESETS, preset_values
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -51,6 +51,48 @@ def test_copies_and_replace_keep_every_field() -> None:
     assert (reference_values.init, reference_values.pixel_bounds) == ("random", False)
     assert copy.deepcopy(fast) == fast and pickle.loads(pickle.dumps(fast)) == fast
     assert set(vars(copy.copy(fast))) == {f.name for f in dataclasses.fields(fast)}
+
+
+@pytest.mark.parametrize("start", PRESETS)
+@pytest.mark.parametrize("name", PRESETS)
+def test_replace_switches_to_the_named_preset_from_any_other(start: str, name: str) -> None:
+    options = StyleOptions.from_preset(start, size=64, seed=5)
+    assert options.replace(preset=name) == StyleOptions.from_preset(name, size=64, seed=5)
+
+
+def test_preset_fields_are_every_option_a_preset_decides() -> None:
+    assert {key for values in PRESET_VALUES.values() for key in values} == PRESET_FIELDS
+    assert PRESET_FIELDS  # the presets differ from the reference somewhere
+
+
+def test_switching_presets_drops_values_the_old_one_decided_unless_named_again() -> None:
+    tuned = StyleOptions(preset="fast", max_evaluations=7, size=64)
+    assert tuned.replace(preset="high").max_evaluations == 500
+    assert tuned.replace(preset="high", max_evaluations=7) == StyleOptions.from_preset(
+        "high", max_evaluations=7, size=64
+    )
+
+
+def test_naming_the_options_own_preset_again_changes_nothing() -> None:
+    tuned = StyleOptions(preset="fast", max_evaluations=7)
+    assert tuned.replace(preset="fast") == tuned
+    assert StyleOptions(max_evaluations=7).replace(preset="reference").max_evaluations == 7
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_replace_resolves_a_preset_as_the_server_does(name: str) -> None:
+    # The server's resolution (styletx_server's intake): its defaults, with an operator's
+    # --default-size and --default-evaluations, then the preset's values.
+    defaults = StyleOptions(size=64, max_evaluations=90)
+    server = dataclasses.replace(defaults, **preset_values(name), preset=name)
+    assert defaults.replace(preset=name) == server
+    assert defaults.replace(**preset_values(name), preset=name) == server
+
+
+def test_replace_refuses_an_unknown_preset_naming_the_field() -> None:
+    with pytest.raises(InvalidOptions) as info:
+        StyleOptions().replace(preset="best")
+    assert info.value.field == "preset"
 
 
 def test_reference_is_the_tutorials_defaults() -> None:
