@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from styletx import __version__
+from styletx import __version__, startup
 from styletx.backends import SUPPORTED as BACKENDS
 from styletx.errors import (
     BackendUnavailable,
@@ -306,6 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # First thing: whatever command imports the framework later (the weights commands do so only
+    # when they build a model), TensorFlow reads its log level at import.
+    startup.quiet_environment()
     try:
         if getattr(args, "backend", None):
             # Before anything imports Keras: the backend is fixed at its first import.
@@ -313,8 +316,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             backends.select(args.backend)
         if args.command in ("stylize", "info"):
-            from styletx import startup
-
             startup.load_framework()
         if args.command == "stylize":
             return _stylize(args)

@@ -8,6 +8,12 @@ framework and probe its devices once inside `framework_notices_to_log()`, which 
 descriptor 2 meanwhile and turns each notice into a log record (DEBUG for absl's INFO lines,
 INFO for its warnings and errors, since on a GPU node a failed cuInit is the diagnosis). Lines
 that are not absl notices (Python warnings, tracebacks) go back to stderr unchanged.
+
+Before that import, `quiet_environment()` sets `QUIET_ENVIRONMENT`'s defaults (never a variable
+the user set): the C++ logging after start-up, outside the capture, and that of child processes
+then shows errors only. Everything that may be the first to import the framework goes through
+this module: the entry points (`load_framework`), and the weights commands that build a model
+only sometimes (`ensure_framework`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ if TYPE_CHECKING:
     from styletx.backends.base import Backend
 
 log = logging.getLogger(__name__)
+
+#: Environment defaults applied before the framework's first import. TF_CPP_MIN_LOG_LEVEL=2 keeps
+#: TensorFlow's and XLA's (and JAX's) C++ logging to errors once set up; TensorFlow reads it at
+#: import, so it must be set before, and child processes inherit it. A value already set wins
+#: (the images set 1, to see warnings).
+QUIET_ENVIRONMENT: dict[str, str] = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 #: absl's own line format: severity letter, MMDD, time, thread id, file:line] message.
 _ABSL_LINE = re.compile(
@@ -90,12 +102,35 @@ def framework_notices_to_log() -> Iterator[None]:
             _relay(capture.read().decode("utf-8", errors="replace"))
 
 
+def quiet_environment() -> None:
+    """Set each unset (or empty) variable of `QUIET_ENVIRONMENT` to its default.
+
+    Effective only before the framework is imported; the variables the user set are kept.
+    """
+    for name, value in QUIET_ENVIRONMENT.items():
+        if not os.environ.get(name):
+            os.environ[name] = value
+
+
 def load_framework(backend: str | None = None) -> Backend:
     """Import Keras and its framework for `backend` (None: the selected one) and probe its
     devices, with the framework's start-up notices sent to the log."""
     from styletx import backends
 
+    quiet_environment()
     with framework_notices_to_log():
         found = backends.load(backend)
         found.accelerators()
     return found
+
+
+def ensure_framework() -> None:
+    """`load_framework()` unless Keras is imported already (its notices are out by then).
+
+    For code that builds a model only on some paths (a weights download, a check of a weights
+    file) and may be the first in the process to do so: the framework then starts as quietly as
+    at the entry points. A process that started it already pays nothing, and its stderr is not
+    captured again while other threads may be writing to it.
+    """
+    if "keras" not in sys.modules:
+        load_framework()

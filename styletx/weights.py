@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from styletx import startup
 from styletx.errors import WeightsError, WeightsNotFound
 from styletx.onnx_weights import convert_onnx
 from styletx.weights_file import (
@@ -140,6 +141,8 @@ def _download_into_cache(dest: Path, *, timeout: float) -> ResolvedWeights:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsError(f"cannot create the weights cache {dest.parent}: {exc}") from exc
+    # Both sources build a VGG16: on a first fetch this imports the framework, quietly.
+    startup.ensure_framework()
     staging = dest.with_name(f".{dest.name}.{os.getpid()}.staging.weights.h5")
     try:
         try:
@@ -279,6 +282,7 @@ def export_weights(
     import h5py
 
     resolved = resolve_weights(source)
+    startup.ensure_framework()  # verify_weights_file builds a VGG16
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # The name must end in .weights.h5 for Keras to read it as a Keras 3 weights file.
@@ -299,6 +303,7 @@ def export_weights(
 def describe(path: Path | None = None) -> dict[str, object]:
     """What `styletx weights info` prints: source, path, sha256, size and verified parameters."""
     resolved = resolve_weights(path)
+    startup.ensure_framework()  # verify_weights_file builds a VGG16
     parameters = verify_weights_file(resolved.path)
     tensors = tensors_sha256(resolved.path)
     return {

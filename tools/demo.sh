@@ -3,7 +3,7 @@
 # the client SDK's CLI (progress bar), write the result and a side-by-side picture, stop the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=.venv/bin
+BIN="${DEMO_BIN:-.venv/bin}"  # the commands of another environment (tests/e2e/test_quiet_newcomer.py)
 PORT="${DEMO_PORT:-50051}"
 ADDR="127.0.0.1:${PORT}"
 OUT="${DEMO_OUT:-out}"

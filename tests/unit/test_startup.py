@@ -1,5 +1,6 @@
 """styletx.startup: the framework's absl start-up notices become log records, nothing else is
-swallowed, and the real entry points print none of them."""
+swallowed, the quiet environment defaults never override the user's, and the real entry points
+print none of the notices."""
 
 from __future__ import annotations
 
@@ -63,11 +64,49 @@ def test_what_a_failing_block_wrote_is_relayed_before_the_error(
     assert capfd.readouterr().err == "after\n"
 
 
+def test_quiet_environment_sets_defaults_and_keeps_what_the_user_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert startup.QUIET_ENVIRONMENT["TF_CPP_MIN_LOG_LEVEL"] == "2"  # errors stay visible
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    startup.quiet_environment()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # someone debugging TensorFlow
+    startup.quiet_environment()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "")  # `VAR= cmd`: no value, the default applies
+    startup.quiet_environment()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+
+
+def test_ensure_framework_loads_it_only_when_keras_is_not_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str | None] = []
+    monkeypatch.setattr(startup, "load_framework", lambda backend=None: calls.append(backend))
+    monkeypatch.setitem(sys.modules, "keras", sys)  # any module: "already imported"
+    startup.ensure_framework()
+    assert calls == []
+    monkeypatch.delitem(sys.modules, "keras")
+    startup.ensure_framework()
+    assert calls == [None]
+
+
 @pytest.mark.slow
-def test_the_engine_cli_prints_no_framework_notices(seeded_weights: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["info"], "backend: tensorflow"),
+        # Builds a VGG16 to verify the file: the framework starts inside the weights module.
+        (["weights", "info"], "parameters: 14714688"),
+    ],
+)
+def test_the_engine_cli_prints_no_framework_notices(
+    seeded_weights: Path, command: list[str], expected: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run(
-        [sys.executable, "-m", "styletx", "info", "--weights", str(seeded_weights)],
+        [sys.executable, "-m", "styletx", *command, "--weights", str(seeded_weights)],
         capture_output=True,
         text=True,
         env=env,
@@ -76,4 +115,4 @@ def test_the_engine_cli_prints_no_framework_notices(seeded_weights: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    assert "backend: tensorflow" in done.stdout
+    assert expected in done.stdout.splitlines()
