@@ -1,12 +1,22 @@
-"""Prometheus metrics of the server on an injectable registry, and their HTTP endpoint."""
+"""Prometheus metrics of the server on an injectable registry, and their HTTP endpoint.
+
+Each metric is declared once: a `ServerMetrics` field whose annotation is its type and whose
+`metric(...)` gives its name, help, labels and buckets, grouped by concern (calls, queue and
+scheduling, jobs and the engine, the store of results, the process and its GPUs). The figures
+the engine reports at each scrape are declared as `MetricSpec`s beside their collectors.
+"""
+
+# ruff: noqa: RUF009 (`metric(...)` returns a dataclasses.field, not a shared default value)
 
 from __future__ import annotations
 
 import logging
 import socket
 import threading
+import typing
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -35,6 +45,62 @@ PIXEL_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric's declaration: its exported name, help, labels and (histograms) buckets."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+
+_METADATA_KEY = "styletx_metric"
+
+
+def metric(
+    name: str,
+    help: str,
+    *,
+    labels: tuple[str, ...] = (),
+    buckets: tuple[float, ...] | None = None,
+) -> Any:
+    """Declare a ServerMetrics field as a metric; its type (Counter, Gauge, Histogram) is the
+    field's annotation, and `ServerMetrics.create` builds it on the registry."""
+    spec = MetricSpec(name, help, labels, buckets)
+    return field(metadata={_METADATA_KEY: spec})
+
+
+# -- Reported by the loaded engine at each scrape (collectors below, not ServerMetrics fields).
+GPU_MEMORY = MetricSpec(
+    "styletx_gpu_memory_bytes",
+    "GPU memory the engine's framework holds now, per device",
+    ("device",),
+)
+GPU_MEMORY_CAPACITY = MetricSpec(
+    "styletx_gpu_memory_capacity_bytes",
+    "GPU memory jobs are planned against, per device (--device-memory-bytes or what the "
+    "framework reports)",
+    ("device",),
+)
+BATCHES = MetricSpec(
+    "styletx_batches",
+    "Batched loss-and-gradient step calls (each carries the evaluations of one or more jobs of "
+    "one shape); 0 while batching is off",
+)
+BATCHED_EVALUATIONS = MetricSpec(
+    "styletx_batched_evaluations",
+    "Evaluations run in batched step calls; divided by styletx_batches_total: the mean batch size",
+)
+
+
+def _per_device(spec: MetricSpec, values: dict[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
+    for device, value in sorted(values.items()):
+        family.add_metric([device], float(value))
+    return family
+
+
 class GpuMemoryCollector(Collector):
     """`styletx_gpu_memory_bytes{device}` (in use) and `styletx_gpu_memory_capacity_bytes`
     (what jobs are planned against) from the loaded engine, whatever its Keras backend.
@@ -56,24 +122,9 @@ class GpuMemoryCollector(Collector):
             log.debug("GPU memory query failed", exc_info=True)
             return
         if in_use:
-            family = GaugeMetricFamily(
-                "styletx_gpu_memory_bytes",
-                "GPU memory the engine's framework holds now, per device",
-                labels=["device"],
-            )
-            for device, used in sorted(in_use.items()):
-                family.add_metric([device], float(used))
-            yield family
+            yield _per_device(GPU_MEMORY, in_use)
         if capacity:
-            limit = GaugeMetricFamily(
-                "styletx_gpu_memory_capacity_bytes",
-                "GPU memory jobs are planned against, per device (--device-memory-bytes or "
-                "what the framework reports)",
-                labels=["device"],
-            )
-            for device, size in sorted(capacity.items()):
-                limit.add_metric([device], float(size))
-            yield limit
+            yield _per_device(GPU_MEMORY_CAPACITY, capacity)
 
 
 class BatchingCollector(Collector):
@@ -86,46 +137,117 @@ class BatchingCollector(Collector):
         if self.engine is None:
             return
         stats = self.engine.batch_stats
+        yield CounterMetricFamily(BATCHES.name, BATCHES.help, value=float(stats.batches))
         yield CounterMetricFamily(
-            "styletx_batches",
-            "Batched loss-and-gradient step calls (each carries the evaluations of one or more "
-            "jobs of one shape); 0 while batching is off",
-            value=float(stats.batches),
-        )
-        yield CounterMetricFamily(
-            "styletx_batched_evaluations",
-            "Evaluations run in batched step calls; divided by styletx_batches_total: the mean "
-            "batch size",
-            value=float(stats.evaluations),
+            BATCHED_EVALUATIONS.name, BATCHED_EVALUATIONS.help, value=float(stats.evaluations)
         )
 
 
 @dataclass
 class ServerMetrics:
-    """Every metric of the service; `registry` defaults to prometheus_client's global one."""
+    """Every metric of the service, each declared once below and grouped by concern;
+    `create` builds them on a registry (by default prometheus_client's global one)."""
 
-    requests: Counter
-    request_duration: Histogram
-    calls_in_flight: Gauge
-    calls_stalled: Gauge
-    busyness: Gauge
-    inflight_pixels: Gauge
-    inflight_pixels_limit: Gauge
-    stored_results: Gauge
-    stored_result_bytes: Gauge
-    build_info: Gauge
-    queue_wait: Histogram
-    compute_duration: Histogram
-    time_to_first_progress: Histogram
-    jobs_in_flight: Gauge
-    queue_depth: Gauge
-    queue_capacity: Gauge
-    workers: Gauge
-    lbfgs_iterations: Counter
-    lbfgs_evaluations: Counter
-    evaluation_duration: Histogram
-    image_pixels: Histogram
     registry: CollectorRegistry
+
+    # -- Calls: every RPC's outcome and duration, and the Stylize streams open now.
+    requests: Counter = metric(
+        "styletx_requests_total",
+        "gRPC calls by method, final status code, reason (the ErrorInfo reason lower-cased, or "
+        "ok, cancelled, deadline_exceeded) and tenant (a name of the tokens file, else default)",
+        labels=("method", "code", "reason", "tenant"),
+    )
+    request_duration: Histogram = metric(
+        "styletx_request_duration_seconds",
+        "End-to-end duration of a call, from arrival to final status, by its status code "
+        "(refusals end in milliseconds: latency alerts look at code OK)",
+        labels=("method", "code"),
+        buckets=BUCKETS,
+    )
+    time_to_first_progress: Histogram = metric(
+        "styletx_time_to_first_progress_seconds",
+        "Time from a call's arrival to its first progress event",
+        buckets=BUCKETS,
+    )
+    calls_in_flight: Gauge = metric(
+        "styletx_calls_in_flight",
+        "Stylize calls holding a call slot now (streams attached to a job included)",
+    )
+    calls_stalled: Gauge = metric(
+        "styletx_calls_stalled",
+        "Stylize calls ended for a reader that accepted no bytes (--stall-timeout) that gRPC "
+        "still holds until the reader comes back or its connection closes; they hold no call "
+        "slot but count against their caller's share",
+    )
+
+    # -- Queue and scheduling: admission, waiting, workers, the autoscaler's signal.
+    queue_wait: Histogram = metric(
+        "styletx_queue_wait_seconds", "Time an admitted job waited for a worker", buckets=BUCKETS
+    )
+    queue_depth: Gauge = metric(
+        "styletx_queue_depth", "Admitted jobs waiting for a worker, by tenant", labels=("tenant",)
+    )
+    queue_capacity: Gauge = metric(
+        "styletx_queue_capacity",
+        "Jobs that may wait before calls are refused with RESOURCE_EXHAUSTED",
+    )
+    jobs_in_flight: Gauge = metric(
+        "styletx_jobs_in_flight", "Jobs a worker is running now, by tenant", labels=("tenant",)
+    )
+    workers: Gauge = metric("styletx_workers", "Worker threads running jobs")
+    busyness: Gauge = metric(
+        "styletx_busyness",
+        "(running + queued jobs) / workers: 1 means every worker is busy and nothing waits, "
+        "above 1 jobs queue; the autoscaler's signal",
+    )
+    inflight_pixels: Gauge = metric(
+        "styletx_inflight_pixels",
+        "Input pixels (header sizes) reserved by calls being decoded, queued or running",
+    )
+    inflight_pixels_limit: Gauge = metric(
+        "styletx_inflight_pixels_limit", "The in-flight pixel budget (--max-inflight-pixels)"
+    )
+
+    # -- Jobs and the engine: the work itself.
+    compute_duration: Histogram = metric(
+        "styletx_compute_duration_seconds",
+        "Time a worker spent on a job (preparation, optimisation, encoding)",
+        buckets=BUCKETS,
+    )
+    lbfgs_iterations: Counter = metric("styletx_lbfgs_iterations_total", "L-BFGS iterations run")
+    lbfgs_evaluations: Counter = metric(
+        "styletx_lbfgs_evaluations_total",
+        "Loss-and-gradient evaluations run, by tenant",
+        labels=("tenant",),
+    )
+    evaluation_duration: Histogram = metric(
+        "styletx_evaluation_duration_seconds",
+        "Duration of each loss-and-gradient evaluation, by the precision the job ran at "
+        "(--precision auto resolves per device and job)",
+        labels=("precision",),
+        buckets=BUCKETS,
+    )
+    image_pixels: Histogram = metric(
+        "styletx_image_pixels",
+        "Pixels of decoded inputs and of outputs",
+        labels=("role",),
+        buckets=PIXEL_BUCKETS,
+    )
+
+    # -- The store of results kept for callers that re-attach.
+    stored_results: Gauge = metric(
+        "styletx_stored_results", "Results of keyed jobs kept for callers that re-attach"
+    )
+    stored_result_bytes: Gauge = metric(
+        "styletx_stored_result_bytes", "Bytes of the results kept for callers that re-attach"
+    )
+
+    # -- The process and its GPUs (process_* come from prometheus_client's ProcessCollector).
+    build_info: Gauge = metric(
+        "styletx_build_info",
+        "Always 1; the labels say the server's version, engine backend and precision",
+        labels=("version", "backend", "precision"),
+    )
     #: Engine-reported figures; the server points them at the engine once it is loaded.
     gpu_memory: GpuMemoryCollector = field(default_factory=GpuMemoryCollector)
     batching: BatchingCollector = field(default_factory=BatchingCollector)
@@ -136,141 +258,30 @@ class ServerMetrics:
         self.batching.engine = engine
 
     @classmethod
+    def specs(cls) -> dict[str, MetricSpec]:
+        """Each declared metric field's name and its declaration, in declaration order."""
+        return {
+            f.name: f.metadata[_METADATA_KEY] for f in fields(cls) if _METADATA_KEY in f.metadata
+        }
+
+    @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ServerMetrics:
         """Build and register every metric on `registry` (plus process_* and GPU collectors)."""
         reg = REGISTRY if registry is None else registry
         if reg is not REGISTRY:
             # The global registry already has the process collector; a fresh one needs its own.
             ProcessCollector(registry=reg)
+        kinds = typing.get_type_hints(cls)
+        built: dict[str, Any] = {}
+        for attribute, spec in cls.specs().items():
+            extra = {} if spec.buckets is None else {"buckets": spec.buckets}
+            built[attribute] = kinds[attribute](
+                spec.name, spec.help, spec.labels, registry=reg, **extra
+            )
         gpu_memory, batching = GpuMemoryCollector(), BatchingCollector()
         reg.register(gpu_memory)
         reg.register(batching)
-        b = BUCKETS
-        return cls(
-            gpu_memory=gpu_memory,
-            batching=batching,
-            requests=Counter(
-                "styletx_requests_total",
-                "gRPC calls by method, final status code, reason (the ErrorInfo reason "
-                "lower-cased, or ok, cancelled, deadline_exceeded) and tenant (a name of the "
-                "tokens file, else default)",
-                ["method", "code", "reason", "tenant"],
-                registry=reg,
-            ),
-            calls_in_flight=Gauge(
-                "styletx_calls_in_flight",
-                "Stylize calls holding a call slot now (streams attached to a job included)",
-                registry=reg,
-            ),
-            calls_stalled=Gauge(
-                "styletx_calls_stalled",
-                "Stylize calls ended for a reader that accepted no bytes (--stall-timeout) that "
-                "gRPC still holds until the reader comes back or its connection closes; they "
-                "hold no call slot but count against their caller's share",
-                registry=reg,
-            ),
-            busyness=Gauge(
-                "styletx_busyness",
-                "(running + queued jobs) / workers: 1 means every worker is busy and nothing "
-                "waits, above 1 jobs queue; the autoscaler's signal",
-                registry=reg,
-            ),
-            inflight_pixels=Gauge(
-                "styletx_inflight_pixels",
-                "Input pixels (header sizes) reserved by calls being decoded, queued or running",
-                registry=reg,
-            ),
-            inflight_pixels_limit=Gauge(
-                "styletx_inflight_pixels_limit",
-                "The in-flight pixel budget (--max-inflight-pixels)",
-                registry=reg,
-            ),
-            stored_results=Gauge(
-                "styletx_stored_results",
-                "Results of keyed jobs kept for callers that re-attach",
-                registry=reg,
-            ),
-            stored_result_bytes=Gauge(
-                "styletx_stored_result_bytes",
-                "Bytes of the results kept for callers that re-attach",
-                registry=reg,
-            ),
-            build_info=Gauge(
-                "styletx_build_info",
-                "Always 1; the labels say the server's version, engine backend and precision",
-                ["version", "backend", "precision"],
-                registry=reg,
-            ),
-            request_duration=Histogram(
-                "styletx_request_duration_seconds",
-                "End-to-end duration of a call, from arrival to final status, by its status code "
-                "(refusals end in milliseconds: latency alerts look at code OK)",
-                ["method", "code"],
-                buckets=b,
-                registry=reg,
-            ),
-            queue_wait=Histogram(
-                "styletx_queue_wait_seconds",
-                "Time an admitted job waited for a worker",
-                buckets=b,
-                registry=reg,
-            ),
-            compute_duration=Histogram(
-                "styletx_compute_duration_seconds",
-                "Time a worker spent on a job (preparation, optimisation, encoding)",
-                buckets=b,
-                registry=reg,
-            ),
-            time_to_first_progress=Histogram(
-                "styletx_time_to_first_progress_seconds",
-                "Time from a call's arrival to its first progress event",
-                buckets=b,
-                registry=reg,
-            ),
-            jobs_in_flight=Gauge(
-                "styletx_jobs_in_flight",
-                "Jobs a worker is running now, by tenant",
-                ["tenant"],
-                registry=reg,
-            ),
-            queue_depth=Gauge(
-                "styletx_queue_depth",
-                "Admitted jobs waiting for a worker, by tenant",
-                ["tenant"],
-                registry=reg,
-            ),
-            queue_capacity=Gauge(
-                "styletx_queue_capacity",
-                "Jobs that may wait before calls are refused with RESOURCE_EXHAUSTED",
-                registry=reg,
-            ),
-            workers=Gauge("styletx_workers", "Worker threads running jobs", registry=reg),
-            lbfgs_iterations=Counter(
-                "styletx_lbfgs_iterations_total", "L-BFGS iterations run", registry=reg
-            ),
-            lbfgs_evaluations=Counter(
-                "styletx_lbfgs_evaluations_total",
-                "Loss-and-gradient evaluations run, by tenant",
-                ["tenant"],
-                registry=reg,
-            ),
-            evaluation_duration=Histogram(
-                "styletx_evaluation_duration_seconds",
-                "Duration of each loss-and-gradient evaluation, by the precision the job ran at "
-                "(--precision auto resolves per device and job)",
-                ["precision"],
-                buckets=b,
-                registry=reg,
-            ),
-            image_pixels=Histogram(
-                "styletx_image_pixels",
-                "Pixels of decoded inputs and of outputs",
-                ["role"],
-                buckets=PIXEL_BUCKETS,
-                registry=reg,
-            ),
-            registry=reg,
-        )
+        return cls(registry=reg, gpu_memory=gpu_memory, batching=batching, **built)
 
 
 class MetricsHttpServer:
@@ -319,8 +330,11 @@ def _dual_stack(registry: CollectorRegistry, port: int) -> tuple[WSGIServer, thr
 
 __all__ = [
     "BUCKETS",
+    "PIXEL_BUCKETS",
     "BatchingCollector",
     "GpuMemoryCollector",
+    "MetricSpec",
     "MetricsHttpServer",
     "ServerMetrics",
+    "metric",
 ]

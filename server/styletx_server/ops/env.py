@@ -1,13 +1,13 @@
-"""`STYLETX_*` environment variables as defaults of the server's flags (a flag still wins)."""
+"""`STYLETX_*` environment variables: their names, booleans, and reading them for the settings."""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 ENV_PREFIX = "STYLETX_"
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 def env_name(flag: str) -> str:
@@ -16,29 +16,38 @@ def env_name(flag: str) -> str:
 
 
 def bool_env(value: str) -> bool:
-    """A boolean variable's value (1/0, true/false, yes/no, on/off); ArgumentTypeError."""
+    """A boolean variable's value (1/0, true/false, yes/no, on/off); ValueError otherwise."""
     lowered = value.strip().lower()
-    if lowered in _TRUE:
+    if lowered in TRUE:
         return True
-    if lowered in _FALSE:
+    if lowered in FALSE:
         return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (1/0, true/false), got {value!r}")
+    raise ValueError(f"expected a boolean (1/0, true/false), got {value!r}")
 
 
-def apply_env(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
-    """Turn `STYLETX_*` variables into parser defaults, so flags still override them."""
-    for action in parser._actions:  # argparse offers no public view of its actions
-        longs = [s for s in action.option_strings if s.startswith("--") and s != "--help"]
-        if not longs or (value := env.get(env_name(longs[0]))) is None:
+class Variable(Protocol):
+    """What reading the environment needs of a setting (settings_schema.Setting)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def env(self) -> str: ...
+    def read(self, text: str) -> Any: ...
+
+
+def read_env(settings: Iterable[Variable], env: Mapping[str, str]) -> dict[str, Any]:
+    """The values `env` gives settings (by setting name), each read as its flag's text would be;
+    ValueError naming the variable when one is not a value of its type."""
+    values: dict[str, Any] = {}
+    for setting in settings:
+        text = env.get(setting.env)
+        if text is None:
             continue
-        if isinstance(action, argparse._StoreTrueAction):
-            try:
-                action.default = bool_env(value)
-            except argparse.ArgumentTypeError as exc:
-                parser.error(f"{env_name(longs[0])}: {exc}")
-        else:
-            # argparse converts string defaults with the action's `type`, like a flag value.
-            action.default = value
+        try:
+            values[setting.name] = setting.read(text)
+        except ValueError as exc:
+            raise ValueError(f"{setting.env}: {exc}") from None
+    return values
 
 
-__all__ = ["ENV_PREFIX", "apply_env", "bool_env", "env_name"]
+__all__ = ["ENV_PREFIX", "FALSE", "TRUE", "Variable", "bool_env", "env_name", "read_env"]

@@ -7,7 +7,15 @@ import urllib.request
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from styletx_server.observe.metrics import BUCKETS, MetricsHttpServer, ServerMetrics
+from styletx_server.observe.metrics import (
+    BATCHED_EVALUATIONS,
+    BATCHES,
+    BUCKETS,
+    GPU_MEMORY,
+    GPU_MEMORY_CAPACITY,
+    MetricsHttpServer,
+    ServerMetrics,
+)
 
 EXPECTED = {
     "styletx_requests": "counter",
@@ -45,6 +53,24 @@ def test_every_metric_is_registered_on_the_given_registry() -> None:
         assert families.get(name) == kind, name
     # The process collector comes along with a fresh registry.
     assert registry.get_sample_value("process_resident_memory_bytes") is not None
+
+
+def test_each_metric_is_declared_once_and_built_from_its_declaration() -> None:
+    specs = ServerMetrics.specs()
+    engine_reported = (GPU_MEMORY, GPU_MEMORY_CAPACITY, BATCHES, BATCHED_EVALUATIONS)
+    names = [s.name for s in specs.values()] + [s.name for s in engine_reported]
+    assert len(names) == len(set(names))
+    registry = CollectorRegistry()
+    metrics = ServerMetrics.create(registry)
+    families = {m.name: m for m in registry.collect()}
+    for attribute, spec in specs.items():
+        family = families[spec.name.removesuffix("_total")]
+        assert family.documentation == spec.help
+        assert family.type == type(getattr(metrics, attribute)).__name__.lower()
+        assert (spec.buckets is not None) == (family.type == "histogram"), attribute
+    # Every styletx_* family of a fresh registry is one of the declarations.
+    declared = {s.name.removesuffix("_total") for s in specs.values()}
+    assert {n for n in families if n.startswith("styletx_")} == declared
 
 
 def test_two_servers_can_have_separate_registries() -> None:

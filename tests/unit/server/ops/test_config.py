@@ -1,12 +1,24 @@
-"""Server configuration: defaults, STYLETX_* variables, flag precedence, validation, --help."""
+"""Server configuration: defaults, STYLETX_* variables, flag precedence, validation, --help,
+and what derives from the one declaration of each setting (the README's table included)."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from styletx_server.ops.config import ServerConfig, build_parser, env_name, limits_of, load_config
+from styletx_server.ops.config import (
+    SETTINGS,
+    ServerConfig,
+    build_parser,
+    env_name,
+    limits_of,
+    load_config,
+)
+from styletx_server.ops.settings_schema import Setting, markdown_table, splice
+
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def test_defaults_match_the_contract() -> None:
@@ -218,3 +230,72 @@ def test_version_flag_names_the_installed_version(capsys: pytest.CaptureFixture[
     assert capsys.readouterr().out.strip() == (
         f"styletx-server {styletx.__version__} (API styletx.v1)"
     )
+
+
+def test_every_field_is_a_declared_setting() -> None:
+    assert [s.name for s in SETTINGS] == [f.name for f in fields(ServerConfig)]
+    assert len({s.flag for s in SETTINGS}) == len({s.env for s in SETTINGS}) == len(SETTINGS)
+    warmup = next(s for s in SETTINGS if s.name == "warmup")
+    assert (warmup.flag, warmup.env) == ("--no-warmup", "STYLETX_NO_WARMUP")
+
+
+def _text(setting: Setting) -> str:
+    """The declared default as a flag's or variable's text."""
+    return str(setting.default)
+
+
+@pytest.mark.parametrize(
+    "setting", [s for s in SETTINGS if s.default is not None], ids=lambda s: s.flag
+)
+def test_each_default_reads_back_from_its_flag_and_its_variable(setting: Setting) -> None:
+    if setting.is_switch:
+        assert load_config([], env={setting.env: "0"}) == ServerConfig()
+        assert getattr(load_config([setting.flag], env={}), setting.name) != setting.default
+        assert getattr(load_config([], env={setting.env: "yes"}), setting.name) != setting.default
+        return
+    assert load_config([setting.flag, _text(setting)], env={}) == ServerConfig()
+    assert load_config([], env={setting.env: _text(setting)}) == ServerConfig()
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        ([], {"STYLETX_QUEUE_SIZE": "many"}, "STYLETX_QUEUE_SIZE: expected an integer, got 'many'"),
+        ([], {"STYLETX_NO_WARMUP": "perhaps"}, "STYLETX_NO_WARMUP: expected a boolean"),
+        (["--max-peer-share", "0"], {}, "--max-peer-share must be in (0, 1], got 0.0"),
+        (["--workers", "-1"], {}, "--workers must be >= 0 (0 = auto), got -1"),
+        (["--max-scales", "5"], {}, "--max-scales must be 1-4, got 5"),
+        ([], {"STYLETX_BACKEND": "torch"}, "--backend must be one of tensorflow, jax, got 'torch'"),
+        (["--address", "nocolon"], {}, "--address must be HOST:PORT, got 'nocolon'"),
+        (["--auth-token", " "], {}, "--auth-token must not be blank"),
+        (["--tls-cert", "/c.pem"], {}, "--tls-cert and --tls-key must be given together"),
+    ],
+)
+def test_errors_name_the_flag_or_variable_and_the_range(
+    argv: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        load_config(argv, env=env)
+    assert message in capsys.readouterr().err
+
+
+def test_log_level_reads_in_any_case() -> None:
+    assert ServerConfig(log_level="debug").log_level == "debug"
+    assert load_config(["--log-level", "warning"], env={}).log_level == "WARNING"
+
+
+def test_help_shows_the_environments_value_as_the_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        load_config(["--help"], env={"STYLETX_QUEUE_SIZE": "3"})
+    assert exited.value.code == 0
+    assert "STYLETX_QUEUE_SIZE] (default: 3)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_readme_table_of_settings_is_current() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    fresh = splice(readme, markdown_table(SETTINGS))
+    assert fresh == readme, "README's table of settings is stale: run tools/settings_table.py"
+    for setting in SETTINGS:
+        assert f"| `{setting.flag}` | `{setting.env}` |" in readme
