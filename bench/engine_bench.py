@@ -29,10 +29,10 @@ import numpy as np  # noqa: E402
 from scipy.optimize import fmin_l_bfgs_b  # noqa: E402
 
 from bench.reference import ReferenceEvaluator, reference_schedule  # noqa: E402
+from bench.support.rss import peak_rss  # noqa: E402
 from styletx import images  # noqa: E402
 from styletx.engine import Stylizer  # noqa: E402
 from styletx.options import StyleOptions  # noqa: E402
-from tests.support.rss import peak_rss  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"

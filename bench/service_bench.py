@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 import psutil  # noqa: E402
 
+from bench.support.server_process import ServerProcess, start_serving  # noqa: E402
 from styletx import images  # noqa: E402
 from styletx.engine import Stylizer  # noqa: E402
 from styletx.options import StyleOptions  # noqa: E402
 from styletx.weights import resolve_weights  # noqa: E402
 from styletx_api.v1 import style_transfer_pb2 as pb  # noqa: E402
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc  # noqa: E402
-from tests.support.server_process import ServerProcess, start_serving  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"

@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.server_process import ServerProcess, start_serving  # noqa: E402
+from bench.support.server_process import ServerProcess, start_serving  # noqa: E402
 
 CONTENT = ROOT / "examples" / "content_chelsea.png"
 STYLE = ROOT / "examples" / "style_starry_night.jpg"
@@ -145,7 +145,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from styletx.images import decode_image
-from tests.support.rss import peak_rss
+from bench.support.rss import peak_rss
 
 fmt, megapixels = sys.argv[1], float(sys.argv[2])
 side = int((megapixels * 1e6) ** 0.5)
@@ -169,7 +169,7 @@ def measure_decode(figures: Figures, megapixels: float) -> None:
     for fmt in ("PNG", "JPEG"):
         result = subprocess.run(
             [sys.executable, "-c", _DECODE_PROBE, fmt, str(megapixels)],
-            cwd=ROOT,  # where `tests.support` imports from
+            cwd=ROOT,  # where `bench.support` imports from
             capture_output=True,
             text=True,
             check=True,

@@ -15,6 +15,7 @@ from PIL import Image
 
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import Progress, cli
+from styletx_client._cli import stylize as stylize_command
 from styletx_client._progress import ProgressReporter
 from styletx_client.cli import main
 from tests.support.fake_server import (
@@ -176,7 +177,7 @@ def test_side_by_side_without_pillow_fails_before_calling(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli, "pillow_available", lambda: False)
+    monkeypatch.setattr(stylize_command, "pillow_available", lambda: False)
     with serve() as fake:
         code = run(fake.address, images, tmp_path / "o.png", "--side-by-side", "s.png")
     assert code == 2

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.precision_bench import PAIRS, VARIANTS, auto_choice, case_options, evaluation_flops
+from bench.precision.cases import PAIRS, VARIANTS, auto_choice, case_options
+from bench.precision.compute import evaluation_flops
 from styletx.options import StyleOptions
 
 

@@ -1,0 +1,1 @@
+"""The pieces of `bench/gpu_bench.py`: the parts each child process runs, the parent's table."""

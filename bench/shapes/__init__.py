@@ -1,0 +1,1 @@
+"""The pieces of `bench/shape_bench.py`: the old per-shape engine, the measurements."""
