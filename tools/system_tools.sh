@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian tools the tests use when missing and when we may (root, apt-get):
-#   (no argument)   promtool, for the alert-rule tests (skipped without it)
+#   (no argument)   promtool, for the alert-rule tests (skipped without it); node and npm, for
+#                   the Node.js interop test (tests/e2e/test_node_interop.py; skipped without them)
 #   --containers    podman, buildah, runc, mmdebstrap and what `podman kube play` needs, for
 #                   make image / image-test / deploy-test (these fail without them)
 set -u
@@ -22,6 +23,15 @@ if [ "${1:-}" = "--containers" ]; then
       podman buildah runc mmdebstrap catatonit slirp4netns uidmap fuse-overlayfs \
       containernetworking-plugins ca-certificates >/dev/null
   exit $?
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing node and npm (Debian packages nodejs npm)..." >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null) \
+      || echo "warning: could not install nodejs and npm; the Node interop test will be skipped" >&2
+  else
+    echo "note: node or npm not installed (needs root + apt-get); the Node interop test will be skipped" >&2
+  fi
 fi
 if command -v promtool >/dev/null 2>&1; then exit 0; fi
 if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
