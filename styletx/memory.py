@@ -51,10 +51,6 @@ class MemoryModel:
         """Most pixels one job alone may have within `capacity` bytes (0 when none fit)."""
         return max(0, math.floor((capacity - self.fixed) / self.per_pixel))
 
-    def largest_square(self, capacity: float) -> int:
-        """Largest square output (side in px) one job alone may have within `capacity` bytes."""
-        return math.isqrt(self.max_pixels(capacity))
-
     @classmethod
     def fit(cls, points: Sequence[tuple[int, float]], source: str = "") -> MemoryModel:
         """Least-squares line through (pixels, bytes) measurements (two at least)."""

@@ -3,6 +3,7 @@ model fitted from their peaks."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 MIB = 1024**2
@@ -95,7 +96,8 @@ def memory_lines(records: list[dict[str, Any]]) -> list[str]:
             continue
         model = MemoryModel.fit(points)
         fits = ", ".join(
-            f"{model.largest_square(card * GIB * HEADROOM)} px in {card} GiB" for card in (16, 80)
+            f"{math.isqrt(model.max_pixels(card * GIB * HEADROOM))} px in {card} GiB"
+            for card in (16, 80)
         )
         lines.append(
             f"memory model {device} {precision} ({kind}): {model.per_pixel:.0f} B/px + "
