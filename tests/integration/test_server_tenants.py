@@ -3,9 +3,11 @@ fair queueing across tenants, per-tenant quotas, keys per tenant, metrics by ten
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 from styletx import StyleOptions
 from styletx.engine import Stylizer
 from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_client import (
     NO_RETRY,
     AuthenticationError,
@@ -81,7 +84,7 @@ def requests_of(server: StyletxServer, tenant: str, method: str = "Stylize") -> 
     return server.metrics.registry.get_sample_value("styletx_requests_total", labels) or 0.0
 
 
-def test_the_tokens_file_names_the_tenant_and_its_changes_apply_to_the_next_call(
+def test_the_tokens_file_names_the_tenant_and_its_changes_apply_once_parsed(
     server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     path = tokens_file(tmp_path)
@@ -90,9 +93,11 @@ def test_the_tokens_file_names_the_tenant_and_its_changes_apply_to_the_next_call
         stylize(shop)
         stylize(batch)
         assert requests_of(server, "shop") == 1 and requests_of(server, "batch") == 1
-        # The operator rotates shop's token and adds a tenant: no restart.
+        # The operator rotates shop's token and adds a tenant: no restart. A thread parses the
+        # file (never a call); the mapping applies from then on.
         path.write_text(TOKENS.replace("shop-token", "shop-token-2") + "[tenants.new]\n"
                         'tokens = ["new-token"]\n')  # fmt: skip
+        assert server.tenants.settle(WAIT)
         with pytest.raises(AuthenticationError):
             stylize(shop)
         with client_for(server, "shop-token-2") as rotated, client_for(server, "new-token") as new:
@@ -101,6 +106,7 @@ def test_the_tokens_file_names_the_tenant_and_its_changes_apply_to_the_next_call
         assert requests_of(server, "shop") == 2 and requests_of(server, "new") == 1
         # A file that does not parse keeps the mapping in force.
         path.write_text("[tenants.broken\n")
+        assert server.tenants.settle(WAIT)
         stylize(batch)
         assert requests_of(server, "batch") == 2
 
@@ -342,8 +348,158 @@ def test_mtls_callers_are_mapped_by_their_certificate_subject(
     assert requests_of(server, "certified") == 1 and requests_of(server, "batch") == 1
     # A subject the file does not name is refused once the file no longer names this one.
     tokens_file(tmp_path, text.replace("styletx-client", "someone-else"))
+    assert server.tenants.settle(WAIT)
     with (
         StyleTransferClient(address, tls=tls, timeout=WAIT, retry=NO_RETRY) as client,
         pytest.raises(AuthenticationError),
     ):
         stylize(client)
+
+
+# -- tenants isolated from each other (issue 27): each attack of the outside review ----------
+
+
+def test_a_weight_below_the_minimum_is_refused_naming_the_file_and_the_tenant(
+    server_factory: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attack: `weight = 1e-300` was accepted and pushed the fair queue's virtual clock to
+    1e300 (every tenant then ran in arrival order for good)."""
+    tiny = UNBOUNDED + "[tenants.tiny]\ntokens = ['tiny-token']\nweight = 1e-300\n"
+    with pytest.raises(ValueError, match=r"tokens\.toml: tenants\.tiny\.weight must be between"):
+        server_factory(auth_tokens_file=tokens_file(tmp_path, tiny))
+    # At run time such a file keeps the mapping in force, and says why.
+    path = tokens_file(tmp_path, UNBOUNDED)
+    server = server_factory(auth_tokens_file=path)
+    with caplog.at_level(logging.ERROR):
+        path.write_text(tiny)
+        assert server.tenants.settle(WAIT)
+    assert "tiny" not in server.tenants.names
+    [invalid] = [r for r in caplog.records if r.getMessage() == "tokens_file_invalid"]
+    assert "tenants.tiny.weight" in invalid.styletx_fields["error"]  # type: ignore[attr-defined]
+
+
+def test_a_flooding_tenants_results_do_not_evict_anothers(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """The attack: one tenant's 70 one-evaluation keyed jobs evicted another tenant's result
+    12 s after it ended (64 results kept, TTL 600 s); GetJob then said NOT_FOUND, "ended more
+    than 600 s ago", while GetJob with omit_image said DONE."""
+    server = server_factory(auth_tokens_file=tokens_file(tmp_path, UNBOUNDED), max_stored_results=4)
+    with client_for(server, "batch-token") as batch, client_for(server, "shop-token") as shop:
+        stylize(batch, request_key="b-1")
+        for index in range(7):
+            shop.stylize(
+                png(48, 64, 1), png(40, 40, 2), size=SIZE, max_evaluations=1,
+                seed=index, request_key=f"s-{index}",
+            )  # fmt: skip
+        kept = batch.get_job("b-1")
+        assert kept.state == "done" and kept.result is not None and kept.result.image.data
+        # The flood made room with its own oldest results, and GetJob says so.
+        with pytest.raises(JobNotFoundError) as evicted:
+            shop.get_job("s-0")
+        assert "evicted" in str(evicted.value) and "more than" not in str(evicted.value)
+        assert shop.get_job("s-0", include_image=False).state == "done"
+        assert shop.get_job("s-6").result is not None
+    assert server.jobs.stored[0] == 4
+
+
+def test_get_job_says_whether_a_key_expired_or_never_ran(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(auth_tokens_file=tokens_file(tmp_path, UNBOUNDED), result_ttl=0.5)
+    with client_for(server, "batch-token") as batch, client_for(server, "shop-token") as shop:
+        stylize(batch, request_key="k-1")
+        threading.Event().wait(0.7)
+        with pytest.raises(JobNotFoundError) as expired:
+            batch.get_job("k-1")
+        assert "expired" in str(expired.value) and "never started" not in str(expired.value)
+        with pytest.raises(JobNotFoundError) as never:
+            batch.get_job("k-2")
+        assert "never started" in str(never.value) and "expired" not in str(never.value)
+        # Another tenant's key reads like one never used, word for word.
+        with pytest.raises(JobNotFoundError) as other:
+            shop.get_job("k-1")
+    assert _REQUEST_ID.sub("", str(other.value).replace("k-1", "K")) == _REQUEST_ID.sub(
+        "", str(never.value).replace("k-2", "K")
+    )
+
+
+def _slow_parse(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    import styletx_server.security.tenants as tenants
+
+    parse = tenants.parse_tokens
+
+    def slow(text: str) -> tenants.TenantMap:
+        threading.Event().wait(seconds)
+        return parse(text)
+
+    monkeypatch.setattr(tenants, "parse_tokens", slow)
+
+
+def _health(server: StyletxServer) -> float:
+    """Seconds a health check takes."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        began = time.monotonic()
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=WAIT)
+        return time.monotonic() - began
+
+
+def test_a_changed_tokens_file_is_parsed_off_the_call_path(
+    server_factory: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: a 60,000-tenant file was parsed inside a call (7.1 s; health stalled 3.5 s)."""
+    path = tokens_file(tmp_path, UNBOUNDED)
+    server = server_factory(auth_tokens_file=path)
+    _slow_parse(monkeypatch, 3.0)
+    path.write_text(UNBOUNDED.replace("batch-token", "batch-token-2"))
+    with client_for(server, "batch-token") as batch:
+        began = time.monotonic()
+        with pytest.raises(JobNotFoundError):
+            batch.get_job("none")  # the mapping in force answers while the file is parsed
+        assert time.monotonic() - began < 1.5
+    assert _health(server) < 1.5
+    assert server.tenants.settle(WAIT)
+    with client_for(server, "batch-token-2") as rotated, pytest.raises(JobNotFoundError):
+        rotated.get_job("none")
+
+
+def test_a_tokens_file_over_its_bounds_is_refused_unparsed_and_removed_tenants_go(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    path = tokens_file(tmp_path, UNBOUNDED)
+    server = server_factory(auth_tokens_file=path)
+    path.write_text("".join(f'[tenants.t{i}]\ntokens = ["token-{i:08d}"]\n' for i in range(60_000)))
+    with client_for(server, "batch-token") as batch:
+        began = time.monotonic()
+        stylize(batch)  # the mapping in force: the file is over its byte bound, never parsed
+        assert time.monotonic() - began < 5.0
+    assert server.tenants.settle(WAIT)
+    assert server.tenants.names == {"default", "shop", "batch"}
+    # A tenant the file no longer names leaves the names (the metric labels kept up to date).
+    path.write_text('[tenants.batch]\ntokens = ["batch-token"]\n')
+    assert server.tenants.settle(WAIT)
+    assert server.tenants.names == {"default", "batch"}
+
+
+def test_an_unauthenticated_callers_user_agent_is_logged_capped(
+    server_factory: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attack: a refused caller's 7.3 KB user agent was logged in full."""
+    from styletx_server.observe.logs import CALLER_TEXT_LIMIT
+
+    server = server_factory(auth_tokens_file=tokens_file(tmp_path, UNBOUNDED))
+    agent = "a" * 7000
+    options = [("grpc.primary_user_agent", agent)]
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{server.port}", options=options) as channel,
+        caplog.at_level(logging.INFO),
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        stub = pb_grpc.StyleTransferServiceStub(channel)
+        stub.GetJob(pb.GetJobRequest(request_key="k"), timeout=WAIT, metadata=bearer("wrong"))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    [line] = [r for r in caplog.records if r.getMessage() == "request"]
+    logged = line.styletx_fields["user_agent"]  # type: ignore[attr-defined]
+    assert logged.startswith("a" * 100) and len(logged) < CALLER_TEXT_LIMIT + 40

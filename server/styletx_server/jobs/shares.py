@@ -7,12 +7,13 @@ Keys are the registry's tenant-scoped keys (`job.scoped_key`: `tenant/key`; neit
 the tenant that holds the most gives up its oldest entry, the tenant that is adding on a tie. So
 a tenant's entries make room only for its own newer ones, or for a tenant holding fewer: a
 tenant that keeps within an equal share of the bound never loses an entry to another tenant's
-jobs, and with one tenant the store is the plain oldest-first store it always was. Entries leave
-in the order they came when they expire (one TTL for all). Not thread-safe: its owner locks.
+jobs, and with one tenant the store is the plain oldest-first store it always was. Each entry
+leaves at its own expiry (`expire`). Not thread-safe: its owner locks.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ class FairStore(Generic[V]):
     def __init__(self, max_count: int, max_size: int | None = None) -> None:
         self.max_count = max_count
         self.max_size = max_size
-        self._entries: OrderedDict[str, _Entry[V]] = OrderedDict()  # oldest first
+        self._entries: dict[str, _Entry[V]] = {}
+        #: (expiry, seq, key) of every entry, and of some that left (skipped when met).
+        self._expiries: list[tuple[float, int, str]] = []
         self._tenants: dict[str, _Holding] = {}
         self._size = 0
         self._seq = itertools.count()
@@ -81,7 +84,12 @@ class FairStore(Generic[V]):
         it is all its tenant has left)."""
         self.pop(key)
         tenant = tenant_of(key)
-        self._entries[key] = _Entry(value, size, expires, next(self._seq))
+        entry = _Entry(value, size, expires, next(self._seq))
+        self._entries[key] = entry
+        heapq.heappush(self._expiries, (expires, entry.seq, key))
+        if len(self._expiries) > 2 * len(self._entries) + 64:  # drop what left long ago
+            self._expiries = [(e.expires, e.seq, k) for k, e in self._entries.items()]
+            heapq.heapify(self._expiries)
         holding = self._tenants.setdefault(tenant, _Holding(OrderedDict()))
         holding.keys[key] = None
         holding.count += 1
@@ -111,13 +119,13 @@ class FairStore(Generic[V]):
         return self._remove(key) if key in self._entries else None
 
     def expire(self, now: float) -> list[tuple[str, V]]:
-        """Take out the entries whose expiry is `now` or earlier (oldest first)."""
+        """Take out the entries whose expiry is `now` or earlier (soonest first)."""
         expired: list[tuple[str, V]] = []
-        while self._entries:
-            key, entry = next(iter(self._entries.items()))
-            if entry.expires > now:
-                break
-            expired.append((key, self._remove(key)))
+        while self._expiries and self._expiries[0][0] <= now:
+            _, seq, key = heapq.heappop(self._expiries)
+            entry = self._entries.get(key)
+            if entry is not None and entry.seq == seq:
+                expired.append((key, self._remove(key)))
         return expired
 
     def _victim(self, adding: str, by_size: bool) -> str:

@@ -8,9 +8,9 @@ copy, under their count and byte bounds); the record only points to it by key, a
 is gone when it is (`EndedJob.result`).
 
 Records are kept per tenant (`shares.FairStore`): a tenant's ended jobs push out its own oldest
-records, never those of a tenant holding fewer. When a record leaves, a tombstone says why for one
-more TTL (`EndedJobs.gone`): it expired, or it was evicted; so GetJob tells those apart from a key
-that never ran here.
+records, never those of a tenant holding fewer. When a record leaves, a tombstone says why
+(`EndedJobs.gone`: it expired, or it was evicted) until two TTLs after the job ended, so GetJob
+tells those apart from a key that never ran here.
 """
 
 from __future__ import annotations
@@ -192,6 +192,11 @@ class EndedJobs:
         """Seconds a record is kept (the server's --result-ttl)."""
         return self._ttl
 
+    @property
+    def max_jobs(self) -> int:
+        """Records kept at most, shared among tenants."""
+        return self._max
+
     def add(self, job: StylizeJob, final: Final) -> None:
         """Record how `job` (keyed) ended; nothing when outcomes are not kept (TTL 0)."""
         key = job.registry_key
@@ -207,9 +212,8 @@ class EndedJobs:
         with self._lock:
             self._expire(now)
             self._gone.pop(key)
-            evicted = self._jobs.put(key, record, expires=record.expires)
-            for gone, _ in evicted:
-                self._bury(gone, Gone.EVICTED, now)
+            for gone, evicted in self._jobs.put(key, record, expires=record.expires):
+                self._bury(gone, Gone.EVICTED, evicted.expires, now)
 
     def get(self, key: str) -> EndedJob | None:
         """The record of `key`, unless it expired or was evicted."""
@@ -218,8 +222,8 @@ class EndedJobs:
             return self._jobs.get(key)
 
     def gone(self, key: str) -> Gone | None:
-        """Why `key` has no record: EXPIRED or EVICTED (for a TTL after); None when it has one,
-        or no job with it ended here lately (see `forgetting`)."""
+        """Why `key` has no record: EXPIRED or EVICTED (until two TTLs after the job ended);
+        None when it has one, or no job with it ended here in two TTLs (see `forgetting`)."""
         with self._lock:
             self._expire(self._clock())
             return self._gone.get(key)
@@ -252,14 +256,15 @@ class EndedJobs:
     def _expire(self, now: float) -> None:
         """Under the lock: expired records leave a tombstone; old tombstones go."""
         self._gone.expire(now)
-        for key, _ in self._jobs.expire(now):
-            self._bury(key, Gone.EXPIRED, now)
-        horizon = now - self._ttl
+        for key, record in self._jobs.expire(now):
+            self._bury(key, Gone.EXPIRED, record.expires, now)
+        horizon = now - 2 * self._ttl  # a tombstone lost then would have expired by now
         for tenant in [t for t, when in self._forgot.items() if when <= horizon]:
             del self._forgot[tenant]
 
-    def _bury(self, key: str, why: Gone, now: float) -> None:
-        for lost, _ in self._gone.put(key, why, expires=now + self._ttl):
+    def _bury(self, key: str, why: Gone, expired: float, now: float) -> None:
+        """A tombstone for `key`, whose record was to expire at `expired`: kept one TTL more."""
+        for lost, _ in self._gone.put(key, why, expires=expired + self._ttl):
             self._forgot[tenant_of(lost)] = now
 
 

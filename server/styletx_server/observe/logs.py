@@ -2,6 +2,10 @@
 
 A line written inside a traced call (tracing.py) carries the trace and span ids of the span
 current where it was logged, so a trace leads to its log lines and back.
+
+Text a caller chose (a user agent, a `tracestate`, a request id) reaches a line at most
+`CALLER_TEXT_LIMIT` characters long (`caller_text`; `cap_caller_text_in` for the messages of
+other libraries), so no caller can make a refused call cost kilobytes of logs.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from styletx_api.wire import REQUEST_ID_KEY
 
 #: Attribute of a LogRecord that carries the structured fields of `log_event`.
 _FIELDS_ATTR = "styletx_fields"
+#: Most characters of a caller's text a log line keeps (then how many more there were).
+CALLER_TEXT_LIMIT = 200
+#: Longest request id taken from a caller (a longer one is replaced, never cut).
+MAX_REQUEST_ID = 128
 # A caller-supplied id is echoed into logs and metadata: keep it short and printable.
-_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+_VALID_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:/+=@-]{{1,{MAX_REQUEST_ID}}}")
 #: Attributes every LogRecord has; anything else came from a caller's `extra=` and is logged.
 _STANDARD_ATTRS = frozenset(
     {*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "message", "asctime", "taskName"}
@@ -87,6 +95,40 @@ def log_event(
     logger.log(level, event, exc_info=exc_info, extra={_FIELDS_ATTR: fields})
 
 
+def caller_text(value: object, limit: int = CALLER_TEXT_LIMIT) -> str:
+    """A caller's text as a log line may carry it: its first `limit` characters, then how many
+    more were cut (bytes are decoded as UTF-8, bad sequences replaced)."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...(+{len(text) - limit} chars)"
+
+
+class CallerTextFilter(logging.Filter):
+    """Caps each string argument of a record (`caller_text`): for libraries that log what a
+    caller sent inside their message (OpenTelemetry's propagators quote a bad header)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_capped(arg) for arg in args)
+        elif isinstance(args, dict):
+            record.args = {key: _capped(arg) for key, arg in args.items()}
+        return True
+
+
+def _capped(arg: object) -> object:
+    return caller_text(arg) if isinstance(arg, str | bytes) else arg
+
+
+def cap_caller_text_in(*loggers: str) -> None:
+    """Cap the string arguments of every record the named loggers log (once per logger)."""
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, CallerTextFilter) for f in logger.filters):
+            logger.addFilter(CallerTextFilter())
+
+
 def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     """The caller's `x-request-id` when it is sane, else a fresh random id."""
     for key, value in metadata or ():
@@ -97,4 +139,15 @@ def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     return uuid.uuid4().hex
 
 
-__all__ = ["REQUEST_ID_KEY", "JsonFormatter", "configure_logging", "log_event", "request_id_from"]
+__all__ = [
+    "CALLER_TEXT_LIMIT",
+    "MAX_REQUEST_ID",
+    "REQUEST_ID_KEY",
+    "CallerTextFilter",
+    "JsonFormatter",
+    "caller_text",
+    "cap_caller_text_in",
+    "configure_logging",
+    "log_event",
+    "request_id_from",
+]

@@ -9,6 +9,9 @@ installed and the child spans below are shared no-op contexts (bench/trace_bench
 Spans of one Stylize call, all children of its server span:
 `intake` (option and header checks), `queue_wait` (admitted until a worker takes the job),
 `decode`, `style_targets` and `optimisation` (per scale, made by the engine), `encode`.
+
+OpenTelemetry's propagators log a malformed `tracestate` or `baggage` header word for word; the
+interceptor caps what of it reaches a log line (`logs.cap_caller_text_in`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from opentelemetry import propagate, trace
 
 from styletx.tracing import SCOPE
 from styletx_server.observe.handlers import behavior_of, same_shape
-from styletx_server.observe.logs import log_event
+from styletx_server.observe.logs import cap_caller_text_in, log_event
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -36,6 +39,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: OpenTelemetry's loggers that quote what a caller sent (a `tracestate`, `baggage` member).
+PROPAGATION_LOGGERS = (
+    "opentelemetry.trace.span",
+    "opentelemetry.trace.propagation.tracecontext",
+    "opentelemetry.baggage",
+    "opentelemetry.baggage.propagation",
+    "opentelemetry.propagate",
+    "opentelemetry.propagators.composite",
+)
 #: Methods that get a server span: the API's (health probes and reflection would be noise).
 TRACED_PREFIX = "/styletx.v1."
 #: The service name when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES gives one.
@@ -129,6 +141,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self, provider: trace.TracerProvider | None = None) -> None:
         self._tracer = trace.get_tracer(SCOPE, tracer_provider=provider)
+        cap_caller_text_in(*PROPAGATION_LOGGERS)
 
     async def intercept_service(
         self,

@@ -26,7 +26,7 @@ from styletx_server.jobs.board import JobBoard
 from styletx_server.jobs.job import StylizeJob, scoped_key
 from styletx_server.jobs.mailbox import Final, Mailbox
 from styletx_server.jobs.registry import KEY_RULE, StoredResult, valid_key
-from styletx_server.jobs.views import ended_view, live_view, state_of, stored_view
+from styletx_server.jobs.views import Gone, ended_view, live_view, state_of, stored_view
 from styletx_server.rpc.calls import AnyContext, Call
 from styletx_server.rpc.frame import CallFrame
 from styletx_server.rpc.relay import Relay
@@ -87,7 +87,7 @@ class JobRpcs:
                 return
             record = self._registry.ended.get(scoped)
             if record is None:
-                raise JobNotFound(key, self._unknown())
+                raise JobNotFound(key, self._unknown(scoped))
             if record.status is None:  # it succeeded, but its result was dropped since
                 raise JobNotFound(key, _DROPPED)
             call.fields["attached"] = "ended"
@@ -114,7 +114,7 @@ class JobRpcs:
             else:
                 record = self._registry.ended.get(scoped)
                 if record is None:
-                    raise JobNotFound(key, self._unknown())
+                    raise JobNotFound(key, self._unknown(scoped))
                 state = record.state
             call.fields["state"] = _state_name(state)
             call.code = grpc.StatusCode.OK
@@ -149,29 +149,64 @@ class JobRpcs:
                 view = stored_view(key, found.final)
             return _with_image(view, found.final, with_image)
         if record is None:
-            raise JobNotFound(key, self._unknown())
+            raise JobNotFound(key, self._unknown(scoped))
         if record.state == pb.JOB_STATE_DONE and with_image:
-            raise JobNotFound(key, _DROPPED)
+            raise JobNotFound(key, _dropped(record.result))
         view = pb.GetJobResponse()
         view.CopyFrom(record.view)
         return view
 
-    def _unknown(self) -> str:
-        ttl = self._registry.ended.ttl
+    def _unknown(self, scoped: str) -> str:
+        """Why the caller's tenant has no job under `scoped`: it expired, its record was
+        evicted, or it never ran here (another tenant's key reads like one never used)."""
+        ended = self._registry.ended
+        ttl = ended.ttl
         if ttl <= 0:
             return "it was never started here, or it ended (this server keeps no outcomes)"
+        again = "a Stylize call with the key and its request runs it again"
+        gone = ended.gone(scoped)
+        if gone is Gone.EXPIRED:
+            return f"it expired: it ended more than {ttl:g} s ago (--result-ttl); {again}"
+        if gone is Gone.EVICTED:
+            return (
+                "it was evicted: its tenant's later ended jobs took its place before its "
+                f"--result-ttl of {ttl:g} s ran out (the server remembers {ended.max_jobs} ended "
+                f"jobs, shared among tenants); {again}"
+            )
+        if ended.forgetting(scoped):
+            return (
+                "it was never started on this server, or it ended and is forgotten: its tenant "
+                f"ended more jobs lately than the server remembers ({ended.max_jobs}); {again}"
+            )
         return (
-            f"it was never started on this server, or it ended more than {ttl:g} s ago "
-            "(--result-ttl); a Stylize call with the key and its request runs it again"
+            f"it was never started on this server, or it ended more than {2 * ttl:g} s ago "
+            "(twice --result-ttl); a Stylize call with the key and its request runs it"
         )
 
 
-#: Why a finished job's result cannot be sent.
-_DROPPED = (
-    "it finished, but its result is no longer kept (the server keeps at most "
-    "--max-stored-results results of --max-stored-result-bytes in all); GetJob with omit_image "
-    "still describes it, or run it again"
-)
+def _dropped(why: Gone | None) -> str:
+    """Why a finished job's result cannot be sent (its record still describes it)."""
+    if why is Gone.EVICTED:
+        cause = (
+            "was evicted: the server keeps --max-stored-results results of "
+            "--max-stored-result-bytes, shared among tenants, and a tenant's newer results take "
+            "the place of its own oldest (or of those of a tenant holding more)"
+        )
+    elif why is Gone.NOT_KEPT:
+        cause = "was not kept: it is larger than --max-stored-result-bytes allows"
+    else:
+        cause = (
+            "is no longer kept (evicted by newer results within --max-stored-results and "
+            "--max-stored-result-bytes, or too large to keep)"
+        )
+    return (
+        f"it finished, but its result {cause}; GetJob with omit_image still describes it, or run "
+        "it again"
+    )
+
+
+#: Why a finished job's result cannot be sent, when its record does not say.
+_DROPPED = _dropped(None)
 
 
 def _with_image(view: pb.GetJobResponse, final: Final, with_image: bool) -> pb.GetJobResponse:

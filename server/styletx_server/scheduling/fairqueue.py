@@ -9,29 +9,50 @@ gets the current virtual time as its first job's tag, no later than any waiting 
 dispatched next, after at most the one job of another tenant whose tag ties with it. While
 tenants are backlogged, each gets jobs in proportion to its weight. Not thread-safe: the
 admission queue calls it under its lock.
+
+The clock is exact whatever the weights: a job's cost, 1 / weight, is counted in integer units of
+2**-40 (`cost`), and Python integers never round. A float clock could be pushed so far (one job of
+a weight of 1e-300 moves it by 1e300) that adding one job no longer changed a tag; every tenant
+then ran in arrival order for good. A tenant's last finish tag is forgotten once the clock has
+passed it (it no longer holds the tenant back), so tenants that left cost nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Generic, TypeVar
 
 J = TypeVar("J")
+
+#: Virtual-clock units per job of weight 1: a job of weight w costs round(2**40 / w) units.
+UNIT = 1 << 40
+
+
+@functools.lru_cache(maxsize=4096)
+def cost(weight: float) -> int:
+    """A job's cost on the virtual clock, 1 / `weight` in integer units (at least one); exact
+    for any positive finite weight (no float is divided)."""
+    if not (math.isfinite(weight) and weight > 0):
+        raise ValueError(f"a tenant's weight must be a positive finite number, got {weight!r}")
+    return max(1, round(Fraction(UNIT) / Fraction(weight)))
 
 
 @dataclass
 class _Entry(Generic[J]):
     job: J
     tenant: str
-    start: float
-    finish: float
+    start: int
+    finish: int
     seq: int
 
     @property
-    def order(self) -> tuple[float, int]:
+    def order(self) -> tuple[int, int]:
         return self.start, self.seq
 
 
@@ -41,9 +62,10 @@ class FairQueue(Generic[J]):
     def __init__(self) -> None:
         self._fifos: dict[str, deque[_Entry[J]]] = {}
         self._entries: dict[int, _Entry[J]] = {}
-        self._virtual = 0.0
-        #: Finish tag of each tenant's last dispatched job (its next job starts no earlier).
-        self._finished: dict[str, float] = {}
+        self._virtual = 0
+        #: Finish tag of each tenant's last dispatched job (its next job starts no earlier), while
+        #: it is ahead of the virtual time.
+        self._finished: dict[str, int] = {}
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -69,12 +91,17 @@ class FairQueue(Generic[J]):
         """Every waiting job, by start tag then arrival."""
         return [e.job for e in sorted(self._entries.values(), key=lambda e: e.order)]
 
+    def remembered(self) -> int:
+        """Tenants with no waiting job whose last finish tag is still ahead of the clock."""
+        return len(self._finished)
+
     def push(self, job: J, tenant: str, weight: float) -> None:
-        """Add `job` of `tenant` (weight > 0) at the end of its tenant's FIFO."""
+        """Add `job` of `tenant` (weight > 0, finite) at the end of its tenant's FIFO."""
+        job_cost = cost(weight)  # ValueError before anything changes
         fifo = self._fifos.setdefault(tenant, deque())
-        previous = fifo[-1].finish if fifo else self._finished.get(tenant, 0.0)
+        previous = fifo[-1].finish if fifo else self._finished.get(tenant, 0)
         start = max(self._virtual, previous)
-        entry = _Entry(job, tenant, start, start + 1.0 / weight, next(self._seq))
+        entry = _Entry(job, tenant, start, start + job_cost, next(self._seq))
         fifo.append(entry)
         self._entries[id(job)] = entry
 
@@ -104,8 +131,13 @@ class FairQueue(Generic[J]):
         if chosen is not head:
             self._run_on_the_tenants_turn(chosen)
         self.remove(chosen.job)
-        self._virtual = max(self._virtual, chosen.start)
-        self._finished[chosen.tenant] = max(self._finished.get(chosen.tenant, 0.0), chosen.finish)
+        self._finished[chosen.tenant] = max(self._finished.get(chosen.tenant, 0), chosen.finish)
+        if chosen.start > self._virtual:
+            self._virtual = chosen.start
+            # A finish tag the clock has reached holds its tenant back no more: forget it.
+            passed = [name for name, tag in self._finished.items() if tag <= self._virtual]
+            for name in passed:
+                del self._finished[name]
         return chosen.job
 
     def _run_on_the_tenants_turn(self, chosen: _Entry[J]) -> None:
@@ -127,4 +159,4 @@ class FairQueue(Generic[J]):
         return jobs
 
 
-__all__ = ["FairQueue"]
+__all__ = ["UNIT", "FairQueue", "cost"]

@@ -12,6 +12,7 @@ from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.jobs.job import JobSnapshot, JobTimes
 from styletx_server.jobs.mailbox import Final
 from styletx_server.jobs.registry import JobRegistry, StoredResult, request_digest, valid_key
+from styletx_server.jobs.views import Gone
 
 
 class FakeJob:
@@ -146,3 +147,45 @@ def test_digest_leaves_out_only_how_the_result_is_delivered() -> None:
         other.CopyFrom(base)
         change(other)
         assert request_digest(other) != request_digest(base)
+
+
+def test_a_tenants_results_evict_only_its_own() -> None:
+    """The attack: 70 one-evaluation keyed jobs of one tenant evicted another tenant's result
+    12 s after it ended (TTL 600 s, 64 results kept)."""
+    clock = Clock()
+    reg = registry(clock, result_ttl=600.0, max_results=64, max_result_bytes=10**9)
+    finish(reg, "victim/order-1")
+    for index in range(70):
+        clock.now += 0.1
+        finish(reg, f"flood/k{index}")
+    assert isinstance(reg.lookup("victim/order-1"), StoredResult)
+    assert reg.stored[0] == 64
+    # The flood's own oldest made room: its record says why its result is gone.
+    assert reg.lookup("flood/k0") is None and reg.lookup("flood/k69") is not None
+    record = reg.ended.get("flood/k0")
+    assert record is not None and record.result is Gone.EVICTED
+
+
+def test_a_tenant_under_its_share_takes_room_from_the_one_holding_most() -> None:
+    reg = registry(Clock(), max_results=4)
+    for index in range(4):
+        finish(reg, f"big/k{index}")
+    finish(reg, "small/k0")
+    assert reg.lookup("small/k0") is not None and reg.lookup("big/k0") is None
+    assert all(reg.lookup(f"big/k{index}") is not None for index in (1, 2, 3))
+
+
+def test_bytes_are_shared_the_same_way() -> None:
+    reg = registry(Clock(), max_result_bytes=3100)  # three results of 1000 bytes (and framing)
+    finish(reg, "victim/a", size=1000)
+    for index in range(5):
+        finish(reg, f"flood/k{index}", size=1000)
+    assert reg.lookup("victim/a") is not None and reg.stored[0] == 3
+    assert reg.lookup("flood/k4") is not None and reg.lookup("flood/k3") is not None
+
+
+def test_a_result_too_large_to_keep_is_marked_not_kept() -> None:
+    reg = registry(Clock(), max_result_bytes=500)
+    finish(reg, "t/huge", size=1000)
+    record = reg.ended.get("t/huge")
+    assert reg.lookup("t/huge") is None and record is not None and record.result is Gone.NOT_KEPT

@@ -10,7 +10,7 @@ from styletx_server.errors.statuses import StopReason
 from styletx_server.intake.convert import duration
 from styletx_server.jobs.mailbox import Final
 from styletx_server.jobs.registry import JobRegistry
-from styletx_server.jobs.views import EndedJobs, job_error, state_of
+from styletx_server.jobs.views import EndedJobs, Gone, job_error, state_of
 from tests.unit.server.jobs.test_registry import Clock, FakeJob, result
 
 
@@ -91,3 +91,42 @@ def test_a_record_keeps_every_result_field_but_the_image_data() -> None:
     ended.add(FakeJob("k"), Final(response=pb.StylizeResponse(result=full)))  # type: ignore[arg-type]
     record = ended.get("k")
     assert record is not None and record.view.result == expected
+
+
+def test_a_tenants_ended_records_evict_only_its_own() -> None:
+    """The attack: 10,000 ended-job records for the whole server, whoever's they were."""
+    clock = Clock()
+    ended = EndedJobs(600.0, max_jobs=100, clock=clock)
+    ended.add(FakeJob("victim/order-1"), result(1))  # type: ignore[arg-type]
+    for index in range(150):
+        clock.now += 0.1
+        ended.add(FakeJob(f"flood/k{index}"), result(1))  # type: ignore[arg-type]
+    assert ended.get("victim/order-1") is not None
+    assert len(ended) == 100
+    assert ended.get("flood/k0") is None and ended.gone("flood/k0") is Gone.EVICTED
+
+
+def test_a_gone_key_says_whether_it_expired_was_evicted_or_never_ran() -> None:
+    clock = Clock()
+    ended = EndedJobs(60.0, max_jobs=2, clock=clock)
+    for key in ("t/a", "t/b", "t/c"):
+        ended.add(FakeJob(key), result(1))  # type: ignore[arg-type]
+    assert ended.gone("t/a") is Gone.EVICTED
+    clock.now = 61.0
+    assert ended.get("t/c") is None and ended.gone("t/c") is Gone.EXPIRED
+    assert ended.gone("u/never") is None and not ended.forgetting("u/never")
+    # Tombstones last one more TTL; then the key is as unknown as one never used.
+    clock.now = 122.0
+    assert ended.gone("t/c") is None
+    # A new job under the key forgets how the old one went.
+    ended.add(FakeJob("t/c"), result(1))  # type: ignore[arg-type]
+    assert ended.gone("t/c") is None and ended.get("t/c") is not None
+
+
+def test_a_tenant_that_outruns_its_tombstones_is_told_so() -> None:
+    clock = Clock()
+    ended = EndedJobs(60.0, max_jobs=2, clock=clock)
+    for index in range(6):
+        ended.add(FakeJob(f"t/k{index}"), result(1))  # type: ignore[arg-type]
+    assert ended.gone("t/k0") is None  # its tombstone made room too
+    assert ended.forgetting("t/k0") and not ended.forgetting("u/k0")

@@ -8,7 +8,16 @@ import logging
 
 import pytest
 
-from styletx_server.observe.logs import JsonFormatter, configure_logging, log_event, request_id_from
+from styletx_server.observe.logs import (
+    CALLER_TEXT_LIMIT,
+    MAX_REQUEST_ID,
+    JsonFormatter,
+    caller_text,
+    cap_caller_text_in,
+    configure_logging,
+    log_event,
+    request_id_from,
+)
 
 
 def test_event_fields_become_top_level_json_keys() -> None:
@@ -104,3 +113,36 @@ def test_debug_level_keeps_image_decoders_and_grpc_internals_quiet() -> None:
         root.setLevel(saved[1])
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [e["logger"] for e in events] == ["styletx_server.test_logs"]
+
+
+def test_caller_text_is_capped_saying_how_much_was_cut() -> None:
+    assert caller_text("grpc-python/1.68") == "grpc-python/1.68"
+    capped = caller_text("u" * 7300)
+    assert capped.startswith("u" * CALLER_TEXT_LIMIT)
+    assert capped.endswith(f"(+{7300 - CALLER_TEXT_LIMIT} chars)")
+    assert len(capped) < CALLER_TEXT_LIMIT + 20
+    assert caller_text(b"\xffab") == "\ufffdab"
+
+
+def test_the_filter_caps_caller_text_in_other_libraries_messages() -> None:
+    logger = logging.getLogger("styletx_server.test_logs.library")
+    cap_caller_text_in(logger.name)
+    cap_caller_text_in(logger.name)  # idempotent
+    assert len(logger.filters) == 1
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        logger.warning("Member doesn't match the format %s (%d)", "k=" + "v" * 660, 3)
+    finally:
+        logger.removeHandler(handler)
+        logger.filters.clear()
+    message = records[0].getMessage()
+    assert len(message) < CALLER_TEXT_LIMIT + 80 and message.endswith("(3)")
+
+
+def test_a_request_id_is_never_longer_than_the_cap() -> None:
+    assert request_id_from([("x-request-id", "r" * MAX_REQUEST_ID)]) == "r" * MAX_REQUEST_ID
+    assert len(request_id_from([("x-request-id", "r" * (MAX_REQUEST_ID + 1))])) == 32
+    assert MAX_REQUEST_ID <= CALLER_TEXT_LIMIT

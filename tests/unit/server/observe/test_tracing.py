@@ -124,3 +124,39 @@ def test_console_spans_name_the_service() -> None:
         exported = json.loads(done.stdout)
         assert exported["name"] == "probe"
         assert exported["resource"]["attributes"]["service.name"] == service
+
+
+def test_an_invalid_tracestate_reaches_the_log_capped(caplog: pytest.LogCaptureFixture) -> None:
+    """The attack: an invalid `tracestate` put 660 bytes of caller text into a log line."""
+    import asyncio
+    import logging
+    from types import SimpleNamespace
+
+    import grpc
+
+    from styletx_server.observe.logs import CALLER_TEXT_LIMIT
+    from styletx_server.observe.tracing import TracingInterceptor
+
+    async def behaviour(request: object, context: object) -> None:
+        return None
+
+    handler = grpc.unary_unary_rpc_method_handler(behaviour)
+
+    async def continuation(details: object) -> object:
+        return handler
+
+    caller_text = 'a"' * 250  # 500 characters, within the header's limit; 750 bytes as JSON
+    details = SimpleNamespace(
+        method="/styletx.v1.StyleTransferService/GetJob",
+        invocation_metadata=(
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("tracestate", caller_text),
+            ("baggage", "=" + caller_text),
+        ),
+    )
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(TracingInterceptor().intercept_service(continuation, details))  # type: ignore[arg-type]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("match" in message for message in messages), messages  # it was logged ...
+    for message in messages:  # ... but capped
+        assert message.count('a"') <= CALLER_TEXT_LIMIT // 2, message

@@ -123,3 +123,65 @@ def test_max_queued_refuses_the_tenant_not_the_others() -> None:
     assert refused.value.retry_after >= 1.0
     assert queue.submit(RecordingJob(tenant=Tenant("b", named=True))) == 2
     RecordingJob.created.clear()
+
+
+def _after_a_tiny_weight(queue: FairQueue[str]) -> None:
+    """The attack: two jobs of a tenant of weight 1e-300 push the virtual clock to 1e300 (a
+    float clock then no longer moves by one job: every later tag ties)."""
+    queue.push("x0", "x", 1e-300)
+    queue.push("x1", "x", 1e-300)
+    assert drain(queue) == ["x0", "x1"]
+
+
+def test_a_tiny_weight_cannot_turn_the_queue_into_arrival_order_for_the_others() -> None:
+    queue: FairQueue[str] = FairQueue()
+    _after_a_tiny_weight(queue)
+    for index in range(10):
+        queue.push(f"a{index}", "a", 1.0)
+    assert queue.take(lambda _job: True) == "a0"
+    queue.push("b0", "b", 1.0)
+    # The newcomer still goes next, not behind a's nine (20.2 s instead of 0.53 s).
+    assert queue.take(lambda _job: True) == "b0"
+
+
+def test_weights_still_share_the_dispatches_after_a_tiny_weight() -> None:
+    queue: FairQueue[str] = FairQueue()
+    _after_a_tiny_weight(queue)
+    for index in range(30):
+        queue.push(f"a{index}", "a", 2.0)
+        queue.push(f"b{index}", "b", 1.0)
+    first = drain(queue)[:30]
+    assert sum(job.startswith("a") for job in first) == 20
+
+
+@pytest.mark.parametrize("weights", [(1e-3, 1e3), (1e-300, 1e300), (3.0, 7.0)])
+def test_the_order_is_exact_whatever_the_weights(weights: tuple[float, float]) -> None:
+    """Tags are integers: a clock run far ahead loses no job's cost."""
+    small, large = weights
+    queue: FairQueue[str] = FairQueue()
+    for index in range(3):
+        queue.push(f"s{index}", "s", small)
+    drain(queue)  # the clock is now far ahead (3 jobs at 1/small)
+    for index in range(4):
+        queue.push(f"l{index}", "l", large)
+    queue.push("n0", "n", 1.0)
+    assert queue.order()[:2] == ["l0", "n0"]  # same start tag: arrival order
+    assert drain(queue)[:2] == ["l0", "n0"]
+
+
+def test_tenants_that_ran_long_ago_leave_no_state() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for index in range(100):
+        queue.push(f"t{index}", f"t{index}", 1.0)
+    drain(queue)
+    queue.push("z0", "z", 1.0)
+    queue.push("z1", "z", 1.0)
+    drain(queue)
+    assert queue.remembered() <= 2
+
+
+def test_weights_must_be_positive_and_finite() -> None:
+    queue: FairQueue[str] = FairQueue()
+    for weight in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="weight"):
+            queue.push("a", "a", weight)
