@@ -10,6 +10,7 @@ the engine reports at each scrape are declared as `MetricSpec`s beside their col
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -256,6 +257,23 @@ class ServerMetrics:
         """Report `engine`'s device memory and batching counters from now on."""
         self.gpu_memory.engine = engine
         self.batching.engine = engine
+
+    def drop_tenant(self, name: str) -> None:
+        """Remove every series labelled with tenant `name` (a tenant the tokens file no longer
+        names), so that the label set stays bounded by the tenants in force."""
+        for attribute, spec in self.specs().items():
+            if "tenant" not in spec.labels:
+                continue
+            family = getattr(self, attribute)
+            found = {
+                tuple(sample.labels[label] for label in spec.labels)
+                for metric in family.collect()
+                for sample in metric.samples
+                if sample.labels.get("tenant") == name
+            }
+            for values in found:
+                with contextlib.suppress(KeyError):
+                    family.remove(*values)
 
     @classmethod
     def specs(cls) -> dict[str, MetricSpec]:

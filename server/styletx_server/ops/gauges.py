@@ -3,6 +3,9 @@ results): each room reports its counts to one of these methods as they change.""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 from styletx_server.observe.metrics import ServerMetrics
 from styletx_server.scheduling.admission import TenantCounts
 from styletx_server.security.tenants import TenantDirectory
@@ -15,6 +18,9 @@ class Gauges:
         self._metrics = metrics
         self._tenants = tenants
         self._workers = workers
+        self._lock = threading.Lock()
+        #: The names the per-tenant gauges were last set for.
+        self._shown: set[str] = set()
 
     def queue_changed(self, waiting: int, running: int) -> None:
         self._metrics.busyness.set((waiting + running) / self._workers)
@@ -22,10 +28,25 @@ class Gauges:
     def tenants_changed(self, counts: TenantCounts) -> None:
         """Per-tenant queue depth and running jobs: every name the tokens file has held (a
         bounded label set) gets a value, 0 when it has no job."""
-        for name in sorted(self._tenants.names | set(counts)):
-            waiting, running = counts.get(name, (0, 0))
-            self._metrics.queue_depth.labels(tenant=name).set(waiting)
-            self._metrics.jobs_in_flight.labels(tenant=name).set(running)
+        names = set(self._tenants.names) | set(counts)
+        with self._lock:
+            gone, self._shown = self._shown - names, names
+            for name in sorted(names):
+                waiting, running = counts.get(name, (0, 0))
+                self._metrics.queue_depth.labels(tenant=name).set(waiting)
+                self._metrics.jobs_in_flight.labels(tenant=name).set(running)
+            for name in gone:
+                with contextlib.suppress(KeyError):
+                    self._metrics.queue_depth.remove(name)
+                with contextlib.suppress(KeyError):
+                    self._metrics.jobs_in_flight.remove(name)
+
+    def tenants_reloaded(self, names: frozenset[str], removed: frozenset[str]) -> None:
+        """A new tokens file is in force: the tenants it no longer names lose every series (a
+        tenant with jobs still in the queue keeps its gauges until they end)."""
+        for name in removed:
+            self._metrics.drop_tenant(name)
+        self.tenants_changed({})
 
     def calls_changed(self, open_calls: int, stalled: int) -> None:
         self._metrics.calls_in_flight.set(open_calls)

@@ -30,6 +30,7 @@ def build_parts(
     """Every part the servicer works with, each reporting its counts to the gauges."""
     c = config
     gauges = Gauges(metrics, tenants, workers)
+    tenants.subscribe(gauges.tenants_reloaded)
     admission = AdmissionQueue(
         c.queue_size, workers, on_change=gauges.queue_changed, on_tenants=gauges.tenants_changed
     )

@@ -27,6 +27,7 @@ from styletx_server.jobs.job import StylizeJob, scoped_key
 from styletx_server.jobs.mailbox import Final, Mailbox
 from styletx_server.jobs.registry import KEY_RULE, StoredResult, valid_key
 from styletx_server.jobs.views import Gone, ended_view, live_view, state_of, stored_view
+from styletx_server.observe.logs import caller_text
 from styletx_server.rpc.calls import AnyContext, Call
 from styletx_server.rpc.frame import CallFrame
 from styletx_server.rpc.relay import Relay
@@ -127,7 +128,7 @@ class JobRpcs:
     @staticmethod
     def _key(key: str, call: Call) -> tuple[str, str]:
         """The request's key, and the key the registry files it under for the caller's tenant."""
-        call.fields["request_key"] = key
+        call.fields["request_key"] = caller_text(key)
         if not valid_key(key):
             raise InvalidKey(KEY_RULE)
         return key, scoped_key(call.tenant.name, key)

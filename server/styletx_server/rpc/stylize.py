@@ -35,7 +35,7 @@ from styletx_server.intake.inspection import Limits, inspect, output_encoding
 from styletx_server.jobs.board import JobBoard
 from styletx_server.jobs.job import StylizeJob, scoped_key
 from styletx_server.jobs.registry import KEY_RULE, StoredResult, request_digest, valid_key
-from styletx_server.observe.logs import log_event
+from styletx_server.observe.logs import caller_text, log_event
 from styletx_server.observe.metrics import ServerMetrics
 from styletx_server.rpc.calls import Call, Context
 from styletx_server.rpc.relay import Relay
@@ -90,7 +90,7 @@ class Stylize:
         key = request.request_key or None
         digest = None
         if key is not None:
-            call.fields["request_key"] = key
+            call.fields["request_key"] = caller_text(key)
             if not valid_key(key):
                 raise InvalidKey(KEY_RULE)
             # Hashing a large request takes milliseconds: not on the loop.
