@@ -1,6 +1,7 @@
 """Hostile and unlucky readers: a reader that accepts no bytes does not pin a
-call slot, a caller that leaves is CANCELLED (never INTERNAL, no traceback), one caller cannot
-hold more than its share of the slots, and the connection-age grace closes what is left.
+call slot, its caller's share or its handler, a caller that leaves is CANCELLED (never INTERNAL,
+no traceback), one caller cannot hold more than its share of the slots, and the connection-age
+grace closes what is left.
 
 The readers are raw HTTP/2 connections advertising a zero receive window (`h2`): nothing reads
 on their behalf, as a gRPC client library would.
@@ -8,13 +9,18 @@ on their behalf, as a gRPC client library would.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 
 from styletx.engine import Stylizer
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_server.ops.grpc_server import LoopThread
 from tests.integration.conftest import (
     WAIT,
     GatedStylizer,
@@ -26,6 +32,12 @@ from tests.integration.conftest import (
 from tests.support.zero_window import ZeroWindowClient
 
 STALL = 0.5
+#: The readers' address and the stubs' (both connect from 127.0.0.1): one caller.
+SHARED = "ipv4:127.0.0.1"
+#: How long after its calls stalled one address may wait for its next call.
+NEXT_CALL_WITHIN = STALL + 1.0
+#: grpc.aio names each call's handler task so (grpc/_cython/_cygrpc/aio/server.pyx.pxi).
+HANDLER_TASK = "HandleExceptions["
 
 
 def _requests(server: Any, code: str, reason: str) -> float:
@@ -38,6 +50,33 @@ def _requests(server: Any, code: str, reason: str) -> float:
 
 def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def _tasks(prefix: str = "") -> int:
+    """Tasks on the servers' event loop now whose name starts with `prefix` (all: "")."""
+
+    async def count() -> int:
+        mine = asyncio.current_task()
+        return sum(t.get_name().startswith(prefix) for t in asyncio.all_tasks() if t is not mine)
+
+    return asyncio.run_coroutine_threadsafe(count(), LoopThread.get()).result(WAIT)
+
+
+def _next_call(stub: Any, began: float) -> tuple[float, list[pb.StylizeResponse]]:
+    """Open Stylize calls until one is admitted (not RESOURCE_EXHAUSTED): the seconds from
+    `began` to its first event, and all its events."""
+    while True:
+        stream: Iterator[pb.StylizeResponse] = stub.Stylize(make_request(), timeout=WAIT)
+        try:
+            first = next(stream)
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            assert time.monotonic() - began < WAIT, "the caller never got another call"
+            time.sleep(0.02)
+            continue
+        admitted = time.monotonic() - began
+        return admitted, [first, *stream]
 
 
 def test_zero_window_readers_give_their_slots_back_within_the_stall_timeout(
@@ -58,6 +97,96 @@ def test_zero_window_readers_give_their_slots_back_within_the_stall_timeout(
         reader.close()
     # Once their connection is gone, gRPC lets go of them too.
     wait_for(lambda: server.slots.stalled == 0 and server.slots.held_by("ipv4:127.0.0.2") == 0)
+    assert _requests(server, "INTERNAL", "internal") == 0
+    assert _errors(caplog) == []
+
+
+def test_stalled_readers_kept_open_then_closed_free_their_caller_s_share_and_handlers(
+    server_factory: ServerFactory, stub_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's attack: two zero-window readers from one address take its whole share (2 of
+    8); within the stall timeout they are ended and hold nothing any more, not even while they
+    keep their connections open: the same address's next call is served."""
+    caplog.set_level(logging.INFO)
+    server = server_factory(max_calls=8, max_peer_share=0.25, stall_timeout=STALL, queue_size=8)
+    stub = stub_for(server)
+    assert server.slots.per_caller == 2
+    handlers, tasks = _tasks(HANDLER_TASK), _tasks()
+    readers = [ZeroWindowClient(server.port) for _ in range(2)]
+    try:
+        began = time.monotonic()
+        streams = [reader.open_calls(make_request())[0] for reader in readers]
+        wait_for(lambda: server.slots.held_by(SHARED) == 2)
+        assert _tasks(HANDLER_TASK) == handlers + 2  # the count below counts them
+        # Kept open: the address's next call is served once they stalled, not refused for ever.
+        waited, events = _next_call(stub, began)
+        assert events[-1].HasField("result")
+        assert waited < NEXT_CALL_WITHIN, f"the address waited {waited:.2f} s"
+        assert _requests(server, "CANCELLED", "stalled") == 2
+        # Nothing of theirs is left on this side: no slot, no share, no handler.
+        assert server.slots.open == 0 and server.slots.held_by(SHARED) == 0
+        wait_for(lambda: _tasks(HANDLER_TASK) == handlers, NEXT_CALL_WITHIN)
+        # gRPC still holds their HTTP/2 streams (their status waits behind the unread message).
+        assert server.slots.stalled == 2
+        assert all(reader.status(s) is None for reader, s in zip(readers, streams, strict=True))
+        # Then closed: one reader resets its call (what a proxy sends when its client leaves),
+        # the other drops its connection; gRPC lets go of both.
+        readers[0].reset(streams[0])
+        readers[1].close()
+        wait_for(lambda: server.slots.stalled == 0)
+        wait_for(lambda: _tasks() == tasks)
+    finally:
+        for reader in readers:
+            reader.close()
+    assert _requests(server, "INTERNAL", "internal") == 0
+    assert _errors(caplog) == []
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+def test_a_reader_that_comes_back_gets_the_message_and_the_stalled_status(
+    server_factory: ServerFactory, stub_for: Any
+) -> None:
+    """The call ended while its reader was away; the reader that comes back is told so."""
+    server = server_factory(stall_timeout=STALL)
+    reader = ZeroWindowClient(server.port)
+    try:
+        stream = reader.open_calls(make_request())[0]
+        wait_for(lambda: server.slots.stalled == 1)
+        assert server.slots.held_by(SHARED) == 0
+        reader.open_window(stream)
+        wait_for(lambda: reader.status(stream) is not None)
+        assert reader.status(stream) == str(grpc.StatusCode.CANCELLED.value[0])
+        assert reader.streams[stream].data_bytes > 0
+        wait_for(lambda: server.slots.stalled == 0)
+    finally:
+        reader.close()
+
+
+def test_vanished_readers_free_their_caller_s_share_and_handlers(
+    server_factory: ServerFactory, stub_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Readers that close their connections before the stall timeout free as much, as soon."""
+    caplog.set_level(logging.INFO)
+    server = server_factory(max_calls=8, max_peer_share=0.25, stall_timeout=STALL, queue_size=8)
+    stub = stub_for(server)
+    handlers, tasks = _tasks(HANDLER_TASK), _tasks()
+    readers = [ZeroWindowClient(server.port) for _ in range(2)]
+    try:
+        began = time.monotonic()
+        for reader in readers:
+            reader.open_calls(make_request())
+        wait_for(lambda: server.slots.held_by(SHARED) == 2)
+        for reader in readers:
+            reader.close()
+        waited, events = _next_call(stub, began)
+        assert events[-1].HasField("result")
+        assert waited < NEXT_CALL_WITHIN, f"the address waited {waited:.2f} s"
+        assert server.slots.held_by(SHARED) == 0 and server.slots.stalled == 0
+        wait_for(lambda: _tasks(HANDLER_TASK) == handlers, NEXT_CALL_WITHIN)
+        wait_for(lambda: _tasks() == tasks)
+    finally:
+        for reader in readers:
+            reader.close()
     assert _requests(server, "INTERNAL", "internal") == 0
     assert _errors(caplog) == []
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -45,7 +46,8 @@ class ZeroWindowClient:
 
     `open_calls(request, n)` posts `n` Stylize calls on it; a background thread answers pings
     and settings (so the connection stays healthy) and records what arrives, but never sends a
-    WINDOW_UPDATE. `close()` drops the connection.
+    WINDOW_UPDATE (until `open_window(stream)`: the reader comes back). `reset(stream)` cancels
+    one call; `close()` drops the connection.
     """
 
     def __init__(self, port: int, *, host: str = "127.0.0.1", source: str | None = None) -> None:
@@ -169,6 +171,22 @@ class ZeroWindowClient:
         with self._lock:
             state = self.streams[stream]
             return state.trailers.get("grpc-status") or state.headers.get("grpc-status")
+
+    def open_window(self, stream: int, size: int = 1 << 30) -> None:
+        """The reader comes back: open `stream`'s receive window (and the connection's) by
+        `size` bytes, enough for anything the tests' calls send."""
+        with self._lock:
+            self.conn.increment_flow_control_window(size)
+            self.conn.increment_flow_control_window(size, stream_id=stream)
+            self.sock.sendall(self.conn.data_to_send())
+
+    def reset(self, stream: int) -> None:
+        """Cancel `stream` (RST_STREAM CANCEL), the connection kept open: what a proxy sends
+        upstream when its own client leaves."""
+        with self._lock:
+            self._pending.pop(stream, None)
+            self.conn.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+            self.sock.sendall(self.conn.data_to_send())
 
     def wait_closed(self, timeout: float) -> bool:
         """True once the server closed the connection (or it broke) within `timeout`."""

@@ -8,8 +8,10 @@ did, so that each call is counted and logged exactly once with the code it reall
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,9 @@ STALL_MIN_BYTES_PER_SECOND = 64 * 1024
 #: has seen the call end) rather than try to send a status into a call that is gone.
 _LET_GO_SECONDS = 5.0
 
+#: Stalled calls' status sends (`end_stalled`), referenced until gRPC lets go of their streams.
+_STALLED_STREAMS: set[asyncio.Future[None]] = set()
+
 #: The server side of a Stylize call.
 Context = grpc.aio.ServicerContext[pb.StylizeRequest, pb.StylizeResponse]
 #: The server side of any call of the service (the job RPCs have their own message types).
@@ -54,7 +59,7 @@ class Call:
     code: grpc.StatusCode | None = None
     reason: Reason | None = None
     fields: dict[str, Any] = field(default_factory=dict)
-    #: The request line was written (a stalled call is recorded when it stalls).
+    #: The request line was written (once, whoever writes it first).
     recorded: bool = False
     #: The RPC, as the request line and the `method` label of the metrics name it.
     method: str = METHOD
@@ -68,14 +73,6 @@ class Call:
         if self.code is None:
             self.code, self.reason = _CODES[reason]
         return reason
-
-    def end(self, context: AnyContext, status: ErrorStatus) -> None:
-        """Set the call's final `status` without ending the handler (a stalled call, which must
-        wait for gRPC to let go of it)."""
-        self.code, self.reason = status.code, status.reason
-        context.set_code(status.code)
-        context.set_details(status.details)
-        context.set_trailing_metadata(status.trailing_metadata)
 
     def refused(self, refusal: Refused) -> None:
         """Note what the request line says of a refusal beyond its status."""
@@ -159,7 +156,8 @@ class CallerGone(Exception):
 
 
 class ReaderStalled(Exception):
-    """The caller accepted no bytes of a message for `seconds`; `write` is still pending."""
+    """The caller accepted no bytes of a message for `seconds`; `write` is still pending (gRPC
+    holds the message until the reader takes it or the stream ends), `end_stalled` ends the call."""
 
     def __init__(self, write: asyncio.Future[None], seconds: float) -> None:
         super().__init__(f"the reader accepted nothing for {seconds:.1f} s")
@@ -200,6 +198,31 @@ async def abort(
     await context.abort_with_status(status)  # type: ignore[attr-defined]
 
 
+async def end_stalled(
+    context: AnyContext, status: ErrorStatus, released: Callable[[], None]
+) -> None:
+    """End a stalled call from the server's side without waiting for its reader: `status` is
+    queued behind the message the reader does not take (a reader that comes back gets both),
+    and gRPC counts the call as aborted, so that its handler may return at once and nothing of
+    it stays parked. gRPC itself keeps the HTTP/2 stream (and the message) until the status goes
+    out or the stream or its connection closes: `released()` is called then."""
+    sent = asyncio.ensure_future(_send_status(context, status))
+    _STALLED_STREAMS.add(sent)
+    sent.add_done_callback(_STALLED_STREAMS.discard)
+    sent.add_done_callback(lambda _: released())
+    # The abort marks the call aborted before it waits for the status to go out: until then a
+    # handler that returned would have gRPC send a status of its own.
+    while not context.done() and not sent.done():
+        await asyncio.sleep(0)
+
+
+async def _send_status(context: AnyContext, status: ErrorStatus) -> None:
+    # The abort marks the call as ended (context.done()) before it waits for the status to go
+    # out; it raises AbortError once it went out, another gRPC error when the stream closed first.
+    with contextlib.suppress(grpc.aio.BaseError):
+        await context.abort_with_status(status)  # type: ignore[attr-defined]
+
+
 async def let_go() -> None:
     """Wait (a bounded while) for gRPC to cancel a handler whose call is gone, so that it does
     not try to send a status into a finished call (which gRPC logs with a traceback)."""
@@ -221,6 +244,7 @@ __all__ = [
     "Context",
     "ReaderStalled",
     "abort",
+    "end_stalled",
     "ended_by_caller",
     "let_go",
     "record_unauthenticated",

@@ -5,8 +5,9 @@ A refusal raised anywhere in a call's work ends the call here, as its gRPC statu
 (`statuses.for_refusal`); so does anything unexpected (INTERNAL naming only the request id). A
 caller that leaves is CANCELLED (or DEADLINE_EXCEEDED) in the logs and metrics, whatever the write
 it left in the middle of. A reader that accepts no bytes for `--stall-timeout` seconds has its
-call ended (CANCELLED, STALLED) and its slot freed at once; the call itself waits for gRPC to let
-go of it (the reader comes back, or its connection closes), counted against its caller meanwhile.
+call ended (CANCELLED, STALLED) at once, whether it keeps its connection open or not: its slot and
+its caller's share go back, its handler returns (its request and job go with it), and its status
+waits in gRPC behind the message it does not take, until it comes back or its stream closes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from styletx_server.errors.refusals import Refused, Unauthenticated
 from styletx_server.errors.statuses import ErrorStatus
 from styletx_server.observe.logs import REQUEST_ID_KEY, log_event, request_id_from
 from styletx_server.observe.metrics import ServerMetrics
-from styletx_server.rpc.calls import AnyContext, Call, CallerGone, ReaderStalled, abort, let_go
+from styletx_server.rpc.calls import (
+    AnyContext,
+    Call,
+    CallerGone,
+    ReaderStalled,
+    abort,
+    end_stalled,
+    let_go,
+)
 from styletx_server.scheduling.admission import AdmissionQueue
 from styletx_server.scheduling.slots import CallSlots, Slot, caller_of
 from styletx_server.security.tenants import TenantDirectory
@@ -100,7 +109,7 @@ class CallFrame:
                 )
                 await self.abort(context, call, statuses.internal(request_id))
         finally:
-            if held is not None:
+            if held is not None and not held.stalled:  # a stalled one closes with its stream
                 held.close()
             call.record(self._metrics)
         return None
@@ -108,17 +117,15 @@ class CallFrame:
     async def _stalled(
         self, context: AnyContext, call: Call, slot: Slot, stalled: ReaderStalled
     ) -> None:
-        """End a stalled call now for everyone but gRPC: free its slot, record it, set its
-        status; then wait until gRPC lets go of it (its reader comes back and gets the status,
-        or its connection closes)."""
+        """End a stalled call now: give back its slot and its caller's share, record it, queue
+        its status behind the message its reader does not take, and return (the handler ends).
+        The slot counts it as stalled until gRPC lets go of its stream."""
+        status = statuses.stalled(stalled.seconds)
         slot.stall()
         call.fields["stalled_seconds"] = round(stalled.seconds, 3)
-        call.end(context, statuses.stalled(stalled.seconds))
+        call.code, call.reason = status.code, status.reason
         call.record(self._metrics)
-        try:
-            await stalled.write
-        except grpc.aio.BaseError:  # the connection closed: nobody to send the status to
-            await let_go()
+        await end_stalled(context, status, released=slot.close)
 
     async def abort(self, context: AnyContext, call: Call, status: ErrorStatus) -> None:
         """End the call with `status` now (raises grpc.aio.AbortError out of the handler),

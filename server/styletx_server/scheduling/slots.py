@@ -6,9 +6,10 @@ Every call takes a slot for as long as it streams; beyond `--max-calls` a call i
 caller is the peer's network address (`caller_of`), or the tenant of the tokens file the call is
 for, whose own `max_calls` (when it sets one) replaces the share: the slots only see a caller id.
 
-A call whose reader stopped reading (`stall`) gives its slot back at once, but it keeps counting
-against its caller until gRPC lets go of it (its connection closes, or the reader comes back), so
-a caller cannot get round its share by stalling calls and opening new ones.
+A call whose reader stopped reading (`stall`) is over for the slots at once: it gives back its
+slot and its caller's share, so that a caller is never locked out by calls that were ended. gRPC
+still holds the call's HTTP/2 stream until the reader comes back or the stream or its connection
+closes (`close`): `stalled` counts those, which hold neither a slot nor a share.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class CallSlots:
     """At most `limit` calls at once, at most `per_caller` of them one caller's; thread-safe.
 
     `on_change(open, stalled)` observes every change: calls holding a slot, and stalled calls
-    that hold none but still count against their callers.
+    whose streams gRPC still holds (they hold no slot and count against no caller).
     """
 
     def __init__(
@@ -73,12 +74,12 @@ class CallSlots:
 
     @property
     def stalled(self) -> int:
-        """Stalled calls gRPC still holds (no slot; counted against their callers)."""
+        """Stalled calls whose streams gRPC still holds (no slot, no caller's share)."""
         with self._lock:
             return self._stalled
 
     def held_by(self, caller: str) -> int:
-        """Calls `caller` holds now, stalled ones included."""
+        """Calls `caller` holds now (stalled ones hold nothing)."""
         with self._lock:
             return self._by_caller.get(caller, 0)
 
@@ -102,9 +103,9 @@ class CallSlots:
         self._changed(counts)
         return Slot(self, caller)
 
-    def _stall(self) -> None:
+    def _stall(self, caller: str) -> None:
         with self._lock:
-            self._open -= 1
+            self._release(caller)
             self._stalled += 1
             counts = self._open, self._stalled
         self._changed(counts)
@@ -112,16 +113,20 @@ class CallSlots:
     def _close(self, caller: str, stalled: bool) -> None:
         with self._lock:
             if stalled:
-                self._stalled -= 1
+                self._stalled -= 1  # its slot and share went back when it stalled
             else:
-                self._open -= 1
-            held = self._by_caller[caller] - 1
-            if held:
-                self._by_caller[caller] = held
-            else:
-                del self._by_caller[caller]
+                self._release(caller)
             counts = self._open, self._stalled
         self._changed(counts)
+
+    def _release(self, caller: str) -> None:
+        """A slot and `caller`'s share of it back (the lock held)."""
+        self._open -= 1
+        held = self._by_caller[caller] - 1
+        if held:
+            self._by_caller[caller] = held
+        else:
+            del self._by_caller[caller]
 
     def _changed(self, counts: tuple[int, int]) -> None:
         if self._on_change is not None:
@@ -129,8 +134,8 @@ class CallSlots:
 
 
 class Slot:
-    """One call's slot: `stall()` gives the slot back early, `close()` ends the call (both are
-    idempotent; the caller's count drops at `close()`)."""
+    """One call's slot: `stall()` gives the slot and the caller's share back early, `close()`
+    ends the call (both are idempotent; a stalled call stops counting as stalled at `close()`)."""
 
     def __init__(self, slots: CallSlots, caller: str) -> None:
         self._slots = slots
@@ -144,12 +149,13 @@ class Slot:
         return self._stalled
 
     def stall(self) -> None:
-        """The reader stopped reading: free the slot for other calls (the caller still counts)."""
+        """The reader stopped reading and the call is ended: its slot and its caller's share go
+        back at once; it counts as stalled until `close()` (gRPC let go of its stream)."""
         with self._lock:
             if self._stalled or self._closed:
                 return
             self._stalled = True
-        self._slots._stall()
+        self._slots._stall(self.caller)
 
     def close(self) -> None:
         """The call is over."""

@@ -1,5 +1,5 @@
-"""Call slots: the server's limit, one caller's share, and stalled calls that hold no slot but
-still count against their caller."""
+"""Call slots: the server's limit, one caller's share, and stalled calls, which hold neither a
+slot nor a share of it."""
 
 from __future__ import annotations
 
@@ -48,21 +48,28 @@ def test_the_server_limit_and_one_caller_s_share() -> None:
     assert changes[-1] == (0, 0)
 
 
-def test_a_stalled_call_frees_its_slot_but_counts_against_its_caller_until_closed() -> None:
-    slots = CallSlots(3, 2)
+def test_a_stalled_call_frees_its_slot_and_its_caller_s_share_at_once() -> None:
+    """Issue 27: a stalled call is ended; counting it against its caller until gRPC let go of
+    its stream (never, while the reader keeps its connection open) locked the caller out."""
+    changes: list[tuple[int, int]] = []
+    slots = CallSlots(3, 2, on_change=lambda *counts: changes.append(counts))
     first, second = slots.acquire("a"), slots.acquire("a")
     first.stall()
     first.stall()  # idempotent
-    assert slots.open == 1 and slots.stalled == 1
-    other = slots.acquire("b")  # the freed slot serves another caller
+    assert slots.open == 1 and slots.stalled == 1 and slots.held_by("a") == 1
+    assert changes[-1] == (1, 1)
+    third = slots.acquire("a")  # its share is its own again
     with pytest.raises(TooManyCalls) as caught:
-        slots.acquire("a")  # but "a" still holds its share
+        slots.acquire("a")  # two live calls: its share
     assert caught.value.per_caller
-    first.close()
-    assert slots.stalled == 0 and slots.held_by("a") == 1
-    second.close()
-    other.close()
+    other = slots.acquire("b")  # the freed slot serves another caller
+    first.close()  # gRPC let go of its stream
+    first.close()  # idempotent
+    assert slots.stalled == 0 and slots.held_by("a") == 2 and slots.open == 3
+    for slot in (second, third, other):
+        slot.close()
     assert slots.open == 0 and slots.held_by("a") == slots.held_by("b") == 0
+    assert changes[-1] == (0, 0)
 
 
 def test_a_closed_slot_cannot_stall() -> None:
