@@ -177,8 +177,8 @@ class ServerMetrics:
     calls_stalled: Gauge = metric(
         "styletx_calls_stalled",
         "Stylize calls ended for a reader that accepted no bytes (--stall-timeout) that gRPC "
-        "still holds until the reader comes back or its connection closes; they hold no call "
-        "slot but count against their caller's share",
+        "still holds until the reader comes back or its connection closes; they hold neither a "
+        "call slot nor their caller's share",
     )
 
     # -- Queue and scheduling: admission, waiting, workers, the autoscaler's signal.
