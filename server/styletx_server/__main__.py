@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported after logging is set up and the backend chosen: importing the engine loads the
     # framework (slow, chatty), and Keras takes its backend at its first import.
     from styletx_server.ops.app import StyletxServer
+    from styletx_server.ops.grpc_server import LoopThread
 
     server = StyletxServer(config, tracer_provider=tracer_provider)
     stop = threading.Event()
@@ -87,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.stop()
         return 0
     finally:
+        LoopThread.stop()
         restore()
 
 

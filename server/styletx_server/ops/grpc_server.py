@@ -16,7 +16,7 @@ from opentelemetry.trace import TracerProvider
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.observe.logs import log_event
 from styletx_server.observe.metrics import ServerMetrics
-from styletx_server.observe.tracing import TracingInterceptor
+from styletx_server.observe.tracing import server_interceptors
 from styletx_server.ops.config import ServerConfig
 from styletx_server.ops.health import API_SERVICE, HEALTH_SERVICE, HealthState
 from styletx_server.rpc.calls import record_unauthenticated
@@ -31,15 +31,29 @@ class LoopThread:
 
     _lock = threading.Lock()
     _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
 
     @classmethod
     def get(cls) -> asyncio.AbstractEventLoop:
         with cls._lock:
             if cls._loop is None:
                 loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="styletx-aio", daemon=True).start()
-                cls._loop = loop
+                thread = threading.Thread(target=loop.run_forever, name="styletx-aio", daemon=True)
+                thread.start()
+                cls._loop, cls._thread = loop, thread
             return cls._loop
+
+    @classmethod
+    def stop(cls, timeout: float = 5.0) -> None:
+        """Stop the loop before the process exits (its servers stopped): gRPC closes its poller's
+        descriptor at exit, and a loop still running would log the callback that then fails."""
+        with cls._lock:
+            loop, thread = cls._loop, cls._thread
+            cls._loop = cls._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
 
 
 def connection_age_options(age_seconds: float, grace_seconds: float) -> list[tuple[str, int]]:
@@ -86,7 +100,7 @@ async def start_grpc(
         rejected = functools.partial(record_unauthenticated, metrics)
         interceptors.append(BearerAuthInterceptor(check, rejected))
     if tracer_provider is not None:  # first: refused calls are traced too
-        interceptors.insert(0, TracingInterceptor(tracer_provider))
+        interceptors[:0] = server_interceptors(tracer_provider)
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
