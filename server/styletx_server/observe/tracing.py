@@ -1,17 +1,19 @@
 """OpenTelemetry traces: the process's tracer provider from the `OTEL_*` environment, one server
-span per API call (continuing the caller's W3C `traceparent`), and a job's spans across threads.
+span per API call (continuing the caller's W3C `traceparent`; OpenTelemetry's maintained gRPC
+instrumentation, with what it lacks added), and a job's spans across threads.
 
 Off unless the environment names an exporter (`OTEL_TRACES_EXPORTER`) or an OTLP endpoint
 (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); `OTEL_SDK_DISABLED=true`
-turns it off whatever else is set. Off, the SDK is not even imported, no interceptor is
-installed and the child spans below are shared no-op contexts (bench/trace_bench.py).
+turns it off whatever else is set. Off, neither the SDK nor the instrumentation is imported, no
+interceptor is installed and the child spans below are shared no-op contexts
+(bench/trace_bench.py).
 
 Spans of one Stylize call, all children of its server span:
 `intake` (option and header checks), `queue_wait` (admitted until a worker takes the job),
 `decode`, `style_targets` and `optimisation` (per scale, made by the engine), `encode`.
 
-OpenTelemetry's propagators log a malformed `tracestate` or `baggage` header word for word; the
-interceptor caps what of it reaches a log line (`logs.cap_caller_text_in`).
+OpenTelemetry's propagators log a malformed `tracestate` or `baggage` header word for word;
+`server_interceptors` caps what of it reaches a log line (`logs.cap_caller_text_in`).
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 
 from styletx.tracing import SCOPE
 from styletx_server.observe.handlers import behavior_of, same_shape
-from styletx_server.observe.logs import cap_caller_text_in, log_event
+from styletx_server.observe.logs import (
+    CALLER_TEXT_LIMIT,
+    caller_text,
+    cap_caller_text_in,
+    log_event,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -48,8 +55,9 @@ PROPAGATION_LOGGERS = (
     "opentelemetry.propagate",
     "opentelemetry.propagators.composite",
 )
-#: Methods that get a server span: the API's (health probes and reflection would be noise).
-TRACED_PREFIX = "/styletx.v1."
+#: Services whose calls get a server span: the API's (health probes and reflection would be
+#: noise).
+TRACED_SERVICES = "styletx.v1."
 #: The service name when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES gives one.
 DEFAULT_SERVICE_NAME = "styletx-server"
 _EXPORTER_GROUP = "opentelemetry_traces_exporter"
@@ -135,13 +143,55 @@ def _load_exporter(name: str, env: Mapping[str, str]) -> Any:
     return next(iter(found)).load()()
 
 
-class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """One SERVER span per call of the API, the child of the caller's `traceparent` when it
-    sent one (else the root of a new trace), current while the handler runs."""
+def server_interceptors(
+    provider: trace.TracerProvider | None = None,
+) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    """The interceptors that trace the API's calls, to go first in the server's chain (so that
+    refused calls are traced too).
 
-    def __init__(self, provider: trace.TracerProvider | None = None) -> None:
-        self._tracer = trace.get_tracer(SCOPE, tracer_provider=provider)
-        cap_caller_text_in(*PROPAGATION_LOGGERS)
+    The first is OpenTelemetry's maintained gRPC instrumentation
+    (`opentelemetry-instrumentation-grpc`, its grpc.aio server interceptor, unary and streaming):
+    one SERVER span per call of the API, the child of the caller's `traceparent` when it sent one
+    (else the root of a new trace), current while the handler runs, with `rpc.system`,
+    `rpc.service`, `rpc.method` and the caller's address and user agent. The second,
+    `CallSpan`, runs inside that span and adds what the package lacks (see there).
+    """
+    # Imported here: with tracing off, nothing of the instrumentation is loaded.
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    cap_caller_text_in(*PROPAGATION_LOGGERS)
+    traced = filters.service_prefix(TRACED_SERVICES)
+    # The package's functions have no annotations.
+    maintained: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        tracer_provider=provider, filter_=traced
+    )
+    return [maintained, CallSpan(traced)]
+
+
+class CallSpan(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """What the maintained interceptor lacks, applied to its span (the current one here):
+
+    - the span's name as documented and as OpenTelemetry's RPC conventions give it,
+      `styletx.v1.StyleTransferService/Stylize`: the package names it after the full method,
+      with a leading `/`, and takes no name of ours;
+    - the call's gRPC status as it ended (`rpc.grpc.status_code`, an error status for the
+      server-side codes): the package sees only `abort()` and `set_code()` called on its wrapper
+      of the servicer context, and the server ends refused calls with `abort_with_status`
+      (`rpc/calls.py`), so it would say OK for them, and for a call cancelled or ended by the
+      caller;
+    - the caller's user agent capped like any caller text (`logs.caller_text`);
+    - streaming handlers of grpc.aio's read/write API (`Stylize` and `WatchJob` write with
+      `context.write` and return None): the package iterates every streaming behaviour with
+      `async for` and fails on a coroutine (open-telemetry/opentelemetry-python-contrib#3066),
+      so such a behaviour reaches it as an async generator that writes and yields nothing.
+
+    Left as the package makes it: the span's instrumentation scope is the package's, the peer's
+    address is on it (`net.peer.*`), and an aborted call's span holds the AbortError as
+    `exception` events.
+    """
+
+    def __init__(self, traced: Callable[[grpc.HandlerCallDetails], bool]) -> None:
+        self._traced = traced
 
     async def intercept_service(
         self,
@@ -149,64 +199,46 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(TRACED_PREFIX):
+        if handler is None or not self._traced(handler_call_details):
             return handler
-        carrier = {
-            key.lower(): value
-            for key, value in handler_call_details.invocation_metadata or ()
-            if isinstance(value, str)
-        }
-        parent = propagate.extract(carrier)
-        name = method.lstrip("/")
-        service, _, rpc = name.partition("/")
-        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
-        return _wrapped(handler, self._tracer, name, parent, attributes)
+        name = handler_call_details.method.lstrip("/")
+        behavior = behavior_of(handler)
+        if handler.response_streaming:
+            generates = inspect.isasyncgenfunction(behavior)
 
+            async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                span = _named(name, context)
+                try:
+                    if generates:
+                        async for response in behavior(request, context):  # type: ignore[misc]
+                            yield response
+                    else:  # the read/write API: the handler writes and returns None
+                        await behavior(request, context)  # type: ignore[misc]
+                finally:
+                    _end_status(span, context)
 
-def _wrapped(
-    handler: Handler,
-    tracer: trace.Tracer,
-    name: str,
-    parent: otel_context.Context,
-    attributes: dict[str, str],
-) -> Handler:
-    """`handler` with its behaviour run inside the call's span (async behaviours only)."""
-
-    @contextlib.contextmanager
-    def span(context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
-        with tracer.start_as_current_span(
-            name,
-            context=parent,
-            kind=trace.SpanKind.SERVER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as current:
-            try:
-                yield
-            finally:
-                _end_status(current, context)
-
-    behavior = behavior_of(handler)
-    if inspect.isasyncgenfunction(behavior):
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            with span(context):
-                async for response in behavior(request, context):
-                    yield response
-
-        run: Callable[..., Any] = stream
-    elif inspect.iscoroutinefunction(behavior):
+            return same_shape(handler, stream)
 
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            with span(context):
-                return await behavior(request, context)
+            span = _named(name, context)
+            try:
+                return await behavior(request, context)  # type: ignore[misc]
+            finally:
+                _end_status(span, context)
 
-        run = call
-    else:
-        return handler  # a synchronous behaviour runs on a thread pool: left untraced
-    return same_shape(handler, run)
+        # The API's behaviours are all async (a synchronous one would run on a thread pool,
+        # and the package's wrapper awaits it: not one of ours).
+        return same_shape(handler, call)
+
+
+def _named(name: str, context: grpc.aio.ServicerContext[Any, Any]) -> trace.Span:
+    """The call's span (current: the package's), renamed as documented, its user agent capped."""
+    span = trace.get_current_span()
+    span.update_name(name)
+    for key, value in context.invocation_metadata() or ():
+        if key == "user-agent" and len(value) > CALLER_TEXT_LIMIT:
+            span.set_attribute("rpc.user_agent", caller_text(value))
+    return span
 
 
 def _end_status(span: trace.Span, context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -253,10 +285,11 @@ class JobTrace:
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
-    "TRACED_PREFIX",
+    "TRACED_SERVICES",
+    "CallSpan",
     "JobTrace",
     "TracingConfigError",
-    "TracingInterceptor",
     "configure",
     "exporter_names",
+    "server_interceptors",
 ]

@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+from collections import namedtuple
+from typing import Any
 
 import pytest
 
@@ -126,6 +128,29 @@ def test_console_spans_name_the_service() -> None:
         assert exported["resource"]["attributes"]["service.name"] == service
 
 
+class _Context:
+    """What the interceptors read of a grpc.aio servicer context (its metadata as gRPC gives it:
+    pairs with `key` and `value`)."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = tuple(_Metadatum(key, value) for key, value in metadata)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
+    def code(self) -> None:
+        return None
+
+    def cancelled(self) -> bool:
+        return False
+
+
+_Metadatum = namedtuple("_Metadatum", ("key", "value"))
+
+
 def test_an_invalid_tracestate_reaches_the_log_capped(caplog: pytest.LogCaptureFixture) -> None:
     """The attack: an invalid `tracestate` put 660 bytes of caller text into a log line."""
     import asyncio
@@ -135,27 +160,38 @@ def test_an_invalid_tracestate_reaches_the_log_capped(caplog: pytest.LogCaptureF
     import grpc
 
     from styletx_server.observe.logs import CALLER_TEXT_LIMIT
-    from styletx_server.observe.tracing import TracingInterceptor
+    from styletx_server.observe.tracing import server_interceptors
 
     async def behaviour(request: object, context: object) -> None:
         return None
 
     handler = grpc.unary_unary_rpc_method_handler(behaviour)
 
-    async def continuation(details: object) -> object:
+    async def servicer(details: object) -> object:
         return handler
 
     caller_text = 'a"' * 250  # 500 characters, within the header's limit; 750 bytes as JSON
-    details = SimpleNamespace(
-        method="/styletx.v1.StyleTransferService/GetJob",
-        invocation_metadata=(
-            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-            ("tracestate", caller_text),
-            ("baggage", "=" + caller_text),
-        ),
+    metadata = (
+        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ("tracestate", caller_text),
+        ("baggage", "=" + caller_text),
     )
+    details = SimpleNamespace(
+        method="/styletx.v1.StyleTransferService/GetJob", invocation_metadata=metadata
+    )
+
+    async def call() -> None:
+        maintained, ours = server_interceptors()
+
+        async def next_one(details: object) -> object:
+            return await ours.intercept_service(servicer, details)  # type: ignore[arg-type]
+
+        traced = await maintained.intercept_service(next_one, details)  # type: ignore[arg-type]
+        run: Any = traced.unary_unary
+        await run(object(), _Context(metadata))  # the call reads its headers
+
     with caplog.at_level(logging.DEBUG):
-        asyncio.run(TracingInterceptor().intercept_service(continuation, details))  # type: ignore[arg-type]
+        asyncio.run(call())
     messages = [record.getMessage() for record in caplog.records]
     assert any("match" in message for message in messages), messages  # it was logged ...
     for message in messages:  # ... but capped
