@@ -127,9 +127,10 @@ ROOMS: dict[str, set[str]] = {
     "security": {"errors", "observe"},
     "intake": {"errors", "observe"},
     "scheduling": {"errors", "observe", "security"},
-    "jobs": {"errors", "observe", "security", "intake", "scheduling"},
-    "rpc": {"errors", "observe", "security", "intake", "scheduling", "jobs"},
-    "ops": {"errors", "observe", "security", "intake", "scheduling", "jobs", "rpc"},
+    "store": {"errors", "observe"},
+    "jobs": {"errors", "observe", "security", "intake", "scheduling", "store"},
+    "rpc": {"errors", "observe", "security", "intake", "scheduling", "jobs", "store"},
+    "ops": {"errors", "observe", "security", "intake", "scheduling", "jobs", "rpc", "store"},
     "__main__": {"observe", "ops"},
 }
 

@@ -23,6 +23,7 @@ from styletx.presets import PRESETS
 from styletx_server.ops import settings_schema
 from styletx_server.ops.settings_schema import Setting, setting
 from styletx_server.security.tenants import check_tokens_file
+from styletx_server.store.url import check_store_url
 
 MIB = 1024 * 1024
 #: Largest --shape-step: a step past this pads more than it saves.
@@ -207,6 +208,16 @@ class ServerConfig:
         256 * MIB,
         "most bytes of results kept for re-attaching callers (oldest dropped first)",
         low=0,
+    )
+    store: str = setting(
+        "memory://",
+        "where jobs, their queue, events and results are kept: memory:// (this process) or a "
+        "Redis 7 that replicas share, redis://[user:password@]host[:port][/db] (rediss:// for "
+        "TLS; ?prefix=NAME sets the hash tag of its keys, ?timeout=SECONDS bounds each call); "
+        "the password is never logged. Checked at start; this release still keeps jobs in "
+        "this process whatever it says",
+        note="memory:// or redis[s]://...",
+        check=check_store_url,
     )
     # -- Connections and shutdown.
     grace_period: float = setting(
