@@ -55,9 +55,8 @@ PROPAGATION_LOGGERS = (
     "opentelemetry.propagate",
     "opentelemetry.propagators.composite",
 )
-#: Services whose calls get a server span: the API's (health probes and reflection would be
-#: noise).
-TRACED_SERVICES = "styletx.v1."
+#: Methods that get a server span: the API's (health probes and reflection would be noise).
+TRACED_PREFIX = "/styletx.v1."
 #: The service name when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES gives one.
 DEFAULT_SERVICE_NAME = "styletx-server"
 _EXPORTER_GROUP = "opentelemetry_traces_exporter"
@@ -157,15 +156,20 @@ def server_interceptors(
     `CallSpan`, runs inside that span and adds what the package lacks (see there).
     """
     # Imported here: with tracing off, nothing of the instrumentation is loaded.
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
     cap_caller_text_in(*PROPAGATION_LOGGERS)
-    traced = filters.service_prefix(TRACED_SERVICES)
     # The package's functions have no annotations.
     maintained: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor(  # type: ignore[no-untyped-call]
         tracer_provider=provider, filter_=traced
     )
     return [maintained, CallSpan(traced)]
+
+
+def traced(details: grpc.HandlerCallDetails) -> bool:
+    """Whether a call gets a span. Not the package's `filters`: they test the call details'
+    type against gRPC's abstract classes, some 30 us a call, twice (bench/RESULTS.md)."""
+    return details.method.startswith(TRACED_PREFIX)
 
 
 class CallSpan(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -285,11 +289,12 @@ class JobTrace:
 
 __all__ = [
     "DEFAULT_SERVICE_NAME",
-    "TRACED_SERVICES",
+    "TRACED_PREFIX",
     "CallSpan",
     "JobTrace",
     "TracingConfigError",
     "configure",
     "exporter_names",
     "server_interceptors",
+    "traced",
 ]
