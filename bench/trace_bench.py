@@ -5,18 +5,26 @@ Three modes of one in-process server, interleaved round by round (same process, 
 * `baseline` - no tracing code path: the server's and engine's span hooks, the job's trace and
   the log formatter's span lookup replaced by no-ops, as before tracing existed;
 * `off`      - the default: no OTEL_* variables, so no interceptor, no spans, nothing exported;
-* `on`       - tracing on, every span recorded by the SDK into an in-memory exporter.
+* `on`       - tracing on, every span recorded by the SDK into an in-memory exporter (the
+               call's span made by OpenTelemetry's gRPC instrumentation and CallSpan).
+
+Also the tracing interceptors alone, tracing on (`interceptors_when_on`: a call through them
+without gRPC), so that two versions of them compare without the noise of a whole call.
 
 Engines: `fast` (a stub that runs no optimisation but makes the engine's two spans per scale,
 so the service path and the span work dominate: the worst case for the ratio) and `real` (the
 engine on seeded random weights, a 48 px job of 8 evaluations: a small but real job).
 
 Usage: python bench/trace_bench.py [--calls 40] [--rounds 7] [--real-calls 6] [--json out.json]
+
+The figures in bench/RESULTS.md: --calls 60 --rounds 9. Run against another checkout's server
+(PYTHONPATH=OTHER/server) to compare two versions of the interceptors.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
@@ -30,12 +38,14 @@ import time
 import timeit
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
@@ -238,6 +248,82 @@ def hooks_when_off() -> dict[str, float]:
     }
 
 
+class _Metadatum(NamedTuple):
+    key: str
+    value: str
+
+
+class _StandInContext:
+    """What the tracing interceptors read of a grpc.aio servicer context."""
+
+    metadata = (
+        _Metadatum("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        _Metadatum("user-agent", "grpc-python/1.85.1 grpc-c/52.0.0 (linux; chttp2)"),
+        _Metadatum("x-request-id", "bench"),
+    )
+
+    def invocation_metadata(self) -> tuple[_Metadatum, ...]:
+        return self.metadata
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.OK
+
+    def cancelled(self) -> bool:
+        return False
+
+
+def interceptors_when_on(
+    provider: TracerProvider, exporter: InMemorySpanExporter, rounds: int
+) -> dict[str, float]:
+    """Microseconds a call spends in the tracing interceptors alone (tracing on, the span
+    recorded): a unary call through them and its no-op behaviour, without gRPC, against the same
+    call through no interceptor; median of `rounds` x 5000, interleaved."""
+    from styletx_server.observe import tracing
+
+    make = getattr(tracing, "server_interceptors", None)
+    # A checkout from before issue 27, item 6 (PYTHONPATH=OLD/server) had one interceptor.
+    chain = [tracing.TracingInterceptor(provider)] if make is None else make(provider)  # type: ignore[attr-defined]
+
+    async def behaviour(request: Any, context: Any) -> None:
+        return None
+
+    handler = grpc.unary_unary_rpc_method_handler(behaviour)
+    details = SimpleNamespace(
+        method="/styletx.v1.StyleTransferService/GetJob",
+        invocation_metadata=_StandInContext.metadata,
+    )
+
+    async def through(interceptors: Sequence[Any], at: int, called: Any) -> Any:
+        if at == len(interceptors):
+            return handler
+        return await interceptors[at].intercept_service(
+            lambda more: through(interceptors, at + 1, more), called
+        )
+
+    async def per_call(interceptors: Sequence[Any], number: int) -> float:
+        context = _StandInContext()
+        began = time.perf_counter()
+        for _ in range(number):
+            wrapped = await through(interceptors, 0, details)
+            await wrapped.unary_unary(None, context)
+        return (time.perf_counter() - began) / number
+
+    async def measure() -> dict[str, float]:
+        seconds: dict[str, list[float]] = {"none": [], "tracing": []}
+        for _ in range(rounds):
+            for name, interceptors in (("none", []), ("tracing", chain)):
+                exporter.clear()
+                seconds[name].append(await per_call(interceptors, 5000))
+        return {f"{name}_us": round(statistics.median(v) * 1e6, 1) for name, v in seconds.items()}
+
+    found = asyncio.run(measure())
+    exporter.clear()
+    return {**found, "added_us": round(found["tracing_us"] - found["none_us"], 1)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=40, help="calls per mode and round (fast)")
@@ -262,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
         "hooks_when_off": hooks_when_off(),
+        "interceptors_when_on": interceptors_when_on(provider, exporter, args.rounds),
         "fast": compare(FastEngine(), provider, exporter, request, args.calls, args.rounds),
     }
     print(json.dumps({k: v for k, v in report.items() if k != "real"}, indent=2))
