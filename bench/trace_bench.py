@@ -9,7 +9,8 @@ Three modes of one in-process server, interleaved round by round (same process, 
                call's span made by OpenTelemetry's gRPC instrumentation and CallSpan).
 
 Also the tracing interceptors alone, tracing on (`interceptors_when_on`: a call through them
-without gRPC), so that two versions of them compare without the noise of a whole call.
+without gRPC), beside another checkout's with --compare-with OTHER/.../observe/tracing.py, so
+that two versions of them compare in one process without the noise of a whole call.
 
 Engines: `fast` (a stub that runs no optimisation but makes the engine's two spans per scale,
 so the service path and the span work dominate: the worst case for the ratio) and `real` (the
@@ -17,8 +18,8 @@ engine on seeded random weights, a 48 px job of 8 evaluations: a small but real 
 
 Usage: python bench/trace_bench.py [--calls 40] [--rounds 7] [--real-calls 6] [--json out.json]
 
-The figures in bench/RESULTS.md: --calls 60 --rounds 9. Run against another checkout's server
-(PYTHONPATH=OTHER/server) to compare two versions of the interceptors.
+The figures in bench/RESULTS.md: --calls 60 --rounds 9. Whole calls of another checkout's
+server: PYTHONPATH=OTHER/server python bench/trace_bench.py ...
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import io
 import json
 import logging
@@ -275,17 +277,35 @@ class _StandInContext:
         return False
 
 
+def _tracing_interceptors(module: Any, provider: TracerProvider) -> list[Any]:
+    """The tracing interceptors of a version of `styletx_server.observe.tracing`."""
+    make = getattr(module, "server_interceptors", None)
+    # Before issue 27, item 6 it had one interceptor of its own.
+    return [module.TracingInterceptor(provider)] if make is None else list(make(provider))
+
+
+def _module_at(path: Path) -> Any:
+    """Another checkout's `observe/tracing.py`, loaded beside this one (it imports this
+    checkout's other server modules)."""
+    spec = importlib.util.spec_from_file_location("other_tracing", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def interceptors_when_on(
-    provider: TracerProvider, exporter: InMemorySpanExporter, rounds: int
+    provider: TracerProvider, exporter: InMemorySpanExporter, rounds: int, other: Path | None
 ) -> dict[str, float]:
     """Microseconds a call spends in the tracing interceptors alone (tracing on, the span
     recorded): a unary call through them and its no-op behaviour, without gRPC, against the same
-    call through no interceptor; median of `rounds` x 5000, interleaved."""
+    call through no interceptor (and through `other`'s, another checkout's tracing.py);
+    median of `rounds` x 5000, interleaved round by round."""
     from styletx_server.observe import tracing
 
-    make = getattr(tracing, "server_interceptors", None)
-    # A checkout from before issue 27, item 6 (PYTHONPATH=OLD/server) had one interceptor.
-    chain = [tracing.TracingInterceptor(provider)] if make is None else make(provider)  # type: ignore[attr-defined]
+    chains: dict[str, list[Any]] = {"none": [], "tracing": _tracing_interceptors(tracing, provider)}
+    if other is not None:
+        chains["other"] = _tracing_interceptors(_module_at(other), provider)
 
     async def behaviour(request: Any, context: Any) -> None:
         return None
@@ -312,16 +332,20 @@ def interceptors_when_on(
         return (time.perf_counter() - began) / number
 
     async def measure() -> dict[str, float]:
-        seconds: dict[str, list[float]] = {"none": [], "tracing": []}
+        seconds: dict[str, list[float]] = {name: [] for name in chains}
         for _ in range(rounds):
-            for name, interceptors in (("none", []), ("tracing", chain)):
+            for name, interceptors in chains.items():
                 exporter.clear()
                 seconds[name].append(await per_call(interceptors, 5000))
         return {f"{name}_us": round(statistics.median(v) * 1e6, 1) for name, v in seconds.items()}
 
     found = asyncio.run(measure())
     exporter.clear()
-    return {**found, "added_us": round(found["tracing_us"] - found["none_us"], 1)}
+    found["added_us"] = round(found["tracing_us"] - found["none_us"], 1)
+    if other is not None:
+        found["other_added_us"] = round(found["other_us"] - found["none_us"], 1)
+        found["added_to_other_added"] = round(found["added_us"] / found["other_added_us"], 3)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,6 +354,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--real-calls", type=int, default=6, help="calls per round (real engine)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="TRACING_PY",
+        help="another checkout's server/styletx_server/observe/tracing.py: its interceptors "
+        "timed alone beside this one's",
+    )
     args = parser.parse_args(argv)
 
     # The request log line of every call is formatted as in production (JSON, INFO).
@@ -348,7 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
         "hooks_when_off": hooks_when_off(),
-        "interceptors_when_on": interceptors_when_on(provider, exporter, args.rounds),
+        "interceptors_when_on": interceptors_when_on(
+            provider, exporter, args.rounds, args.compare_with
+        ),
         "fast": compare(FastEngine(), provider, exporter, request, args.calls, args.rounds),
     }
     print(json.dumps({k: v for k, v in report.items() if k != "real"}, indent=2))
