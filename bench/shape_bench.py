@@ -23,8 +23,12 @@ Side by side in one run, real weights, the Chelsea photo and Starry Night:
 (e) TensorFlow's CPU tensors from the C heap (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1`, the engine's
     default, `styletx.heap`) versus its oneDNN BFC pool (`=0`): seconds per
     evaluation (fresh processes, interleaved) and the RSS growth of (c).
+(d) and (e) time their jobs at `--speed-size` (default 260 px; 512 px is where the C heap's
+    page faults show): the median wall seconds per evaluation and the process's CPU seconds
+    per evaluation, each the median over the fresh processes.
 
-Usage: python bench/shape_bench.py [--weights PATH] [--quick] [--json out.json]
+Usage: python bench/shape_bench.py [--weights PATH] [--quick] [--parts abcde] [--speed-size 260]
+       [--repeats 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -65,11 +69,14 @@ def main() -> int:
     parser.add_argument("--shapes", type=int, default=None, help="new shapes (b) / RSS (c)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--parts", default="abcde", help="which measurements (default abcde)")
+    parser.add_argument(
+        "--speed-size", type=int, default=260, help="output size of (d) and (e)'s speed runs"
+    )
     parser.add_argument("--rss-probe", choices=["old", "new", "unpadded"], help=argparse.SUPPRESS)
     parser.add_argument("--speed-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_probe:
-        speed_probe(args.evaluations or 20, args.weights)
+        speed_probe(args.evaluations or 20, args.weights, args.speed_size)
         return 0
     if args.rss_probe:
         rss_probe(args.rss_probe, args.shapes or 50, args.weights)
@@ -95,9 +102,9 @@ def main() -> int:
     if "c" in args.parts:
         _part_c(report, rss_shapes, args.weights)
     if "d" in args.parts:
-        _part_d(report, evaluations, repeats, rss_shapes, args.weights)
+        _part_d(report, evaluations, repeats, rss_shapes, args.weights, args.speed_size)
     if "e" in args.parts:
-        _part_e(report, evaluations, repeats, rss_shapes, args.weights)
+        _part_e(report, evaluations, repeats, rss_shapes, args.weights, args.speed_size)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -160,27 +167,50 @@ def _part_c(report: dict[str, Any], rss_shapes: int, weights: str | None) -> Non
 
 
 def _part_d(
-    report: dict[str, Any], evaluations: int, repeats: int, rss_shapes: int, weights: str | None
+    report: dict[str, Any],
+    evaluations: int,
+    repeats: int,
+    rss_shapes: int,
+    weights: str | None,
+    size: int,
 ) -> None:
-    d = onednn_cost(evaluations, max(1, repeats // 2), rss_shapes, weights)
+    d = onednn_cost(evaluations, max(1, repeats // 2), rss_shapes, weights, size)
     report["onednn"] = d
-    print("\n(d) the new engine with TensorFlow's oneDNN kernels on (default) and off")
-    print(f"{'oneDNN':>6} {'s/eval':>8} {'RSS growth MiB':>15}")
+    print(f"\n(d) the new engine with TensorFlow's oneDNN kernels on (default) and off, {size} px")
+    print(f"{'oneDNN':>6} {'s/eval':>8} {'CPU s/eval':>11} {'RSS growth MiB':>15}")
     for name, row in d.items():
-        print(f"{name:>6} {row['seconds']:>8.4f} {row['rss_growth']:>15.0f}")
-    print(f"off/on seconds: {d['off']['seconds'] / d['on']['seconds']:.2f}")
+        print(
+            f"{name:>6} {row['seconds']:>8.4f} {row['cpu_seconds']:>11.4f} "
+            f"{row['rss_growth']:>15.0f}"
+        )
+    print(
+        f"off/on seconds: {d['off']['seconds'] / d['on']['seconds']:.2f}, "
+        f"CPU: {d['off']['cpu_seconds'] / d['on']['cpu_seconds']:.2f}"
+    )
 
 
 def _part_e(
-    report: dict[str, Any], evaluations: int, repeats: int, rss_shapes: int, weights: str | None
+    report: dict[str, Any],
+    evaluations: int,
+    repeats: int,
+    rss_shapes: int,
+    weights: str | None,
+    size: int,
 ) -> None:
-    e = allocator_cost(evaluations, max(1, repeats // 2), rss_shapes, weights)
+    e = allocator_cost(evaluations, max(1, repeats // 2), rss_shapes, weights, size)
     report["allocator"] = e
-    print("\n(e) TensorFlow's CPU tensors from the C heap (default) or its oneDNN BFC pool")
-    print(f"{'allocator':>9} {'s/eval':>8} {'RSS growth MiB':>15}")
+    print(f"\n(e) TensorFlow's CPU tensors from the C heap (default) or its BFC pool, {size} px")
+    print(f"{'allocator':>9} {'s/eval':>8} {'CPU s/eval':>11} {'RSS growth MiB':>15}")
     for name, row in e.items():
-        print(f"{name:>9} {row['seconds']:>8.4f} {row['rss_growth']:>15.0f}")
-    print(f"C heap / BFC pool seconds: {e['c_heap']['seconds'] / e['bfc_pool']['seconds']:.3f}")
+        print(
+            f"{name:>9} {row['seconds']:>8.4f} {row['cpu_seconds']:>11.4f} "
+            f"{row['rss_growth']:>15.0f}"
+        )
+    heap, pool = e["c_heap"], e["bfc_pool"]
+    print(
+        f"C heap / BFC pool seconds: {heap['seconds'] / pool['seconds']:.3f}, "
+        f"CPU: {heap['cpu_seconds'] / pool['cpu_seconds']:.3f}"
+    )
 
 
 if __name__ == "__main__":

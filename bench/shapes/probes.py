@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.shapes.measure import SIZE, aspect_ratios, pictures
@@ -82,61 +83,69 @@ def rss_growth(
     return figures
 
 
-def speed_probe(evaluations: int, weights: str | None) -> None:
-    """In a fresh process: median seconds per evaluation of a warm 260 px job."""
+def speed_probe(evaluations: int, weights: str | None, size: int = SIZE) -> None:
+    """In a fresh process: median wall seconds per evaluation of a warm `size` px job, and the
+    process's CPU seconds over the job per evaluation."""
     stylizer = Stylizer(weights)
     content, style = pictures()
     # At least a few L-BFGS iterations, each of which reports its evaluations' durations.
-    options = StyleOptions(size=SIZE, max_evaluations=max(8, evaluations), seed=0)
+    options = StyleOptions(size=size, max_evaluations=max(8, evaluations), seed=0)
     stylizer.stylize(content, [style], options.replace(max_evaluations=2))
     seconds: list[float] = []
-    stylizer.stylize(
+    cpu_started = time.process_time()
+    result = stylizer.stylize(
         content, [style], options, on_progress=lambda p: seconds.extend(p.evaluation_seconds)
     )
-    print(json.dumps({"median": statistics.median(seconds)}))
+    cpu = (time.process_time() - cpu_started) / result.evaluations
+    print(json.dumps({"median": statistics.median(seconds), "cpu": cpu}))
+
+
+def _speed_runs(
+    envs: dict[str, dict[str, str]],
+    evaluations: int,
+    repeats: int,
+    weights: str | None,
+    size: int,
+) -> dict[str, dict[str, float]]:
+    """`speed_probe` in fresh processes, one per environment in turn, `repeats` rounds: the
+    median of the runs' wall seconds per evaluation and of their CPU seconds per evaluation."""
+    cmd = [sys.executable, str(SCRIPT), "--speed-probe", "--evaluations", str(evaluations)]
+    cmd += ["--speed-size", str(size)]
+    if weights:
+        cmd += ["--weights", weights]
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in envs}
+    for _ in range(repeats):
+        for name, env in envs.items():
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+            runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        name: {
+            "seconds": statistics.median(r["median"] for r in rows),
+            "cpu_seconds": statistics.median(r["cpu"] for r in rows),
+            "runs": len(rows),
+        }
+        for name, rows in runs.items()
+    }
 
 
 def onednn_cost(
-    evaluations: int, repeats: int, shapes: int, weights: str | None
+    evaluations: int, repeats: int, shapes: int, weights: str | None, size: int = SIZE
 ) -> dict[str, dict[str, float]]:
     """(d) Per-evaluation seconds (interleaved fresh processes) and RSS growth, oneDNN on/off."""
-    cmd = [sys.executable, str(SCRIPT), "--speed-probe", "--evaluations", str(evaluations)]
-    if weights:
-        cmd += ["--weights", weights]
-    runs: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(repeats):
-        for onednn in (True, False):
-            out = subprocess.run(
-                cmd, check=True, capture_output=True, text=True, env=_env(onednn)
-            ).stdout
-            runs[onednn].append(json.loads(out.strip().splitlines()[-1])["median"])
-    return {
-        ("on" if onednn else "off"): {
-            "seconds": statistics.median(runs[onednn]),
-            "rss_growth": rss_growth("new", shapes, weights, onednn)["growth"],
-        }
-        for onednn in (True, False)
-    }
+    envs = {"on": _env(True), "off": _env(False)}
+    speed = _speed_runs(envs, evaluations, repeats, weights, size)
+    for name, onednn in (("on", True), ("off", False)):
+        speed[name]["rss_growth"] = rss_growth("new", shapes, weights, onednn)["growth"]
+    return speed
 
 
 def allocator_cost(
-    evaluations: int, repeats: int, shapes: int, weights: str | None
+    evaluations: int, repeats: int, shapes: int, weights: str | None, size: int = SIZE
 ) -> dict[str, dict[str, float]]:
     """(e) Per-evaluation seconds (interleaved fresh processes) and RSS growth, TensorFlow's CPU
     tensors from the C heap (the engine's default) or from its oneDNN BFC pool."""
-    cmd = [sys.executable, str(SCRIPT), "--speed-probe", "--evaluations", str(evaluations)]
-    if weights:
-        cmd += ["--weights", weights]
-    runs: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(repeats):
-        for system in (True, False):
-            env = _env(None, system)
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-            runs[system].append(json.loads(out.strip().splitlines()[-1])["median"])
-    return {
-        ("c_heap" if system else "bfc_pool"): {
-            "seconds": statistics.median(runs[system]),
-            "rss_growth": rss_growth("new", shapes, weights, None, system)["growth"],
-        }
-        for system in (True, False)
-    }
+    envs = {"c_heap": _env(None, True), "bfc_pool": _env(None, False)}
+    speed = _speed_runs(envs, evaluations, repeats, weights, size)
+    for name, system in (("c_heap", True), ("bfc_pool", False)):
+        speed[name]["rss_growth"] = rss_growth("new", shapes, weights, None, system)["growth"]
+    return speed

@@ -1,21 +1,28 @@
-"""bench/quality_bench.py's scoring logic on synthetic curves (no VGG16, no timing)."""
+"""bench/quality_bench.py's scoring logic on synthetic curves (no VGG16, no timing), its method
+and target specs, the engine constants it varies, and one tiny run with seeded weights."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.quality_bench import (
+from bench.quality.runs import PAIRS, knobs, load_inputs, run_engine
+from bench.quality.scoring import (
     Iterate,
     Trace,
     crossing,
     first_crossing,
     full_equivalent,
+    iterate_at,
     parse_method,
+    parse_target,
+    split_knobs,
 )
+from styletx.options import StyleOptions
 
 
 def _counting(curve: list[float]) -> tuple[list[int], Callable[[int], float]]:
@@ -129,3 +136,79 @@ def test_parse_method_types_values_after_style_options() -> None:
 def test_parse_method_refuses_unknown_options(spec: str) -> None:
     with pytest.raises(ValueError, match="StyleOptions field"):
         parse_method(spec)
+
+
+def test_split_knobs_takes_the_engine_constants_out_of_a_method_spec() -> None:
+    assert split_knobs("fast,first_step=6,lbfgs_memory=5") == (
+        "fast,lbfgs_memory=5",
+        {"first_step": 6.0},
+    )
+    assert split_knobs("fast,first_step=none") == ("fast", {"first_step": None})
+    assert split_knobs("fast,scales=2,coarse_evaluations=4") == (
+        "fast,scales=2",
+        {"coarse_evaluations": 4},
+    )
+    assert split_knobs("reference") == ("reference", {})
+    for bad in ("fast,first_step=0", "fast,coarse_evaluations=0"):
+        with pytest.raises(ValueError, match="must be"):
+            split_knobs(bad)
+
+
+def test_knobs_set_the_engines_first_step_and_budget_split_for_one_run_only() -> None:
+    from styletx import scales
+
+    first_step, split_budget = scales.FIRST_STEP, scales.split_budget
+    with knobs({"first_step": None, "coarse_evaluations": 4}):
+        assert scales.FIRST_STEP is None
+        assert scales.split_budget(40, 2) == [4, 36]
+        assert scales.split_budget(40, 3) == [4, 4, 32]
+        assert scales.split_budget(40, 1) == [40]
+        with pytest.raises(ValueError, match="coarse"):
+            scales.split_budget(4, 2)
+    assert (scales.FIRST_STEP, scales.split_budget) == (first_step, split_budget)
+    with pytest.raises(RuntimeError), knobs({"first_step": 3.0}):
+        assert scales.FIRST_STEP == 3.0
+        raise RuntimeError
+    assert first_step == scales.FIRST_STEP
+
+
+def test_parse_target_names_the_tutorial_or_a_method_and_its_evaluations() -> None:
+    methods = ["fast,first_step=none", "fast"]
+    assert parse_target("tutorial", methods) is None
+    assert parse_target("fast,first_step=none:14", methods) == ("fast,first_step=none", 14)
+    for bad in ("fast:0", "fast", "high:14", "fast:x"):
+        with pytest.raises(ValueError, match="--target"):
+            parse_target(bad, methods)
+
+
+def test_iterate_at_is_the_last_full_size_iterate_within_the_evaluations() -> None:
+    trace = _trace([9.0, 8.0, 7.0, 6.0], [(4, 4)] * 4)  # 2, 4, 6, 8 evaluations
+    assert iterate_at(trace, 5).evaluations == 4
+    assert iterate_at(trace, 8).evaluations == 8
+    with pytest.raises(ValueError, match="within"):
+        iterate_at(trace, 1)
+
+
+def test_the_quality_pairs_exist_and_load_square_or_at_the_contents_aspect() -> None:
+    for content, style in PAIRS.values():
+        assert content.is_file() and style.is_file()
+    content, style = load_inputs("coffee_the_scream", 32)
+    assert content.shape == style.shape == (32, 32, 3)
+    content, style = load_inputs("chelsea_starry_night", 60, keep_aspect=True)
+    assert max(content.shape[:2]) == 60 and content.shape[0] != content.shape[1]
+
+
+def test_knobs_change_a_bounded_runs_first_step(seeded_weights: Path) -> None:
+    # A bounded job's first trial step moves the pixels by FIRST_STEP levels RMS: a run with
+    # another first step takes another path (and the bench's override reaches the engine).
+    from styletx.engine import Stylizer
+
+    stylizer = Stylizer(str(seeded_weights))
+    content, style = load_inputs("chelsea_starry_night", 32)
+    options = StyleOptions.from_preset("fast", size=32, max_evaluations=3, seed=0)
+    runs = []
+    for value in (8.0, None):
+        with knobs({"first_step": value}):
+            runs.append(run_engine(stylizer, content, style, "fast", options))
+    assert all(run.evaluations == 3 and run.evaluation_seconds for run in runs)
+    assert not np.array_equal(runs[0].final, runs[1].final)

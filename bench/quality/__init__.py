@@ -1,0 +1,1 @@
+"""The pieces of `bench/quality_bench.py`: scoring logic (`scoring`) and the timed runs (`runs`)."""
