@@ -64,8 +64,14 @@ lint: venv
 system-tools:
 	@bash tools/system_tools.sh
 
+# The suite on TEST_WORKERS pytest-xdist workers (`make test TEST_WORKERS=0` runs it in one
+# process). One more worker than cores: many tests wait on a server process, pip or npm.
+# loadgroup keeps the tests that share a module- or class-scoped fixture in one worker;
+# tests/support/parallel.py groups them and puts the slow tests first. At most 8: each worker
+# holds its own TensorFlow (about 1 GB).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 8 ? n + 1 : 8 )))
 test: venv weights system-tools lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Container engine and image tools (podman, buildah, runc, mmdebstrap, ...) when missing, as root.
 container-tools:
