@@ -12,7 +12,7 @@ export STYLETX_CACHE ?= $(HOME)/.cache/styletx
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help venv weights proto proto-check lint test test-fast demo bench system-tools clean \
+.PHONY: help venv weights proto proto-check lint test test-fast demo fleet bench system-tools clean \
 	gpu-wheels gpu-weights gpu-prep container-tools image image-test deploy-test
 
 help:
@@ -21,6 +21,7 @@ help:
 	@echo "make image [GPU=1] - build the CPU (GPU) image with docker or podman"
 	@echo "make image-test - build, then run the CPU image as Kubernetes would and test it"
 	@echo "make deploy-test - build, then run the CPU overlay's manifests under podman kube play"
+	@echo "make fleet   - a local fleet: redis-server and two replicas sharing it (Ctrl-C stops)"
 	@echo "make venv | weights | proto | lint | bench | clean"
 	@echo "make gpu-prep - wheels and float16 weights into .whl/ for bench/gpu_check.sh on a lent GPU"
 
@@ -92,6 +93,9 @@ test-fast: venv
 
 demo: $(RUNTIME_STAMP) weights
 	@bash tools/demo.sh
+
+fleet: $(RUNTIME_STAMP) weights
+	@BIN=$(BIN) bash tools/fleet.sh
 
 bench: venv weights
 	mkdir -p out

@@ -198,6 +198,12 @@ class ErrorReason(StrEnum):
     TENANT_QUOTA = "TENANT_QUOTA"
     """RESOURCE_EXHAUSTED with RetryInfo: the caller's tenant holds as many waiting jobs or open calls as its share of the server allows (the metadata names the quota and its value); retry when one of its jobs or calls ends."""
 
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    """UNAVAILABLE with RetryInfo: the job store the replicas share (Redis) did not answer in time; nothing was admitted. Retry after the delay, on this replica or another."""
+
+    MAX_ATTEMPTS = "MAX_ATTEMPTS"
+    """ABORTED: the job lost its worker (the replica running it died or stopped renewing its lease) as many times as the server allows (`--max-attempts`); it is not run again."""
+
 
 #: One-line help of every option, from its proto comment (for CLIs).
 OPTION_HELP: Final[dict[str, str]] = {

@@ -85,6 +85,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     calls as its share of the server allows (the metadata names the quota and its value); retry
     when one of its jobs or calls ends.
     """
+    ERROR_REASON_STORE_UNAVAILABLE: _ErrorReason.ValueType  # 19
+    """UNAVAILABLE with RetryInfo: the job store the replicas share (Redis) did not answer in time;
+    nothing was admitted. Retry after the delay, on this replica or another.
+    """
+    ERROR_REASON_MAX_ATTEMPTS: _ErrorReason.ValueType  # 20
+    """ABORTED: the job lost its worker (the replica running it died or stopped renewing its lease)
+    as many times as the server allows (`--max-attempts`); it is not run again.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed. Every error status carries a google.rpc.ErrorInfo with domain "styletx.v1"
@@ -137,6 +145,14 @@ ERROR_REASON_TENANT_QUOTA: ErrorReason.ValueType  # 18
 """RESOURCE_EXHAUSTED with RetryInfo: the caller's tenant holds as many waiting jobs or open
 calls as its share of the server allows (the metadata names the quota and its value); retry
 when one of its jobs or calls ends.
+"""
+ERROR_REASON_STORE_UNAVAILABLE: ErrorReason.ValueType  # 19
+"""UNAVAILABLE with RetryInfo: the job store the replicas share (Redis) did not answer in time;
+nothing was admitted. Retry after the delay, on this replica or another.
+"""
+ERROR_REASON_MAX_ATTEMPTS: ErrorReason.ValueType  # 20
+"""ABORTED: the job lost its worker (the replica running it died or stopped renewing its lease)
+as many times as the server allows (`--max-attempts`); it is not run again.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
@@ -554,6 +570,12 @@ class StylizeResponse(_message.Message):
     STARTED_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.int
+    """The event's number within its job (see `WatchJobResponse.event_id`): a caller whose stream
+    broke resumes with `WatchJob` after the last one it saw. 0 when the server keeps no numbered
+    events (a replica on its own).
+    """
     @_builtins.property
     def queued(self) -> Global___QueuedEvent:
         """The job waits for a worker; sent on admission and whenever the position changes."""
@@ -577,10 +599,11 @@ class StylizeResponse(_message.Message):
         started: Global___StartedEvent | None = ...,
         progress: Global___ProgressEvent | None = ...,
         result: Global___ResultEvent | None = ...,
+        event_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "queued", b"queued", "result", b"result", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "queued", b"queued", "result", b"result", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "event_id", b"event_id", "progress", b"progress", "queued", b"queued", "result", b"result", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["queued", "started", "progress", "result"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
@@ -989,16 +1012,24 @@ class WatchJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_KEY_FIELD_NUMBER: _builtins.int
+    AFTER_EVENT_ID_FIELD_NUMBER: _builtins.int
     request_key: _builtins.str
     """The `StylizeRequest.request_key` the job was started with. Required."""
+    after_event_id: _builtins.int
+    """The `WatchJobResponse.event_id` of the last event the caller received, to resume a broken
+    stream without missing or repeating an event; 0 (unset) starts from the job's current state.
+    Honoured by replicas that share a job store (`--store redis://...`); a replica on its own
+    answers with the current state as for 0.
+    """
     def __init__(
         self,
         *,
         request_key: _builtins.str = ...,
+        after_event_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_key", b"request_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_event_id", b"after_event_id", "request_key", b"request_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1014,6 +1045,12 @@ class WatchJobResponse(_message.Message):
     STARTED_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.int
+    """The event's number within its job (1, 2, ...; gaps where slow readers' events were merged),
+    set by replicas that share a job store; pass the last one seen as
+    `WatchJobRequest.after_event_id` to resume. 0 when the server keeps no numbered events.
+    """
     @_builtins.property
     def queued(self) -> Global___QueuedEvent:
         """The job waits for a worker; sent first while it waits, and whenever the position changes."""
@@ -1037,10 +1074,11 @@ class WatchJobResponse(_message.Message):
         started: Global___StartedEvent | None = ...,
         progress: Global___ProgressEvent | None = ...,
         result: Global___ResultEvent | None = ...,
+        event_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "queued", b"queued", "result", b"result", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "queued", b"queued", "result", b"result", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "event_id", b"event_id", "progress", b"progress", "queued", b"queued", "result", b"result", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["queued", "started", "progress", "result"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015

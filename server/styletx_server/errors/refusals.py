@@ -132,6 +132,15 @@ class QueueClosed(Refused):
     """The queue no longer accepts jobs (the server is draining)."""
 
 
+class StoreDown(Refused):
+    """The shared job store did not answer in time (`store.protocol.StoreUnavailable`): nothing
+    was admitted; a retry after `retry_after` seconds may get through."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 __all__ = [
     "Draining",
     "FieldViolation",
@@ -145,6 +154,7 @@ __all__ = [
     "QueueFull",
     "Reason",
     "Refused",
+    "StoreDown",
     "TenantQuota",
     "TooManyCalls",
     "Unauthenticated",

@@ -244,6 +244,8 @@ def for_refusal(exc: refusals.Refused, retry_after: float) -> ErrorStatus:
             )
         case refusals.Unauthenticated():
             return unauthenticated()
+        case refusals.StoreDown():
+            return store_unavailable(exc.retry_after)
         case refusals.QueueFull():
             return resource_exhausted(
                 f"server busy: all {exc.capacity} queue slots taken; retry later",
@@ -251,6 +253,27 @@ def for_refusal(exc: refusals.Refused, retry_after: float) -> ErrorStatus:
                 Reason.QUEUE_FULL,
             )
     raise TypeError(f"no status for refusal {type(exc).__name__}")  # a new refusal type
+
+
+def store_unavailable(retry_after: float) -> ErrorStatus:
+    """UNAVAILABLE with RetryInfo: the job store the replicas share did not answer in time (the
+    server log names the store and the operation; the caller learns only that it may retry)."""
+    return _status(
+        code_pb2.UNAVAILABLE,
+        "the job store is unavailable; nothing was admitted, retry shortly",
+        Reason.STORE_UNAVAILABLE,
+        _retry_info(retry_after),
+    )
+
+
+def max_attempts(lost: int) -> ErrorStatus:
+    """ABORTED: the job lost its worker `lost` times (--max-attempts) and is not run again."""
+    return _status(
+        code_pb2.ABORTED,
+        f"the job lost its worker {lost} times (the replica running it died or stopped "
+        "renewing its lease) and is not run again (--max-attempts)",
+        Reason.MAX_ATTEMPTS,
+    )
 
 
 def internal(request_id: str) -> ErrorStatus:

@@ -243,6 +243,33 @@ class ServerMetrics:
         "styletx_stored_result_bytes", "Bytes of the results kept for callers that re-attach"
     )
 
+    # -- The fleet: replicas sharing one job store (--store redis://...); nothing per key.
+    store_errors: Counter = metric(
+        "styletx_store_errors_total",
+        "Calls to the shared job store that failed or timed out, by operation",
+        labels=("operation",),
+    )
+    store_call_duration: Histogram = metric(
+        "styletx_store_call_duration_seconds",
+        "Duration of the calls made to the shared job store on behalf of API calls",
+        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    )
+    fleet_leases_reclaimed: Counter = metric(
+        "styletx_fleet_leases_reclaimed_total",
+        "Jobs taken back from replicas that stopped renewing their leases (requeued, or failed "
+        "after --max-attempts), counted by the replica that reclaimed them",
+    )
+    fleet_stale_results: Counter = metric(
+        "styletx_fleet_stale_results_total",
+        "Outcomes of attempts whose lease was no longer current: refused by the store, never "
+        "delivered",
+    )
+    fleet_jobs: Gauge = metric(
+        "styletx_fleet_jobs",
+        "Jobs of the whole fleet queued and running, by state and tenant (read from the store)",
+        labels=("state", "tenant"),
+    )
+
     # -- The process and its GPUs (process_* come from prometheus_client's ProcessCollector).
     build_info: Gauge = metric(
         "styletx_build_info",

@@ -24,6 +24,7 @@ from styletx_server.observe.logs import log_event
 from styletx_server.observe.metrics import MetricsHttpServer, ServerMetrics
 from styletx_server.ops.config import ServerConfig
 from styletx_server.ops.devices import check_required_gpu, visible_gpus
+from styletx_server.ops.fleet import FleetPart, shared_store
 from styletx_server.ops.grpc_server import LoopThread, log_serving, start_grpc
 from styletx_server.ops.health import HealthState
 from styletx_server.ops.loading import auto_jobs_per_device, load_and_warm, load_engine
@@ -32,6 +33,7 @@ from styletx_server.ops.shutdown import STOP_GRACE_SECONDS, Departure
 from styletx_server.rpc.servicer import StyleTransferServicer
 from styletx_server.rpc.stylize import Lifecycle
 from styletx_server.security.tenants import TenantDirectory
+from styletx_server.store.protocol import JobStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +49,7 @@ class StyletxServer:
         stylizer: Engine | None = None,
         registry: CollectorRegistry | None = None,
         tracer_provider: TracerProvider | None = None,
+        store: JobStore | None = None,
     ) -> None:
         self.config = c = config
         #: Set (tracing.configure): every API call gets a span, continuing the caller's trace.
@@ -67,14 +70,17 @@ class StyletxServer:
             tenants=self.tenants,
             lifecycle=self.lifecycle,
             decode_pool=self._decode_pool,
+            store=store or shared_store(c),
         )
         self.admission, self.budget, self.board = parts.admission, parts.budget, parts.board
         self.jobs, self.slots, self.throughput = parts.board.registry, parts.slots, parts.throughput
-        self._loop = LoopThread.get()
-        self.servicer = StyleTransferServicer(parts, self._loop)
+        self.loop = LoopThread.get()
+        self.servicer = StyleTransferServicer(parts, self.loop)
+        self.fleet = None if parts.store is None else FleetPart(parts.store, c, self)
         self._departure = Departure(
-            self.lifecycle, self.health, self.admission, self.board, self.workers
-        )
+            self.lifecycle, self.health, self.admission, self.board, self.workers,
+            None if self.fleet is None else self.fleet.worker,
+        )  # fmt: skip
         self._given_stylizer = stylizer
         self._grpc: grpc.aio.Server | None = None
         self._metrics_http: MetricsHttpServer | None = None
@@ -86,7 +92,7 @@ class StyletxServer:
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run `coro` on the gRPC loop and wait for its result (never call from the loop)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     @property
     def port(self) -> int:
@@ -155,15 +161,12 @@ class StyletxServer:
             self.failure = exc
             log_event(log, "model_failed", level=logging.ERROR, exc_info=exc, error=str(exc))
         else:
+            if self.fleet is not None:  # claims the fleet's jobs from now on
+                self._run(self.fleet.start())
             if not self.lifecycle.draining.is_set():
                 self._run(self.health.serving())
             log_event(log, "ready")
         self._ready.set()
-
-    def _engine(self) -> Engine:
-        if self._given_stylizer is not None:
-            return self._given_stylizer
-        return load_engine(self.config, workers=self.workers, jobs_per_device=self.jobs_per_device)
 
     def wait_until_ready(self, timeout: float | None = None) -> bool:
         """Block until the model is loaded and warm (True) or failed/timed out (False)."""

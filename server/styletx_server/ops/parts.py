@@ -16,6 +16,7 @@ from styletx_server.scheduling.admission import AdmissionQueue, Throughput
 from styletx_server.scheduling.budget import PixelBudget
 from styletx_server.scheduling.slots import CallSlots, share_limit
 from styletx_server.security.tenants import TenantDirectory
+from styletx_server.store.protocol import JobStore
 
 
 def build_parts(
@@ -26,6 +27,7 @@ def build_parts(
     tenants: TenantDirectory,
     lifecycle: Lifecycle,
     decode_pool: Executor,
+    store: JobStore | None = None,
 ) -> ServicerParts:
     """Every part the servicer works with, each reporting its counts to the gauges."""
     c = config
@@ -59,6 +61,7 @@ def build_parts(
         linger=c.linger,
         stall_timeout=c.stall_timeout,
         tenants=tenants,
+        store=store,
     )
 
 

@@ -214,10 +214,25 @@ class ServerConfig:
         "where jobs, their queue, events and results are kept: memory:// (this process) or a "
         "Redis 7 that replicas share, redis://[user:password@]host[:port][/db] (rediss:// for "
         "TLS; ?prefix=NAME sets the hash tag of its keys, ?timeout=SECONDS bounds each call); "
-        "the password is never logged. Checked at start; this release still keeps jobs in "
-        "this process whatever it says",
+        "the password is never logged. With Redis, the replicas share one queue (--queue-size "
+        "then bounds the fleet's waiting jobs), run any job and answer for any request key",
         note="memory:// or redis[s]://...",
         check=check_store_url,
+    )
+    lease_seconds: float = setting(
+        10.0,
+        "with a shared store: seconds a replica holds a job it runs without renewing its lease "
+        "(it renews every third of it); a replica silent for longer loses its jobs to the others",
+        low=0,
+        above=True,
+        high=15,
+    )
+    max_attempts: int = setting(
+        3,
+        "with a shared store: attempts a job may lose to replicas that died or stopped renewing "
+        "before it fails (ABORTED, MAX_ATTEMPTS)",
+        low=1,
+        high=100,
     )
     # -- Connections and shutdown.
     grace_period: float = setting(

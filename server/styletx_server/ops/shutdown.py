@@ -11,6 +11,7 @@ import grpc
 
 from styletx_server.errors.statuses import StopReason
 from styletx_server.jobs.board import JobBoard
+from styletx_server.jobs.fleet import FleetWorker
 from styletx_server.jobs.job import StylizeJob
 from styletx_server.observe.logs import log_event
 from styletx_server.ops.health import HealthState
@@ -32,6 +33,8 @@ class Departure:
     admission: AdmissionQueue
     board: JobBoard
     workers: int
+    #: This replica's share of a fleet's work (--store redis://...), None on its own.
+    fleet: FleetWorker | None = None
 
     def cancel_jobs(self) -> None:
         """Stop every waiting and running job now (within one evaluation): UNAVAILABLE,
@@ -56,6 +59,8 @@ class Departure:
         """True when every admitted job finished within `grace` seconds."""
         self.lifecycle.draining.set()
         await self.health.drain()
+        if self.fleet is not None:  # claim nothing more; what waits here goes back to the fleet
+            await self.fleet.stop()
         self.admission.close()
         late = self.late_jobs(grace)
         # Told at once, so their callers retry elsewhere now, not when the grace period ends.
@@ -89,11 +94,17 @@ class Departure:
     async def stop(self, server: grpc.aio.Server | None) -> None:
         self.lifecycle.draining.set()
         await self.health.drain()
+        if self.fleet is not None:
+            await self.fleet.stop()
         self.admission.close()
         self.cancel_jobs()
-        if server is not None:
-            # Let handlers of just-cancelled jobs send their final status.
+        if server is not None or self.fleet is not None:
+            # Let handlers of just-cancelled jobs send their final status (and a fleet's jobs
+            # go back to its queue).
             await asyncio.to_thread(self.admission.wait_idle, STOP_GRACE_SECONDS)
+        if self.fleet is not None:
+            await self.fleet.close()
+        if server is not None:
             await server.stop(STOP_GRACE_SECONDS)
 
 

@@ -44,6 +44,7 @@ def watch_event(event: pb.StylizeResponse) -> pb.WatchJobResponse:
     kind = event.WhichOneof("event")
     if kind is not None:
         getattr(message, kind).CopyFrom(getattr(event, kind))
+    message.event_id = event.event_id
     return message
 
 

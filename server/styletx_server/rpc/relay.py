@@ -76,6 +76,10 @@ class Relay:
             assert final.status is not None
             await abort(context, call, final.status, self._metrics)
 
+    async def send(self, context: AnyContext, message: Message) -> None:
+        """Write one message to the call, within the stall timeout (ReaderStalled past it)."""
+        await write(context, message, self._stall_timeout)
+
     async def _encoded(
         self, final: Final, encoding: tuple[str, int] | None, call: Call
     ) -> pb.StylizeResponse:

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 
 from styletx.protocol import Engine
 from styletx.tracing import child
@@ -41,6 +41,7 @@ from styletx_server.rpc.calls import Call, Context
 from styletx_server.rpc.relay import Relay
 from styletx_server.scheduling.admission import Throughput
 from styletx_server.scheduling.budget import PixelBudget
+from styletx_server.security.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,19 @@ class Lifecycle:
         self.shutting_down = threading.Event()
 
 
+class FleetStylize(Protocol):
+    """Stylize where replicas share a job store (`rpc.fleet.FleetCalls`)."""
+
+    async def stylize(
+        self,
+        request: pb.StylizeRequest,
+        context: Context,
+        call: Call,
+        key: str | None,
+        digest: bytes | None,
+    ) -> None: ...
+
+
 class Stylize:
     """The Stylize call's work (one per server)."""
 
@@ -71,7 +85,9 @@ class Stylize:
         metrics: ServerMetrics,
         throughput: Throughput,
         decode_pool: Executor,
+        fleet: FleetStylize | None = None,
     ) -> None:
+        self._fleet = fleet
         self._limits = limits
         self._lifecycle = lifecycle
         self._budget = budget
@@ -83,8 +99,7 @@ class Stylize:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, request: pb.StylizeRequest, context: Context, call: Call) -> None:
-        engine = self._lifecycle.stylizer
-        if engine is None:
+        if self._lifecycle.stylizer is None:
             raise NotReady("model is loading")
 
         key = request.request_key or None
@@ -95,6 +110,12 @@ class Stylize:
                 raise InvalidKey(KEY_RULE)
             # Hashing a large request takes milliseconds: not on the loop.
             digest = await asyncio.to_thread(request_digest, request)
+
+        if self._fleet is not None:  # the replicas share one queue: the job may run elsewhere
+            await self._fleet.stylize(request, context, call, key, digest)
+            return
+
+        if key is not None:
             found = self._board.registry.lookup(scoped_key(call.tenant.name, key))
             if found is not None:
                 if found.digest != digest:
@@ -112,12 +133,32 @@ class Stylize:
         if self._lifecycle.draining.is_set():
             raise Draining("draining")
 
+        job = self.open_job(
+            request, request_id=call.request_id, tenant=call.tenant, key=key, digest=digest
+        )
+        encoding = (job.inspection.output_format, job.inspection.output_quality)
+        await self._relay.follow(job, context, call, call.arrived, encoding)
+
+    def open_job(
+        self,
+        request: pb.StylizeRequest,
+        *,
+        request_id: str,
+        tenant: Tenant,
+        key: str | None,
+        digest: bytes | None,
+    ) -> StylizeJob:
+        """Inspect `request` against the limits, reserve its pixels, queue its job and decode
+        its images beside the caller; raises the refusal of the first step that fails."""
+        engine = self._lifecycle.stylizer
+        if engine is None:
+            raise NotReady("model is loading")
         with child("intake"):
             inspection = inspect(request, self._limits, engine)
 
         reservation = self._budget.reserve(inspection.pixels)
         job = StylizeJob(
-            request_id=call.request_id,
+            request_id=request_id,
             key=key,
             digest=digest,
             inspection=inspection,
@@ -127,7 +168,7 @@ class Stylize:
             throughput=self._throughput,
             ledger=self._board,
             shutting_down=self._lifecycle.shutting_down.is_set,
-            tenant=call.tenant,
+            tenant=tenant,
         )
         try:
             self._board.admit(job)
@@ -136,9 +177,7 @@ class Stylize:
             raise
 
         self._background(self._decode(job, request))
-
-        encoding = (inspection.output_format, inspection.output_quality)
-        await self._relay.follow(job, context, call, call.arrived, encoding)
+        return job
 
     async def _decode(self, job: StylizeJob, request: pb.StylizeRequest) -> None:
         """Decode on a decode thread, then make the job runnable; a failure ends the job."""
@@ -178,4 +217,4 @@ class Stylize:
         task.add_done_callback(self._tasks.discard)
 
 
-__all__ = ["Lifecycle", "Stylize"]
+__all__ = ["FleetStylize", "Lifecycle", "Stylize"]

@@ -1,0 +1,114 @@
+"""How a job's events and outcome are kept in a shared job store (`store.protocol.JobStore`):
+bytes both ways, so that a replica that did not run the job streams it as the one that did.
+
+An event is its `StylizeResponse`; an outcome is the result event (kind `result`) or the error
+status as the `google.rpc.Status` gRPC sends in its trailers (kind `error`), so the caller of
+any replica gets the same code, message and rich details.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from grpc_status import rpc_status
+
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.wire import STATUS_DETAILS_KEY
+from styletx_server.errors import statuses
+from styletx_server.errors.statuses import ErrorStatus, Reason
+from styletx_server.jobs.mailbox import Final
+from styletx_server.store.protocol import MAX_ATTEMPTS, Event, JobRecord, JobState
+
+#: Kinds of stored events.
+EVENT, RESULT, ERROR = "event", "result", "error"
+
+
+def event_bytes(response: pb.StylizeResponse) -> tuple[str, bytes]:
+    """A non-final event as stored."""
+    return EVENT, response.SerializeToString()
+
+
+def final_bytes(final: Final) -> tuple[str, bytes]:
+    """A job's outcome as stored: its result event, or its status."""
+    if final.response is not None:
+        return RESULT, final.response.SerializeToString()
+    assert final.status is not None
+    return ERROR, status_bytes(final.status)
+
+
+def status_bytes(status: ErrorStatus) -> bytes:
+    """The `google.rpc.Status` of `status` (code, message, details), serialized."""
+    for name, value in status.trailing_metadata:
+        if name == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return value
+    plain = status_pb2.Status(code=status.code.value[0], message=status.details)
+    return bytes(plain.SerializeToString())
+
+
+def status_from(data: bytes) -> ErrorStatus:
+    """The ErrorStatus a stored status stands for, its reason read from its ErrorInfo."""
+    message = status_pb2.Status.FromString(data)
+    plain = rpc_status.to_status(message)
+    reason = Reason.INTERNAL
+    for detail in message.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            reason = Reason(info.reason)
+            break
+    return ErrorStatus(plain.code, plain.details, tuple(plain.trailing_metadata), reason)
+
+
+def decode(event: Event) -> pb.StylizeResponse | Final:
+    """A stored event as the relay takes it: a StylizeResponse, or the job's Final."""
+    if event.kind == RESULT:
+        return Final(response=pb.StylizeResponse.FromString(event.data))
+    if event.kind == ERROR:
+        return Final(status=status_from(event.data))
+    response = pb.StylizeResponse.FromString(event.data)
+    response.event_id = event.id
+    return response
+
+
+def final_of_record(record: JobRecord) -> Final | None:
+    """The outcome of a job that ended without a stored final event (cancelled while queued, or
+    out of attempts), from its record; None for a live job or one whose final event exists."""
+    if record.state is JobState.CANCELLED:
+        return Final(status=statuses.for_stop(statuses.StopReason.JOB_CANCELLED))
+    if record.state is JobState.FAILED and record.reason == MAX_ATTEMPTS:
+        return Final(status=statuses.max_attempts(record.lost))
+    return None
+
+
+def state_of_record(record: JobRecord) -> pb.JobState.ValueType:
+    """The API's state of a stored job."""
+    return {
+        JobState.QUEUED: pb.JOB_STATE_QUEUED,
+        JobState.RUNNING: pb.JOB_STATE_RUNNING,
+        JobState.DONE: pb.JOB_STATE_DONE,
+        JobState.FAILED: pb.JOB_STATE_FAILED,
+        JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+    }[record.state]
+
+
+def job_state_of(final: Final) -> JobState:
+    """The store's state for a job that ended with `final`."""
+    if final.response is not None:
+        return JobState.DONE
+    if final.status is not None and final.status.code is grpc.StatusCode.CANCELLED:
+        return JobState.CANCELLED
+    return JobState.FAILED
+
+
+__all__ = [
+    "ERROR",
+    "EVENT",
+    "RESULT",
+    "decode",
+    "event_bytes",
+    "final_bytes",
+    "final_of_record",
+    "job_state_of",
+    "state_of_record",
+    "status_bytes",
+    "status_from",
+]

@@ -1,0 +1,114 @@
+"""A replica's part in a fleet (--store redis://...): the shared store, the worker that claims
+the fleet's jobs, and readiness that follows the store's health."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from dataclasses import replace
+from typing import Protocol
+
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_server.jobs.fleet import FleetWorker
+from styletx_server.jobs.job import StylizeJob
+from styletx_server.observe.metrics import ServerMetrics
+from styletx_server.ops.config import ServerConfig
+from styletx_server.ops.health import HealthState
+from styletx_server.rpc.servicer import StyleTransferServicer
+from styletx_server.rpc.stylize import Lifecycle
+from styletx_server.scheduling.admission import AdmissionQueue
+from styletx_server.security.tenants import TenantDirectory
+from styletx_server.store import open_store
+from styletx_server.store.protocol import Claim, JobStore, StoreConfig
+from styletx_server.store.url import parse_store_url
+
+
+def store_config(config: ServerConfig) -> StoreConfig:
+    """What the store is told of the settings."""
+    return StoreConfig(
+        result_ttl=config.result_ttl,
+        lease_seconds=config.lease_seconds,
+        max_attempts=config.max_attempts,
+        tenant_result_bytes=config.max_stored_result_bytes,
+    )
+
+
+def shared_store(config: ServerConfig) -> JobStore | None:
+    """The store the replicas share, None for memory:// (this replica on its own)."""
+    url = parse_store_url(config.store)
+    return None if url.is_memory else open_store(url, store_config(config))
+
+
+def owner_name() -> str:
+    """This replica's name in the store's leases: the pod's host name, the process, a nonce."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Replica(Protocol):
+    """The parts of the server a fleet worker works with (`app.StyletxServer`)."""
+
+    servicer: StyleTransferServicer
+    admission: AdmissionQueue
+    workers: int
+    tenants: TenantDirectory
+    metrics: ServerMetrics
+    health: HealthState
+    lifecycle: Lifecycle
+    loop: asyncio.AbstractEventLoop
+
+
+class FleetPart:
+    """Wires a `FleetWorker` to this replica's parts; readiness follows the store."""
+
+    def __init__(self, store: JobStore, config: ServerConfig, server: Replica) -> None:
+        self.store = store
+        self._config = config
+        self._servicer = server.servicer
+        self._tenants = server.tenants
+        self._health = server.health
+        self._lifecycle = server.lifecycle
+        self._loop = server.loop
+        self._store_ok = True
+        self.worker = FleetWorker(
+            store,
+            owner=owner_name(),
+            admission=server.admission,
+            workers=server.workers,
+            open_job=self._open_claimed,
+            metrics=server.metrics,
+            beat_store=self._beat_store,
+            on_store=self._store_health,
+        )
+
+    def _beat_store(self) -> JobStore:
+        """The heartbeat thread's own connection (a Redis client belongs to one event loop)."""
+        url = parse_store_url(self._config.store)
+        if url.is_memory:  # a store handed in by a test: in-process, shared by every loop
+            return self.store
+        return open_store(url, replace(self.store.config))
+
+    async def _open_claimed(
+        self, request: pb.StylizeRequest, request_id: str, claim: Claim
+    ) -> StylizeJob:
+        tenant = self._tenants.tenant(claim.record.tenant)
+        return self._servicer.open_job(
+            request, request_id=request_id, tenant=tenant, key=None, digest=None
+        )
+
+    def _store_health(self, ok: bool) -> None:
+        """Readiness NOT_SERVING while the store fails (liveness is not touched)."""
+        if ok == self._store_ok:
+            return
+        self._store_ok = ok
+        if self._lifecycle.stylizer is None or self._lifecycle.draining.is_set():
+            return
+        change = self._health.serving() if ok else self._health.not_serving()
+        asyncio.run_coroutine_threadsafe(change, self._loop)
+
+    async def start(self) -> None:
+        self.worker.start()
+
+
+__all__ = ["FleetPart", "owner_name", "shared_store", "store_config"]

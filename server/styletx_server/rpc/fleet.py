@@ -1,0 +1,410 @@
+"""Stylize, GetJob, WatchJob and CancelJob where the replicas share one job store: a call is
+answered by whichever replica it reaches, while its job runs on whichever has a free worker.
+
+A new job is inspected here (refusals cost no store call), then admitted to the fleet's queue
+(`JobStore.admit`: the queue bound, the tenant's quota and request keys hold for the fleet). The
+call follows the job's numbered events in the store until its outcome; the result is read from
+the store once. A store that does not answer in time refuses the call (UNAVAILABLE,
+STORE_UNAVAILABLE, with RetryInfo) instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from styletx.tracing import child
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_server.errors.refusals import (
+    Draining,
+    InvalidKey,
+    JobNotFound,
+    KeyReused,
+    NotReady,
+    QueueFull,
+    StoreDown,
+    TenantQuota,
+)
+from styletx_server.intake.convert import duration
+from styletx_server.intake.inspection import Limits, inspect, output_encoding
+from styletx_server.jobs import stored
+from styletx_server.jobs.fleet import payload_of
+from styletx_server.jobs.mailbox import Final
+from styletx_server.jobs.registry import KEY_RULE, valid_key
+from styletx_server.jobs.views import job_error
+from styletx_server.observe.logs import caller_text
+from styletx_server.observe.metrics import ServerMetrics
+from styletx_server.rpc.calls import AnyContext, Call, Context
+from styletx_server.rpc.job_rpcs import CANCEL_WAIT_SECONDS, watch_event
+from styletx_server.rpc.relay import Convert, Relay
+from styletx_server.rpc.stylize import Lifecycle
+from styletx_server.store.protocol import (
+    AdmitRequest,
+    Created,
+    Existing,
+    JobRecord,
+    JobState,
+    JobStore,
+    Refusal,
+    ResultFate,
+    StoreUnavailable,
+)
+
+T = TypeVar("T")
+
+#: Seconds between polls of a job's events while nothing new came (progress reaches a caller
+#: within this plus the store's latency).
+POLL_SECONDS = 0.02
+#: Polls between looks at the job's record while no event comes (its end without a final event:
+#: cancelled while queued, out of attempts; a queued job's position).
+RECORD_EVERY = 10
+#: Seconds a following call rides out a store that stopped answering before it gives up.
+STORE_PATIENCE = 10.0
+
+
+class FleetCalls:
+    """The job calls of a replica of a fleet (one per server)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        limits: Limits,
+        lifecycle: Lifecycle,
+        relay: Relay,
+        metrics: ServerMetrics,
+        capacity: int,
+        retry_after: Callable[[], float] = lambda: 1.0,
+    ) -> None:
+        self._store = store
+        self._limits = limits
+        self._lifecycle = lifecycle
+        self._relay = relay
+        self._metrics = metrics
+        self._capacity = capacity
+        self._retry_after = retry_after
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    # -- Stylize ---------------------------------------------------------------------------------
+
+    async def stylize(
+        self,
+        request: pb.StylizeRequest,
+        context: Context,
+        call: Call,
+        key: str | None,
+        digest: bytes | None,
+    ) -> None:
+        """Attach to the tenant's job under `key`, or inspect and admit a new job; follow it."""
+        tenant = call.tenant
+        encoding = output_encoding(request)
+        if key is not None:
+            found = await self._ask("find", self._store.find(tenant.name, key))
+            if found is not None and _attachable(found):
+                await self._attach(found, digest, key, context, call, encoding)
+                return
+        if self._lifecycle.draining.is_set():
+            raise Draining("draining")
+        engine = self._lifecycle.stylizer
+        if engine is None:
+            raise NotReady("model is loading")
+        with child("intake"):
+            inspection = inspect(request, self._limits, engine)
+        admitted = await self._ask(
+            "admit",
+            self._store.admit(
+                AdmitRequest(
+                    tenant=tenant.name,
+                    key=key,
+                    digest=digest or b"",
+                    weight=tenant.weight,
+                    capacity=self._capacity,
+                    max_queued=tenant.max_queued,
+                    max_running=tenant.max_running,
+                    payload=payload_of(call.request_id, request),
+                )
+            ),
+        )
+        if isinstance(admitted, Refusal):
+            if admitted.quota == "queue":
+                raise QueueFull(admitted.limit, self._retry_after())
+            raise TenantQuota(tenant.name, admitted.quota, admitted.limit, self._retry_after())
+        if isinstance(admitted, Existing):  # the same key, filed a moment ago elsewhere
+            await self._attach(admitted.record, digest, key, context, call, encoding)
+            return
+        assert isinstance(admitted, Created)
+        call.fields["job_id"] = admitted.record.job_id
+        encoding = (inspection.output_format, inspection.output_quality)
+        await self.follow(admitted.record, context, call, encoding, position=admitted.position)
+
+    async def _attach(
+        self,
+        record: JobRecord,
+        digest: bytes | None,
+        key: str | None,
+        context: Context,
+        call: Call,
+        encoding: tuple[str, int],
+    ) -> None:
+        if key is not None and record.digest != (digest or b""):
+            raise KeyReused(key)
+        call.fields["attached"] = "stored" if record.state.ended else "running"
+        await self.follow(record, context, call, encoding)
+
+    # -- following a job's events ------------------------------------------------------------
+
+    async def follow(
+        self,
+        record: JobRecord,
+        context: AnyContext,
+        call: Call,
+        encoding: tuple[str, int] | None,
+        convert: Convert | None = None,
+        *,
+        after: int = 0,
+        position: int | None = None,
+    ) -> None:
+        """Relay the job's events after `after` until its outcome; an unkeyed job whose caller
+        leaves is cancelled (nobody else can ask for it)."""
+        job_id = record.job_id
+        try:
+            if position is not None and after == 0:
+                await self._queued(context, record, position, convert)
+            await self._follow(record, context, call, encoding, convert, after, position)
+        except asyncio.CancelledError:
+            if record.key is None:
+                self._background(self._store.cancel(job_id))
+            raise
+
+    async def _follow(
+        self,
+        record: JobRecord,
+        context: AnyContext,
+        call: Call,
+        encoding: tuple[str, int] | None,
+        convert: Convert | None,
+        after: int,
+        position: int | None,
+    ) -> None:
+        job_id = record.job_id
+        idle = 0
+        while True:
+            events = await self._patient(
+                "events", functools.partial(self._store.events, job_id, after)
+            )
+            for event in events:
+                after = event.id
+                item = stored.decode(event)
+                if isinstance(item, Final):
+                    await self._deliver(record, item, context, call, encoding, convert)
+                    return
+                await self._relay.send(context, item if convert is None else convert(item))
+            if events:
+                idle = 0
+                continue
+            idle += 1
+            if idle % RECORD_EVERY == 0:
+                now = await self._patient("get", lambda: self._store.get(job_id))
+                if now is None:
+                    raise JobNotFound(record.key or job_id, "it expired (--result-ttl)")
+                final = stored.final_of_record(now)
+                if final is not None:
+                    await self._relay.deliver(final, context, call, encoding, convert)
+                    return
+                if now.state is JobState.QUEUED:
+                    place = await self._patient("position", lambda: self._store.position(job_id))
+                    if place is not None and place != position:
+                        position = place
+                        await self._queued(context, now, place, convert)
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _queued(
+        self, context: AnyContext, record: JobRecord, position: int, convert: Convert | None
+    ) -> None:
+        event = pb.StylizeResponse(
+            queued=pb.QueuedEvent(position=position, request_id=record.job_id)
+        )
+        await self._relay.send(context, event if convert is None else convert(event))
+
+    async def _deliver(
+        self,
+        record: JobRecord,
+        final: Final,
+        context: AnyContext,
+        call: Call,
+        encoding: tuple[str, int] | None,
+        convert: Convert | None,
+    ) -> None:
+        """Send the outcome; a result is read from the store now, once for this call."""
+        if final.status is None:
+            data = await self._ask("result", self._store.result(record.job_id))
+            if data is None:
+                raise JobNotFound(record.key or record.job_id, _gone(record))
+            final = Final(response=pb.StylizeResponse.FromString(data))
+        await self._relay.deliver(final, context, call, encoding, convert)
+
+    # -- GetJob, WatchJob, CancelJob -----------------------------------------------------------
+
+    async def get_job(self, request: pb.GetJobRequest, call: Call) -> pb.GetJobResponse:
+        key = _key(request.request_key, call)
+        record = await self._found(call, key)
+        view = await self._view(record, key)
+        if not request.omit_image and view.state == pb.JOB_STATE_DONE:
+            data = await self._ask("result", self._store.result(record.job_id))
+            if data is None:
+                raise JobNotFound(key, _gone(record))
+            view.result.image.data = pb.StylizeResponse.FromString(data).result.image.data
+        call.fields["state"] = _state_name(view.state)
+        call.code = grpc.StatusCode.OK
+        return view
+
+    async def watch_job(self, request: pb.WatchJobRequest, context: AnyContext, call: Call) -> None:
+        key = _key(request.request_key, call)
+        record = await self._found(call, key)
+        call.fields["attached"] = "stored" if record.state.ended else "running"
+        position = None
+        if record.state is JobState.QUEUED and not request.after_event_id:
+            position = await self._ask("position", self._store.position(record.job_id))
+        await self.follow(
+            record,
+            context,
+            call,
+            None,
+            watch_event,
+            after=request.after_event_id,
+            position=position,
+        )
+
+    async def cancel_job(
+        self, request: pb.CancelJobRequest, context: AnyContext, call: Call
+    ) -> pb.CancelJobResponse:
+        key = _key(request.request_key, call)
+        record = await self._found(call, key)
+        if record.live:
+            asked = await self._ask("cancel", self._store.cancel(record.job_id))
+            record = await self._ended(asked or record, context)
+        state = stored.state_of_record(record)
+        if record.live:  # not ended in time (a very slow evaluation): it will end cancelled
+            state = pb.JOB_STATE_CANCELLED
+        call.fields["state"] = _state_name(state)
+        call.code = grpc.StatusCode.OK
+        return pb.CancelJobResponse(state=state)
+
+    async def _ended(self, record: JobRecord, context: AnyContext) -> JobRecord:
+        """The job's record once it has ended, or as it is when the caller's deadline nears."""
+        remaining = context.time_remaining()
+        limit = CANCEL_WAIT_SECONDS
+        if remaining is not None and math.isfinite(remaining):
+            limit = max(0.0, min(limit, remaining - 0.1))
+        deadline = time.monotonic() + limit
+        while record.live and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS * 5)
+            now = await self._ask("get", self._store.get(record.job_id))
+            record = now or record
+        return record
+
+    async def _found(self, call: Call, key: str) -> JobRecord:
+        record = await self._ask("find", self._store.find(call.tenant.name, key))
+        if record is None:
+            ttl = self._store.config.result_ttl
+            raise JobNotFound(
+                key,
+                "it was never started in this fleet, or it ended more than "
+                f"{ttl:g} s ago (--result-ttl); a Stylize call with the key and its request "
+                "runs it",
+            )
+        return record
+
+    async def _view(self, record: JobRecord, key: str) -> pb.GetJobResponse:
+        """What GetJob says of a stored job (without the image)."""
+        if record.state.ended and record.detail:
+            view = pb.GetJobResponse.FromString(record.detail)
+            view.request_key = key
+            return view
+        view = pb.GetJobResponse(
+            request_key=key, request_id=record.job_id, state=stored.state_of_record(record)
+        )
+        times = record.times
+        now = time.time()
+        if record.state is JobState.QUEUED:
+            place = await self._ask("position", self._store.position(record.job_id))
+            view.queue_position = place or 0
+            view.queue_time.CopyFrom(duration(max(0.0, now - times.admitted)))
+        elif times.started is not None:
+            view.queue_time.CopyFrom(duration(max(0.0, times.started - times.admitted)))
+            view.compute_time.CopyFrom(duration(max(0.0, (times.ended or now) - times.started)))
+        final = stored.final_of_record(record)
+        if final is not None and final.status is not None:
+            view.error.CopyFrom(job_error(final.status))
+        return view
+
+    # -- the store, bounded ----------------------------------------------------------------------
+
+    async def _ask(self, operation: str, work: Awaitable[T]) -> T:
+        """One store call on behalf of an API call; StoreDown (UNAVAILABLE) when it fails."""
+        start = time.perf_counter()
+        try:
+            return await work
+        except StoreUnavailable as exc:
+            self._metrics.store_errors.labels(operation=operation).inc()
+            raise StoreDown(str(exc), retry_after=1.0) from exc
+        finally:
+            self._metrics.store_call_duration.observe(time.perf_counter() - start)
+
+    async def _patient(self, operation: str, work: Callable[[], Awaitable[T]]) -> T:
+        """A store call made while following a job: a store that is down is asked again for
+        `STORE_PATIENCE` seconds (a Redis restart) before the call gives up."""
+        give_up = time.monotonic() + STORE_PATIENCE
+        while True:
+            try:
+                return await self._ask(operation, work())
+            except StoreDown:
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(0.25)
+
+    def _background(self, work: Awaitable[object]) -> None:
+        async def run() -> object:
+            with contextlib.suppress(StoreUnavailable):
+                return await work
+            return None
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _attachable(record: JobRecord) -> bool:
+    """A job a call with its key attaches to: live, or DONE with its result kept."""
+    return record.live or record.result is ResultFate.KEPT
+
+
+def _key(key: str, call: Call) -> str:
+    call.fields["request_key"] = caller_text(key)
+    if not valid_key(key):
+        raise InvalidKey(KEY_RULE)
+    return key
+
+
+def _state_name(state: pb.JobState.ValueType) -> str:
+    return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def _gone(record: JobRecord) -> str:
+    if record.result is ResultFate.EVICTED:
+        cause = "was evicted by its tenant's newer results (the tenant's result byte budget)"
+    elif record.result is ResultFate.NOT_KEPT:
+        cause = "was not kept: it is larger than the tenant's result byte budget"
+    else:
+        cause = "is no longer kept"
+    return f"it finished, but its result {cause}; GetJob with omit_image still describes it"
+
+
+__all__ = ["POLL_SECONDS", "FleetCalls"]

@@ -1,0 +1,193 @@
+"""A fleet for real: a `redis-server` of the test's own (append-only file on) and `styletx-server`
+processes sharing it (`--store redis://...`), hit by the faults a deployment meets.
+
+Each test prints its figure (the time to recover); `bench/RESULTS.md` keeps them.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
+from tests.support.redis_server import MISSING, RedisServer, find_redis_server
+from tests.support.server_process import ServerProcess, launch, png, wait_ready
+
+pytestmark = pytest.mark.slow  # server processes and a redis-server
+
+LEASE = 2.0
+#: A job of some seconds on a CPU: long enough to be killed in the middle.
+LONG = pb.StyleOptions(size=64, max_evaluations=150, seed=3)
+WAIT = 120.0
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    binary = find_redis_server(tmp_path.parent)
+    if binary is None:
+        pytest.skip(MISSING)
+    server = RedisServer(binary, tmp_path)
+    yield server
+    server.stop()
+
+
+def replica(weights: Path, redis: RedisServer, *extra: str) -> ServerProcess:
+    return launch(
+        weights,
+        "--store",
+        redis.url(),
+        "--lease-seconds",
+        str(LEASE),
+        "--stall-timeout",
+        "30",
+        *extra,
+    )
+
+
+#: Made once: `png` draws noise, and a key sent again must come with the same request.
+CONTENT, STYLE = png(64, 48, 1), png(40, 40, 2)
+
+
+def request(key: str, options: pb.StyleOptions = LONG) -> pb.StylizeRequest:
+    return pb.StylizeRequest(
+        content_image=CONTENT,
+        style_images=[pb.StyleImage(image=STYLE)],
+        options=options,
+        request_key=key,
+    )
+
+
+def stub(server: ServerProcess) -> pb_grpc.StyleTransferServiceStub:
+    return pb_grpc.StyleTransferServiceStub(grpc.insecure_channel(server.address))
+
+
+def running(server: ServerProcess) -> float:
+    return server.metric("styletx_jobs_in_flight")
+
+
+def jobs_computed(server: ServerProcess) -> float:
+    return server.metric("styletx_compute_duration_seconds_count")
+
+
+def wait_until(condition: object, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def runner_of(servers: list[ServerProcess]) -> ServerProcess:
+    """The replica running the only job."""
+    found: list[ServerProcess] = []
+
+    def look() -> bool:
+        found[:] = [s for s in servers if running(s) > 0]
+        return bool(found)
+
+    wait_until(look)
+    return found[0]
+
+
+def watch(server: ServerProcess, key: str, result: list[object]) -> threading.Thread:
+    """WatchJob on `server` on a thread: its events, or the error, into `result`."""
+
+    def read() -> None:
+        try:
+            result.extend(stub(server).WatchJob(pb.WatchJobRequest(request_key=key), timeout=WAIT))
+        except grpc.RpcError as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_kill_9_of_the_replica_running_a_job_loses_nothing(
+    seeded_weights: Path, redis: RedisServer
+) -> None:
+    servers = [replica(seeded_weights, redis), replica(seeded_weights, redis)]
+    try:
+        wait_ready(servers)
+        caller: list[object] = []
+        first = stub(servers[0]).Stylize(request("killed-1"), timeout=WAIT)
+        runner = runner_of(servers)
+        survivor = servers[1] if runner is servers[0] else servers[0]
+        watched: list[object] = []
+        watcher = watch(survivor, "killed-1", watched)
+        wait_until(lambda: len(watched) > 0)
+        killed = time.monotonic()
+        runner.process.send_signal(signal.SIGKILL)
+        runner.process.wait(30)
+        watcher.join(WAIT)
+        recovered = time.monotonic() - killed
+        print(f"\nfleet: kill -9 of the running replica, result after {recovered:.1f} s")
+        results = [e for e in watched if isinstance(e, pb.WatchJobResponse) and e.result.image.data]
+        assert len(results) == 1, watched[-1]
+        assert survivor.metric("styletx_fleet_leases_reclaimed_total") >= 1
+        # A caller attached to the replica that survived gets the same stored result.
+        again = list(stub(survivor).Stylize(request("killed-1"), timeout=WAIT))
+        assert again[-1].result.image.data == results[0].result.image.data
+        assert jobs_computed(survivor) == 1
+        if runner is not servers[0]:  # the first caller's stream was on the survivor
+            caller.extend(first)
+            assert caller[-1].result.image.data == results[0].result.image.data  # type: ignore[attr-defined]
+    finally:
+        for server in servers:
+            server.stop(signal.SIGKILL)
+
+
+def test_a_replica_frozen_past_its_lease_cannot_commit_its_stale_result(
+    seeded_weights: Path, redis: RedisServer
+) -> None:
+    servers = [replica(seeded_weights, redis), replica(seeded_weights, redis)]
+    try:
+        wait_ready(servers)
+        started = stub(servers[0]).Stylize(request("frozen-1"), timeout=WAIT)  # nobody reads it
+        runner = runner_of(servers)
+        other = servers[1] if runner is servers[0] else servers[0]
+        watched: list[object] = []
+        watcher = watch(other, "frozen-1", watched)
+        runner.process.send_signal(signal.SIGSTOP)
+        wait_until(lambda: running(other) > 0)  # the other replica took it over
+        runner.process.send_signal(signal.SIGCONT)
+        watcher.join(WAIT)
+        results = [e for e in watched if isinstance(e, pb.WatchJobResponse) and e.result.image.data]
+        assert len(results) == 1, watched[-1]
+        wait_until(lambda: runner.metric("styletx_fleet_stale_results_total") >= 1, 30)
+        view = stub(runner).GetJob(pb.GetJobRequest(request_key="frozen-1"), timeout=30)
+        assert view.result.image.data == results[0].result.image.data
+        started.cancel()
+    finally:
+        for server in servers:
+            server.stop(signal.SIGKILL)
+
+
+def test_one_key_sent_50_times_at_once_is_one_job(seeded_weights: Path, redis: RedisServer) -> None:
+    # Three replicas; every call comes from this one address: no per-caller share.
+    servers = [replica(seeded_weights, redis, "--max-peer-share", "1") for _ in range(3)]
+    try:
+        wait_ready(servers)
+        short = pb.StyleOptions(size=48, max_evaluations=6, seed=5)
+        stubs = [stub(s) for s in servers]
+
+        def call(index: int) -> bytes:
+            events = list(stubs[index % 3].Stylize(request("same-50", short), timeout=WAIT))
+            return bytes(events[-1].result.image.data)
+
+        with ThreadPoolExecutor(50) as pool:
+            images = list(pool.map(call, range(50)))
+        assert len(set(images)) == 1 and images[0]
+        assert sum(jobs_computed(s) for s in servers) == 1
+    finally:
+        for server in servers:
+            server.stop()

@@ -1,0 +1,221 @@
+"""Replicas sharing one job store, in one process (the in-memory store shared by two servers):
+a call on one replica runs where a worker is free, any replica answers for any key (Stylize
+re-attach, GetJob, WatchJob resumed by event id, CancelJob), and a store that does not answer
+refuses calls with STORE_UNAVAILABLE and turns readiness NOT_SERVING.
+
+The same paths against a real Redis and killed server processes: tests/e2e/test_fleet_chaos.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
+
+from styletx.engine import Stylizer
+from styletx_api.v1 import style_transfer_pb2 as pb
+from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
+from styletx_server.ops.app import StyletxServer
+from styletx_server.ops.config import ServerConfig
+from styletx_server.store.memory import MemoryStore
+from styletx_server.store.protocol import JobStore, StoreConfig, StoreUnavailable
+from tests.integration.conftest import (
+    WAIT,
+    Consumer,
+    GatedStylizer,
+    channel_to,
+    collect,
+    has_retry_info,
+    make_request,
+    reason_of,
+    wait_for,
+)
+
+LONG = pb.StyleOptions(size=48, max_evaluations=1000, seed=1)
+
+
+class FlakyStore:
+    """A store whose every call fails with StoreUnavailable while `down` is set."""
+
+    def __init__(self, inner: JobStore) -> None:
+        self.inner = inner
+        self.down = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name == "config" or not callable(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down.is_set():
+                raise StoreUnavailable(f"{name}: store down (test)")
+            return await attribute(*args, **kwargs)
+
+        return call
+
+
+Fleet = Callable[..., list[StyletxServer]]
+
+
+@pytest.fixture
+def fleet(stylizer: Stylizer) -> Iterator[Fleet]:
+    """`fleet(n, store=..., engines=...)`: n ready replicas sharing one store."""
+    started: list[StyletxServer] = []
+
+    def start(
+        count: int = 2,
+        *,
+        store: JobStore | None = None,
+        engines: list[Any] | None = None,
+        **config: Any,
+    ) -> list[StyletxServer]:
+        shared = store or MemoryStore(StoreConfig(lease_seconds=1.0, result_ttl=60.0))
+        base = ServerConfig(
+            address="127.0.0.1:0",
+            metrics_port=0,
+            workers=1,
+            queue_size=8,
+            warmup=False,
+            grace_period=5.0,
+        )
+        replicas = []
+        for index in range(count):
+            engine = stylizer if engines is None else engines[index]
+            server = StyletxServer(
+                replace(base, **config),
+                stylizer=engine,
+                registry=CollectorRegistry(),
+                store=shared,
+            )
+            started.append(server)
+            server.start()
+            assert server.wait_until_ready(WAIT)
+            replicas.append(server)
+        return replicas
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def stub_of(server: StyletxServer) -> pb_grpc.StyleTransferServiceStub:
+    return pb_grpc.StyleTransferServiceStub(channel_to(server))
+
+
+def evaluations(server: StyletxServer) -> float:
+    value = server.metrics.registry.get_sample_value(
+        "styletx_lbfgs_evaluations_total", {"tenant": "default"}
+    )
+    return value or 0.0
+
+
+def test_a_keyed_job_is_served_by_every_replica_and_computed_once(fleet: Fleet) -> None:
+    one, two = fleet(2)
+    request = make_request(request_key="shared-1")
+    first = collect(stub_of(one), request)
+    assert first[-1].HasField("result")
+    ran_events = [e for e in first if e.HasField("started") or e.HasField("progress")]
+    assert ran_events and all(e.event_id > 0 for e in ran_events)  # numbered: resumable
+    ran = evaluations(one) + evaluations(two)
+
+    again = collect(stub_of(two), request)  # attaches to the stored result on the other replica
+    assert again[-1].result.image.data == first[-1].result.image.data
+    assert evaluations(one) + evaluations(two) == ran  # not computed again
+
+    view = stub_of(two).GetJob(pb.GetJobRequest(request_key="shared-1"), timeout=WAIT)
+    assert view.state == pb.JOB_STATE_DONE
+    assert view.request_key == "shared-1"
+    assert view.result.image.data == first[-1].result.image.data
+
+    other = make_request(request_key="shared-1", options=pb.StyleOptions(size=48, seed=9))
+    with pytest.raises(grpc.RpcError) as refused:
+        collect(stub_of(two), other)
+    assert refused.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert reason_of(refused.value) == "KEY_REUSED"
+
+
+def test_work_goes_to_the_replica_with_a_free_worker(fleet: Fleet, stylizer: Stylizer) -> None:
+    store = MemoryStore(StoreConfig(lease_seconds=1.0))
+    gated = GatedStylizer(stylizer)
+    (one,) = fleet(1, store=store, engines=[gated])
+    # Every call reaches replica one; its only worker is held by the first job.
+    held_options = pb.StyleOptions(size=48, max_evaluations=20, seed=1)
+    held = Consumer(stub_of(one), make_request(options=held_options))
+    assert gated.paused.wait(WAIT)
+    (two,) = fleet(1, store=store)
+
+    def fleet_running() -> float | None:
+        labels = {"state": "running", "tenant": "default"}
+        return two.metrics.registry.get_sample_value("styletx_fleet_jobs", labels)
+
+    wait_for(lambda: fleet_running() == 1)  # the fleet's count, read from the store by two
+    quick = [pb.StyleOptions(size=48, seed=seed, max_evaluations=4) for seed in range(3)]
+    results = [collect(stub_of(one), make_request(options=options)) for options in quick]
+    assert all(r[-1].HasField("result") for r in results)
+    assert evaluations(two) >= 3 * 4  # replica two ran them while one was busy
+    assert gated.calls == 1
+    gated.release()
+    assert held.code() is grpc.StatusCode.OK
+
+
+def test_cancel_and_watch_from_another_replica(fleet: Fleet, stylizer: Stylizer) -> None:
+    gated = GatedStylizer(stylizer)
+    one, two = fleet(2, engines=[gated, gated])
+    stream = Consumer(stub_of(one), make_request(request_key="long-1", options=LONG))
+    assert gated.paused.wait(WAIT)
+    wait_for(lambda: any(e.HasField("started") for e in stream.events))
+
+    view = stub_of(two).GetJob(pb.GetJobRequest(request_key="long-1"), timeout=WAIT)
+    assert view.state == pb.JOB_STATE_RUNNING
+
+    watch = stub_of(two).WatchJob(pb.WatchJobRequest(request_key="long-1"), timeout=WAIT)
+    cancelled = stub_of(two).CancelJob(pb.CancelJobRequest(request_key="long-1"), timeout=WAIT)
+    assert cancelled.state == pb.JOB_STATE_CANCELLED
+    assert stream.code() is grpc.StatusCode.CANCELLED
+    with pytest.raises(grpc.RpcError) as ended:
+        list(watch)
+    assert ended.value.code() is grpc.StatusCode.CANCELLED
+    view = stub_of(one).GetJob(pb.GetJobRequest(request_key="long-1"), timeout=WAIT)
+    assert view.state == pb.JOB_STATE_CANCELLED
+
+
+def test_watch_resumes_after_the_last_event_seen(fleet: Fleet) -> None:
+    one, two = fleet(2)
+    events = collect(stub_of(one), make_request(request_key="resume-1"))
+    ids = [e.event_id for e in events if e.event_id]  # started and progress events
+    assert ids == sorted(ids) and len(ids) >= 3
+    middle = ids[len(ids) // 2]
+    rest = list(
+        stub_of(two).WatchJob(
+            pb.WatchJobRequest(request_key="resume-1", after_event_id=middle), timeout=WAIT
+        )
+    )
+    assert [e.event_id for e in rest[:-1]] == [i for i in ids if i > middle]
+    assert rest[-1].HasField("result")
+    assert rest[-1].result.image.data == events[-1].result.image.data
+
+
+def test_a_store_that_does_not_answer_refuses_calls_and_readiness(fleet: Fleet) -> None:
+    store = FlakyStore(MemoryStore(StoreConfig(lease_seconds=0.6)))
+    (one,) = fleet(1, store=store)
+    health = health_pb2_grpc.HealthStub(channel_to(one))
+    store.down.set()
+    with pytest.raises(grpc.RpcError) as refused:
+        collect(stub_of(one), make_request())
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert reason_of(refused.value) == "STORE_UNAVAILABLE"
+    assert has_retry_info(refused.value)
+
+    def status() -> int:
+        return int(health.Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+
+    wait_for(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
+    store.down.clear()
+    wait_for(lambda: status() == health_pb2.HealthCheckResponse.SERVING, timeout=10)
+    assert collect(stub_of(one), make_request())[-1].HasField("result")
