@@ -4,6 +4,7 @@ the fleet's jobs, and readiness that follows the store's health."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import socket
@@ -13,6 +14,7 @@ from typing import Protocol
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.jobs.fleet import FleetWorker
 from styletx_server.jobs.job import StylizeJob
+from styletx_server.observe.logs import log_event
 from styletx_server.observe.metrics import ServerMetrics
 from styletx_server.ops.config import ServerConfig
 from styletx_server.ops.health import HealthState
@@ -23,6 +25,8 @@ from styletx_server.security.tenants import TenantDirectory
 from styletx_server.store import open_store
 from styletx_server.store.protocol import Claim, JobStore, StoreConfig
 from styletx_server.store.url import parse_store_url
+
+log = logging.getLogger(__name__)
 
 
 def store_config(config: ServerConfig) -> StoreConfig:
@@ -108,6 +112,11 @@ class FleetPart:
         asyncio.run_coroutine_threadsafe(change, self._loop)
 
     async def start(self) -> None:
+        """Check the store's own settings where it tells them, then claim the fleet's jobs."""
+        check = getattr(self.store, "setting_problems", None)
+        if check is not None:
+            for problem in await check():
+                log_event(log, "store_settings", level=logging.WARNING, problem=problem)
         self.worker.start()
 
 

@@ -393,6 +393,22 @@ class RedisStore:
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def setting_problems(self) -> list[str]:
+        """What in the server's own settings would lose admitted jobs or refuse them at random:
+        no append-only file, or an eviction policy other than `noeviction`. Empty when the
+        settings are right or cannot be read (a managed Redis may refuse CONFIG GET)."""
+        wanted = {"appendonly": "yes", "maxmemory-policy": "noeviction"}
+        problems = []
+        for name, value in wanted.items():
+            try:
+                found = await self._call("config", self._redis.config_get(name))
+            except (StoreUnavailable, RedisError):
+                return []
+            text = _text(next(iter(found.values()), b"")) if found else ""
+            if text and text != value:
+                problems.append(f"{name} is {text!r}, the service needs {value!r}")
+        return problems
+
     async def close(self) -> None:
         await self._redis.aclose()
 

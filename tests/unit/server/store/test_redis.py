@@ -186,3 +186,27 @@ def test_long_ttls_and_leases_are_set_to_the_millisecond(server: RedisServer) ->
 def redis_keys(server: RedisServer) -> dict[str, int]:
     client = server.client()
     return {k.decode(): int(client.pttl(k)) for k in client.scan_iter(count=1000)}
+
+
+def test_the_settings_that_lose_or_refuse_jobs_are_named(server: RedisServer) -> None:
+    client = server.client()
+
+    async def problems() -> list[str]:
+        store = store_at(server.url())
+        try:
+            return await store.setting_problems()
+        finally:
+            await store.close()
+
+    assert asyncio.run(problems()) == []  # the fixture runs appendonly yes, noeviction
+    client.config_set("appendonly", "no")
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        found = asyncio.run(problems())
+    finally:
+        client.config_set("appendonly", "yes")
+        client.config_set("maxmemory-policy", "noeviction")
+    assert found == [
+        "appendonly is 'no', the service needs 'yes'",
+        "maxmemory-policy is 'allkeys-lru', the service needs 'noeviction'",
+    ]
