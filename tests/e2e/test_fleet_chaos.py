@@ -6,6 +6,7 @@ Each test prints its figure (the time to recover); `bench/RESULTS.md` keeps them
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
@@ -191,3 +192,91 @@ def test_one_key_sent_50_times_at_once_is_one_job(seeded_weights: Path, redis: R
     finally:
         for server in servers:
             server.stop()
+
+
+def test_redis_killed_and_restarted_from_its_append_only_file_loses_no_job(
+    seeded_weights: Path, redis: RedisServer, tmp_path: Path
+) -> None:
+    server = replica(seeded_weights, redis)
+    try:
+        wait_ready([server])
+        short = pb.StyleOptions(size=48, max_evaluations=20, seed=4)
+        keys = [f"kept-{index}" for index in range(4)]
+        calls = [stub(server).Stylize(request(key, short), timeout=WAIT) for key in keys]
+        wait_until(lambda: running(server) > 0)
+        time.sleep(1.5)  # appendfsync everysec: what was admitted a second ago is on disk
+        assert redis.process is not None
+        redis.process.send_signal(signal.SIGKILL)
+        redis.process.wait(10)
+        down = time.monotonic()
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub(server).Stylize(request("during-outage", short), timeout=30))
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "STORE_UNAVAILABLE" in str(refused.value.trailing_metadata())
+        restarted = RedisServer(
+            redis.binary, redis.folder, port=redis.port, password=redis.password
+        )
+        try:
+            for key in keys:  # every admitted job ends DONE, whoever asks
+                deadline = time.monotonic() + WAIT
+                while True:
+                    try:
+                        view = stub(server).GetJob(
+                            pb.GetJobRequest(request_key=key, omit_image=True), timeout=10
+                        )
+                        if view.state == pb.JOB_STATE_DONE:
+                            break
+                    except grpc.RpcError as exc:
+                        assert exc.code() is grpc.StatusCode.UNAVAILABLE, exc
+                    assert time.monotonic() < deadline, key
+                    time.sleep(0.2)
+            took = time.monotonic() - down
+            print(f"\nfleet: redis kill -9 and restart, every admitted job done {took:.1f} s after")
+        finally:
+            for call in calls:
+                call.cancel()
+            restarted.stop()
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+def test_a_job_whose_workers_keep_dying_stops_after_max_attempts(
+    seeded_weights: Path, redis: RedisServer
+) -> None:
+    def start() -> ServerProcess:
+        return replica(seeded_weights, redis, "--max-attempts", "2")
+
+    servers = [start(), start()]
+    try:
+        wait_ready(servers)
+        first = stub(servers[0]).Stylize(request("deadly-1"), timeout=WAIT)
+        for _ in range(2):  # the replica running it dies, twice
+            alive = [s for s in servers if s.process.poll() is None]
+            runner = runner_of(alive)
+            runner.process.send_signal(signal.SIGKILL)
+            runner.process.wait(30)
+            for survivor in [s for s in alive if s is not runner]:
+                wait_until(functools.partial(lambda s: running(s) > 0, survivor))
+        servers.append(start())  # a replica that reaps the lapsed lease
+        wait_ready(servers[-1:])
+        last = stub(servers[-1])
+
+        def failed() -> bool:
+            view = last.GetJob(pb.GetJobRequest(request_key="deadly-1"), timeout=10)
+            return view.state == pb.JOB_STATE_FAILED
+
+        wait_until(failed, 30)
+        view = last.GetJob(pb.GetJobRequest(request_key="deadly-1"), timeout=10)
+        assert view.error.reason == pb.ERROR_REASON_MAX_ATTEMPTS
+        assert view.error.code == grpc.StatusCode.ABORTED.value[0]
+        with pytest.raises(grpc.RpcError) as ended:
+            list(last.WatchJob(pb.WatchJobRequest(request_key="deadly-1"), timeout=30))
+        assert ended.value.code() is grpc.StatusCode.ABORTED
+        # Other work keeps flowing.
+        quick = request("after-1", pb.StyleOptions(size=48, max_evaluations=4))
+        other = list(last.Stylize(quick, timeout=WAIT))
+        assert other[-1].result.image.data
+        first.cancel()
+    finally:
+        for server in servers:
+            server.stop(signal.SIGKILL)
