@@ -8,6 +8,7 @@ The same paths against a real Redis and killed server processes: tests/e2e/test_
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -219,3 +220,15 @@ def test_a_store_that_does_not_answer_refuses_calls_and_readiness(fleet: Fleet) 
     store.down.clear()
     wait_for(lambda: status() == health_pb2.HealthCheckResponse.SERVING, timeout=10)
     assert collect(stub_of(one), make_request())[-1].HasField("result")
+
+
+def test_after_every_ttl_the_store_holds_nothing(fleet: Fleet) -> None:
+    store = MemoryStore(StoreConfig(lease_seconds=0.5, result_ttl=0.5))
+    one, two = fleet(2, store=store)
+    for index, server in enumerate([one, two, one]):
+        collect(stub_of(server), make_request(request_key=f"ttl-{index}"))
+    collect(stub_of(two), make_request())
+    one.stop()
+    two.stop()
+    # Records, events, results, keys and the replicas' liveness marks all expire.
+    wait_for(lambda: asyncio.run(store.footprint()) == 0, timeout=10)
