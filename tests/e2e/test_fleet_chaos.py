@@ -280,3 +280,74 @@ def test_a_job_whose_workers_keep_dying_stops_after_max_attempts(
     finally:
         for server in servers:
             server.stop(signal.SIGKILL)
+
+
+def test_rolling_sigterm_under_steady_keyed_load_fails_no_call(
+    seeded_weights: Path, redis: RedisServer
+) -> None:
+    def start() -> ServerProcess:
+        return replica(seeded_weights, redis, "--grace-period", "3", "--max-peer-share", "1")
+
+    servers = [start() for _ in range(3)]
+    wait_ready(servers)
+    live = list(servers)
+    lock = threading.Lock()
+    stop = threading.Event()
+    done: list[str] = []
+    failed: list[str] = []
+
+    def caller(index: int) -> None:
+        """Keyed calls one after another; a call whose replica leaves is sent again, with its
+        key, to another replica (what the SDK does on UNAVAILABLE or a broken stream)."""
+        count = 0
+        while not stop.is_set():
+            key = f"roll-{index}-{count}"
+            job = request(key, pb.StyleOptions(size=48, max_evaluations=12, seed=count))
+            for attempt in range(20):
+                with lock:
+                    target = live[(index + attempt) % len(live)]
+                try:
+                    events = list(stub(target).Stylize(job, timeout=60))
+                    if events and events[-1].result.image.data:
+                        done.append(key)
+                        break
+                except grpc.RpcError as exc:
+                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                        failed.append(f"{key}: {exc.code().name} {exc.details()}")
+                        break
+                    time.sleep(0.2)
+            else:
+                failed.append(f"{key}: no result after 20 tries")
+            count += 1
+
+    threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for index in range(3):  # each replica in turn: SIGTERM, exit, a new one in its place
+            time.sleep(2)
+            leaving = servers[index]
+            with lock:
+                live.remove(leaving)
+            assert leaving.stop(signal.SIGTERM, timeout=60) == 0
+            fresh = start()
+            wait_ready([fresh])
+            servers.append(fresh)
+            with lock:
+                live.append(fresh)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(120)
+        for server in servers:
+            server.stop(signal.SIGKILL)
+    again = sum(
+        e.get("jobs", 0) for s in servers for e in s.events if e.get("event") == "handed_back"
+    )
+    print(
+        f"\nfleet: rolling SIGTERM of 3 replicas: {len(done)} calls done, {len(failed)} failed, "
+        f"{again} jobs handed back for a second attempt"
+    )
+    assert not failed, failed
+    assert len(done) >= 8

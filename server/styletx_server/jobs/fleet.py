@@ -12,6 +12,7 @@ outcome is refused by the store (`Fenced`) and counted, never delivered. A stopp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -101,6 +102,8 @@ class FleetWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = threading.Event()
         self._beat_thread: threading.Thread | None = None
+        #: Set when a claim may find work now: a job admitted here, a worker freed here.
+        self._wake: asyncio.Event | None = None
 
     @property
     def held(self) -> int:
@@ -109,8 +112,14 @@ class FleetWorker:
 
     # -- the loops -------------------------------------------------------------------------------
 
+    def kick(self) -> None:
+        """Claim now rather than at the next poll (call on the loop)."""
+        if self._wake is not None:
+            self._wake.set()
+
     def start(self) -> None:
         """Start claiming and reaping (on the running loop) and renewing leases (a thread)."""
+        self._wake = asyncio.Event()
         self._spawn(self._claim_loop())
         self._spawn(self._reap_loop())
         self._beat_thread = threading.Thread(
@@ -141,7 +150,15 @@ class FleetWorker:
                     )
                     await self._hand_back([claim.lease])
             if not claims:
-                await asyncio.sleep(self._poll)
+                await self._nap()
+
+    async def _nap(self) -> None:
+        """Until the next poll, or a kick (work admitted or a worker freed on this replica)."""
+        assert self._wake is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._poll):
+                await self._wake.wait()
+        self._wake.clear()
 
     async def _reap_loop(self) -> None:
         period = self._store.config.lease_seconds / 2
@@ -307,6 +324,7 @@ class FleetWorker:
                     await asyncio.sleep(0.2)
         finally:
             self._drop(lease.job_id)
+            self.kick()  # a worker is free
 
     # -- stopping --------------------------------------------------------------------------------
 
@@ -341,9 +359,11 @@ class FleetWorker:
         with self._lock:
             self._given_back.update(lease.job_id for lease in leases)
         try:
-            await self._store.hand_back(leases)
+            requeued = await self._store.hand_back(leases)
         except StoreUnavailable as exc:  # the leases lapse instead
             self._store_failed("hand_back", exc)
+            return
+        log_event(log, "handed_back", jobs=len(requeued), job_ids=requeued[:16])
 
     # -- bookkeeping -----------------------------------------------------------------------------
 

@@ -85,6 +85,8 @@ class FleetPart:
             beat_store=self._beat_store,
             on_store=self._store_health,
         )
+        if server.servicer.fleet is not None:
+            server.servicer.fleet.on_admitted = self.worker.kick
 
     def _beat_store(self) -> JobStore:
         """The heartbeat thread's own connection (a Redis client belongs to one event loop)."""

@@ -110,7 +110,10 @@ class ServerConfig:
     )
     # -- Admission: what may wait, arrive and be decoded at once.
     queue_size: int = setting(
-        16, "jobs that may wait for a worker; more get RESOURCE_EXHAUSTED", low=1
+        16,
+        "jobs that may wait for a worker; more get RESOURCE_EXHAUSTED (with --store redis://: "
+        "the jobs the whole fleet may hold, waiting or running)",
+        low=1,
     )
     max_message_bytes: int = setting(32 * MIB, "largest gRPC message received or sent", low=1024)
     max_pixels: int = setting(
@@ -215,7 +218,8 @@ class ServerConfig:
         "Redis 7 that replicas share, redis://[user:password@]host[:port][/db] (rediss:// for "
         "TLS; ?prefix=NAME sets the hash tag of its keys, ?timeout=SECONDS bounds each call); "
         "the password is never logged. With Redis, the replicas share one queue (--queue-size "
-        "then bounds the fleet's waiting jobs), run any job and answer for any request key",
+        "then bounds the fleet's jobs, waiting or running), run any job and answer for any "
+        "request key",
         note="memory:// or redis[s]://...",
         check=check_store_url,
     )

@@ -59,8 +59,10 @@ from styletx_server.store.protocol import (
 
 T = TypeVar("T")
 
-#: Seconds between polls of a job's events while nothing new came (progress reaches a caller
-#: within this plus the store's latency).
+#: Seconds between polls of a job's events while nothing new came: from FIRST_POLL_SECONDS
+#: after an event, doubling up to POLL_SECONDS (progress reaches a caller within this plus the
+#: store's latency; a job's next event usually comes within an evaluation).
+FIRST_POLL_SECONDS = 0.002
 POLL_SECONDS = 0.02
 #: Polls between looks at the job's record while no event comes (its end without a final event:
 #: cancelled while queued, out of attempts; a queued job's position).
@@ -91,6 +93,9 @@ class FleetCalls:
         self._capacity = capacity
         self._retry_after = retry_after
         self._tasks: set[asyncio.Task[object]] = set()
+        #: Called on the loop after each job this replica admits (the fleet worker claims at
+        #: once instead of at its next poll).
+        self.on_admitted: Callable[[], None] = lambda: None
 
     # -- Stylize ---------------------------------------------------------------------------------
 
@@ -126,6 +131,7 @@ class FleetCalls:
                     digest=digest or b"",
                     weight=tenant.weight,
                     capacity=self._capacity,
+                    count_running=True,
                     max_queued=tenant.max_queued,
                     max_running=tenant.max_running,
                     payload=payload_of(call.request_id, request),
@@ -140,6 +146,7 @@ class FleetCalls:
             await self._attach(admitted.record, digest, key, context, call, encoding)
             return
         assert isinstance(admitted, Created)
+        self.on_admitted()
         call.fields["job_id"] = admitted.record.job_id
         encoding = (inspection.output_format, inspection.output_quality)
         await self.follow(admitted.record, context, call, encoding, position=admitted.position)
@@ -194,7 +201,7 @@ class FleetCalls:
         position: int | None,
     ) -> None:
         job_id = record.job_id
-        idle = 0
+        idle, pause = 0, FIRST_POLL_SECONDS
         while True:
             events = await self._patient(
                 "events", functools.partial(self._store.events, job_id, after)
@@ -207,7 +214,7 @@ class FleetCalls:
                     return
                 await self._relay.send(context, item if convert is None else convert(item))
             if events:
-                idle = 0
+                idle, pause = 0, FIRST_POLL_SECONDS
                 continue
             idle += 1
             if idle % RECORD_EVERY == 0:
@@ -223,7 +230,8 @@ class FleetCalls:
                     if place is not None and place != position:
                         position = place
                         await self._queued(context, now, place, convert)
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(pause)
+            pause = min(POLL_SECONDS, 2 * pause)
 
     async def _queued(
         self, context: AnyContext, record: JobRecord, position: int, convert: Convert | None

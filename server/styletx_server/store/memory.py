@@ -117,7 +117,8 @@ class MemoryStore:
             counts = self._counts()
             tenant = counts.tenants.get(request.tenant, TenantCounts())
             refused = None
-            if counts.queued >= request.capacity:
+            held = counts.queued + (counts.running if request.count_running else 0)
+            if held >= request.capacity:
                 refused = ("queue", request.capacity)
             elif request.max_queued is not None and tenant.queued >= request.max_queued:
                 refused = ("max_queued", request.max_queued)

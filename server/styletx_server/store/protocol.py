@@ -137,6 +137,9 @@ class AdmitRequest:
     weight: float = 1.0
     #: Jobs the whole queue may hold (the fleet's queue bound).
     capacity: int = 16
+    #: `capacity` bounds the jobs queued or running (a fleet's places, workers included), not
+    #: only the queued ones: a burst is not refused while claims are on their way.
+    count_running: bool = False
     #: Jobs the tenant may have queued (None: no bound of its own).
     max_queued: int | None = None
     #: Jobs of the tenant that may run at once: `claim` skips the tenant at it.

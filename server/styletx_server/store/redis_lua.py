@@ -94,7 +94,7 @@ end
 """
 
 #: ARGV: P, tenant, key ('' for none), digest, cost, capacity, max_queued (-1: none),
-#: max_running (-1: none), random id suffix, payload.
+#: max_running (-1: none), random id suffix, payload, '1' when capacity counts running jobs too.
 ADMIT = (
     _COMMON
     + """
@@ -112,7 +112,9 @@ if key ~= '' then
 end
 local function n(field) return tonumber(redis.call('HGET', COUNTS, field) or '0') end
 local q, tq, tr = n('q'), n('q:' .. tenant), n('r:' .. tenant)
-if q >= capacity then return {'refused', 'queue', capacity, q, tq, tr} end
+local held = q
+if ARGV[11] == '1' then held = q + n('r') end
+if held >= capacity then return {'refused', 'queue', capacity, q, tq, tr} end
 if maxq >= 0 and tq >= maxq then return {'refused', 'max_queued', maxq, q, tq, tr} end
 local now = now_ms()
 redis.call('PERSIST', FAIR)

@@ -204,6 +204,7 @@ class RedisStore:
             -1 if request.max_running is None else request.max_running,
             secrets.token_hex(8),
             request.payload,
+            "1" if request.count_running else "0",
         )
         kind = _text(reply[0])
         if kind == "refused":

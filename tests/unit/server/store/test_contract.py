@@ -149,6 +149,21 @@ def test_the_queue_bound_and_tenant_quotas_refuse_with_their_counts(harness: Har
     harness.run(scenario)
 
 
+def test_a_bound_on_places_counts_running_jobs_too(harness: Harness) -> None:
+    async def scenario(store: JobStore) -> None:
+        places = {"capacity": 3, "count_running": True}
+        await admit(store, "a", **places)
+        await admit(store, "a", **places)
+        await claim_one(store)
+        await admit(store, "a", **places)  # 2 queued + 1 running: the third place
+        full = await store.admit(request("a", **places))
+        assert full == Refusal("queue", 3, queued=2, tenant_queued=2, tenant_running=1)
+        # The same counts under a bound on queued jobs alone: room for one more.
+        assert isinstance(await store.admit(request("a", capacity=3)), Created)
+
+    harness.run(scenario)
+
+
 def test_claim_takes_k_in_order_skipping_tenants_at_max_running(harness: Harness) -> None:
     async def scenario(store: JobStore) -> None:
         a = [await admit(store, "a", max_running=1) for _ in range(3)]
