@@ -59,13 +59,11 @@ from styletx_server.store.protocol import (
 
 T = TypeVar("T")
 
-#: Seconds between polls of a job's events while nothing new came: from FIRST_POLL_SECONDS
-#: after an event, doubling up to POLL_SECONDS (progress reaches a caller within this plus the
-#: store's latency; a job's next event usually comes within an evaluation).
-FIRST_POLL_SECONDS = 0.002
-POLL_SECONDS = 0.02
-#: Polls between looks at the job's record while no event comes (its end without a final event:
-#: cancelled while queued, out of attempts; a queued job's position).
+#: Longest wait of one read of a job's events for the next one (the store answers as soon as
+#: one is added: progress reaches a caller within the store's latency).
+WAIT_SECONDS = 0.05
+#: Empty reads between looks at the job's record (its end without a final event: cancelled
+#: while queued, out of attempts; a queued job's position).
 RECORD_EVERY = 10
 #: Seconds a following call rides out a store that stopped answering before it gives up.
 STORE_PATIENCE = 10.0
@@ -201,10 +199,10 @@ class FleetCalls:
         position: int | None,
     ) -> None:
         job_id = record.job_id
-        idle, pause = 0, FIRST_POLL_SECONDS
+        idle = 0
         while True:
             events = await self._patient(
-                "events", functools.partial(self._store.events, job_id, after)
+                "events", functools.partial(self._store.events, job_id, after, 100, WAIT_SECONDS)
             )
             for event in events:
                 after = event.id
@@ -214,7 +212,7 @@ class FleetCalls:
                     return
                 await self._relay.send(context, item if convert is None else convert(item))
             if events:
-                idle, pause = 0, FIRST_POLL_SECONDS
+                idle = 0
                 continue
             idle += 1
             if idle % RECORD_EVERY == 0:
@@ -230,8 +228,6 @@ class FleetCalls:
                     if place is not None and place != position:
                         position = place
                         await self._queued(context, now, place, convert)
-            await asyncio.sleep(pause)
-            pause = min(POLL_SECONDS, 2 * pause)
 
     async def _queued(
         self, context: AnyContext, record: JobRecord, position: int, convert: Convert | None
@@ -313,7 +309,7 @@ class FleetCalls:
             limit = max(0.0, min(limit, remaining - 0.1))
         deadline = time.monotonic() + limit
         while record.live and time.monotonic() < deadline:
-            await asyncio.sleep(POLL_SECONDS * 5)
+            await asyncio.sleep(0.1)
             now = await self._ask("get", self._store.get(record.job_id))
             record = now or record
         return record
@@ -415,4 +411,4 @@ def _gone(record: JobRecord) -> str:
     return f"it finished, but its result {cause}; GetJob with omit_image still describes it"
 
 
-__all__ = ["POLL_SECONDS", "FleetCalls"]
+__all__ = ["WAIT_SECONDS", "FleetCalls"]

@@ -8,6 +8,7 @@ clock (seconds since the epoch), so tests can move it; what expired leaves at th
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import heapq
 import secrets
@@ -264,10 +265,18 @@ class MemoryStore:
                 raise Fenced(lease.job_id, lease.token)
             return self._append(job, kind, data)
 
-    async def events(self, job_id: str, after: int = 0, limit: int = 100) -> list[Event]:
-        with self._lock:
-            job = self._read(job_id)
-            return [] if job is None else [e for e in job.events if e.id > after][:limit]
+    async def events(
+        self, job_id: str, after: int = 0, limit: int = 100, wait: float = 0.0
+    ) -> list[Event]:
+        deadline = time.monotonic() + wait
+        while True:
+            with self._lock:
+                job = self._read(job_id)
+                found = [] if job is None else [e for e in job.events if e.id > after][:limit]
+            if found or time.monotonic() >= deadline:
+                return found
+            # Replicas sharing this store run on other threads and loops: look again soon.
+            await asyncio.sleep(0.001)
 
     async def complete(self, lease: Lease, outcome: Outcome) -> Completed:
         with self._lock:

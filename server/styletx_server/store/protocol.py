@@ -376,9 +376,12 @@ class JobStore(Protocol):
         `max_events`."""
         ...
 
-    async def events(self, job_id: str, after: int = 0, limit: int = 100) -> list[Event]:
+    async def events(
+        self, job_id: str, after: int = 0, limit: int = 100, wait: float = 0.0
+    ) -> list[Event]:
         """Up to `limit` events with ids above `after`, oldest first (resume from the last id
-        seen; ids below the oldest kept are gone)."""
+        seen; ids below the oldest kept are gone). With none yet, waits up to `wait` seconds
+        (below the store's timeout) for the next one: a follower learns of it at once."""
         ...
 
     async def complete(self, lease: Lease, outcome: Outcome) -> Completed:

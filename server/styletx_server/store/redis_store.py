@@ -293,11 +293,21 @@ class RedisStore:
             raise Fenced(lease.job_id, lease.token)
         return int(event_id)
 
-    async def events(self, job_id: str, after: int = 0, limit: int = 100) -> list[Event]:
-        entries = await self._call(
-            "events",
-            self._redis.xrange(f"{self._p}:events:{job_id}", f"{after + 1}-0", "+", count=limit),
-        )
+    async def events(
+        self, job_id: str, after: int = 0, limit: int = 100, wait: float = 0.0
+    ) -> list[Event]:
+        stream = f"{self._p}:events:{job_id}"
+        if wait > 0:
+            # XREAD BLOCK answers as soon as an entry past `after` is added (ids are "n-0").
+            block = max(1, min(_ms(wait), _ms(self._config.timeout / 2)))
+            found = await self._call(
+                "events", self._redis.xread({stream: f"{after}-0"}, count=limit, block=block)
+            )
+            entries = found[0][1] if found else []
+        else:
+            entries = await self._call(
+                "events", self._redis.xrange(stream, f"{after + 1}-0", "+", count=limit)
+            )
         return [
             Event(int(_text(entry_id).partition("-")[0]), _text(fields[b"k"]), bytes(fields[b"d"]))
             for entry_id, fields in entries

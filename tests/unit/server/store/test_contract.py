@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import pytest
@@ -427,5 +428,29 @@ def test_once_jobs_end_everything_expires_and_nothing_is_left(harness: Harness) 
             assert harness.redis.client().dbsize() == 0
         assert await store.get(keyed.job_id) is None and await store.find("a", "k") is None
         assert await store.events(keyed.job_id) == [] and await store.result(keyed.job_id) is None
+
+    harness.run(scenario)
+
+
+def test_a_waiting_read_of_events_returns_as_soon_as_one_is_added(harness: Harness) -> None:
+    async def scenario(store: JobStore) -> None:
+        await admit(store, "a")
+        (claim,) = await store.claim("r1", 1)
+        job_id = claim.record.job_id
+        start = time.monotonic()
+        assert await store.events(job_id, 0, wait=0.05) == []  # nothing: waited, then empty
+        assert time.monotonic() - start >= 0.04
+
+        async def add_soon() -> None:
+            await asyncio.sleep(0.1)
+            await store.append(claim.lease, "progress", b"1")
+
+        adding = asyncio.ensure_future(add_soon())
+        start = time.monotonic()
+        found = await store.events(job_id, 0, wait=0.9)
+        took = time.monotonic() - start
+        await adding
+        assert [(e.id, e.data) for e in found] == [(1, b"1")]
+        assert 0.05 < took < 0.5  # woke on the event, long before the wait ran out
 
     harness.run(scenario)
