@@ -9,6 +9,8 @@ same ten places in all; calls spread round robin).
 - `overhead`: the same small call, alternating between an island and the first fleet replica
   (alone in its fleet until this part is over): p50 and p99 of each, and what the store adds
   (goal: p50 <= 5 ms, p99 <= 20 ms more).
+- `jobs_per_minute`: one replica's jobs per minute on each store, the same 64 px job one after
+  another, alternating (goal: Redis within 3 % of memory).
 - `events`: how late progress events reach the caller beyond the fastest one (arrival minus the
   event's own `elapsed`, less its minimum; goal: p99 <= 50 ms through the store).
 - `burst`: 10 calls of mixed sizes at once, then 16: calls refused while the other replica had
@@ -141,6 +143,24 @@ def overhead_and_events(island: ServerProcess, fleet: ServerProcess, calls: int)
     return out
 
 
+def throughput(island: ServerProcess, fleet: ServerProcess, jobs: int) -> dict[str, Any]:
+    """Jobs per minute of one replica on each store: the same jobs one after another, the two
+    replicas alternating (side by side, so a change in the machine's speed hits both)."""
+    stubs = {"memory": stub(island), "redis": stub(fleet)}
+    seconds = {"memory": 0.0, "redis": 0.0}
+    job = request(64, 20)
+    for channel in stubs.values():  # trace the shape on both first
+        list(channel.Stylize(job, timeout=120))
+    for _ in range(jobs):
+        for name, channel in stubs.items():
+            start = time.perf_counter()
+            events = list(channel.Stylize(job, timeout=120))
+            seconds[name] += time.perf_counter() - start
+            assert events[-1].HasField("result")
+    per_minute = {name: 60 * jobs / total for name, total in seconds.items()}
+    return {**per_minute, "redis_over_memory": per_minute["redis"] / per_minute["memory"]}
+
+
 def burst(servers: list[ServerProcess], count: int, hashed: bool, tag: str) -> dict[str, Any]:
     """`count` calls of mixed sizes at once; keys hashed to a replica, or spread round robin."""
     stubs = [stub(s) for s in servers]
@@ -184,6 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, help="weights file (default: seeded random)")
     parser.add_argument("--calls", type=int, default=60, help="calls per store for overhead")
+    parser.add_argument("--jobs", type=int, default=20, help="jobs per store for throughput")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
@@ -197,7 +218,8 @@ def main() -> None:
         try:
             # One fleet replica while the store's cost is timed: every call runs where it lands.
             figures: dict[str, Any] = {
-                "overhead": overhead_and_events(islands[0], fleet[0], args.calls)
+                "overhead": overhead_and_events(islands[0], fleet[0], args.calls),
+                "jobs_per_minute": throughput(islands[0], fleet[0], args.jobs),
             }
             fleet.append(replica(weights, "--queue-size", "10", "--store", redis.url))
             for count in (10, 16):

@@ -48,6 +48,8 @@ OpenJob = Callable[[pb.StylizeRequest, str, Claim], Awaitable[StylizeJob]]
 _NOT_NOW = (Reason.OVER_BUDGET, Reason.QUEUE_FULL, Reason.DRAINING, Reason.LOADING)
 
 
+#: After a kick, the claim loop naps this long, this many times, before its usual poll.
+HURRY_SECONDS, HURRY_NAPS = 0.003, 20
 #: Longest pause between heartbeats (they also carry cancel requests to the running replica).
 BEAT_SECONDS = 0.5
 
@@ -104,6 +106,7 @@ class FleetWorker:
         self._beat_thread: threading.Thread | None = None
         #: Set when a claim may find work now: a job admitted here, a worker freed here.
         self._wake: asyncio.Event | None = None
+        self._hurry = 0
 
     @property
     def held(self) -> int:
@@ -113,7 +116,10 @@ class FleetWorker:
     # -- the loops -------------------------------------------------------------------------------
 
     def kick(self) -> None:
-        """Claim now rather than at the next poll (call on the loop)."""
+        """Claim now rather than at the next poll (call on the loop); for a moment the claim
+        loop looks again every few milliseconds, as a worker that just ended a job may still be
+        counted busy for as long."""
+        self._hurry = HURRY_NAPS
         if self._wake is not None:
             self._wake.set()
 
@@ -155,8 +161,12 @@ class FleetWorker:
     async def _nap(self) -> None:
         """Until the next poll, or a kick (work admitted or a worker freed on this replica)."""
         assert self._wake is not None
+        pause = self._poll
+        if self._hurry > 0:
+            self._hurry -= 1
+            pause = min(pause, HURRY_SECONDS)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._poll):
+            async with asyncio.timeout(pause):
                 await self._wake.wait()
         self._wake.clear()
 

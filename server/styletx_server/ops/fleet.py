@@ -4,6 +4,7 @@ the fleet's jobs, and readiness that follows the store's health."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -74,6 +75,7 @@ class FleetPart:
         self._health = server.health
         self._lifecycle = server.lifecycle
         self._loop = server.loop
+        self._workers = server.workers
         self._store_ok = True
         self.worker = FleetWorker(
             store,
@@ -87,6 +89,8 @@ class FleetPart:
         )
         if server.servicer.fleet is not None:
             server.servicer.fleet.on_admitted = self.worker.kick
+        # A worker freed here: claim now, not at the next poll.
+        server.admission.listen(self._queue_changed)
 
     def _beat_store(self) -> JobStore:
         """The heartbeat thread's own connection (a Redis client belongs to one event loop)."""
@@ -102,6 +106,11 @@ class FleetPart:
         return self._servicer.open_job(
             request, request_id=request_id, tenant=tenant, key=None, digest=None
         )
+
+    def _queue_changed(self, waiting: int, running: int) -> None:
+        if waiting + running < self._workers:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server is stopping
+                self._loop.call_soon_threadsafe(self.worker.kick)
 
     def _store_health(self, ok: bool) -> None:
         """Readiness NOT_SERVING while the store fails (liveness is not touched)."""

@@ -93,6 +93,7 @@ class AdmissionQueue:
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._mean_job_seconds = initial_job_seconds
+        self._listeners: list[Callable[[int, int], None]] = []
 
     # -- observers -------------------------------------------------------------------------
 
@@ -121,10 +122,18 @@ class AdmissionQueue:
         with self._cond:
             return max(1.0, self._mean_job_seconds)
 
+    def listen(self, listener: Callable[[int, int], None]) -> None:
+        """Also tell `listener(waiting, running)` of every change (under the queue's lock, on
+        whichever thread changed it: it must only hand the news on)."""
+        with self._cond:
+            self._listeners.append(listener)
+
     def _changed(self) -> None:
         """Must hold the lock: report counts and renumber the waiting jobs."""
         if self._on_change is not None:
             self._on_change(len(self._waiting), self._running)
+        for listener in self._listeners:
+            listener(len(self._waiting), self._running)
         if self._on_tenants is not None:
             waiting = self._waiting.tenants()
             names = set(waiting) | {n for n, c in self._running_by_tenant.items() if c}
