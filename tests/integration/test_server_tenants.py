@@ -300,6 +300,8 @@ def test_metrics_are_labelled_by_tenant_with_the_file_bounding_the_labels(
         stylize(batch)
     registry = server.metrics.registry
     assert registry.get_sample_value("styletx_lbfgs_evaluations_total", {"tenant": "batch"}) == 2
+    # The stream ends with the result a moment before the worker counts itself free.
+    wait_for(lambda: registry.get_sample_value("styletx_jobs_in_flight", {"tenant": "batch"}) == 0)
     for tenant in ("default", "shop", "batch"):
         assert registry.get_sample_value("styletx_queue_depth", {"tenant": tenant}) == 0
         assert registry.get_sample_value("styletx_jobs_in_flight", {"tenant": tenant}) == 0

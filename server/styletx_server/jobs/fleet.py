@@ -45,7 +45,13 @@ log = logging.getLogger(__name__)
 OpenJob = Callable[[pb.StylizeRequest, str, Claim], Awaitable[StylizeJob]]
 
 #: Refusals that mean "not here, not now": the job goes back to the fleet's queue.
-_NOT_NOW = (Reason.OVER_BUDGET, Reason.QUEUE_FULL, Reason.DRAINING, Reason.LOADING)
+_NOT_NOW = (
+    Reason.OVER_BUDGET,
+    Reason.QUEUE_FULL,
+    Reason.DRAINING,
+    Reason.LOADING,
+    Reason.TENANT_QUOTA,
+)
 
 
 #: After a kick, the claim loop naps this long, this many times, before its usual poll.
@@ -257,6 +263,7 @@ class FleetWorker:
             status = statuses.for_refusal(exc, 1.0)
             if status.reason in _NOT_NOW and not isinstance(exc, InvalidRequest):
                 await self._hand_back([lease])
+                await asyncio.sleep(self._poll)  # not claim it straight back
             else:
                 await self._commit(lease, None, Final(status=status))
             return

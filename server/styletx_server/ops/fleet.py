@@ -102,7 +102,11 @@ class FleetPart:
     async def _open_claimed(
         self, request: pb.StylizeRequest, request_id: str, claim: Claim
     ) -> StylizeJob:
-        tenant = self._tenants.tenant(claim.record.tenant)
+        # The fleet holds the tenant to its quotas (admission and claims count fleet-wide); the
+        # local queue holds only what this replica claimed.
+        tenant = replace(
+            self._tenants.tenant(claim.record.tenant), max_queued=None, max_running=None
+        )
         return self._servicer.open_job(
             request, request_id=request_id, tenant=tenant, key=None, digest=None
         )

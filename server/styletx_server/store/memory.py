@@ -1,9 +1,10 @@
-"""The in-process job store (`memory://`, the default): one replica, today's behaviour.
+"""The in-process job store: `protocol.JobStore` in dictionaries, by the Redis store's rules
+(one contract suite tests both). Servers in one process may share it (the fleet's in-process
+tests); a server with `--store memory://` needs no store at all and keeps its jobs itself.
 
-Implements `protocol.JobStore` with the same rules as the Redis store, held in dictionaries.
-Every method does its work under one lock without awaiting anything, so each is one atomic
-step for asyncio tasks and threads alike. Time, for leases and TTLs, is read from an injectable
-clock (seconds since the epoch), so tests can move it; what expired leaves at the next call.
+Every method works under one lock without awaiting anything: one atomic step for tasks and
+threads alike. Time, for leases and TTLs, comes from an injectable clock (seconds since the
+epoch), so tests can move it; what expired leaves at the next call.
 """
 
 from __future__ import annotations
@@ -57,10 +58,6 @@ class _Job:
     chunks: list[bytes] | None = None
     #: When everything of the job leaves (None while it lives).
     expires: float | None = None
-
-    @property
-    def order(self) -> tuple[int, int]:
-        return self.start, self.seq
 
 
 @dataclass
@@ -275,8 +272,7 @@ class MemoryStore:
                 found = [] if job is None else [e for e in job.events if e.id > after][:limit]
             if found or time.monotonic() >= deadline:
                 return found
-            # Replicas sharing this store run on other threads and loops: look again soon.
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # the writer may be on another thread: look again soon
 
     async def complete(self, lease: Lease, outcome: Outcome) -> Completed:
         with self._lock:
@@ -357,7 +353,7 @@ class MemoryStore:
 
     def _live(self, state: JobState) -> list[_Job]:
         jobs = (self._jobs[i] for i in self._live_ids)
-        return sorted((j for j in jobs if j.record.state is state), key=lambda j: j.order)
+        return sorted((j for j in jobs if j.record.state is state), key=lambda j: (j.start, j.seq))
 
     def _counts(self) -> Counts:
         queued: Counter[str] = Counter()
