@@ -432,3 +432,53 @@ def test_two_tenants_weighted_1_to_3_share_the_fleet_1_to_3(
     print(f"\nfleet: tenants weighted 1:3 on 3 replicas: heavy's share {share:.2f} (0.75 due)")
     assert abs(share - 0.75) <= 0.075  # within 10 % of 3/4
     assert refused["light"] > 0 and refused["heavy"] > 0  # each quota held for the fleet
+
+
+def test_a_replica_added_under_load_takes_a_share_and_every_key_stays_found(
+    seeded_weights: Path, redis: RedisServer
+) -> None:
+    servers = [replica(seeded_weights, redis, "--max-peer-share", "1") for _ in range(2)]
+    stop = threading.Event()
+    done: list[str] = []
+    missing: list[str] = []
+    lock = threading.Lock()
+
+    def caller(index: int) -> None:
+        count = 0
+        while not stop.is_set():
+            key = f"scale-{index}-{count}"
+            count += 1
+            with lock:
+                here = list(servers)
+            job = request(key, pb.StyleOptions(size=48, max_evaluations=10, seed=count))
+            list(stub(here[count % len(here)]).Stylize(job, timeout=WAIT))
+            done.append(key)
+            for server in here:  # every replica, the new one included, finds every key
+                try:
+                    stub(server).GetJob(pb.GetJobRequest(request_key=key, omit_image=True))
+                except grpc.RpcError as exc:
+                    missing.append(f"{key}: {exc.code().name}")
+
+    try:
+        wait_ready(servers)
+        threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(done) >= 8)
+        added = replica(seeded_weights, redis, "--max-peer-share", "1")
+        wait_ready([added])
+        with lock:
+            servers.append(added)
+        before = len(done)
+        wait_until(lambda: len(done) >= before + 16)
+        stop.set()
+        for thread in threads:
+            thread.join(WAIT)
+        ran = jobs_computed(added)
+        print(f"\nfleet: a third replica added under load ran {ran:.0f} of {len(done)} jobs")
+        assert ran >= 2  # work goes where capacity is
+        assert missing == []
+    finally:
+        stop.set()
+        for server in servers:
+            server.stop(signal.SIGKILL)
