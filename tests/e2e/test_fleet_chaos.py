@@ -19,6 +19,7 @@ import pytest
 
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
+from styletx_client import Progress, Result, StyleTransferClient
 from tests.support.redis_server import MISSING, RedisServer, find_redis_server
 from tests.support.server_process import ServerProcess, launch, png, wait_ready
 
@@ -480,5 +481,49 @@ def test_a_replica_added_under_load_takes_a_share_and_every_key_stays_found(
         assert missing == []
     finally:
         stop.set()
+        for server in servers:
+            server.stop(signal.SIGKILL)
+
+
+def test_the_sdk_rides_out_the_death_of_the_replica_holding_its_stream(
+    seeded_weights: Path, redis: RedisServer
+) -> None:
+    servers = [replica(seeded_weights, redis), replica(seeded_weights, redis)]
+    try:
+        wait_ready(servers)
+        target = ",".join(s.address for s in servers)
+        iterations: list[int] = []
+        outcome: list[object] = []
+        with StyleTransferClient(target, timeout=WAIT) as client:
+
+            def on_event(event: object) -> None:
+                if isinstance(event, Progress):
+                    iterations.append(event.iteration)
+
+            def run() -> None:
+                try:
+                    outcome.append(
+                        client.stylize(
+                            CONTENT, STYLE, request_key="streamed-1", on_event=on_event,
+                            size=64, max_evaluations=150, seed=3,
+                        )
+                    )  # fmt: skip
+                except BaseException as exc:  # reported below
+                    outcome.append(exc)
+
+            caller = threading.Thread(target=run)
+            caller.start()
+            wait_until(lambda: len(iterations) >= 3)
+            holder = next(s for s in servers if s.metric("styletx_calls_in_flight") > 0)
+            holder.process.send_signal(signal.SIGKILL)
+            killed_at = len(iterations)
+            caller.join(WAIT)
+        assert not caller.is_alive()
+        assert isinstance(outcome[0], Result), outcome
+        # Every iteration once, in order, across the kill: nothing missed, nothing repeated.
+        assert iterations == list(range(1, len(iterations) + 1)), iterations
+        assert len(iterations) > killed_at
+        print(f"\nfleet: SDK stream's replica killed after {killed_at} iterations; 0 missed")
+    finally:
         for server in servers:
             server.stop(signal.SIGKILL)
