@@ -32,11 +32,13 @@ from styletx_server.ops.config import SETTINGS, load_config
 from styletx_server.store.url import StoreURL, parse_store_url
 from tests.support.redis_server import MISSING, find_redis_server, free_port
 from tests.unit.test_deploy import (
+    ADAPTER_RULES,
     K8S,
     K8S_VERSIONS,
     README,
     Obj,
     Rendered,
+    promtool,
     quantity,
     render,
     selects,
@@ -640,3 +642,74 @@ def test_fleet_components_are_components() -> None:
     for path in (K8S / "components" / "fleet", K8S / "components" / "fleet" / "redis"):
         kustomization = yaml.safe_load((path / "kustomization.yaml").read_text(encoding="utf-8"))
         assert kustomization["kind"] == "Component", path
+
+
+# --------------------------------------------------------------------------------------------
+# Autoscaling: on the fleet's queue, not one pod's.
+# --------------------------------------------------------------------------------------------
+
+
+def external_rules() -> list[Obj]:
+    rules: list[Obj] = yaml.safe_load(ADAPTER_RULES.read_text(encoding="utf-8"))["externalRules"]
+    return rules
+
+
+def test_the_fleet_scales_on_its_shared_queue_served_by_the_adapter(fleet: Rendered) -> None:
+    hpa = fleet.one("HorizontalPodAutoscaler")["spec"]
+    (metric,) = hpa["metrics"]  # the gpu overlay's per-pod busyness is replaced, not added to
+    assert metric["type"] == "External"
+    assert metric["external"]["target"]["type"] == "AverageValue"  # per replica
+    assert quantity(metric["external"]["target"]["averageValue"]) < 1  # headroom, as busyness
+    (rule,) = external_rules()
+    assert rule["name"]["as"] == metric["external"]["metric"]["name"] == "styletx_fleet_jobs"
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}}
+
+
+def test_the_adapter_counts_each_fleet_job_once_whatever_the_replicas(tmp_path: Path) -> None:
+    """Every replica reports the same fleet-wide counts: the query must not add them up."""
+    (rule,) = external_rules()
+    query = (
+        rule["metricsQuery"]
+        .replace("<<.Series>>", "styletx_fleet_jobs")
+        .replace("<<.LabelMatchers>>", 'namespace="styletx"')
+        .replace("<<.GroupBy>>", "namespace")
+    )
+    series = []
+    for pod in ("styletx-a", "styletx-b", "styletx-c"):  # three replicas, one fleet
+        for state, tenant, value in (
+            ("queued", "shop", 3),
+            ("running", "shop", 2),
+            ("running", "batch", 1),
+        ):
+            labels = f'namespace="styletx", pod="{pod}", state="{state}", tenant="{tenant}"'
+            series.append({"series": f"styletx_fleet_jobs{{{labels}}}", "values": f"{value}x20"})
+    other = 'namespace="other", pod="x", state="queued", tenant="shop"'
+    series.append({"series": f"styletx_fleet_jobs{{{other}}}", "values": "50x20"})
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": query,
+                        "eval_time": "4m",
+                        "exp_samples": [{"labels": '{namespace="styletx"}', "value": 6}],
+                    }
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "adapter.test.yaml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run(
+        [promtool(), "test", "rules", test_file.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
