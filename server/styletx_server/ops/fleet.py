@@ -30,10 +30,15 @@ from styletx_server.store.url import parse_store_url
 log = logging.getLogger(__name__)
 
 
+#: Seconds a fleet keeps an ended job at least, whatever --result-ttl says: a caller following
+#: it from another replica reads its outcome from the store.
+MIN_FLEET_TTL = 5.0
+
+
 def store_config(config: ServerConfig) -> StoreConfig:
     """What the store is told of the settings."""
     return StoreConfig(
-        result_ttl=config.result_ttl,
+        result_ttl=max(config.result_ttl, MIN_FLEET_TTL),
         lease_seconds=config.lease_seconds,
         max_attempts=config.max_attempts,
         tenant_result_bytes=config.max_stored_result_bytes,
@@ -135,4 +140,4 @@ class FleetPart:
         self.worker.start()
 
 
-__all__ = ["FleetPart", "owner_name", "shared_store", "store_config"]
+__all__ = ["MIN_FLEET_TTL", "FleetPart", "owner_name", "shared_store", "store_config"]
