@@ -172,8 +172,12 @@ def test_cancel_and_watch_from_another_replica(fleet: Fleet, stylizer: Stylizer)
     assert gated.paused.wait(WAIT)
     wait_for(lambda: any(e.HasField("started") for e in stream.events))
 
+    wait_for(lambda: any(e.HasField("progress") for e in stream.events))
     view = stub_of(two).GetJob(pb.GetJobRequest(request_key="long-1"), timeout=WAIT)
     assert view.state == pb.JOB_STATE_RUNNING
+    # As a replica on its own says it: the resolved options and the latest progress.
+    assert view.options.size == LONG.size and view.started.options.size == LONG.size
+    assert view.progress.iteration >= 1 and not view.progress.HasField("preview")
 
     watch = stub_of(two).WatchJob(pb.WatchJobRequest(request_key="long-1"), timeout=WAIT)
     cancelled = stub_of(two).CancelJob(pb.CancelJobRequest(request_key="long-1"), timeout=WAIT)

@@ -59,6 +59,8 @@ from styletx_server.store.protocol import (
 
 T = TypeVar("T")
 
+#: Events a GetJob reads to describe a running job (the store keeps 256 per job by default).
+EVENTS_KEPT = 256
 #: Longest wait of one read of a job's events for the next one (the store answers as soon as
 #: one is added: progress reaches a caller within the store's latency).
 WAIT_SECONDS = 0.05
@@ -344,10 +346,26 @@ class FleetCalls:
         elif times.started is not None:
             view.queue_time.CopyFrom(duration(max(0.0, times.started - times.admitted)))
             view.compute_time.CopyFrom(duration(max(0.0, (times.ended or now) - times.started)))
+            await self._running_view(record, view)
         final = stored.final_of_record(record)
         if final is not None and final.status is not None:
             view.error.CopyFrom(job_error(final.status))
         return view
+
+    async def _running_view(self, record: JobRecord, view: pb.GetJobResponse) -> None:
+        """The running attempt's Started event (resolved options) and latest progress."""
+        events = await self._ask("events", self._store.events(record.job_id, 0, EVENTS_KEPT))
+        for event in events:
+            item = stored.decode(event)
+            if isinstance(item, Final):
+                continue
+            if item.HasField("started"):
+                view.started.CopyFrom(item.started)
+                view.options.CopyFrom(item.started.options)
+                view.ClearField("progress")  # a new attempt starts over
+            elif item.HasField("progress"):
+                view.progress.CopyFrom(item.progress)
+                view.progress.ClearField("preview")  # GetJob describes; WatchJob sends pictures
 
     # -- the store, bounded ----------------------------------------------------------------------
 
