@@ -34,6 +34,7 @@ from tests.integration.conftest import (
     collect,
     has_retry_info,
     make_request,
+    png,
     reason_of,
     wait_for,
 )
@@ -236,3 +237,23 @@ def test_after_every_ttl_the_store_holds_nothing(fleet: Fleet) -> None:
     two.stop()
     # Records, events, results, keys and the replicas' liveness marks all expire.
     wait_for(lambda: asyncio.run(store.footprint()) == 0, timeout=10)
+
+
+def test_a_result_over_a_megabyte_is_stored_in_chunks_and_read_whole_elsewhere(
+    fleet: Fleet,
+) -> None:
+    store = MemoryStore(StoreConfig(lease_seconds=1.0, chunk_bytes=256 * 1024))
+    one, two = fleet(2, store=store)
+    # A noisy content image at 768 px: its PNG result is over 1 MB (4 chunks and more).
+    request = make_request(
+        request_key="large-1",
+        content_image=png(576, 768, 3),
+        options=pb.StyleOptions(size=768, max_evaluations=1, seed=2),
+    )
+    events = collect(stub_of(one), request)
+    data = events[-1].result.image.data
+    assert len(data) > 1024 * 1024
+    again = collect(stub_of(two), request)
+    assert again[-1].result.image.data == data
+    view = stub_of(two).GetJob(pb.GetJobRequest(request_key="large-1"), timeout=WAIT)
+    assert view.result.image.data == data
