@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -257,3 +258,22 @@ def test_a_result_over_a_megabyte_is_stored_in_chunks_and_read_whole_elsewhere(
     assert again[-1].result.image.data == data
     view = stub_of(two).GetJob(pb.GetJobRequest(request_key="large-1"), timeout=WAIT)
     assert view.result.image.data == data
+
+
+def test_a_replica_whose_store_is_down_at_start_is_not_ready_until_it_answers(
+    fleet: Fleet,
+) -> None:
+    store = FlakyStore(MemoryStore(StoreConfig(lease_seconds=0.6)))
+    store.down.set()
+    (one,) = fleet(1, store=store)  # the model loads; the store does not answer
+    health = health_pb2_grpc.HealthStub(channel_to(one))
+
+    def status() -> int:
+        return int(health.Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+
+    wait_for(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
+    time.sleep(1.0)  # and it stays so: nothing turns it SERVING while the store fails
+    assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
+    store.down.clear()
+    wait_for(lambda: status() == health_pb2.HealthCheckResponse.SERVING, timeout=10)
+    assert collect(stub_of(one), make_request())[-1].HasField("result")

@@ -163,8 +163,8 @@ class StyletxServer:
         else:
             if self.fleet is not None:  # claims the fleet's jobs from now on
                 self._run(self.fleet.start())
-            if not self.lifecycle.draining.is_set():
-                self._run(self.health.serving())
+            if not self.lifecycle.draining.is_set() and (self.fleet is None or self.fleet.store_ok):
+                self._run(self.health.serving())  # (a fleet's: once its store answers)
             log_event(log, "ready")
         self._ready.set()
 

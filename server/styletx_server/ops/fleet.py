@@ -121,6 +121,11 @@ class FleetPart:
             with contextlib.suppress(RuntimeError):  # the loop closed: the server is stopping
                 self._loop.call_soon_threadsafe(self.worker.kick)
 
+    @property
+    def store_ok(self) -> bool:
+        """False since the store last failed a call, until it answers again."""
+        return self._store_ok
+
     def _store_health(self, ok: bool) -> None:
         """Readiness NOT_SERVING while the store fails (liveness is not touched)."""
         if ok == self._store_ok:
