@@ -26,7 +26,13 @@ from styletx_api.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletx_server.ops.app import StyletxServer
 from styletx_server.ops.config import ServerConfig
 from styletx_server.store.memory import MemoryStore
-from styletx_server.store.protocol import JobStore, StoreConfig, StoreUnavailable
+from styletx_server.store.protocol import (
+    Created,
+    JobState,
+    JobStore,
+    StoreConfig,
+    StoreUnavailable,
+)
 from tests.integration.conftest import (
     WAIT,
     Consumer,
@@ -277,3 +283,35 @@ def test_a_replica_whose_store_is_down_at_start_is_not_ready_until_it_answers(
     store.down.clear()
     wait_for(lambda: status() == health_pb2.HealthCheckResponse.SERVING, timeout=10)
     assert collect(stub_of(one), make_request())[-1].HasField("result")
+
+
+class SlowAdmission(FlakyStore):
+    """A store whose `admit` answers after `delay` seconds; it keeps what it filed."""
+
+    def __init__(self, inner: JobStore, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+        self.filed: list[str] = []
+
+    async def admit(self, request: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        admitted = await self.inner.admit(request)
+        if isinstance(admitted, Created):
+            self.filed.append(admitted.record.job_id)
+        return admitted
+
+
+def test_a_caller_gone_during_admission_leaves_no_unkeyed_job_behind(fleet: Fleet) -> None:
+    memory = MemoryStore(StoreConfig(lease_seconds=0.6))
+    store = SlowAdmission(memory, delay=0.5)
+    (one,) = fleet(1, store=store)
+    with pytest.raises(grpc.RpcError) as gone:  # the caller's deadline passes while admitting
+        list(stub_of(one).Stylize(make_request(options=LONG), timeout=0.2))
+    assert gone.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_for(lambda: len(store.filed) == 1, timeout=10)  # the store filed it all the same
+
+    def state() -> JobState | None:
+        record = asyncio.run(memory.get(store.filed[0]))
+        return None if record is None else record.state
+
+    wait_for(lambda: state() is JobState.CANCELLED, timeout=10)  # and it was taken back

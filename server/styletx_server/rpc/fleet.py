@@ -46,6 +46,7 @@ from styletx_server.rpc.job_rpcs import CANCEL_WAIT_SECONDS, watch_event
 from styletx_server.rpc.relay import Convert, Relay
 from styletx_server.rpc.stylize import Lifecycle
 from styletx_server.store.protocol import (
+    Admission,
     AdmitRequest,
     Created,
     Existing,
@@ -122,22 +123,32 @@ class FleetCalls:
             raise NotReady("model is loading")
         with child("intake"):
             inspection = inspect(request, self._limits, engine)
-        admitted = await self._ask(
-            "admit",
-            self._store.admit(
-                AdmitRequest(
-                    tenant=tenant.name,
-                    key=key,
-                    digest=digest or b"",
-                    weight=tenant.weight,
-                    capacity=self._capacity,
-                    count_running=True,
-                    max_queued=tenant.max_queued,
-                    max_running=tenant.max_running,
-                    payload=payload_of(call.request_id, request),
-                )
-            ),
+        filing = asyncio.ensure_future(
+            self._ask(
+                "admit",
+                self._store.admit(
+                    AdmitRequest(
+                        tenant=tenant.name,
+                        key=key,
+                        digest=digest or b"",
+                        weight=tenant.weight,
+                        capacity=self._capacity,
+                        count_running=True,
+                        max_queued=tenant.max_queued,
+                        max_running=tenant.max_running,
+                        payload=payload_of(call.request_id, request),
+                    )
+                ),
+            )
         )
+        filing.add_done_callback(_retrieved)
+        try:
+            # The store may file the job even if the caller leaves meanwhile: let it finish.
+            admitted = await asyncio.shield(filing)
+        except asyncio.CancelledError:
+            if key is None:  # nobody can ask for it again: take it back once it is filed
+                self._background(self._withdraw(filing))
+            raise
         if isinstance(admitted, Refusal):
             if admitted.quota == "queue":
                 raise QueueFull(admitted.limit, self._retry_after())
@@ -150,6 +161,15 @@ class FleetCalls:
         call.fields["job_id"] = admitted.record.job_id
         encoding = (inspection.output_format, inspection.output_quality)
         await self.follow(admitted.record, context, call, encoding, position=admitted.position)
+
+    async def _withdraw(self, filing: asyncio.Future[Admission]) -> None:
+        """Cancel the job a departed caller's admission filed (an unkeyed one)."""
+        try:
+            admitted = await filing
+        except StoreDown:
+            return
+        if isinstance(admitted, Created):
+            await self._store.cancel(admitted.record.job_id)
 
     async def _attach(
         self,
@@ -401,6 +421,12 @@ class FleetCalls:
         task = asyncio.ensure_future(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _retrieved(task: asyncio.Future[Admission]) -> None:
+    """Consume the outcome of an admission nobody may await (its caller left)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _attachable(record: JobRecord) -> bool:
