@@ -17,7 +17,7 @@ from styletx_api.wire import STATUS_DETAILS_KEY
 from styletx_server.errors import statuses
 from styletx_server.errors.statuses import ErrorStatus, Reason
 from styletx_server.jobs.mailbox import Final
-from styletx_server.store.protocol import MAX_ATTEMPTS, Event, JobRecord, JobState
+from styletx_server.store.protocol import MAX_ATTEMPTS, Event, JobRecord, JobState, ResultFate
 
 #: Kinds of stored events.
 EVENT, RESULT, ERROR = "event", "result", "error"
@@ -90,6 +90,22 @@ def state_of_record(record: JobRecord) -> pb.JobState.ValueType:
     }[record.state]
 
 
+def attachable(record: JobRecord) -> bool:
+    """A job a call with its key attaches to: live, or DONE with its result kept."""
+    return record.live or record.result is ResultFate.KEPT
+
+
+def result_gone(record: JobRecord) -> str:
+    """Why a finished job's result cannot be sent, as a NOT_FOUND says it."""
+    if record.result is ResultFate.EVICTED:
+        cause = "was evicted by its tenant's newer results (the tenant's result byte budget)"
+    elif record.result is ResultFate.NOT_KEPT:
+        cause = "was not kept: it is larger than the tenant's result byte budget"
+    else:
+        cause = "is no longer kept"
+    return f"it finished, but its result {cause}; GetJob with omit_image still describes it"
+
+
 def job_state_of(final: Final) -> JobState:
     """The store's state for a job that ended with `final`."""
     if final.response is not None:
@@ -103,11 +119,13 @@ __all__ = [
     "ERROR",
     "EVENT",
     "RESULT",
+    "attachable",
     "decode",
     "event_bytes",
     "final_bytes",
     "final_of_record",
     "job_state_of",
+    "result_gone",
     "state_of_record",
     "status_bytes",
     "status_from",

@@ -54,7 +54,6 @@ from styletx_server.store.protocol import (
     JobState,
     JobStore,
     Refusal,
-    ResultFate,
     StoreUnavailable,
 )
 
@@ -113,7 +112,7 @@ class FleetCalls:
         encoding = output_encoding(request)
         if key is not None:
             found = await self._ask("find", self._store.find(tenant.name, key))
-            if found is not None and _attachable(found):
+            if found is not None and stored.attachable(found):
                 await self._attach(found, digest, key, context, call, encoding)
                 return
         if self._lifecycle.draining.is_set():
@@ -272,7 +271,7 @@ class FleetCalls:
         if final.status is None:
             data = await self._ask("result", self._store.result(record.job_id))
             if data is None:
-                raise JobNotFound(record.key or record.job_id, _gone(record))
+                raise JobNotFound(record.key or record.job_id, stored.result_gone(record))
             final = Final(response=pb.StylizeResponse.FromString(data))
         await self._relay.deliver(final, context, call, encoding, convert)
 
@@ -285,7 +284,7 @@ class FleetCalls:
         if not request.omit_image and view.state == pb.JOB_STATE_DONE:
             data = await self._ask("result", self._store.result(record.job_id))
             if data is None:
-                raise JobNotFound(key, _gone(record))
+                raise JobNotFound(key, stored.result_gone(record))
             view.result.image.data = pb.StylizeResponse.FromString(data).result.image.data
         call.fields["state"] = _state_name(view.state)
         call.code = grpc.StatusCode.OK
@@ -429,11 +428,6 @@ def _retrieved(task: asyncio.Future[Admission]) -> None:
         task.exception()
 
 
-def _attachable(record: JobRecord) -> bool:
-    """A job a call with its key attaches to: live, or DONE with its result kept."""
-    return record.live or record.result is ResultFate.KEPT
-
-
 def _key(key: str, call: Call) -> str:
     call.fields["request_key"] = caller_text(key)
     if not valid_key(key):
@@ -443,16 +437,6 @@ def _key(key: str, call: Call) -> str:
 
 def _state_name(state: pb.JobState.ValueType) -> str:
     return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
-
-
-def _gone(record: JobRecord) -> str:
-    if record.result is ResultFate.EVICTED:
-        cause = "was evicted by its tenant's newer results (the tenant's result byte budget)"
-    elif record.result is ResultFate.NOT_KEPT:
-        cause = "was not kept: it is larger than the tenant's result byte budget"
-    else:
-        cause = "is no longer kept"
-    return f"it finished, but its result {cause}; GetJob with omit_image still describes it"
 
 
 __all__ = ["WAIT_SECONDS", "FleetCalls"]
