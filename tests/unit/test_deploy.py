@@ -1182,6 +1182,21 @@ def test_prometheusrule_carries_the_rule_file_unchanged() -> None:
     assert resource["spec"]["groups"] == groups
 
 
+def promql_tests_pass(tests: dict[str, Any], folder: Path) -> None:
+    """Run promtool's unit tests `tests` (a rules test file's content) in `folder`."""
+    test_file = folder / "adapter.test.yaml"
+    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run(
+        [promtool(), "test", "rules", test_file.name],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
@@ -1406,17 +1421,7 @@ def test_adapter_query_gives_each_pod_its_smoothed_busyness(tmp_path: Path) -> N
             }
         ],
     }  # fmt: skip
-    test_file = tmp_path / "adapter.test.yaml"
-    test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
-    result = subprocess.run(
-        [promtool(), "test", "rules", test_file.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promql_tests_pass(tests, tmp_path)
 
 
 def test_readme_documents_the_headless_round_robin_target() -> None:

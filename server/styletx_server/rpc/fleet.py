@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -24,7 +23,6 @@ from styletx.tracing import child
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.errors.refusals import (
     Draining,
-    InvalidKey,
     JobNotFound,
     KeyReused,
     NotReady,
@@ -37,12 +35,10 @@ from styletx_server.intake.inspection import Limits, inspect, output_encoding
 from styletx_server.jobs import stored
 from styletx_server.jobs.fleet import payload_of
 from styletx_server.jobs.mailbox import Final
-from styletx_server.jobs.registry import KEY_RULE, valid_key
 from styletx_server.jobs.views import job_error
-from styletx_server.observe.logs import caller_text
 from styletx_server.observe.metrics import ServerMetrics
 from styletx_server.rpc.calls import AnyContext, Call, Context
-from styletx_server.rpc.job_rpcs import CANCEL_WAIT_SECONDS, watch_event
+from styletx_server.rpc.job_rpcs import cancel_wait, checked_key, state_name, watch_event
 from styletx_server.rpc.relay import Convert, Relay
 from styletx_server.rpc.stylize import Lifecycle
 from styletx_server.store.protocol import (
@@ -278,7 +274,7 @@ class FleetCalls:
     # -- GetJob, WatchJob, CancelJob -----------------------------------------------------------
 
     async def get_job(self, request: pb.GetJobRequest, call: Call) -> pb.GetJobResponse:
-        key = _key(request.request_key, call)
+        key = checked_key(request.request_key, call)
         record = await self._found(call, key)
         view = await self._view(record, key)
         if not request.omit_image and view.state == pb.JOB_STATE_DONE:
@@ -286,12 +282,12 @@ class FleetCalls:
             if data is None:
                 raise JobNotFound(key, stored.result_gone(record))
             view.result.image.data = pb.StylizeResponse.FromString(data).result.image.data
-        call.fields["state"] = _state_name(view.state)
+        call.fields["state"] = state_name(view.state)
         call.code = grpc.StatusCode.OK
         return view
 
     async def watch_job(self, request: pb.WatchJobRequest, context: AnyContext, call: Call) -> None:
-        key = _key(request.request_key, call)
+        key = checked_key(request.request_key, call)
         record = await self._found(call, key)
         call.fields["attached"] = "stored" if record.state.ended else "running"
         position = None
@@ -310,7 +306,7 @@ class FleetCalls:
     async def cancel_job(
         self, request: pb.CancelJobRequest, context: AnyContext, call: Call
     ) -> pb.CancelJobResponse:
-        key = _key(request.request_key, call)
+        key = checked_key(request.request_key, call)
         record = await self._found(call, key)
         if record.live:
             asked = await self._ask("cancel", self._store.cancel(record.job_id))
@@ -318,17 +314,13 @@ class FleetCalls:
         state = stored.state_of_record(record)
         if record.live:  # not ended in time (a very slow evaluation): it will end cancelled
             state = pb.JOB_STATE_CANCELLED
-        call.fields["state"] = _state_name(state)
+        call.fields["state"] = state_name(state)
         call.code = grpc.StatusCode.OK
         return pb.CancelJobResponse(state=state)
 
     async def _ended(self, record: JobRecord, context: AnyContext) -> JobRecord:
         """The job's record once it has ended, or as it is when the caller's deadline nears."""
-        remaining = context.time_remaining()
-        limit = CANCEL_WAIT_SECONDS
-        if remaining is not None and math.isfinite(remaining):
-            limit = max(0.0, min(limit, remaining - 0.1))
-        deadline = time.monotonic() + limit
+        deadline = time.monotonic() + cancel_wait(context)
         while record.live and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             now = await self._ask("get", self._store.get(record.job_id))
@@ -426,17 +418,6 @@ def _retrieved(task: asyncio.Future[Admission]) -> None:
     """Consume the outcome of an admission nobody may await (its caller left)."""
     if not task.cancelled():
         task.exception()
-
-
-def _key(key: str, call: Call) -> str:
-    call.fields["request_key"] = caller_text(key)
-    if not valid_key(key):
-        raise InvalidKey(KEY_RULE)
-    return key
-
-
-def _state_name(state: pb.JobState.ValueType) -> str:
-    return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
 
 
 __all__ = ["WAIT_SECONDS", "FleetCalls"]

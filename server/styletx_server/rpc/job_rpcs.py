@@ -67,7 +67,7 @@ class JobRpcs:
         async def work(call: Call) -> pb.GetJobResponse:
             key, scoped = self._key(request.request_key, call)
             view = self._view(key, scoped, with_image=not request.omit_image)
-            call.fields["state"] = _state_name(view.state)
+            call.fields["state"] = state_name(view.state)
             call.code = grpc.StatusCode.OK
             return view
 
@@ -118,7 +118,7 @@ class JobRpcs:
                 if record is None:
                     raise JobNotFound(key, self._unknown(scoped))
                 state = record.state
-            call.fields["state"] = _state_name(state)
+            call.fields["state"] = state_name(state)
             call.code = grpc.StatusCode.OK
             return pb.CancelJobResponse(state=state)
 
@@ -129,10 +129,7 @@ class JobRpcs:
     @staticmethod
     def _key(key: str, call: Call) -> tuple[str, str]:
         """The request's key, and the key the registry files it under for the caller's tenant."""
-        call.fields["request_key"] = caller_text(key)
-        if not valid_key(key):
-            raise InvalidKey(KEY_RULE)
-        return key, scoped_key(call.tenant.name, key)
+        return checked_key(key, call), scoped_key(call.tenant.name, key)
 
     def _view(self, key: str, scoped: str, *, with_image: bool) -> pb.GetJobResponse:
         found = self._registry.lookup(scoped)
@@ -218,17 +215,31 @@ def _with_image(view: pb.GetJobResponse, final: Final, with_image: bool) -> pb.G
     return view
 
 
-def _state_name(state: pb.JobState.ValueType) -> str:
+def checked_key(key: str, call: Call) -> str:
+    """The request's key, recorded for the call's log; InvalidKey unless it follows KEY_RULE."""
+    call.fields["request_key"] = caller_text(key)
+    if not valid_key(key):
+        raise InvalidKey(KEY_RULE)
+    return key
+
+
+def state_name(state: pb.JobState.ValueType) -> str:
+    """A job state as the request log names it (`done`, `cancelled`, ...)."""
     return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def cancel_wait(context: AnyContext) -> float:
+    """How long CancelJob waits for the job to end: the cap, or just under the caller's
+    deadline (answer rather than let the call fail)."""
+    remaining = context.time_remaining()
+    if remaining is not None and math.isfinite(remaining):
+        return max(0.0, min(CANCEL_WAIT_SECONDS, remaining - 0.1))
+    return CANCEL_WAIT_SECONDS
 
 
 async def _ended(job: StylizeJob, context: AnyContext) -> Final | None:
     """The job's outcome once it has one; None when the call's deadline or the cap comes first."""
-    remaining = context.time_remaining()
-    limit = CANCEL_WAIT_SECONDS
-    if remaining is not None and math.isfinite(remaining):
-        # Answer just before the caller's deadline rather than let the call fail.
-        limit = max(0.0, min(limit, remaining - 0.1))
+    limit = cancel_wait(context)
     mailbox = Mailbox(asyncio.get_running_loop())
     job.subscribe(mailbox)
     try:
@@ -243,4 +254,11 @@ async def _ended(job: StylizeJob, context: AnyContext) -> Final | None:
         job.unsubscribe(mailbox)
 
 
-__all__ = ["CANCEL_WAIT_SECONDS", "JobRpcs", "watch_event"]
+__all__ = [
+    "CANCEL_WAIT_SECONDS",
+    "JobRpcs",
+    "cancel_wait",
+    "checked_key",
+    "state_name",
+    "watch_event",
+]
