@@ -2,7 +2,7 @@
 
 Two pairs of real server processes (one worker each): `islands`, two replicas on their own
 (memory store, `--queue-size 4` each, a call goes to the replica its key hashes to, as the SDK's
-key routing does), and `fleet`, two replicas sharing a `redis-server` of the bench's own
+key routing did up to 0.1), and `fleet`, two replicas sharing a `redis-server` of the bench's own
 (append-only file on; `--queue-size 10`: in a fleet it bounds the jobs waiting or running, so the
 same ten places in all; calls spread round robin).
 

@@ -1,5 +1,5 @@
 """Servers that go away under SDK calls: killed and restarted (restart), drained and replaced
-behind key routing (rollout)."""
+behind the SDK's balancing (rollout)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from styletx_client import StyleTransferClient
 
 
 def home_replica(key: str, addresses: Collection[str]) -> str:
-    """The address a request key goes to under rendezvous (highest-random-weight) hashing, as
-    the SDK routes keys among several addresses today (the bench's own copy: it picks the
-    replica to drain, the one most keys call home; should the SDK stop routing by key, the
-    phase still drains one replica and this count is only the prediction)."""
+    """The address a request key went to under rendezvous (highest-random-weight) hashing, as
+    the SDK routed keys up to 0.1 (the bench's own copy: it picks the replica to drain; the SDK
+    now balances round robin, so the phase drains one replica and this count is only what
+    key routing would have sent there)."""
 
     def score(address: str) -> tuple[int, str]:
         digest = hashlib.blake2b(f"{address}\x00{key}".encode(), digest_size=8).digest()
@@ -76,7 +76,7 @@ def _stagger(threads: list[threading.Thread], interval: float) -> None:
 
 
 def phase_rollout(weights: Path, calls: int, limit: float) -> dict[str, Any]:
-    """Three servers behind key routing; the busiest drained and restarted under `calls` calls."""
+    """Three servers behind the SDK; one drained and restarted under `calls` calls."""
     ports = [free_port() for _ in range(3)]
     args = ("--queue-size", str(calls), "--grace-period", "60")
     servers = [start_server(weights, *args, port=port) for port in ports]

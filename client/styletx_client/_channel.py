@@ -12,7 +12,6 @@ from styletx_api.wire import AUTHORIZATION_KEY, BEARER_SCHEME, REQUEST_ID_KEY, R
 
 from ._propagation import Metadatum, check_metadata, trace_metadata
 from ._retry import RetryPolicy
-from ._routing import ChannelSpec, TargetPlan, plan_target
 from ._version import __version__
 
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -77,9 +76,11 @@ def channel_options(
 ) -> list[ChannelOption]:
     """gRPC channel arguments: message limits, user agent, load balancing, then caller's extras.
 
-    `lb_policy` None means round_robin for a multi-address or `dns:` target given to one channel
-    (the SDK routes those itself, one channel per address, unless told a policy or it meets a
-    `dns://server/` target it cannot resolve) and gRPC's default pick_first otherwise.
+    `lb_policy` None means gRPC's `round_robin` for a target with several backends (an address
+    list or a `dns:` name such as a headless Service: every call, retry and re-attach goes to the
+    next ready replica, which a fleet allows) and gRPC's default `pick_first` otherwise. gRPC
+    resolves a `dns:` name again when a connection closes, so the server's max connection age
+    (GOAWAY) is what brings new replicas into the rotation.
     """
     options: list[ChannelOption] = [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -163,7 +164,6 @@ class ClientSettings:
     """Everything a client needs besides its channel objects; built once by `make_settings`."""
 
     target: str
-    plan: TargetPlan
     lb_policy: str | None
     max_message_bytes: int
     extra_options: tuple[ChannelOption, ...]
@@ -174,17 +174,13 @@ class ClientSettings:
     #: Sent with every call, after the SDK's own keys (`metadata=` of the clients).
     metadata: tuple[Metadatum, ...] = ()
 
-    def options_for(self, spec: ChannelSpec) -> list[ChannelOption]:
-        """Channel arguments of one channel: the SDK's, the :authority of a resolved DNS name
-        (so TLS verifies the name, not the pod IP), then the caller's extras."""
-        extra = list(self.extra_options)
-        if spec.authority is not None and "grpc.default_authority" not in dict(extra):
-            extra.insert(0, ("grpc.default_authority", spec.authority))
+    def channel_options(self) -> list[ChannelOption]:
+        """Channel arguments of the client's channel: the SDK's, then the caller's extras."""
         return channel_options(
-            spec.target,
+            self.target,
             lb_policy=self.lb_policy,
             max_message_bytes=self.max_message_bytes,
-            extra=extra,
+            extra=self.extra_options,
         )
 
 
@@ -209,7 +205,6 @@ def make_settings(
     normalized = normalize_target(target)
     return ClientSettings(
         target=normalized,
-        plan=plan_target(normalized, lb_policy=lb_policy),
         lb_policy=lb_policy,
         max_message_bytes=max_message_bytes,
         extra_options=tuple(options),

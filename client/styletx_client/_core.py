@@ -1,22 +1,25 @@
-"""What the sync and asyncio clients share: request building, routing, event conversion, and the
-retry and re-attach decisions of a Stylize call.
+"""What the sync and asyncio clients share: request building, the channel, event conversion, and
+the retry and re-attach decisions of a Stylize call.
 
 `StyleTransferClient` (grpc) and `AsyncStyleTransferClient` (grpc.aio) keep only their transport
 loops, the way googleapis clients share a core and differ in transport:
 
     call = core.start(...)
     while True:
-        attempt = call.next_attempt()          # deadline left, endpoint for the request key
+        attempt = call.next_attempt()          # the deadline left
         open attempt.connection's Stylize stream
         for each message: event = attempt.receive(message); deliver it unless None
         on grpc.RpcError: delay = attempt.fail(error)  # raises the SDK error when final
-        always: attempt.release() and close the connections it returns
         on a clean end: attempt.succeed(); stop
         sleep(delay)
 
-WatchJob runs the same loop (`core.watch(key)`), pinned to the replica that holds the key; GetJob
-and CancelJob are one message each way (`core.job_call(key)`): the key's replica, retried while
-it is unavailable or busy.
+WatchJob runs the same loop (`core.watch(key)`); GetJob and CancelJob are one message each way
+(`core.job_call(key)`), retried while the service is unavailable or busy.
+
+There is one channel per client. Several replicas are reached through gRPC's own `round_robin`
+over a `dns:` name or an address list (`_channel.channel_options`): in a fleet every replica
+answers for every key, so a retry or a re-attach may land on any of them, and gRPC's balancer
+moves it off a replica that is down or has closed its connections.
 """
 
 from __future__ import annotations
@@ -35,14 +38,7 @@ from ._channel import ChannelOption, ClientSettings, call_metadata
 from ._convert import build_request, event_from_proto
 from ._propagation import Metadatum
 from ._retry import AttemptBudget, Clock, RetryThrottle, is_retryable
-from ._routing import ChannelSpec, Endpoint, Router
-from .errors import (
-    ERROR_DOMAIN,
-    LEAVING_REASONS,
-    ServiceError,
-    UnavailableError,
-    from_rpc_error,
-)
+from .errors import CancelledError, ServiceError, UnavailableError, from_rpc_error
 from .events import Event, Progress, Queued, Result, Started
 from .options import ImageInput, Styles, StylizeOptions
 
@@ -68,7 +64,7 @@ def checked_key(request_key: str) -> str:
 
 
 class ClientCore(Generic[T]):
-    """State one client shares across its calls: settings, routing, the retry budget."""
+    """State one client shares across its calls: settings, the channel, the retry budget."""
 
     def __init__(
         self,
@@ -82,11 +78,21 @@ class ClientCore(Generic[T]):
         self._clock = clock
         self._rng = rng
         self.throttle = RetryThrottle(settings.retry.throttling)
+        self._connection: T | None = connect(
+            settings.target, settings.channel_options(), settings.credentials
+        )
 
-        def open_channel(spec: ChannelSpec) -> T:
-            return connect(spec.target, settings.options_for(spec), settings.credentials)
+    @property
+    def connection(self) -> T:
+        """The client's channel (and stubs); CancelledError once the client is closed."""
+        if self._connection is None:
+            raise CancelledError("the client was closed")
+        return self._connection
 
-        self.router: Router[T] = Router(settings.plan, open_channel, clock)
+    def close(self) -> T | None:
+        """The channel, for the transport to close (None when it was closed before)."""
+        connection, self._connection = self._connection, None
+        return connection
 
     def start(
         self,
@@ -123,9 +129,7 @@ class ClientCore(Generic[T]):
         """A WatchJob call of the job with `request_key`: re-watched when its stream breaks."""
         request = pb.WatchJobRequest(request_key=checked_key(request_key))
         request_id = request_id or uuid.uuid4().hex
-        return StylizeCall(
-            self, request, request_id, self._budget(timeout, request_id), pinned=True
-        )
+        return StylizeCall(self, request, request_id, self._budget(timeout, request_id))
 
     def job_call(
         self, request_key: str, *, timeout: float | None, request_id: str | None
@@ -180,8 +184,7 @@ class _Delivered:
 
 
 class StylizeCall(Generic[T]):
-    """One logical Stylize (or WatchJob) call across its attempts: retries, re-attaches, routing
-    feedback. A `pinned` call stays with its key's replica, the only one that holds the job."""
+    """One logical Stylize (or WatchJob) call across its attempts: retries and re-attaches."""
 
     def __init__(
         self,
@@ -189,19 +192,14 @@ class StylizeCall(Generic[T]):
         request: pb.StylizeRequest | pb.WatchJobRequest,
         request_id: str,
         budget: AttemptBudget,
-        *,
-        pinned: bool = False,
     ) -> None:
         self._core = core
-        self._pinned = pinned
         self.request = request
         self.request_id = request_id
         """The x-request-id of every attempt, which the server logs."""
         self.metadata = core.metadata(request_id, request.request_key)
         self._budget = budget
         self._delivered = _Delivered()
-        self._home: str | None = None  # the replica that streamed this job: re-attach there
-        self._avoid: set[str] = set()  # replicas that refused this call or are leaving
 
     @property
     def request_key(self) -> str:
@@ -209,27 +207,22 @@ class StylizeCall(Generic[T]):
         return self.request.request_key
 
     def next_attempt(self) -> Attempt[T]:
-        """Start an attempt: count it against the deadline, pick its endpoint."""
+        """Start an attempt: count it against the deadline."""
         try:
             timeout = self._budget.start_attempt()
         except ServiceError as error:
             raise self._final(error) from None
-        endpoint = self._core.router.pick(self.request_key, avoid=self._avoid, prefer=self._home)
-        return Attempt(self, endpoint, timeout)
+        return Attempt(self, self._core.connection, timeout)
 
     def _receive(
         self, attempt: Attempt[T], message: pb.StylizeResponse | pb.WatchJobResponse
     ) -> Event | None:
         attempt.received = True
-        self._home = attempt.endpoint.address
         event = event_from_proto(message)
         if event is None or not self._delivered.admit(event):
             return None
         self._budget.progressed()
         return event
-
-    def _release(self, endpoint: Endpoint[T]) -> list[T]:
-        return self._core.router.release(endpoint)
 
     def _succeed(self) -> None:
         if self._delivered.result:
@@ -243,16 +236,8 @@ class StylizeCall(Generic[T]):
     def _fail(self, attempt: Attempt[T], error: ServiceError) -> float:
         """The wait before the next attempt, or raise `error` when it is final."""
         self._final(error)
-        address = attempt.endpoint.address
-        leaving = error.domain == ERROR_DOMAIN and error.reason in LEAVING_REASONS
-        if (
-            not self._pinned
-            and isinstance(error, UnavailableError)
-            and (leaving or not attempt.received)
-        ):
-            # The replica refused the connection, or said it is going away: use the next one.
-            self._avoid.add(address)
-            self._core.router.mark_down(address)
+        # A replica that refused the connection or said it is leaving needs no steering here:
+        # gRPC's round_robin sends the next attempt to the next ready address.
         if attempt.received and not (self.request_key and isinstance(error, UnavailableError)):
             # Broken mid-way without a key (a retry would start the job over), or a final status.
             raise error from None
@@ -279,19 +264,14 @@ class StylizeCall(Generic[T]):
 
 
 class Attempt(Generic[T]):
-    """One RPC of a logical call, on one endpoint."""
+    """One RPC of a logical call."""
 
-    def __init__(self, call: StylizeCall[T], endpoint: Endpoint[T], timeout: float | None):
+    def __init__(self, call: StylizeCall[T], connection: T, timeout: float | None):
         self._call = call
-        self.endpoint = endpoint
+        self.connection = connection
         self.timeout = timeout
         """The gRPC timeout of this attempt: what is left of the call's deadline (None: none)."""
         self.received = False
-        self._released = False
-
-    @property
-    def connection(self) -> T:
-        return self.endpoint.connection
 
     def receive(self, message: pb.StylizeResponse | pb.WatchJobResponse) -> Event | None:
         """The event to deliver for `message`, or None (unknown kind, or already delivered)."""
@@ -305,17 +285,9 @@ class Attempt(Generic[T]):
         """The stream ended with OK."""
         self._call._succeed()
 
-    def release(self) -> list[T]:
-        """End the attempt's hold on its endpoint; returns connections the transport must close."""
-        if self._released:
-            return []
-        self._released = True
-        return self._call._release(self.endpoint)
-
 
 class JobCall(Generic[T]):
-    """One GetJob or CancelJob call across its attempts, all to the replica of its key (where the
-    job is; another replica would only say NOT_FOUND); retried while unavailable or busy."""
+    """One GetJob or CancelJob call across its attempts, retried while unavailable or busy."""
 
     def __init__(
         self, core: ClientCore[T], request_key: str, request_id: str, budget: AttemptBudget
@@ -326,14 +298,15 @@ class JobCall(Generic[T]):
         self.metadata = core.metadata(request_id, request_key)
         self._budget = budget
 
-    def next_attempt(self) -> tuple[Endpoint[T], float | None]:
-        """The endpoint of the next attempt and its gRPC timeout (what is left of the deadline)."""
+    def next_attempt(self) -> tuple[T, float | None]:
+        """The connection of the next attempt and its gRPC timeout (what is left of the
+        deadline)."""
         try:
             timeout = self._budget.start_attempt()
         except ServiceError as error:
             error.request_key = self.request_key
             raise
-        return self._core.router.pick(self.request_key), timeout
+        return self._core.connection, timeout
 
     def fail(self, rpc_error: grpc.RpcError) -> float:
         """Seconds to wait before the next attempt; raises the SDK error when it is final."""
@@ -351,7 +324,3 @@ class JobCall(Generic[T]):
 
     def succeed(self) -> None:
         self._core.throttle.succeeded()
-
-    def release(self, endpoint: Endpoint[T]) -> list[T]:
-        """End an attempt's hold on `endpoint`; returns connections the transport must close."""
-        return self._core.router.release(endpoint)

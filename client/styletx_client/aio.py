@@ -10,7 +10,7 @@ import functools
 import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeVar, Unpack
@@ -27,7 +27,6 @@ from ._convert import job_from_proto, job_state
 from ._core import ClientCore, StylizeCall
 from ._propagation import Metadatum
 from ._retry import RetryPolicy
-from ._routing import resolve_quietly
 from .errors import missing_result
 from .events import Event, Result
 from .jobs import JobInfo, JobState
@@ -61,10 +60,6 @@ def _connect(
         _health.CHECK_METHOD, request_serializer=None, response_deserializer=None
     )
     return _Connection(channel, pb_grpc.StyleTransferServiceStub(channel), health)
-
-
-async def _close(connections: Iterable[_Connection], grace: float | None = None) -> None:
-    await asyncio.gather(*(connection.channel.close(grace) for connection in connections))
 
 
 class AsyncEventStream(AsyncIterator[Event]):
@@ -251,22 +246,18 @@ class AsyncStyleTransferClient:
         """One job call on the key's replica, retried while it is unavailable or busy."""
         call = self._core.job_call(request_key, timeout=timeout, request_id=request_id)
         while True:
-            await self._resolve()
-            endpoint, left = call.next_attempt()
+            connection, left = call.next_attempt()
             try:
-                answer = await send(endpoint.connection.stub, left, call.metadata)
+                answer = await send(connection.stub, left, call.metadata)
             except grpc.RpcError as error:
                 delay = call.fail(error)
             else:
                 call.succeed()
                 return answer
-            finally:
-                await _close(call.release(endpoint))
             await self._sleep(delay)
 
     async def _run(self, call: StylizeCall[_Connection]) -> AsyncGenerator[Event, None]:
         while True:
-            await self._resolve()
             attempt = call.next_attempt()
             try:
                 stub = attempt.connection.stub
@@ -295,41 +286,26 @@ class AsyncStyleTransferClient:
             else:
                 attempt.succeed()
                 return
-            finally:
-                await _close(attempt.release())
             await self._sleep(delay)
-
-    async def _resolve(self) -> None:
-        """Resolve a `dns:` target when the router says it is time (getaddrinfo in a thread)."""
-        name = self._core.router.resolution_due()
-        if name is None:
-            return
-        addresses = None
-        try:
-            addresses = await asyncio.to_thread(resolve_quietly, name)
-        finally:
-            await _close(self._core.router.resolved(addresses))
 
     async def health(self, service: str = "", *, timeout: float = 10.0) -> _health.ServingStatus:
         """The server's grpc.health.v1 status ("" is the whole server; see SERVICE_NAME)."""
         request_id = uuid.uuid4().hex
-        await self._resolve()
-        endpoint = self._core.router.pick("")
         try:
-            data = await endpoint.connection.health(
+            data = await self._core.connection.health(
                 _health.encode_request(service),
                 timeout=timeout,
                 metadata=self._core.metadata(request_id),
             )
         except grpc.RpcError as error:
             return _health.status_from_error(error, request_id)
-        finally:
-            await _close(self._core.router.release(endpoint))
         return _health.decode_response(bytes(data))
 
     async def close(self, grace: float | None = None) -> None:
-        """Close the channels; running calls are cancelled (after `grace` seconds if given)."""
-        await _close(self._core.router.close(), grace)
+        """Close the channel; running calls are cancelled (after `grace` seconds if given)."""
+        connection = self._core.close()
+        if connection is not None:
+            await connection.channel.close(grace)
 
     async def __aenter__(self) -> Self:
         return self

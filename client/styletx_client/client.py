@@ -9,7 +9,7 @@ import functools
 import random
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar, Unpack
@@ -25,7 +25,6 @@ from ._convert import job_from_proto, job_state
 from ._core import ClientCore, StylizeCall
 from ._propagation import Metadatum
 from ._retry import RetryPolicy
-from ._routing import resolve_quietly
 from .errors import missing_result
 from .events import Event, Result
 from .jobs import JobInfo, JobState
@@ -65,11 +64,6 @@ def _connect(
     return _Connection(channel, pb_grpc.StyleTransferServiceStub(channel), health)
 
 
-def _close(connections: Iterable[_Connection]) -> None:
-    for connection in connections:
-        connection.channel.close()
-
-
 class EventStream(Iterator[Event]):
     """Events of one `Stylize` call. Closing it (or leaving its `with` block) cancels the RPC."""
 
@@ -106,10 +100,10 @@ class StyleTransferClient:
     """Client of the styletx `StyleTransferService`; use it as a context manager.
 
     `target` is `host:port`, a gRPC URI (`dns:///styletx:50051`) or a comma-separated list of IP
-    addresses; the last two spread calls over every address, each request key always to the same
-    one (rendezvous hashing), unless `lb_policy` names a gRPC policy. `timeout` is the default
-    total deadline of a call, retries and re-attaches included. The client is thread-safe; share
-    one per process.
+    addresses; the last two spread calls over every address with gRPC's `round_robin` (a fleet's
+    replicas all serve every key), unless `lb_policy` names another gRPC policy. `timeout` is the
+    default total deadline of a call, retries and re-attaches included. The client is
+    thread-safe; share one per process.
 
     `metadata` goes with every call; `interceptors` wrap every channel (grpc.intercept_channel).
     The OpenTelemetry context current when a call starts goes with it (W3C `traceparent`).
@@ -273,22 +267,18 @@ class StyleTransferClient:
         """One job call on the key's replica, retried while it is unavailable or busy."""
         call = self._core.job_call(request_key, timeout=timeout, request_id=request_id)
         while True:
-            self._resolve()
-            endpoint, left = call.next_attempt()
+            connection, left = call.next_attempt()
             try:
-                answer = send(endpoint.connection.stub, left, call.metadata)
+                answer = send(connection.stub, left, call.metadata)
             except grpc.RpcError as error:
                 delay = call.fail(error)
             else:
                 call.succeed()
                 return answer
-            finally:
-                _close(call.release(endpoint))
             self._sleep(delay)
 
     def _run(self, call: StylizeCall[_Connection]) -> Generator[Event, None, None]:
         while True:
-            self._resolve()
             attempt = call.next_attempt()
             try:
                 stub = attempt.connection.stub
@@ -314,20 +304,7 @@ class StyleTransferClient:
             else:
                 attempt.succeed()
                 return
-            finally:
-                _close(attempt.release())
             self._sleep(delay)
-
-    def _resolve(self) -> None:
-        """Resolve a `dns:` target when the router says it is time (blocking getaddrinfo)."""
-        name = self._core.router.resolution_due()
-        if name is None:
-            return
-        addresses = None
-        try:
-            addresses = resolve_quietly(name)
-        finally:
-            _close(self._core.router.resolved(addresses))
 
     def health(self, service: str = "", *, timeout: float = 10.0) -> _health.ServingStatus:
         """The server's grpc.health.v1 status ("" is the whole server; see SERVICE_NAME).
@@ -335,23 +312,21 @@ class StyleTransferClient:
         Behind several addresses, one of them answers (round robin).
         """
         request_id = uuid.uuid4().hex
-        self._resolve()
-        endpoint = self._core.router.pick("")
         try:
-            data = endpoint.connection.health(
+            data = self._core.connection.health(
                 _health.encode_request(service),
                 timeout=timeout,
                 metadata=self._core.metadata(request_id),
             )
         except grpc.RpcError as error:
             return _health.status_from_error(error, request_id)
-        finally:
-            _close(self._core.router.release(endpoint))
         return _health.decode_response(bytes(data))
 
     def close(self) -> None:
-        """Close the channels, cancelling every call still running on them."""
-        _close(self._core.router.close())
+        """Close the channel, cancelling every call still running on it."""
+        connection = self._core.close()
+        if connection is not None:
+            connection.channel.close()
 
     def __enter__(self) -> Self:
         return self

@@ -29,8 +29,6 @@ Reason = ErrorReason
 BUSY_REASONS = frozenset(
     {Reason.QUEUE_FULL, Reason.OVER_BUDGET, Reason.TOO_MANY_CALLS, Reason.TENANT_QUOTA}
 )
-LEAVING_REASONS = frozenset({Reason.DRAINING, Reason.SHUTDOWN})
-"""The replica is going away on purpose: go to another one (and do not count it as a failure)."""
 
 # Every google.rpc detail type a server may attach; unknown types stay packed in an Any.
 _DETAIL_TYPES: dict[str, type[Message]] = {

@@ -1,6 +1,5 @@
-"""The SDK's job calls across replicas (each key's calls reach the replica holding its job) and
-the CLI: `job get|watch|cancel KEY`, and Ctrl-C during `stylize` cancelling the job (SIGINT to a
-real `styletx-client` process)."""
+"""The SDK's job calls and the CLI: `job get|watch|cancel KEY`, and Ctrl-C during `stylize`
+cancelling the job (SIGINT to a real `styletx-client` process)."""
 
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ import pytest
 
 from styletx.engine import Stylizer
 from styletx_api.v1 import style_transfer_pb2 as pb
-from styletx_client import StyleTransferClient
-from styletx_client._routing import rendezvous_rank
 from styletx_client.cli import EXIT_NOT_FOUND, main
 from styletx_server.jobs.job import scoped_key
 from tests.integration.conftest import (
@@ -28,28 +25,6 @@ from tests.integration.conftest import (
     png,
     wait_for,
 )
-
-KEYS = [f"order-{i}" for i in range(8)]
-
-
-def test_job_calls_reach_the_replica_that_holds_the_key(server_factory: ServerFactory) -> None:
-    servers = [server_factory(), server_factory()]
-    by_address = {f"127.0.0.1:{s.port}": s for s in servers}
-    target = ",".join(by_address)
-    with StyleTransferClient(target, timeout=WAIT) as client:
-        for key in KEYS:
-            client.stylize(
-                png(48, 64, 1), png(40, 40, 2), request_key=key, size=SIZE, max_evaluations=2
-            )
-    homes = {key: by_address[rendezvous_rank(key, by_address)[0]] for key in KEYS}
-    assert {id(s) for s in homes.values()} == {id(s) for s in servers}  # both replicas used
-    # A fresh client (another process, say) finds every job by its key alone.
-    with StyleTransferClient(target, timeout=WAIT) as client:
-        for key in KEYS:
-            assert homes[key].jobs.lookup(scoped_key("default", key)) is not None
-            assert client.get_job(key, include_image=False).state == "done"
-            assert client.cancel_job(key) == "done"
-            assert [type(e).__name__ for e in client.watch_job(key)] == ["Result"]
 
 
 def test_job_get_watch_and_cancel_commands(

@@ -32,7 +32,6 @@ from styletx_client import (
     StyleTransferClient,
     UnavailableError,
 )
-from styletx_client._routing import rendezvous_rank
 from tests.support.fake_server import (
     Break,
     FakeJobs,
@@ -165,21 +164,18 @@ def test_without_a_key_a_broken_stream_fails_rather_than_computing_twice() -> No
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_draining_replica_hands_the_job_to_the_next_replica_by_hash(kind: Kind) -> None:
+def test_a_replica_draining_mid_stream_costs_a_re_attach_not_the_call(kind: Kind) -> None:
     key = "job-draining"
     with ExitStack() as stack:
         replicas = [stack.enter_context(serve(FakeJobs(name=f"r{i}"))) for i in range(3)]
-        by_address = {r.address: r for r in replicas}
-        home, second, third = (by_address[a] for a in rendezvous_rank(key, by_address))
-        home_jobs = jobs_of(home)
-        home_jobs.breaks.append(Break(after=4, reason=Reason.DRAINING))
-        target = ",".join(by_address)
-        events, _ = run_stream(kind, target, request_key=key)
-    # The next replica starts the job over; its repeated events are not delivered again.
+        for replica in replicas:
+            jobs_of(replica).breaks.append(Break(after=4, reason=Reason.DRAINING))
+        events, _ = run_stream(kind, ",".join(r.address for r in replicas), request_key=key)
+    # The next attempt goes wherever round robin sends it (each fake replica drains once, like
+    # a fleet whose replicas roll one after another); repeated events are not delivered again.
     assert [type(e) for e in events] == EXPECTED
     assert iterations(events) == [1, 2, 3, 4, 5, 6]
-    assert (home_jobs.computations, jobs_of(second).computations) == (1, 1)
-    assert jobs_of(third).calls == []
+    assert sum(len(jobs_of(r).calls) for r in replicas) >= 2
 
 
 def jobs_of(server: FakeServer) -> FakeJobs:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -181,36 +179,34 @@ def test_mutual_tls_works_with_the_async_client(pki: Pki) -> None:
 
 
 def test_tls_over_a_resolved_dns_name_verifies_the_name_not_the_pod_ip(
-    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pki: Pki, tmp_path: Path
 ) -> None:
-    """The SDK resolves dns: targets itself; each channel still checks the certificate against
-    the name (its :authority), so a certificate without the pod's IP is accepted."""
+    """gRPC resolves a dns: target (round robin over its addresses) and checks the certificate
+    against the name, so a certificate without the pod's IP is accepted."""
     name_only = tmp_path / "name-only"
     name_only.mkdir()
     cert, key = name_only / "cert.pem", name_only / "key.pem"
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=styletx.test",
-            "-addext", "subjectAltName=DNS:styletx.test",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost",
         ],
         check=True,
         capture_output=True,
     )  # fmt: skip
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "styletx.test":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
     with serve(credentials=credentials) as fake:
         port = fake.address.rsplit(":", 1)[1]
         tls = TlsConfig(root_certificates=cert.read_bytes())
-        with StyleTransferClient(f"dns:///styletx.test:{port}", tls=tls) as client:
+        with StyleTransferClient(f"dns:///localhost:{port}", tls=tls) as client:
             assert isinstance(client.stylize(b"c", b"s"), Result)
+        # The same certificate, reached by the pod's IP: no name to match, refused.
+        with (
+            StyleTransferClient(f"127.0.0.1:{port}", tls=tls, timeout=5) as client,
+            pytest.raises(UnavailableError),
+        ):
+            client.stylize(b"c", b"s")
 
 
 def test_tls_config_refuses_half_a_client_identity_and_non_pem_data(pki: Pki) -> None:

@@ -15,7 +15,6 @@ from styletx_client._channel import (
     normalize_target,
     resolve_credentials,
 )
-from styletx_client._routing import ChannelSpec
 
 
 @pytest.mark.parametrize(
@@ -149,7 +148,9 @@ def test_make_settings_rejects_bad_values(overrides: dict[str, object]) -> None:
         make(**overrides)
 
 
-def test_channels_of_a_resolved_dns_name_send_the_name_as_authority() -> None:
+def test_the_clients_one_channel_balances_a_dns_name_round_robin() -> None:
+    """A fleet's headless Service is one channel with gRPC's round_robin: the SDK resolves and
+    hashes nothing itself, and gRPC keeps the name as :authority (TLS verifies the name)."""
     settings = make_settings(
         "dns:///styletx.test:50051",
         credentials=None,
@@ -161,14 +162,12 @@ def test_channels_of_a_resolved_dns_name_send_the_name_as_authority() -> None:
         max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES,
         options=(),
     )
-    options = dict(settings.options_for(ChannelSpec("ipv4:10.0.0.1:50051", "styletx.test:50051")))
-    assert options["grpc.default_authority"] == "styletx.test:50051"
-    assert "grpc.lb_policy_name" not in options  # one address per channel: pick_first
-    plain = dict(settings.options_for(ChannelSpec("ipv4:10.0.0.1:50051")))
-    assert "grpc.default_authority" not in plain
+    options = dict(settings.channel_options())
+    assert options["grpc.lb_policy_name"] == "round_robin"
+    assert "grpc.default_authority" not in options
 
 
-def test_a_callers_authority_wins() -> None:
-    settings = make(options=[("grpc.default_authority", "mine:1")])
-    options = settings.options_for(ChannelSpec("ipv4:10.0.0.1:1", "styletx.test:1"))
-    assert [v for k, v in options if k == "grpc.default_authority"] == ["mine:1"]
+def test_a_callers_options_win() -> None:
+    settings = make(options=[("grpc.lb_policy_name", "pick_first")])
+    options = settings.channel_options()
+    assert [v for k, v in options if k == "grpc.lb_policy_name"] == ["pick_first"]

@@ -1,5 +1,5 @@
 """The shared core's decisions, without a network: keys, event de-duplication, retry, re-attach
-and routing feedback. Both transports drive exactly these objects."""
+Both transports drive exactly these objects."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_client import (
+    CancelledError,
     InvalidRequestError,
     OutOfMemoryError,
     Reason,
@@ -23,7 +24,6 @@ from styletx_client import (
 )
 from styletx_client._channel import make_settings
 from styletx_client._core import Attempt, ClientCore, StylizeCall
-from styletx_client._routing import rendezvous_rank
 from tests.support.fake_server import error_info, progress, queued, result, retry_info, started
 from tests.unit.test_client_errors import FakeRpcError, status_trailer
 
@@ -97,7 +97,6 @@ def test_a_reattached_stream_delivers_nothing_twice() -> None:
     first = c.next_attempt()
     seen = feed(first, queued(2), queued(1), started(), progress(1, 2), progress(2, 4))
     assert first.fail(UNAVAILABLE) >= 0
-    first.release()
     # The job's current state (Started, latest progress), then the rest.
     again = c.next_attempt()
     seen += feed(again, queued(1), started(), progress(2, 4), progress(3, 6), result())
@@ -147,33 +146,26 @@ def test_mid_stream_only_unavailable_with_a_key_re_attaches() -> None:
         keyless.fail(UNAVAILABLE)
 
 
-def test_re_attach_returns_to_the_replica_that_streamed_the_job() -> None:
+def test_a_draining_replica_mid_stream_sends_a_keyed_call_to_the_next_attempt() -> None:
+    """In a fleet any replica holds the job: a replica that leaves mid-stream costs a re-attach
+    through the same round-robin channel (gRPC picks the next replica), not the call."""
     client = core("ipv4:" + ",".join(ADDRESSES))
     c = call(client, "k")
-    home = rendezvous_rank("k", ADDRESSES)[0]
-    attempt = c.next_attempt()
-    assert attempt.endpoint.address == home
-    feed(attempt, started())
-    attempt.fail(UNAVAILABLE)  # a broken connection: the job is still there
-    attempt.release()
-    assert c.next_attempt().endpoint.address == home
-
-
-def test_a_refused_connection_or_a_draining_replica_moves_the_call_to_the_next_by_rank() -> None:
-    client = core("ipv4:" + ",".join(ADDRESSES))
-    ranked = rendezvous_rank("k", ADDRESSES)
-    c = call(client, "k")
-    refused = c.next_attempt()
-    refused.fail(UNAVAILABLE)  # nothing received: the replica is unreachable
-    refused.release()
     draining = c.next_attempt()
-    assert draining.endpoint.address == ranked[1]
     feed(draining, started())
-    draining.fail(DRAINING)  # mid-stream, but the replica says it is leaving
-    draining.release()
-    assert c.next_attempt().endpoint.address == ranked[2]
-    # Other calls with the same key skip the failed replicas for a while, too.
-    assert call(client, "k").next_attempt().endpoint.address == ranked[2]
+    assert draining.fail(DRAINING) >= 0
+    again = c.next_attempt()
+    assert again.connection == client.connection == "ipv4:" + ",".join(ADDRESSES)
+    assert feed(again, started(), progress(1, 1)) != []
+
+
+def test_a_closed_client_starts_no_attempt() -> None:
+    client = core()
+    c = call(client, "k")
+    assert client.close() == "127.0.0.1:1"
+    assert client.close() is None  # closed once
+    with pytest.raises(CancelledError):
+        c.next_attempt()
 
 
 def test_the_retry_budget_is_shared_and_spared_by_unavailable_replicas() -> None:

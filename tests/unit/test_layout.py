@@ -225,7 +225,7 @@ def private_or_test(name: str) -> bool:
 
 def test_the_benchmark_rule_sees_tests_and_private_sdk_modules() -> None:
     assert private_or_test("tests.support.weights")
-    assert private_or_test("styletx_client._routing")
+    assert private_or_test("styletx_client._core")
     assert not private_or_test("styletx_client.errors")
     assert not private_or_test("styletx.engine")
 
