@@ -20,7 +20,7 @@ help:
 	@echo "make test    - set up and run lint, type checks and every test"
 	@echo "make image [GPU=1] - build the CPU (GPU) image with docker or podman"
 	@echo "make image-test - build, then run the CPU image as Kubernetes would and test it"
-	@echo "make deploy-test - build, then run the CPU overlay's manifests under podman kube play"
+	@echo "make deploy-test - build, then run the CPU overlay's manifests (and a CPU fleet) under podman kube play"
 	@echo "make fleet   - a local fleet: redis-server and two replicas sharing it (Ctrl-C stops)"
 	@echo "make venv | weights | proto | lint | bench | clean"
 	@echo "make gpu-prep - wheels and float16 weights into .whl/ for bench/gpu_check.sh on a lent GPU"
@@ -86,7 +86,7 @@ image-test: venv image
 	STYLETX_CONTAINER_TESTS=1 $(BIN)/pytest tests/container/test_image.py $(PYTEST_ARGS)
 
 deploy-test: venv image
-	STYLETX_CONTAINER_TESTS=1 $(BIN)/pytest tests/container/test_deploy.py $(PYTEST_ARGS)
+	STYLETX_CONTAINER_TESTS=1 $(BIN)/pytest tests/container/test_deploy.py tests/container/test_deploy_fleet.py $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/pytest -m "not slow and not real_weights" $(PYTEST_ARGS)
