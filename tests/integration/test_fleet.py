@@ -47,6 +47,7 @@ from tests.integration.conftest import (
 )
 
 LONG = pb.StyleOptions(size=48, max_evaluations=1000, seed=1)
+LARGE_WAIT = 10 * WAIT
 
 
 class FlakyStore:
@@ -257,12 +258,14 @@ def test_a_result_over_a_megabyte_is_stored_in_chunks_and_read_whole_elsewhere(
         content_image=png(576, 768, 3),
         options=pb.StyleOptions(size=768, max_evaluations=1, seed=2),
     )
-    events = collect(stub_of(one), request)
+    # A 768 px evaluation (and its first trace) takes seconds on a quiet CPU, far more on a slow
+    # one running other tests: a deadline of its own.
+    events = list(stub_of(one).Stylize(request, timeout=LARGE_WAIT))
     data = events[-1].result.image.data
     assert len(data) > 1024 * 1024
-    again = collect(stub_of(two), request)
+    again = list(stub_of(two).Stylize(request, timeout=LARGE_WAIT))
     assert again[-1].result.image.data == data
-    view = stub_of(two).GetJob(pb.GetJobRequest(request_key="large-1"), timeout=WAIT)
+    view = stub_of(two).GetJob(pb.GetJobRequest(request_key="large-1"), timeout=LARGE_WAIT)
     assert view.result.image.data == data
 
 
@@ -315,3 +318,33 @@ def test_a_caller_gone_during_admission_leaves_no_unkeyed_job_behind(fleet: Flee
         return None if record is None else record.state
 
     wait_for(lambda: state() is JobState.CANCELLED, timeout=10)  # and it was taken back
+
+
+class CountingStore:
+    """A store that counts its `result` reads."""
+
+    def __init__(self, inner: JobStore) -> None:
+        self.inner = inner
+        self.result_reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def result(self, job_id: str) -> bytes | None:
+        self.result_reads += 1
+        return await self.inner.result(job_id)
+
+
+def test_the_replica_that_ran_a_job_sends_its_result_without_reading_it_back(
+    fleet: Fleet,
+) -> None:
+    store = CountingStore(MemoryStore(StoreConfig(lease_seconds=1.0, result_ttl=60.0)))
+    (alone,) = fleet(1, store=store)  # type: ignore[arg-type]
+    first = collect(stub_of(alone), make_request(request_key="local-1"))
+    assert first[-1].HasField("result")
+    assert store.result_reads == 0  # committed here a moment ago: sent from this replica
+
+    # The same bytes as the store holds, which a caller elsewhere (here: GetJob) reads.
+    view = stub_of(alone).GetJob(pb.GetJobRequest(request_key="local-1"), timeout=WAIT)
+    assert store.result_reads == 1
+    assert view.result.image.data == first[-1].result.image.data

@@ -92,8 +92,11 @@ class FleetWorker:
         beat_store: Callable[[], JobStore],
         on_store: Callable[[bool], None] = lambda ok: None,
         poll: float = 0.05,
+        recent: stored.RecentResults | None = None,
     ) -> None:
         self.owner = owner
+        #: Results committed here, handed to this replica's callers without a store read.
+        self.recent = recent or stored.RecentResults()
         self._store = store
         self._admission = admission
         self._workers = workers
@@ -325,11 +328,15 @@ class FleetWorker:
         outcome = Outcome(state, reason=reason, detail=view, result=result, event=(kind, data))
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._store.config.lease_seconds
+        kept: bytes | None = None
+        self.recent.open(lease.job_id)
         try:
             while True:
                 try:
                     await self._store.complete(lease, outcome)
                     self._on_store(True)
+                    if result is not None and len(result) <= self._store.config.tenant_result_bytes:
+                        kept = result  # stored: the same bytes
                     return
                 except Fenced:
                     self._stale(lease.job_id)
@@ -340,6 +347,7 @@ class FleetWorker:
                         return  # the lease lapses: another replica redoes the job
                     await asyncio.sleep(0.2)
         finally:
+            self.recent.settle(lease.job_id, kept)
             self._drop(lease.job_id)
             self.kick()  # a worker is free
 

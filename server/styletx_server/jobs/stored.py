@@ -8,6 +8,9 @@ any replica gets the same code, message and rich details.
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
+
 import grpc
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
@@ -115,10 +118,48 @@ def job_state_of(final: Final) -> JobState:
     return JobState.FAILED
 
 
+class RecentResults:
+    """The results this replica is committing or committed last, by job id, for callers on this
+    replica: their job's result is then sent without reading back from the store what was just
+    written there.
+
+    The worker opens an entry before its commit and settles it after: with the bytes once the
+    store took them, with None when it did not (a stale attempt, a store that stayed down). A
+    caller that sees the job's final event may get there first (both replies come from one store
+    call): it waits for the entry to settle, and on None reads the store as usual, so it never
+    sends a result the store refused. Bounded by count; on the event loop only.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._results: OrderedDict[str, asyncio.Future[bytes | None]] = OrderedDict()
+
+    def open(self, job_id: str) -> None:
+        """A commit of `job_id` starts."""
+        self._results[job_id] = asyncio.get_running_loop().create_future()
+        self._results.move_to_end(job_id)
+        while len(self._results) > self._size:
+            _, dropped = self._results.popitem(last=False)
+            if not dropped.done():
+                dropped.set_result(None)
+
+    def settle(self, job_id: str, result: bytes | None) -> None:
+        """The commit of `job_id` ended: the stored bytes, or None when nothing was stored."""
+        future = self._results.get(job_id)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    async def get(self, job_id: str) -> bytes | None:
+        """The bytes committed here for `job_id`, or None (not committed here, or refused)."""
+        future = self._results.get(job_id)
+        return None if future is None else await asyncio.shield(future)
+
+
 __all__ = [
     "ERROR",
     "EVENT",
     "RESULT",
+    "RecentResults",
     "attachable",
     "decode",
     "event_bytes",

@@ -94,6 +94,7 @@ class FleetPart:
         )
         if server.servicer.fleet is not None:
             server.servicer.fleet.on_admitted = self.worker.kick
+            server.servicer.fleet.recent = self.worker.recent
         # A worker freed here: claim now, not at the next poll.
         server.admission.listen(self._queue_changed)
 

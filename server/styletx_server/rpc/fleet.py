@@ -92,6 +92,8 @@ class FleetCalls:
         #: Called on the loop after each job this replica admits (the fleet worker claims at
         #: once instead of at its next poll).
         self.on_admitted: Callable[[], None] = lambda: None
+        #: Results this replica's fleet worker committed (set by the fleet's wiring).
+        self.recent = stored.RecentResults(0)
 
     # -- Stylize ---------------------------------------------------------------------------------
 
@@ -263,9 +265,12 @@ class FleetCalls:
         encoding: tuple[str, int] | None,
         convert: Convert | None,
     ) -> None:
-        """Send the outcome; a result is read from the store now, once for this call."""
+        """Send the outcome; a result is read from the store now, once for this call (unless
+        this replica committed it a moment ago)."""
         if final.status is None:
-            data = await self._ask("result", self._store.result(record.job_id))
+            data = await self.recent.get(record.job_id)
+            if data is None:
+                data = await self._ask("result", self._store.result(record.job_id))
             if data is None:
                 raise JobNotFound(record.key or record.job_id, stored.result_gone(record))
             final = Final(response=pb.StylizeResponse.FromString(data))

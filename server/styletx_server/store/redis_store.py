@@ -354,9 +354,10 @@ class RedisStore:
         chunks = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
         stage = f"{self._p}:staging:{lease.job_id}:{lease.token}"
         ttl = max(_STAGING_MS, 2 * _ms(self._config.lease_seconds))
-        await self._call("upload", self._redis.delete(stage))
         for first in range(0, len(chunks), _UPLOAD_BATCH):
             pipe = self._redis.pipeline(transaction=False)
+            if first == 0:  # an earlier try of this attempt's upload starts over
+                pipe.delete(stage)
             for chunk in chunks[first : first + _UPLOAD_BATCH]:
                 pipe.rpush(stage, chunk)
             pipe.pexpire(stage, ttl)
