@@ -19,7 +19,12 @@ same ten places in all; calls spread round robin).
   room, the time until all work was done, and that against the sum of compute seconds divided
   by the workers (goal for the fleet: nothing refused, within 1.1x).
 
-Usage: python bench/fleet_bench.py [--weights PATH] [--calls 200] [--jobs 20] [--json FILE]
+- `faults` (with `--faults`): the fault tests of `tests/e2e/test_fleet_chaos.py` (real replicas
+  killed, frozen, rolled; redis-server killed and restarted), run by pytest; the figure each
+  prints (its `fleet:` line) and whether it passed.
+
+Usage: python bench/fleet_bench.py [--weights PATH] [--calls 200] [--jobs 20] [--faults]
+       [--json FILE]
 """
 
 from __future__ import annotations
@@ -214,12 +219,30 @@ def burst(servers: list[ServerProcess], count: int, hashed: bool, tag: str) -> d
     }
 
 
+def faults() -> dict[str, Any]:
+    """Run the fleet's fault tests; each one's printed figure, and the pytest outcome."""
+    command = [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider"]
+    command += ["tests/e2e/test_fleet_chaos.py"]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    figures = [line.removeprefix("fleet: ") for line in lines if line.startswith("fleet: ")]
+    summary = next((line for line in reversed(lines) if " passed" in line or " failed" in line), "")
+    return {"figures": figures, "pytest": summary, "passed": done.returncode == 0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, help="weights file (default: seeded random)")
     parser.add_argument("--calls", type=int, default=200, help="calls per store for overhead")
     parser.add_argument("--jobs", type=int, default=20, help="jobs per store for throughput")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--faults", action="store_true", help="also run the fault tests")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         folder = Path(tmp)
@@ -245,6 +268,8 @@ def main() -> None:
             for server in islands + fleet:
                 server.stop()
             redis.stop()
+    if args.faults:
+        figures["faults"] = faults()
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

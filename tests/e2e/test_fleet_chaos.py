@@ -136,6 +136,8 @@ def test_kill_9_of_the_replica_running_a_job_loses_nothing(
         results = [e for e in watched if isinstance(e, pb.WatchJobResponse) and e.result.image.data]
         assert len(results) == 1, watched[-1]
         assert survivor.metric("styletx_fleet_leases_reclaimed_total") >= 1
+        assert survivor.metric("styletx_fleet_attempts_total", attempt="again") == 1
+        assert survivor.metric("styletx_fleet_attempts_total", attempt="first") == 0
         # A caller attached to the replica that survived gets the same stored result.
         again = list(stub(survivor).Stylize(request("killed-1"), timeout=WAIT))
         assert again[-1].result.image.data == results[0].result.image.data
@@ -160,7 +162,9 @@ def test_a_replica_frozen_past_its_lease_cannot_commit_its_stale_result(
         watched: list[object] = []
         watcher = watch(other, "frozen-1", watched)
         runner.process.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
         wait_until(lambda: running(other) > 0)  # the other replica took it over
+        taken = time.monotonic() - frozen
         runner.process.send_signal(signal.SIGCONT)
         watcher.join(WAIT)
         results = [e for e in watched if isinstance(e, pb.WatchJobResponse) and e.result.image.data]
@@ -168,6 +172,11 @@ def test_a_replica_frozen_past_its_lease_cannot_commit_its_stale_result(
         wait_until(lambda: runner.metric("styletx_fleet_stale_results_total") >= 1, 30)
         view = stub(runner).GetJob(pb.GetJobRequest(request_key="frozen-1"), timeout=30)
         assert view.result.image.data == results[0].result.image.data
+        stale = runner.metric("styletx_fleet_stale_results_total")
+        print(
+            f"\nfleet: SIGSTOP past the lease: taken over after {taken:.1f} s, 1 result, "
+            f"{stale:.0f} stale result refused"
+        )
         started.cancel()
     finally:
         for server in servers:
@@ -189,7 +198,9 @@ def test_one_key_sent_50_times_at_once_is_one_job(seeded_weights: Path, redis: R
         with ThreadPoolExecutor(50) as pool:
             images = list(pool.map(call, range(50)))
         assert len(set(images)) == 1 and images[0]
-        assert sum(jobs_computed(s) for s in servers) == 1
+        computed = sum(jobs_computed(s) for s in servers)
+        print(f"\nfleet: one key 50 times at once on 3 replicas: {computed:.0f} job computed")
+        assert computed == 1
     finally:
         for server in servers:
             server.stop()
@@ -277,6 +288,7 @@ def test_a_job_whose_workers_keep_dying_stops_after_max_attempts(
         quick = request("after-1", pb.StyleOptions(size=48, max_evaluations=4))
         other = list(last.Stylize(quick, timeout=WAIT))
         assert other[-1].result.image.data
+        print("\nfleet: a job that kills its worker: FAILED MAX_ATTEMPTS after 2; the next done")
         first.cancel()
     finally:
         for server in servers:

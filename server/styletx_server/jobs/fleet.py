@@ -272,6 +272,8 @@ class FleetWorker:
             return
         with self._lock:
             self._held[lease.job_id] = _Held(job, lease)
+        again = claim.record.attempt > 1
+        self._metrics.fleet_attempts.labels(attempt="again" if again else "first").inc()
         self._spawn(self._publish(job, lease.job_id))
 
     async def _publish(self, job: StylizeJob, job_id: str) -> None:

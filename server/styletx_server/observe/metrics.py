@@ -259,6 +259,12 @@ class ServerMetrics:
         "Jobs taken back from replicas that stopped renewing their leases (requeued, or failed "
         "after --max-attempts), counted by the replica that reclaimed them",
     )
+    fleet_attempts: Counter = metric(
+        "styletx_fleet_attempts_total",
+        "Jobs of the fleet this replica started, by attempt: first, or again (an earlier attempt "
+        "lost its lease or was handed back)",
+        labels=("attempt",),
+    )
     fleet_stale_results: Counter = metric(
         "styletx_fleet_stale_results_total",
         "Outcomes of attempts whose lease was no longer current: refused by the store, never "
