@@ -9,19 +9,13 @@
 # readiness probe; no entrypoint script (the manifest runs redis-server itself).
 set -euo pipefail
 TAG="${1:-localhost/styletx-redis:bookworm}"
-MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-SECURITY="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 PACKAGES=redis-server,redis-tools
-
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-echo "making $TAG from Debian packages (mmdebstrap --variant=minbase bookworm: $PACKAGES)"
+source "$(dirname "$0")/debian_image.sh"
 # The package makes a system user `redis` with whatever uid is free; the manifest runs as 999,
 # the official image's: renumber it and give it /data. ("$1" is the root mmdebstrap hands the
 # hook, left for the hook's shell to expand.)
-mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
-  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+debian_image "$TAG" "$PACKAGES" \
+  "Debian bookworm minbase + $PACKAGES, user redis 999:999 (tools/redis_image.sh)" \
   --customize-hook='chroot "$1" sh -ec "
     groupmod -g 999 redis
     usermod -u 999 -g 999 redis
@@ -29,17 +23,6 @@ mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
     mkdir -p /data
     chown redis:redis /data
     chmod 0755 /data"' \
-  bookworm "$work/rootfs.tar" \
-  "deb $MIRROR bookworm main" "deb $MIRROR bookworm-updates main" \
-  "deb $SECURITY bookworm-security main"
-"${ENGINE:-podman}" import --quiet \
-  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  --change 'ENV LANG=C.UTF-8' \
-  --change 'VOLUME /data' \
-  --change 'WORKDIR /data' \
-  --change 'EXPOSE 6379' \
-  --change 'CMD ["redis-server"]' \
-  --message "Debian bookworm minbase + $PACKAGES, user redis 999:999 (tools/redis_image.sh)" \
-  "$work/rootfs.tar" "$TAG" >/dev/null
-echo "made $TAG ($("${ENGINE:-podman}" image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}'))"
+  -- --change 'VOLUME /data' --change 'WORKDIR /data' --change 'EXPOSE 6379' \
+  --change 'CMD ["redis-server"]'
 echo "$TAG"

@@ -1186,15 +1186,7 @@ def promql_tests_pass(tests: dict[str, Any], folder: Path) -> None:
     """Run promtool's unit tests `tests` (a rules test file's content) in `folder`."""
     test_file = folder / "adapter.test.yaml"
     test_file.write_text(yaml.safe_dump(tests), encoding="utf-8")
-    result = subprocess.run(
-        [promtool(), "test", "rules", test_file.name],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_promtool("test", "rules", test_file.name, cwd=folder)
 
 
 def promtool() -> str:
@@ -1204,28 +1196,21 @@ def promtool() -> str:
     return found
 
 
-def test_promtool_accepts_the_alert_rules() -> None:
+def run_promtool(*args: str, cwd: Path | None = None) -> None:
+    """Run `promtool args...`; fail with its output unless it exits 0."""
     result = subprocess.run(
-        [promtool(), "check", "rules", str(ALERT_RULES)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [promtool(), *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    run_promtool("check", "rules", str(ALERT_RULES))
 
 
 def test_alerts_fire_when_they_should_and_only_then() -> None:
     """promtool's rule unit tests feed synthetic series to each alert (styletx-alerts.test.yaml)."""
-    result = subprocess.run(
-        [promtool(), "test", "rules", ALERT_TESTS.name],
-        cwd=MONITORING,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_promtool("test", "rules", ALERT_TESTS.name, cwd=MONITORING)
     tested = {
         case["alertname"]
         for test in yaml.safe_load(ALERT_TESTS.read_text(encoding="utf-8"))["tests"]

@@ -35,6 +35,7 @@ from styletx_server.store.protocol import (
     JobStore,
     Lease,
     Outcome,
+    ResultFate,
     StoreUnavailable,
 )
 
@@ -335,10 +336,10 @@ class FleetWorker:
         try:
             while True:
                 try:
-                    await self._store.complete(lease, outcome)
+                    completed = await self._store.complete(lease, outcome)
                     self._on_store(True)
-                    if result is not None and len(result) <= self._store.config.tenant_result_bytes:
-                        kept = result  # stored: the same bytes
+                    if completed.record.result is ResultFate.KEPT:
+                        kept = result  # the store holds these very bytes
                     return
                 except Fenced:
                     self._stale(lease.job_id)
