@@ -430,7 +430,9 @@ def test_two_tenants_weighted_1_to_3_share_the_fleet_1_to_3(
         threads = [
             threading.Thread(target=flood, args=(tenant, i), daemon=True)
             for tenant in ("light", "heavy")
-            for i in range(8)  # more callers than the fleet's 3 workers and each quota
+            # 10 callers a tenant: more than the fleet's 3 workers plus its 6 queued jobs, so
+            # each quota refuses whatever share of the workers the tenant holds at the moment.
+            for i in range(10)
         ]
         for thread in threads:
             thread.start()
