@@ -93,10 +93,26 @@ def test_metrics_after_one_success_and_one_invalid_call(
     assert value(samples, "styletx_image_pixels_sum", role="output") == output_pixels
     assert value(samples, "styletx_queue_capacity") == 4
     assert value(samples, "styletx_workers") == 1
-    assert value(samples, "styletx_jobs_in_flight", tenant="default") == 0
-    assert value(samples, "styletx_queue_depth", tenant="default") == 0
-    assert value(samples, "styletx_busyness") == 0
-    assert value(samples, "styletx_inflight_pixels") == 0  # every reservation was given back
+    # The worker ends its job (running count, busyness, pixel reservation) just after the
+    # result event is on its way to the caller: wait for the gauges to come to rest.
+    at_rest = {
+        ("styletx_jobs_in_flight", "default"): 0.0,
+        ("styletx_queue_depth", "default"): 0.0,
+        ("styletx_busyness", None): 0.0,
+        ("styletx_inflight_pixels", None): 0.0,  # every reservation was given back
+    }
+
+    def gauges(samples: list[Sample]) -> dict[tuple[str, str | None], float]:
+        return {
+            (name, tenant): value(samples, name, **({"tenant": tenant} if tenant else {}))
+            for name, tenant in at_rest
+        }
+
+    deadline = time.monotonic() + 10
+    while gauges(samples) != at_rest:
+        assert time.monotonic() < deadline, f"gauges never came to rest: {gauges(samples)}"
+        time.sleep(0.02)
+        samples = scrape(server.metrics_port)
     assert value(samples, "styletx_inflight_pixels_limit") == server.config.max_inflight_pixels
     # The handler gives its call slot back just after the caller has its status: wait for it.
     deadline = time.monotonic() + 10
