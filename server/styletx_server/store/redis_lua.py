@@ -14,6 +14,8 @@ the prefix `P` (`{styletx}`) as ARGV[1]; every key it touches is `P:...`, on tha
                         `complete` (a stale attempt's upload expires unused)
     P:held:<tenant>     zset: the tenant's stored results, `<id>/<size>` scored by expiry (ms)
     P:hbytes:<tenant>   string: bytes of the tenant's stored results
+    P:holders           zset: tenants with a P:held key, scored by when that key expires (ms),
+                        so the fleet's counts never scan the keyspace for them
     P:queue             zset: queued job ids by fair start tag (ties: ids begin with the seq)
     P:leases            zset: running job ids by lease deadline (ms)
     P:fair              hash: v (virtual time), seq, f:<tenant> (its last finish tag)
@@ -21,9 +23,9 @@ the prefix `P` (`{styletx}`) as ARGV[1]; every key it touches is `P:...`, on tha
     P:replica:<owner>   string with a lease-long TTL: the replica is alive
 
 Times are the Redis server's (`TIME`, in ms): the fleet's one clock. When a job ends, its job,
-key, events and result keys get the result TTL and its payload is deleted; P:held and P:hbytes
-expire after the results they count; P:queue, P:leases and P:counts vanish when empty, and
-P:fair expires once nothing has been queued or running for its idle TTL.
+key, events and result keys get the result TTL and its payload is deleted; P:held, P:hbytes
+and P:holders expire after the results they count; P:queue, P:leases and P:counts vanish when
+empty, and P:fair expires once nothing has been queued or running for its idle TTL.
 """
 
 from __future__ import annotations
@@ -320,6 +322,12 @@ if ARGV[8] == '1' then
     redis.call('ZADD', hz, int(now + ttl), id .. '/' .. int(size))
     redis.call('SET', hb, int(bytes), 'PX', int(ttl + 1000))
     redis.call('PEXPIRE', hz, int(ttl + 1000))
+    local holders = P .. ':holders'
+    redis.call('ZADD', holders, int(now + ttl + 1000), tenant)
+    redis.call('ZREMRANGEBYSCORE', holders, '-inf', int(now))
+    if redis.call('PTTL', holders) < ttl + 1000 then
+      redis.call('PEXPIRE', holders, int(ttl + 1000))
+    end
     redis.call('HSET', jk, 'result', 'kept', 'rsize', int(size))
   end
 end

@@ -383,11 +383,19 @@ class RedisStore:
             fields = await self._redis.hgetall(f"{self._p}:counts")
             seconds, micros = await self._redis.time()
             now = seconds * 1000 + micros // 1000
-            held: dict[str, int] = {}
-            async for key in self._redis.scan_iter(match=f"{self._p}:held:*", count=256):
-                members = await self._redis.zrangebyscore(key, f"({now}", "+inf")
-                sizes = (int(_text(m).rpartition("/")[2]) for m in members)
-                held[_text(key).partition(":held:")[2]] = sum(sizes)
+            # The tenants holding results come from their index, not a SCAN: a SCAN walks the
+            # whole keyspace (every job, event and result key) on each reap of each replica.
+            holders = [
+                _text(name)
+                for name in await self._redis.zrangebyscore(f"{self._p}:holders", now, "+inf")
+            ]
+            pipe = self._redis.pipeline(transaction=False)
+            for name in holders:
+                pipe.zrangebyscore(f"{self._p}:held:{name}", f"({now}", "+inf")
+            held: dict[str, int] = {
+                name: sum(int(_text(m).rpartition("/")[2]) for m in members)
+                for name, members in zip(holders, await pipe.execute(), strict=True)
+            }
         values = {_text(k): int(v) for k, v in fields.items()}
         names = {k[2:] for k in values if k[:2] in ("q:", "r:")} | {t for t, b in held.items() if b}
         tenants = {

@@ -68,7 +68,7 @@ def test_every_key_sits_under_one_hash_tag_on_one_slot(
     assert len({key_slot(k.encode()) for k in keys}) == 1
     kinds = {k.split(":")[1] for k in keys}
     assert kinds == {
-        *("job", "key", "payload", "events", "result", "held", "hbytes"),
+        *("job", "key", "payload", "events", "result", "held", "hbytes", "holders"),
         *("queue", "leases", "fair", "counts", "replica"),
     }
 
@@ -210,3 +210,40 @@ def test_the_settings_that_lose_or_refuse_jobs_are_named(server: RedisServer) ->
         "appendonly is 'no', the service needs 'yes'",
         "maxmemory-policy is 'allkeys-lru', the service needs 'noeviction'",
     ]
+
+
+def test_the_fleets_counts_read_their_indexes_and_never_scan_the_keyspace(
+    server: RedisServer,
+) -> None:
+    """Each replica counts the fleet on every reap: a SCAN there walks every key of every job
+    (and of anything else in the database) each time. The holders of results come from an
+    index that expires with them."""
+    client = server.client()
+    client.mset({f"unrelated:{i}": b"x" for i in range(2000)})
+
+    def scans() -> int:
+        stats = client.info("commandstats")
+        return int(stats.get("cmdstat_scan", {}).get("calls", 0))
+
+    async def main() -> None:
+        store = store_at(server.url(), result_ttl=2.0)
+        try:
+            await one_of_everything(store)
+            (claim,) = await store.claim("replica-1", 1)  # tenant c's job
+            await store.complete(claim.lease, Outcome(JobState.DONE, result=b"s" * 500))
+            before = scans()
+            counts = await store.counts()
+            assert scans() == before
+            assert {name: t.result_bytes for name, t in counts.tenants.items()} == {
+                "a": 3000,
+                "b": 0,  # its job is running
+                "c": 500,
+            }
+            time.sleep(3.2)  # past the results' TTL and their index's second of slack
+            counts = await store.counts()
+            assert all(t.result_bytes == 0 for t in counts.tenants.values())
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    assert not [key for key in redis_keys(server) if ":holders" in key or ":held:" in key]
