@@ -348,3 +348,47 @@ def test_the_replica_that_ran_a_job_sends_its_result_without_reading_it_back(
     view = stub_of(alone).GetJob(pb.GetJobRequest(request_key="local-1"), timeout=WAIT)
     assert store.result_reads == 1
     assert view.result.image.data == first[-1].result.image.data
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["running", "stored"])
+@pytest.mark.parametrize(
+    "delivery",
+    [
+        {"output_format": pb.IMAGE_FORMAT_JPEG},
+        {"output_format": pb.IMAGE_FORMAT_WEBP, "output_quality": 40},
+    ],
+    ids=["format", "format_and_quality"],
+)
+def test_a_key_resent_with_another_encoding_gets_its_own_on_every_replica(
+    fleet: Fleet, stylizer: Stylizer, finished: bool, delivery: dict[str, Any]
+) -> None:
+    """As on one replica (tests/integration/test_server_keys.py): output format and quality do
+    not define the work, so a call that changes only them attaches, on the replica that ran the
+    job or on another, and gets the picture in the encoding it asked for."""
+    from styletx.images import decode_image, encode_image
+
+    gated = GatedStylizer(stylizer)
+    one, two = fleet(2, engines=[gated, gated])
+    request = make_request(request_key="encoded-1")
+    first = Consumer(stub_of(one), request)
+    assert gated.paused.wait(WAIT)
+    if finished:
+        gated.release()
+        assert first.code() == grpc.StatusCode.OK
+    resent = make_request(request_key="encoded-1", **delivery)
+    others = [Consumer(stub_of(server), resent) for server in (one, two)]
+    gated.release()
+    assert first.code() == grpc.StatusCode.OK
+    for other in others:
+        assert other.code() == grpc.StatusCode.OK, other.error
+    assert gated.calls == 1
+    mine = first.events[-1].result.image
+    pixels = decode_image(mine.data)  # the first caller's default: lossless PNG
+    fmt = pb.ImageFormat.Name(delivery["output_format"]).removeprefix("IMAGE_FORMAT_").lower()
+    wanted = encode_image(pixels, fmt, quality=delivery.get("output_quality", 90))
+    for other in others:
+        theirs = other.events[-1].result.image
+        assert theirs.format == delivery["output_format"]
+        assert theirs.data == wanted
+    # And a caller back with the job's own encoding gets its bytes, not a re-encoding.
+    assert collect(stub_of(two), request)[-1].result.image.data == mine.data

@@ -325,8 +325,6 @@ class FleetWorker:
         view = b"" if job is None else ended_view(job, final).SerializeToString()
         result = None if final.response is None else final.response.SerializeToString()
         kind, data = stored.final_bytes(final)
-        if kind == stored.RESULT:
-            data = b""  # the result itself is read from the store once, by whoever sends it
         reason = "" if final.status is None else final.status.reason.value
         outcome = Outcome(state, reason=reason, detail=view, result=result, event=(kind, data))
         loop = asyncio.get_running_loop()

@@ -1,9 +1,11 @@
 """How a job's events and outcome are kept in a shared job store (`store.protocol.JobStore`):
 bytes both ways, so that a replica that did not run the job streams it as the one that did.
 
-An event is its `StylizeResponse`; an outcome is the result event (kind `result`) or the error
-status as the `google.rpc.Status` gRPC sends in its trailers (kind `error`), so the caller of
-any replica gets the same code, message and rich details.
+An event is its `StylizeResponse`; an outcome is the result's mark (kind `result`: the encoding
+the result was made in, `<format>/<quality>`; the result event itself is the store's result) or
+the error status as the `google.rpc.Status` gRPC sends in its trailers (kind `error`), so the
+caller of any replica gets the same code, message and rich details, and a caller that asked for
+another encoding gets the picture re-encoded, as on the replica that ran the job.
 """
 
 from __future__ import annotations
@@ -32,11 +34,17 @@ def event_bytes(response: pb.StylizeResponse) -> tuple[str, bytes]:
 
 
 def final_bytes(final: Final) -> tuple[str, bytes]:
-    """A job's outcome as stored: its result event, or its status."""
+    """A job's outcome as its final stored event: its result's encoding, or its status."""
     if final.response is not None:
-        return RESULT, final.response.SerializeToString()
+        return RESULT, b"" if final.encoding is None else "{}/{}".format(*final.encoding).encode()
     assert final.status is not None
     return ERROR, status_bytes(final.status)
+
+
+def _encoding(data: bytes) -> tuple[str, int] | None:
+    """The encoding a result's mark names (None for an empty or unreadable mark)."""
+    fmt, _, quality = data.decode("ascii", "replace").partition("/")
+    return (fmt, int(quality)) if fmt and quality.isdigit() else None
 
 
 def status_bytes(status: ErrorStatus) -> bytes:
@@ -63,8 +71,8 @@ def status_from(data: bytes) -> ErrorStatus:
 
 def decode(event: Event) -> pb.StylizeResponse | Final:
     """A stored event as the relay takes it: a StylizeResponse, or the job's Final."""
-    if event.kind == RESULT:
-        return Final(response=pb.StylizeResponse.FromString(event.data))
+    if event.kind == RESULT:  # the result event is read from the store by whoever sends it
+        return Final(response=pb.StylizeResponse(), encoding=_encoding(event.data))
     if event.kind == ERROR:
         return Final(status=status_from(event.data))
     response = pb.StylizeResponse.FromString(event.data)

@@ -273,7 +273,7 @@ class FleetCalls:
                 data = await self._ask("result", self._store.result(record.job_id))
             if data is None:
                 raise JobNotFound(record.key or record.job_id, stored.result_gone(record))
-            final = Final(response=pb.StylizeResponse.FromString(data))
+            final = Final(response=pb.StylizeResponse.FromString(data), encoding=final.encoding)
         await self._relay.deliver(final, context, call, encoding, convert)
 
     # -- GetJob, WatchJob, CancelJob -----------------------------------------------------------

@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 import grpc
 from google.protobuf.message import Message
 
-from styletx.images import encode_image
+from styletx.images import decode_image, encode_image
 from styletx_api.v1 import style_transfer_pb2 as pb
 from styletx_server.errors.statuses import StopReason
 from styletx_server.intake.convert import format_to_proto
@@ -90,13 +90,14 @@ class Relay:
         if (
             encoding is None
             or final.encoding is None
-            or final.pixels is None
+            or not response.result.image.data
             or _same_encoding(final.encoding, encoding)
         ):
             return response
         fmt, quality = encoding
         data = await self._loop.run_in_executor(
-            self._encode_pool, functools.partial(encode_image, final.pixels, fmt, quality=quality)
+            self._encode_pool,
+            functools.partial(_reencode, final, response.result.image.data, fmt, quality),
         )
         call.fields["reencoded"] = fmt
         result = pb.ResultEvent()
@@ -163,6 +164,14 @@ class Relay:
         if job.subscribers == 0 and job.final is None:
             log_event(log, "job_abandoned", request_id=job.request_id, request_key=job.key)
             self._board.stop(StopReason.CLIENT_CANCELLED, [job])
+
+
+def _reencode(final: Final, data: bytes, fmt: str, quality: int) -> bytes:
+    """`final`'s picture in another encoding: from its pixels where this replica holds them,
+    else decoded from the job's encoding (a fleet's stored result; exact from PNG, the job's
+    default, and from a lossy format its decoded pixels)."""
+    pixels = final.pixels if final.pixels is not None else decode_image(data, field="result")
+    return encode_image(pixels, fmt, quality=quality)
 
 
 def _same_encoding(one: tuple[str, int], other: tuple[str, int]) -> bool:
