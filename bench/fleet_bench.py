@@ -34,7 +34,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.support.redis import Redis  # noqa: E402
 from bench.support.server_process import ServerProcess, free_port, start_serving  # noqa: E402
 from bench.support.weights import make_seeded_weights, tiny_image  # noqa: E402
 from styletx_api.v1 import style_transfer_pb2 as pb  # noqa: E402
@@ -70,29 +70,6 @@ def request(size: int, evaluations: int, key: str = "", seed: int = 0) -> pb.Sty
         options=pb.StyleOptions(size=size, max_evaluations=evaluations, seed=seed),
         request_key=key,
     )
-
-
-class Redis:
-    """A redis-server of the bench's own on a free port (append-only file in a temp folder)."""
-
-    def __init__(self, folder: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is needed (bash tools/system_tools.sh --redis)")
-        self.port = free_port()
-        config = f'port {self.port}\nbind 127.0.0.1\ndir "{folder}"\nappendonly yes\nsave ""\n'
-        self.process = subprocess.Popen(
-            [binary, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=folder
-        )
-        assert self.process.stdin is not None
-        self.process.stdin.write(config.encode())
-        self.process.stdin.close()
-        time.sleep(0.5)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
 
 
 def replica(weights: Path, *extra: str) -> ServerProcess:

@@ -21,9 +21,9 @@ shrinks them):
                  default retry policy: failed calls (goal 0), the outage ridden out;
 9. largest     - RSS idle, at the peak of and after one largest-allowed job (1024 px content and
                  style), then after small jobs: what the deploy manifests must hold;
-10. rollout    - three servers behind the SDK (round robin), one drained (SIGTERM) and restarted
-                 on its port while 30 calls run: failed calls and jobs computed twice (from the
-                 servers' request logs), goal 0 and 0.
+10. rollout    - a fleet of three (one redis-server) behind the SDK (round robin), one drained
+                 (SIGTERM) and restarted on its port while 30 keyed calls run: failed calls and
+                 jobs computed twice (from the store's claims of each key), goal 0 and 0.
 11. cancel     - a long keyed job running, a short one queued behind it on the one worker:
                  CancelJob's latency, and the time from CancelJob to the queued job's start (the
                  worker free) against one evaluation's time; the cancelled stream's status.

@@ -111,9 +111,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     run(Path(sys.base_prefix) / "bin" / "python3", "-m", "venv", venv, cwd=tmp)
     python = venv / "bin" / "python"
     run(
-        # --no-compile: byte-compiling all of TensorFlow costs 16 s of CPU, and Python compiles
-        # the few modules these tests import as it imports them.
-        python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+        python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
         "-c", ROOT / "requirements" / "lock.txt", *wheels.values(),
         cwd=tmp, timeout=900,
     )  # fmt: skip
