@@ -206,6 +206,37 @@ def test_one_key_sent_50_times_at_once_is_one_job(seeded_weights: Path, redis: R
             server.stop()
 
 
+def test_a_full_redis_refuses_new_calls_for_now_and_the_running_job_ends_well(
+    seeded_weights: Path, redis: RedisServer
+) -> None:
+    """Redis at `maxmemory` (noeviction): a new call gets UNAVAILABLE (STORE_UNAVAILABLE) with
+    RetryInfo, never INTERNAL, while the job already running keeps its lease and commits; with
+    room again, the next call runs."""
+    server = replica(seeded_weights, redis)
+    client = redis.client()
+    try:
+        wait_ready([server])
+        job = pb.StyleOptions(size=48, max_evaluations=40, seed=5)
+        call = stub(server).Stylize(request("before-full", job), timeout=WAIT)
+        wait_until(lambda: running(server) > 0)
+        client.config_set("maxmemory", str(client.info("memory")["used_memory"] // 2))
+        try:
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub(server).Stylize(request("while-full", job), timeout=30))
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE, refused.value
+            trailers = str(refused.value.trailing_metadata())
+            assert "STORE_UNAVAILABLE" in trailers and "RetryInfo" in trailers
+            # The caller is not told about the store; the replica's log names the cause.
+            assert any("maxmemory" in str(event) for event in server.events), server.tail()
+        finally:
+            client.config_set("maxmemory", "0")
+        assert list(call)[-1].HasField("result")
+        after = list(stub(server).Stylize(request("after-full", job), timeout=WAIT))
+        assert after[-1].HasField("result")
+    finally:
+        server.stop()
+
+
 def test_redis_killed_and_restarted_from_its_append_only_file_loses_no_job(
     seeded_weights: Path, redis: RedisServer, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -31,6 +32,7 @@ from styletx_server.store.protocol import (
     JobState,
     JobStore,
     StoreConfig,
+    StoreError,
     StoreUnavailable,
 )
 from tests.integration.conftest import (
@@ -51,11 +53,21 @@ LARGE_WAIT = 10 * WAIT
 
 
 class FlakyStore:
-    """A store whose every call fails with StoreUnavailable while `down` is set."""
+    """A store whose calls (those named in `only`, else every one) fail with `error` while
+    `down` is set; `failed` counts the failures by call."""
 
-    def __init__(self, inner: JobStore) -> None:
+    def __init__(
+        self,
+        inner: JobStore,
+        *,
+        error: type[StoreError] = StoreUnavailable,
+        only: frozenset[str] | None = None,
+    ) -> None:
         self.inner = inner
         self.down = threading.Event()
+        self.error = error
+        self.only = only
+        self.failed: Counter[str] = Counter()
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
@@ -63,8 +75,9 @@ class FlakyStore:
             return attribute
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.down.is_set():
-                raise StoreUnavailable(f"{name}: store down (test)")
+            if self.down.is_set() and (self.only is None or name in self.only):
+                self.failed[name] += 1
+                raise self.error(f"{name}: store down (test)")
             return await attribute(*args, **kwargs)
 
         return call
@@ -392,3 +405,25 @@ def test_a_key_resent_with_another_encoding_gets_its_own_on_every_replica(
         assert theirs.data == wanted
     # And a caller back with the job's own encoding gets its bytes, not a re-encoding.
     assert collect(stub_of(two), request)[-1].result.image.data == mine.data
+
+
+def test_a_replica_goes_on_claiming_after_a_store_error_of_any_kind(fleet: Fleet) -> None:
+    """A store answer that is neither a result nor "unavailable" (a fault of the store's setup,
+    say) fails that claim, logged and counted; the replica claims again at its next poll, and
+    the job waiting meanwhile runs once the store answers right."""
+    flaky = FlakyStore(
+        MemoryStore(StoreConfig(lease_seconds=1.0, result_ttl=60.0)),
+        error=StoreError,
+        only=frozenset({"claim"}),
+    )
+    flaky.down.set()
+    (one,) = fleet(1, store=flaky)
+    call = Consumer(stub_of(one), make_request(request_key="after-a-fault"))
+    wait_for(lambda: flaky.failed["claim"] >= 3, WAIT)
+    flaky.down.clear()
+    assert call.code() == grpc.StatusCode.OK, call.error
+    assert call.events[-1].HasField("result")
+    errors = one.metrics.registry.get_sample_value(
+        "styletx_store_errors_total", {"operation": "claim"}
+    )
+    assert errors is not None and errors >= 3

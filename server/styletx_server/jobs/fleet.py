@@ -36,6 +36,7 @@ from styletx_server.store.protocol import (
     Lease,
     Outcome,
     ResultFate,
+    StoreError,
     StoreUnavailable,
 )
 
@@ -59,6 +60,9 @@ _NOT_NOW = (
 HURRY_SECONDS, HURRY_NAPS = 0.003, 20
 #: Longest pause between heartbeats (they also carry cancel requests to the running replica).
 BEAT_SECONDS = 0.5
+#: After a failed claim the loop waits this long, not its poll: a store that is down or full
+#: gets two tries a second from each replica (and its log two lines), not twenty.
+FAILED_CLAIM_SECONDS = 0.5
 
 
 def payload_of(request_id: str, request: pb.StylizeRequest) -> bytes:
@@ -151,8 +155,9 @@ class FleetWorker:
                 try:
                     claims = await self._store.claim(self.owner, free)
                     self._on_store(True)
-                except StoreUnavailable as exc:
+                except StoreError as exc:  # any: this loop must outlive it
                     self._store_failed("claim", exc)
+                    await asyncio.sleep(FAILED_CLAIM_SECONDS)
             for claim in claims:
                 try:
                     await self._take(claim)
@@ -186,7 +191,7 @@ class FleetWorker:
             await asyncio.sleep(period)
             try:
                 reaped = await self._store.reap()
-            except StoreUnavailable as exc:
+            except StoreError as exc:  # any: this loop must outlive it
                 self._store_failed("reap", exc)
                 continue
             await self._count()
@@ -203,7 +208,7 @@ class FleetWorker:
         """The fleet's queued and running jobs per tenant, for `styletx_fleet_jobs`."""
         try:
             counts = await self._store.counts()
-        except StoreUnavailable as exc:
+        except StoreError as exc:  # any: this loop must outlive it
             self._store_failed("counts", exc)
             return
         gauge = self._metrics.fleet_jobs
@@ -226,7 +231,7 @@ class FleetWorker:
                     leases = [held.lease for held in self._held.values()]
                 try:
                     beat = await store.heartbeat(self.owner, leases)
-                except StoreUnavailable as exc:
+                except StoreError as exc:  # any: this loop must outlive it
                     self._store_failed("heartbeat", exc)
                 else:
                     self._beaten(beat.renewed, beat.lost, beat.cancel)
@@ -407,12 +412,15 @@ class FleetWorker:
         self._metrics.fleet_stale_results.inc()
         log_event(log, "stale_result_dropped", level=logging.WARNING, job_id=job_id)
 
-    def _store_failed(self, operation: str, exc: StoreUnavailable) -> None:
+    def _store_failed(self, operation: str, exc: StoreError) -> None:
         self._metrics.store_errors.labels(operation=operation).inc()
         self._on_store(False)
-        log_event(
-            log, "store_unavailable", level=logging.WARNING, operation=operation, error=str(exc)
-        )
+        if isinstance(exc, StoreUnavailable):
+            log_event(
+                log, "store_unavailable", level=logging.WARNING, operation=operation, error=str(exc)
+            )
+        else:  # an answer the store should never give: a fault of ours or of its setup
+            log_event(log, "store_failed", level=logging.ERROR, operation=operation, error=str(exc))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

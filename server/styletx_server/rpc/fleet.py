@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -36,6 +37,7 @@ from styletx_server.jobs import stored
 from styletx_server.jobs.fleet import payload_of
 from styletx_server.jobs.mailbox import Final
 from styletx_server.jobs.views import job_error
+from styletx_server.observe.logs import log_event
 from styletx_server.observe.metrics import ServerMetrics
 from styletx_server.rpc.calls import AnyContext, Call, Context
 from styletx_server.rpc.job_rpcs import cancel_wait, checked_key, state_name, watch_event
@@ -54,6 +56,7 @@ from styletx_server.store.protocol import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Events a GetJob reads to describe a running job (the store keeps 256 per job by default).
 EVENTS_KEPT = 256
@@ -392,6 +395,10 @@ class FleetCalls:
             return await work
         except StoreUnavailable as exc:
             self._metrics.store_errors.labels(operation=operation).inc()
+            # The caller learns only that it may retry; the log says which store and why.
+            log_event(
+                log, "store_unavailable", level=logging.WARNING, operation=operation, error=str(exc)
+            )
             raise StoreDown(str(exc), retry_after=1.0) from exc
         finally:
             self._metrics.store_call_duration.observe(time.perf_counter() - start)

@@ -30,6 +30,15 @@ empty, and P:fair expires once nothing has been queued or running for its idle T
 
 from __future__ import annotations
 
+#: Each script's first line. A script with this shebang is refused whole, before it runs, when
+#: Redis is at `maxmemory` (noeviction); without it Redis checks only a script's first write,
+#: and a script whose first write frees memory (DEL, ZREM) could then grow past the limit.
+#: The steps that add jobs, claims and events are refused when Redis is full; the ones that
+#: keep leases, end or requeue jobs and free their payloads (`allow-oom`) still run, so a full
+#: Redis stops new work without losing the work in hand.
+_DENY_OOM = "#!lua\n"
+_ALLOW_OOM = "#!lua flags=allow-oom\n"
+
 #: Helpers every script starts with.
 _COMMON = """
 local P = ARGV[1]
@@ -98,7 +107,8 @@ end
 #: ARGV: P, tenant, key ('' for none), digest, cost, capacity, max_queued (-1: none),
 #: max_running (-1: none), random id suffix, payload, '1' when capacity counts running jobs too.
 ADMIT = (
-    _COMMON
+    _DENY_OOM
+    + _COMMON
     + """
 local tenant, key, digest = ARGV[2], ARGV[3], ARGV[4]
 local cost, capacity, maxq = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -142,7 +152,8 @@ return {'created', rec(id), redis.call('ZRANK', QUEUE, id) + 1}
 
 #: ARGV: P, owner, k, lease (ms).
 CLAIM = (
-    _COMMON
+    _DENY_OOM
+    + _COMMON
     + """
 local owner, k, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
@@ -192,7 +203,8 @@ return out
 
 #: ARGV: P, owner, lease (ms), then id, token for each lease.
 HEARTBEAT = (
-    _COMMON
+    _ALLOW_OOM
+    + _COMMON
     + """
 local owner, lease = ARGV[2], tonumber(ARGV[3])
 local deadline = now_ms() + lease
@@ -214,7 +226,8 @@ return out
 
 #: ARGV: P, result TTL (ms), idle TTL (ms), then id, token, owner for each lease.
 HAND_BACK = (
-    _COMMON
+    _ALLOW_OOM
+    + _COMMON
     + """
 local out, now = {}, now_ms()
 for i = 4, #ARGV, 3 do
@@ -236,7 +249,8 @@ return out
 
 #: ARGV: P, lease (ms), max attempts, result TTL (ms), idle TTL (ms).
 REAP = (
-    _COMMON
+    _ALLOW_OOM
+    + _COMMON
     + """
 local lease, max_attempts, ttl, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now = now_ms()
@@ -269,7 +283,8 @@ return {requeued, failed, cancelled}
 
 #: ARGV: P, id, token, owner, kind, data, max events.
 APPEND = (
-    _COMMON
+    _DENY_OOM
+    + _COMMON
     + """
 if not held(ARGV[2], ARGV[3], ARGV[4]) then return -1 end
 return append(ARGV[2], ARGV[5], ARGV[6], ARGV[7])
@@ -279,7 +294,8 @@ return append(ARGV[2], ARGV[5], ARGV[6], ARGV[7])
 #: ARGV: P, id, token, owner, state, reason, detail, result ('1'/'0'), size, chunks,
 #: tenant budget, result TTL (ms), idle TTL (ms), event ('1'/'0'), kind, data, max events.
 COMPLETE = (
-    _COMMON
+    _ALLOW_OOM
+    + _COMMON
     + """
 local id, token, owner = ARGV[2], ARGV[3], ARGV[4]
 if not held(id, token, owner) then return {'fenced'} end
@@ -340,7 +356,8 @@ return {'ok', out, evicted}
 
 #: ARGV: P, id, reason, result TTL (ms), idle TTL (ms).
 CANCEL = (
-    _COMMON
+    _ALLOW_OOM
+    + _COMMON
     + """
 local id, reason = ARGV[2], ARGV[3]
 local state = redis.call('HGET', jobkey(id), 'state')

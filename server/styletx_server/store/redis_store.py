@@ -24,8 +24,15 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from styletx_server.store import redis_lua
@@ -42,73 +49,31 @@ from styletx_server.store.protocol import (
     Existing,
     Fenced,
     JobRecord,
-    JobState,
     Lease,
     Outcome,
     Reaped,
     Refusal,
-    ResultFate,
     StoreConfig,
     StoreError,
     StoreUnavailable,
     TenantCounts,
-    Timings,
     fair_cost,
 )
+from styletx_server.store.redis_records import lease_of, ms, record_of, text
 from styletx_server.store.url import StoreURL
 
 #: Chunks sent per pipelined round trip while uploading a result.
 _UPLOAD_BATCH = 4
 #: How long an attempt's uploaded chunks wait for its `complete` at least (ms).
 _STAGING_MS = 60_000
-
-
-def _ms(seconds: float) -> int:
-    return max(0, round(seconds * 1000))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _seconds(fields: dict[str, bytes], name: str) -> float | None:
-    value = fields.get(name)
-    return None if value is None else int(value) / 1000
-
-
-def _record(flat: Sequence[Any]) -> JobRecord:
-    """A job record from a script's `{id, field, value, ...}`."""
-    job_id = _text(flat[0])
-    fields = {_text(flat[i]): flat[i + 1] for i in range(1, len(flat) - 1, 2)}
-    key, owner, cancel = fields.get("key"), fields.get("owner"), fields.get("cancel")
-    admitted = _seconds(fields, "admitted")
-    return JobRecord(
-        job_id=job_id,
-        tenant=_text(fields["tenant"]),
-        key=None if key is None else _text(key),
-        digest=bytes(fields["digest"]),
-        state=JobState(_text(fields["state"])),
-        attempt=int(fields["attempt"]),
-        token=int(fields["token"]),
-        owner=None if owner is None else _text(owner),
-        lost=int(fields["lost"]),
-        times=Timings(
-            admitted=0.0 if admitted is None else admitted,
-            started=_seconds(fields, "started"),
-            ended=_seconds(fields, "ended"),
-        ),
-        deadline=_seconds(fields, "deadline"),
-        reason=_text(fields.get("reason", b"")),
-        cancel=None if cancel is None else _text(cancel),
-        detail=bytes(fields.get("detail", b"")),
-        result=ResultFate(_text(fields.get("result", b"none"))),
-        result_size=int(fields.get("rsize", 0)),
-    )
-
-
-def _lease(record: JobRecord) -> Lease:
-    assert record.owner is not None and record.deadline is not None
-    return Lease(record.job_id, record.owner, record.token, record.deadline)
+#: Redis's answers that mean "not now" rather than "never": the store is unavailable.
+_REFUSING_FOR_NOW = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    MasterDownError,
+    TryAgainError,
+    ClusterDownError,
+)
 
 
 class RedisStore:
@@ -178,6 +143,13 @@ class RedisStore:
             raise StoreUnavailable(
                 f"job store {operation}: cannot reach {self._url.redacted}: {exc}"
             ) from None
+        except _REFUSING_FOR_NOW as exc:
+            # Full (maxmemory with noeviction), failing over or resharding: Redis ran nothing of
+            # the step (a script is refused at its first write), and retrying later can work.
+            raise StoreUnavailable(
+                f"job store {operation}: {self._url.redacted} refuses it for now "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
         except RedisError as exc:
             raise StoreError(f"job store {operation} at {self._url.redacted}: {exc}") from None
 
@@ -206,11 +178,11 @@ class RedisStore:
             request.payload,
             "1" if request.count_running else "0",
         )
-        kind = _text(reply[0])
+        kind = text(reply[0])
         if kind == "refused":
             quota, limit, queued, tenant_queued, tenant_running = reply[1:]
-            return Refusal(_text(quota), limit, queued, tenant_queued, tenant_running)
-        record = _record(reply[1])
+            return Refusal(text(quota), limit, queued, tenant_queued, tenant_running)
+        record = record_of(reply[1])
         if kind == "existing":
             return Existing(record, record.digest == request.digest)
         return Created(record, int(reply[2]))
@@ -219,11 +191,11 @@ class RedisStore:
         flat = await self._call("get", self._redis.hgetall(f"{self._p}:job:{job_id}"))
         if not flat:
             return None
-        return _record([job_id, *(x for pair in flat.items() for x in pair)])
+        return record_of([job_id, *(x for pair in flat.items() for x in pair)])
 
     async def find(self, tenant: str, key: str) -> JobRecord | None:
         job_id = await self._call("find", self._redis.get(f"{self._p}:key:{tenant}/{key}"))
-        return None if job_id is None else await self.get(_text(job_id))
+        return None if job_id is None else await self.get(text(job_id))
 
     async def position(self, job_id: str) -> int | None:
         rank = await self._call("position", self._redis.zrank(self._queue, job_id))
@@ -236,52 +208,52 @@ class RedisStore:
     # -- leases ---------------------------------------------------------------------------
 
     async def claim(self, owner: str, k: int = 1) -> list[Claim]:
-        reply = await self._run("CLAIM", owner, k, _ms(self._config.lease_seconds))
-        records = [_record(flat) for flat in reply]
-        return [Claim(record, _lease(record)) for record in records]
+        reply = await self._run("CLAIM", owner, k, ms(self._config.lease_seconds))
+        records = [record_of(flat) for flat in reply]
+        return [Claim(record, lease_of(record)) for record in records]
 
     async def heartbeat(self, owner: str, leases: Sequence[Lease]) -> Beat:
-        args: list[Any] = [owner, _ms(self._config.lease_seconds)]
+        args: list[Any] = [owner, ms(self._config.lease_seconds)]
         for lease in leases:
             args += [lease.job_id, lease.token]
         reply = await self._run("HEARTBEAT", *args)
         deadline = int(reply[0]) / 1000
         renewed, lost, cancel = [], [], {}
         for lease, (_, state, reason) in zip(leases, reply[1:], strict=True):
-            if _text(state) != "held" or lease.owner != owner:
+            if text(state) != "held" or lease.owner != owner:
                 lost.append(lease.job_id)
                 continue
             renewed.append(Lease(lease.job_id, owner, lease.token, deadline))
             if reason:
-                cancel[lease.job_id] = _text(reason)
+                cancel[lease.job_id] = text(reason)
         return Beat(tuple(renewed), tuple(lost), cancel)
 
     async def hand_back(self, leases: Sequence[Lease]) -> list[str]:
-        args: list[Any] = [_ms(self._config.result_ttl), self._idle_ms]
+        args: list[Any] = [ms(self._config.result_ttl), self._idle_ms]
         for lease in leases:
             args += [lease.job_id, lease.token, lease.owner]
         reply = await self._run("HAND_BACK", *args)
-        return [_text(job_id) for job_id in reply]
+        return [text(job_id) for job_id in reply]
 
     async def reap(self) -> Reaped:
         config = self._config
         requeued, failed, cancelled = await self._run(
             "REAP",
-            _ms(config.lease_seconds),
+            ms(config.lease_seconds),
             config.max_attempts,
-            _ms(config.result_ttl),
+            ms(config.result_ttl),
             self._idle_ms,
         )
         return Reaped(
-            tuple(_text(i) for i in requeued),
-            tuple(_text(i) for i in failed),
-            tuple(_text(i) for i in cancelled),
+            tuple(text(i) for i in requeued),
+            tuple(text(i) for i in failed),
+            tuple(text(i) for i in cancelled),
         )
 
     @property
     def _idle_ms(self) -> int:
         """How long an idle store remembers its fair clock."""
-        return max(1, _ms(max(self._config.result_ttl, self._config.lease_seconds)))
+        return max(1, ms(max(self._config.result_ttl, self._config.lease_seconds)))
 
     # -- events and outcomes --------------------------------------------------------------
 
@@ -299,7 +271,7 @@ class RedisStore:
         stream = f"{self._p}:events:{job_id}"
         if wait > 0:
             # XREAD BLOCK answers as soon as an entry past `after` is added (ids are "n-0").
-            block = max(1, min(_ms(wait), _ms(self._config.timeout / 2)))
+            block = max(1, min(ms(wait), ms(self._config.timeout / 2)))
             found = await self._call(
                 "events", self._redis.xread({stream: f"{after}-0"}, count=limit, block=block)
             )
@@ -309,7 +281,7 @@ class RedisStore:
                 "events", self._redis.xrange(stream, f"{after + 1}-0", "+", count=limit)
             )
         return [
-            Event(int(_text(entry_id).partition("-")[0]), _text(fields[b"k"]), bytes(fields[b"d"]))
+            Event(int(text(entry_id).partition("-")[0]), text(fields[b"k"]), bytes(fields[b"d"]))
             for entry_id, fields in entries
         ]
 
@@ -332,28 +304,28 @@ class RedisStore:
             0 if data is None else len(data),
             chunks,
             config.tenant_result_bytes,
-            _ms(config.result_ttl),
+            ms(config.result_ttl),
             self._idle_ms,
             "1" if outcome.event is not None else "0",
             kind,
             event,
             config.max_events,
         )
-        status = _text(reply[0])
+        status = text(reply[0])
         if status == "fenced":
             raise Fenced(lease.job_id, lease.token)
         if status == "incomplete":
             raise StoreUnavailable(
                 f"job store complete: the result's upload to {self._url.redacted} was lost"
             )
-        return Completed(_record(reply[1]), tuple(_text(i) for i in reply[2]))
+        return Completed(record_of(reply[1]), tuple(text(i) for i in reply[2]))
 
     async def _upload(self, lease: Lease, data: bytes) -> int:
         """Put `data` in the attempt's staging list, chunk by chunk; how many chunks."""
         step = self._config.chunk_bytes
         chunks = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
         stage = f"{self._p}:staging:{lease.job_id}:{lease.token}"
-        ttl = max(_STAGING_MS, 2 * _ms(self._config.lease_seconds))
+        ttl = max(_STAGING_MS, 2 * ms(self._config.lease_seconds))
         for first in range(0, len(chunks), _UPLOAD_BATCH):
             pipe = self._redis.pipeline(transaction=False)
             if first == 0:  # an earlier try of this attempt's upload starts over
@@ -367,9 +339,9 @@ class RedisStore:
     async def cancel(self, job_id: str, reason: str = CANCELLED) -> JobRecord | None:
         config = self._config
         reply = await self._run(
-            "CANCEL", job_id, reason or CANCELLED, _ms(config.result_ttl), self._idle_ms
+            "CANCEL", job_id, reason or CANCELLED, ms(config.result_ttl), self._idle_ms
         )
-        return None if reply is None else _record(reply)
+        return None if reply is None else record_of(reply)
 
     async def result(self, job_id: str) -> bytes | None:
         """One LRANGE: the chunks as they were at one instant (never half of an eviction)."""
@@ -386,17 +358,17 @@ class RedisStore:
             # The tenants holding results come from their index, not a SCAN: a SCAN walks the
             # whole keyspace (every job, event and result key) on each reap of each replica.
             holders = [
-                _text(name)
+                text(name)
                 for name in await self._redis.zrangebyscore(f"{self._p}:holders", now, "+inf")
             ]
             pipe = self._redis.pipeline(transaction=False)
             for name in holders:
                 pipe.zrangebyscore(f"{self._p}:held:{name}", f"({now}", "+inf")
             held: dict[str, int] = {
-                name: sum(int(_text(m).rpartition("/")[2]) for m in members)
+                name: sum(int(text(m).rpartition("/")[2]) for m in members)
                 for name, members in zip(holders, await pipe.execute(), strict=True)
             }
-        values = {_text(k): int(v) for k, v in fields.items()}
+        values = {text(k): int(v) for k, v in fields.items()}
         names = {k[2:] for k in values if k[:2] in ("q:", "r:")} | {t for t, b in held.items() if b}
         tenants = {
             name: TenantCounts(
@@ -424,9 +396,9 @@ class RedisStore:
                 found = await self._call("config", self._redis.config_get(name))
             except (StoreUnavailable, RedisError):
                 return []
-            text = _text(next(iter(found.values()), b"")) if found else ""
-            if text and text != value:
-                problems.append(f"{name} is {text!r}, the service needs {value!r}")
+            setting = text(next(iter(found.values()), b"")) if found else ""
+            if setting and setting != value:
+                problems.append(f"{name} is {setting!r}, the service needs {value!r}")
         return problems
 
     async def close(self) -> None:

@@ -247,3 +247,39 @@ def test_the_fleets_counts_read_their_indexes_and_never_scan_the_keyspace(
 
     asyncio.run(main())
     assert not [key for key in redis_keys(server) if ":holders" in key or ":held:" in key]
+
+
+def test_a_full_redis_refuses_new_work_whole_and_keeps_the_work_in_hand(
+    server: RedisServer,
+) -> None:
+    """At `maxmemory` (with the `noeviction` the service asks for) the steps that add work are
+    refused before they write anything, as unavailable for now (the caller is told to retry),
+    not as a fault; the steps that keep leases and end jobs still run."""
+    client = server.client()
+
+    async def main() -> None:
+        store = store_at(server.url())
+        try:
+            for key in ("k1", "k2"):
+                assert isinstance(await store.admit(AdmitRequest("a", key, b"d")), Created)
+            (held,) = await store.claim("replica-1", 1)
+            # A limit far under what the data set uses: whatever else Redis allocates meanwhile.
+            client.config_set("maxmemory", str(client.info("memory")["used_memory"] // 2))
+            try:
+                with pytest.raises(StoreUnavailable, match="maxmemory"):
+                    await store.claim("replica-1", 1)
+                with pytest.raises(StoreUnavailable, match="refuses it for now"):
+                    await store.admit(AdmitRequest("a", "k3", b"d", payload=b"p" * 1000))
+                beat = await store.heartbeat("replica-1", [held.lease])
+                assert [lease.job_id for lease in beat.renewed] == [held.lease.job_id]
+                ended = await store.complete(held.lease, Outcome(JobState.FAILED, reason="x"))
+                assert ended.record.state is JobState.FAILED
+            finally:
+                client.config_set("maxmemory", "0")
+            (claim,) = await store.claim("replica-1", 1)  # the refused claim took nothing
+            assert (claim.record.key, claim.record.attempt) == ("k2", 1)
+            assert await store.find("a", "k3") is None  # the refused admission wrote nothing
+        finally:
+            await store.close()
+
+    asyncio.run(main())
