@@ -427,3 +427,20 @@ def test_a_replica_goes_on_claiming_after_a_store_error_of_any_kind(fleet: Fleet
         "styletx_store_errors_total", {"operation": "claim"}
     )
     assert errors is not None and errors >= 3
+
+
+def test_a_store_fault_on_a_jobs_events_does_not_leave_it_held_forever(fleet: Fleet) -> None:
+    """Events are best effort: a store fault while appending one (not "unavailable") loses
+    that event, not the job. Its publisher stays alive, commits the outcome and the caller
+    gets the result, instead of a dead publisher whose lease the heartbeat renews forever."""
+    flaky = FlakyStore(
+        MemoryStore(StoreConfig(lease_seconds=1.0, result_ttl=60.0)),
+        error=StoreError,
+        only=frozenset({"append"}),
+    )
+    flaky.down.set()
+    (one,) = fleet(1, store=flaky)
+    call = Consumer(stub_of(one), make_request(request_key="event-fault"))
+    assert call.code() == grpc.StatusCode.OK, call.error
+    assert call.events[-1].HasField("result")
+    assert flaky.failed["append"] >= 1

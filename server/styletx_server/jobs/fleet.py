@@ -310,8 +310,14 @@ class FleetWorker:
                 except Fenced:
                     self._drop(job_id)
                     job.stop(StopReason.SHUTDOWN)
-                except StoreUnavailable as exc:  # events are best effort; the outcome is not
+                except StoreError as exc:  # events are best effort; the outcome is not
                     self._store_failed("append", exc)
+        except Exception as exc:  # never a dead publisher whose lease lives on
+            # The heartbeat renews every held lease: drop this one so that it lapses and
+            # another attempt runs the job (within --max-attempts), and stop the computation.
+            log_event(log, "publish_failed", level=logging.ERROR, exc_info=exc, job_id=job_id)
+            self._drop(job_id)
+            job.stop(StopReason.SHUTDOWN)
         finally:
             job.unsubscribe(mailbox)
 
