@@ -25,6 +25,21 @@ PAIRS: dict[str, tuple[Path, Path]] = {
     ),
     "coffee_the_scream": (EXAMPLES / "content_coffee.png", EXAMPLES / "style_the_scream.jpg"),
     "rocket_shipwreck": (EXAMPLES / "content_rocket.jpg", EXAMPLES / "style_shipwreck.jpg"),
+    # Pairs `fast` was not tuned on: every subject with a second style, and a portrait.
+    "chelsea_the_scream": (EXAMPLES / "content_chelsea.png", EXAMPLES / "style_the_scream.jpg"),
+    "coffee_shipwreck": (EXAMPLES / "content_coffee.png", EXAMPLES / "style_shipwreck.jpg"),
+    "rocket_starry_night": (
+        EXAMPLES / "content_rocket.jpg",
+        EXAMPLES / "style_starry_night.jpg",
+    ),
+    "astronaut_starry_night": (
+        EXAMPLES / "content_astronaut.png",
+        EXAMPLES / "style_starry_night.jpg",
+    ),
+    "astronaut_shipwreck": (
+        EXAMPLES / "content_astronaut.png",
+        EXAMPLES / "style_shipwreck.jpg",
+    ),
 }
 DEFAULT_PAIR = "chelsea_starry_night"
 
