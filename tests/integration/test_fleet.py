@@ -407,16 +407,23 @@ def test_a_key_resent_with_another_encoding_gets_its_own_on_every_replica(
     assert collect(stub_of(two), request)[-1].result.image.data == mine.data
 
 
+def faulty_on(operation: str) -> FlakyStore:
+    """A memory store whose `operation` fails with a plain StoreError (neither a result nor
+    "unavailable") until its `down` is cleared."""
+    flaky = FlakyStore(
+        MemoryStore(StoreConfig(lease_seconds=1.0, result_ttl=60.0)),
+        error=StoreError,
+        only=frozenset({operation}),
+    )
+    flaky.down.set()
+    return flaky
+
+
 def test_a_replica_goes_on_claiming_after_a_store_error_of_any_kind(fleet: Fleet) -> None:
     """A store answer that is neither a result nor "unavailable" (a fault of the store's setup,
     say) fails that claim, logged and counted; the replica claims again at its next poll, and
     the job waiting meanwhile runs once the store answers right."""
-    flaky = FlakyStore(
-        MemoryStore(StoreConfig(lease_seconds=1.0, result_ttl=60.0)),
-        error=StoreError,
-        only=frozenset({"claim"}),
-    )
-    flaky.down.set()
+    flaky = faulty_on("claim")
     (one,) = fleet(1, store=flaky)
     call = Consumer(stub_of(one), make_request(request_key="after-a-fault"))
     wait_for(lambda: flaky.failed["claim"] >= 3, WAIT)
@@ -433,12 +440,7 @@ def test_a_store_fault_on_a_jobs_events_does_not_leave_it_held_forever(fleet: Fl
     """Events are best effort: a store fault while appending one (not "unavailable") loses
     that event, not the job. Its publisher stays alive, commits the outcome and the caller
     gets the result, instead of a dead publisher whose lease the heartbeat renews forever."""
-    flaky = FlakyStore(
-        MemoryStore(StoreConfig(lease_seconds=1.0, result_ttl=60.0)),
-        error=StoreError,
-        only=frozenset({"append"}),
-    )
-    flaky.down.set()
+    flaky = faulty_on("append")
     (one,) = fleet(1, store=flaky)
     call = Consumer(stub_of(one), make_request(request_key="event-fault"))
     assert call.code() == grpc.StatusCode.OK, call.error
